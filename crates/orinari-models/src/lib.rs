@@ -1,0 +1,174 @@
+//! Model backends behind one trait.
+//!
+//! A [`ModelBackend`] turns a [`GenerateRequest`] (chat messages plus sampling
+//! options) into a [`Generation`]: the exact prompt token count and a bounded
+//! stream of [`Event`]s. Dropping the `Generation` cancels the work. This crate
+//! never knows about HTTP routes or axum; the server maps [`ModelError`] to
+//! responses in one place.
+//!
+//! The embedded backend ([`local::LocalModel`]) runs a GGUF llama model with
+//! candle on a dedicated thread.
+
+pub mod local;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+
+/// A chat message as the model sees it: a role and plain text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// `system`, `user`, `assistant` (validated by the caller).
+    pub role: String,
+    /// Plain text content.
+    pub content: String,
+}
+
+/// Sampling and stopping options for one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// 0 means greedy; default 1.
+    pub temperature: f32,
+    /// Nucleus sampling mass in (0, 1]; default 1.
+    pub top_p: f32,
+    /// Same seed, same request: same output.
+    pub seed: Option<u64>,
+    /// Upper bound on completion tokens; `None` means "until the context is full".
+    pub max_tokens: Option<u32>,
+    /// Up to four stop strings; the text stops before the first match.
+    pub stop: Vec<String>,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: None,
+            max_tokens: None,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// One request to a backend.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// The conversation so far.
+    pub messages: Vec<Message>,
+    /// Sampling options.
+    pub sampling: Sampling,
+}
+
+/// Why a generation ended, in OpenAI's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-turn token or a stop sequence.
+    Stop,
+    /// `max_tokens` reached or the context window is full.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// Token counts for one generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Tokens in the rendered prompt, counted exactly.
+    pub prompt_tokens: u32,
+    /// Tokens generated (including a final end-of-turn token, if any).
+    pub completion_tokens: u32,
+}
+
+/// What a running generation yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New text (never splits a UTF-8 character, never contains stop text).
+    Delta(String),
+    /// The last event of a successful generation.
+    Done {
+        /// Why it stopped.
+        finish_reason: FinishReason,
+        /// Final token counts.
+        usage: Usage,
+    },
+}
+
+/// A running generation. Dropping it cancels the work at the next token.
+#[derive(Debug)]
+pub struct Generation {
+    /// Exact prompt token count, known before the first token.
+    pub prompt_tokens: u32,
+    /// Events in order; ends after `Event::Done` or an error.
+    pub events: mpsc::Receiver<Result<Event, ModelError>>,
+}
+
+/// Static facts about a served model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Context window in tokens (prompt plus completion).
+    pub context_window: u32,
+    /// Who provides it (`orinari` for the embedded model).
+    pub owned_by: String,
+}
+
+/// Errors at the model boundary, classified once.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ModelError {
+    /// The prompt plus requested completion does not fit the context window.
+    #[error(
+        "this model's maximum context length is {context_window} tokens; the messages use {prompt_tokens} tokens{}",
+        requested_note(.requested)
+    )]
+    ContextOverflow {
+        /// The window.
+        context_window: u32,
+        /// Tokens in the prompt.
+        prompt_tokens: u32,
+        /// Completion tokens asked for, if any.
+        requested: Option<u32>,
+    },
+    /// Too many requests are waiting for this backend.
+    #[error("the model is overloaded; try again shortly")]
+    Overloaded,
+    /// The backend is shutting down.
+    #[error("the model is shutting down")]
+    ShuttingDown,
+    /// The backend failed; the message is safe to show (no paths, no secrets).
+    #[error("the model failed: {0}")]
+    Internal(String),
+}
+
+fn requested_note(requested: &Option<u32>) -> String {
+    match requested {
+        Some(n) => format!(" and {n} more were requested for the completion"),
+        None => String::new(),
+    }
+}
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A source of completions: the embedded model or (later) a remote provider.
+///
+/// Every implementation has the same shape: `start` admits the request (or
+/// refuses it with a client-visible reason) and returns a live [`Generation`].
+pub trait ModelBackend: Send + Sync + 'static {
+    /// Static facts about the model.
+    fn info(&self) -> &ModelInfo;
+
+    /// Admit a request and start generating.
+    fn start(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, ModelError>>;
+
+    /// Whether the backend can take requests now.
+    fn ready(&self) -> bool;
+}
