@@ -1,1 +1,13 @@
-//! orinari-api
+//! OpenAI-compatible wire types: requests (parsed and validated field by
+//! field), responses, stream chunks, SSE framing and the error envelope.
+//!
+//! This crate does no I/O and knows nothing of HTTP frameworks: statuses are
+//! plain `u16`s, and the server turns them into responses in one place.
+
+pub mod chat;
+pub mod error;
+pub mod models;
+pub mod sse;
+
+pub use chat::{ChatMessage, ChatRequest, Role, ValidationLimits};
+pub use error::{ApiError, ErrorType};

@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use orinari_models::local::{LocalConfig, LocalModel, default_model_path};
-use orinari_models::{Event, FinishReason, GenerateRequest, Message, ModelBackend, ModelError, Sampling};
+use orinari_models::{
+    Event, FinishReason, GenerateRequest, Message, ModelBackend, ModelError, Sampling,
+};
 
 fn model(max_active: usize, context: Option<usize>) -> LocalModel {
     LocalModel::load(&LocalConfig {
@@ -32,9 +34,17 @@ async fn collect(m: &LocalModel, req: GenerateRequest) -> (String, FinishReason,
     while let Some(ev) = g.events.recv().await {
         match ev.expect("no model error") {
             Event::Delta(t) => text.push_str(&t),
-            Event::Done { finish_reason, usage } => {
+            Event::Done {
+                finish_reason,
+                usage,
+            } => {
                 assert_eq!(usage.prompt_tokens, g.prompt_tokens);
-                return (text, finish_reason, usage.prompt_tokens, usage.completion_tokens);
+                return (
+                    text,
+                    finish_reason,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                );
             }
         }
     }
@@ -50,7 +60,8 @@ async fn greedy_answer_is_deterministic() {
         ..Sampling::default()
     };
     let t0 = Instant::now();
-    let (a, reason, prompt, completion) = collect(&m, ask("What is the capital of France?", greedy.clone())).await;
+    let (a, reason, prompt, completion) =
+        collect(&m, ask("What is the capital of France?", greedy.clone())).await;
     eprintln!("answer {a:?} ({completion} tokens in {:?})", t0.elapsed());
     assert!(!a.trim().is_empty());
     assert!(prompt > 10);
@@ -84,7 +95,16 @@ async fn context_overflow_is_refused_before_generation() {
     let m = model(1, Some(64));
     let long = "word ".repeat(200);
     let err = m.start(ask(&long, Sampling::default())).await.unwrap_err();
-    assert!(matches!(err, ModelError::ContextOverflow { context_window: 64, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ModelError::ContextOverflow {
+                context_window: 64,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +115,10 @@ async fn dropping_the_generation_frees_the_engine() {
         max_tokens: Some(2000),
         ..Sampling::default()
     };
-    let mut g = m.start(ask("Count from one to a thousand.", endless)).await.unwrap();
+    let mut g = m
+        .start(ask("Count from one to a thousand.", endless))
+        .await
+        .unwrap();
     let first = g.events.recv().await;
     assert!(matches!(first, Some(Ok(Event::Delta(_)))));
     drop(g);

@@ -1,1 +1,53 @@
-//! orinari-server
+//! The HTTP server: the tower layer stack (composed once, in [`stack`]),
+//! routes and thin handlers, and graceful shutdown.
+//!
+//! Handlers extract, call one domain function, and map the result; errors
+//! become responses only in [`error`].
+
+pub mod error;
+mod routes;
+mod stack;
+mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use state::{AppState, ServedModel};
+
+/// Build the full application (routes inside the layer stack).
+pub fn app(state: AppState) -> axum::Router {
+    stack::wrap(routes::router(state.clone()), &state)
+}
+
+/// Serve until `shutdown` resolves, then drain: stop accepting, mark the
+/// instance not ready, let in-flight requests and streams finish, and return
+/// once they have or when `drain_timeout` has passed, whichever is first.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain_timeout: Duration,
+) -> std::io::Result<()> {
+    let (tx, mut rx) = watch::channel(false);
+    let app = app(state.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    let signal = async move {
+        shutdown.await;
+        state.begin_drain();
+        tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "draining");
+        let _ = tx.send(true);
+        tokio::time::sleep(drain_timeout).await;
+    };
+    tokio::select! {
+        r = server => r,
+        () = signal => {
+            tracing::warn!("drain deadline passed; closing the remaining connections");
+            Ok(())
+        }
+    }
+}

@@ -1,1 +1,215 @@
-fn main() {}
+//! The `orinari` binary: parse arguments, load config, wire, wait for signals.
+//! No logic that a test needs lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use orinari_config::Config;
+use orinari_models::ModelBackend;
+use orinari_models::local::{LocalConfig, LocalModel, default_model_path};
+use orinari_server::{AppState, ServedModel};
+
+/// Exit code for usage and configuration errors.
+const EXIT_USAGE: u8 = 1;
+/// Exit code for failures at run time.
+const EXIT_RUNTIME: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "orinari",
+    version,
+    about = "A self-hosted AI assistant platform in one binary"
+)]
+struct Cli {
+    /// Configuration file (default: ./orinari.toml if present, else the embedded defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform.
+    Serve,
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file; exit 1 with file:line:column and the reason.
+    Check {
+        /// The file to check (default: --config, ./orinari.toml, or the embedded defaults).
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Version => {
+            println!("orinari {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let path = orinari_config::discover(file.or(cli.config));
+            match orinari_config::load(path.as_deref(), std::env::vars()) {
+                Ok(_) => {
+                    let name = path.map_or("embedded defaults".into(), |p| p.display().to_string());
+                    println!("{name}: ok");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
+        Command::Serve => {
+            let path = orinari_config::discover(cli.config);
+            let config = match orinari_config::load(path.as_deref(), std::env::vars()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            init_logging();
+            match serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "orinari stopped");
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
+        }
+    }
+}
+
+/// JSON logs on stderr; `ORINARI_LOG` (or `RUST_LOG`) filters, default `info`.
+fn init_logging() {
+    let filter = std::env::var("ORINARI_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    for section in &config.inactive {
+        tracing::warn!(section, "configured but not active in this version");
+    }
+    let mut locals = Vec::new();
+    let mut served = Vec::new();
+    for m in &config.models {
+        let path = m.local.path.clone().unwrap_or_else(default_model_path);
+        if !path.is_file() {
+            anyhow::bail!(
+                "model `{}`: no model file at {} (run `make serve`, or scripts/fetch-model.sh, or set ORINARI_MODEL_PATH)",
+                m.name,
+                path.display()
+            );
+        }
+        let local = LocalConfig {
+            path,
+            context_size: m.local.context_size,
+            max_active: m.local.parallel,
+            queue_depth: config.queue_depth,
+            requantize: m.local.requantize,
+        };
+        let started = std::time::Instant::now();
+        let model = Arc::new(tokio::task::spawn_blocking(move || LocalModel::load(&local)).await??);
+        tracing::info!(
+            model = %m.name,
+            context_window = model.info().context_window,
+            load_ms = started.elapsed().as_millis() as u64,
+            "model loaded"
+        );
+        locals.push(model.clone());
+        served.push(ServedModel {
+            name: m.name.clone(),
+            backend: model,
+        });
+    }
+    let state = AppState::new(served, config.max_input_chars, config.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    eprintln!("orinari is serving on http://{addr}/v1 (chat API)");
+
+    orinari_server::serve(
+        listener,
+        state,
+        shutdown_signal(),
+        config.server.shutdown_timeout,
+    )
+    .await?;
+
+    // The server has drained (or the deadline passed): stop the inference threads.
+    tokio::task::spawn_blocking(move || locals.iter().for_each(|m| m.shutdown())).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM. SIGINT exits at once; SIGHUP is logged (reload comes later).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: draining");
+                return;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: exiting now");
+                std::process::exit(130);
+            }
+            _ = hup.recv() => {
+                tracing::warn!("SIGHUP: configuration reload is not available in this version; restart to apply changes");
+            }
+        }
+    }
+}

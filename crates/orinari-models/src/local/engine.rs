@@ -94,7 +94,9 @@ pub fn run(
             }
         }
         while active.len() < max_active {
-            let Some(job) = waiting.pop_front() else { break };
+            let Some(job) = waiting.pop_front() else {
+                break;
+            };
             if job.events.is_closed() {
                 shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                 continue;
@@ -104,7 +106,9 @@ pub fn run(
         // One round: every active sequence gets at most one step.
         let mut progressed = false;
         for _ in 0..active.len() {
-            let Some(mut seq) = active.pop_front() else { break };
+            let Some(mut seq) = active.pop_front() else {
+                break;
+            };
             if seq.job.events.is_closed() {
                 shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                 continue;

@@ -5,9 +5,9 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
+use candle_core::Device;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::Device;
 
 /// Llama hyper-parameters from the `llama.*` metadata.
 #[derive(Debug, Clone)]
@@ -39,7 +39,8 @@ pub struct GgufModel {
 }
 
 fn meta<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<&'a Value, String> {
-    md.get(key).ok_or_else(|| format!("the GGUF has no `{key}` metadata"))
+    md.get(key)
+        .ok_or_else(|| format!("the GGUF has no `{key}` metadata"))
 }
 
 fn meta_usize(md: &HashMap<String, Value>, key: &str) -> Result<usize, String> {
@@ -103,7 +104,9 @@ fn metadata(content: &Content) -> Result<GgufModel, String> {
         .to_string()
         .map_err(|e| e.to_string())?;
     if arch != "llama" {
-        return Err(format!("unsupported architecture `{arch}` (expected llama)"));
+        return Err(format!(
+            "unsupported architecture `{arch}` (expected llama)"
+        ));
     }
     let hyper = Hyper {
         n_layer: meta_usize(md, "llama.block_count")?,
@@ -121,7 +124,9 @@ fn metadata(content: &Content) -> Result<GgufModel, String> {
         .to_string()
         .map_err(|e| e.to_string())?;
     if model != "gpt2" {
-        return Err(format!("unsupported tokenizer `{model}` (expected gpt2 BPE)"));
+        return Err(format!(
+            "unsupported tokenizer `{model}` (expected gpt2 BPE)"
+        ));
     }
     let token_types = meta(md, "tokenizer.ggml.token_type")?
         .to_vec()

@@ -132,18 +132,23 @@ impl Llama {
         let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?;
         let cos = self.cos.narrow(0, pos, n)?;
         let sin = self.sin.narrow(0, pos, n)?;
-        let mask = if n > 1 { Some(self.mask(pos, n)?) } else { None };
+        let mask = if n > 1 {
+            Some(self.mask(pos, n)?)
+        } else {
+            None
+        };
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.hyper.rms_eps)?;
             let Some((k_cache, v_cache)) = kv.as_mut() else {
                 candle_core::bail!("cache not allocated");
             };
-            let attn = self.attention(layer, &h, k_cache, v_cache, pos, &cos, &sin, mask.as_ref())?;
+            let attn =
+                self.attention(layer, &h, k_cache, v_cache, pos, &cos, &sin, mask.as_ref())?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.hyper.rms_eps)?;
-            let mlp = layer
-                .down
-                .forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+            let mlp = layer.down.forward(
+                &(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?,
+            )?;
             x = (x + mlp)?;
         }
         cache.len = pos + n;
@@ -167,9 +172,24 @@ impl Llama {
         let (b, n, _) = h.dims3()?;
         let hd = self.head_dim;
         let (nh, nkv) = (self.hyper.n_head, self.hyper.n_head_kv);
-        let q = layer.wq.forward(h)?.reshape((b, n, nh, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = layer.wk.forward(h)?.reshape((b, n, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = layer.wv.forward(h)?.reshape((b, n, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = layer
+            .wq
+            .forward(h)?
+            .reshape((b, n, nh, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = layer
+            .wk
+            .forward(h)?
+            .reshape((b, n, nkv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = layer
+            .wv
+            .forward(h)?
+            .reshape((b, n, nkv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
         k_cache.slice_set(&k, 2, pos)?;
@@ -188,7 +208,10 @@ impl Llama {
         };
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v)?; // (b, nkv, rep*n, hd)
-        let y = y.reshape((b, nh, n, hd))?.transpose(1, 2)?.reshape((b, n, nh * hd))?;
+        let y = y
+            .reshape((b, nh, n, hd))?
+            .transpose(1, 2)?
+            .reshape((b, n, nh * hd))?;
         layer.wo.forward(&y)
     }
 
@@ -236,4 +259,3 @@ impl Llama {
         self.hyper.context_length
     }
 }
-

@@ -16,9 +16,9 @@ mod tokenizer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
-use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
@@ -90,7 +90,8 @@ impl LocalModel {
         let context_window = g.hyper.context_length as u32;
         let tokenizer = Arc::new(Tokenizer::new(&g.vocab).map_err(fail)?);
         let template = Arc::new(template::ChatTemplate::new(&g.chat_template).map_err(fail)?);
-        let model = Arc::new(llama::Llama::new(g.hyper, g.tensors).map_err(|e| fail(e.to_string()))?);
+        let model =
+            Arc::new(llama::Llama::new(g.hyper, g.tensors).map_err(|e| fail(e.to_string()))?);
         let (tx, rx) = std_mpsc::channel();
         let shared = Arc::new(engine::Shared::default());
         shared.alive.store(true, Ordering::Release);

@@ -1,0 +1,297 @@
+//! The raw TOML shape, exactly as CONTRACT.md names the keys.
+#![allow(
+    dead_code,
+    reason = "sections for TLS, providers, sources, status and backup are shape-checked now and read by later versions"
+)]
+
+use serde::Deserialize;
+
+use crate::ConfigError;
+
+/// Documented defaults, one constant each.
+pub mod defaults {
+    /// `server.listen`.
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    /// `server.admin_token_env`.
+    pub const ADMIN_TOKEN_ENV: &str = "ORINARI_ADMIN_TOKEN";
+    /// `server.region`.
+    pub const REGION: &str = "local";
+    /// `server.shutdown_timeout_ms`: how long SIGTERM waits for streams.
+    pub const SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+    /// `storage.url`.
+    pub const STORAGE_URL: &str = "sqlite://orinari-data/orinari.db";
+    /// `limits.requests_per_minute`.
+    pub const REQUESTS_PER_MINUTE: u32 = 600;
+    /// `limits.tokens_per_minute`.
+    pub const TOKENS_PER_MINUTE: u32 = 200_000;
+    /// `limits.max_concurrent_per_key`.
+    pub const MAX_CONCURRENT_PER_KEY: u32 = 16;
+    /// `limits.queue_depth`.
+    pub const QUEUE_DEPTH: u32 = 256;
+    /// `limits.queue_timeout_ms`.
+    pub const QUEUE_TIMEOUT_MS: u64 = 10_000;
+    /// `limits.max_body_bytes`.
+    pub const MAX_BODY_BYTES: u64 = 1_048_576;
+    /// `guard.prompt_injection`.
+    pub const PROMPT_INJECTION: &str = "block";
+    /// `guard.max_input_chars`.
+    pub const MAX_INPUT_CHARS: u32 = 32_000;
+    /// The embedded model's name.
+    pub const LOCAL_MODEL: &str = "orinari-small";
+    /// `[[models]] parallel` for a local model: sequences interleaved at once.
+    pub const LOCAL_PARALLEL: u32 = 4;
+    /// `backup.interval`.
+    pub const BACKUP_INTERVAL: &str = "5m";
+    /// `backup.key_env`.
+    pub const BACKUP_KEY_ENV: &str = "ORINARI_BACKUP_KEY";
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub cluster: RawCluster,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub guard: RawGuard,
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+    #[serde(default)]
+    pub sources: Vec<RawSource>,
+    #[serde(default)]
+    pub status: RawStatus,
+    #[serde(default)]
+    pub backup: RawBackup,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub admin_token_env: Option<String>,
+    pub region: Option<String>,
+    pub shutdown_timeout_ms: Option<u64>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub acme: Option<RawAcme>,
+    pub modern: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub domains: Vec<String>,
+    pub directory: Option<String>,
+    pub contact: Option<String>,
+    pub cache_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+    pub max_concurrent_per_key: Option<u32>,
+    pub queue_depth: Option<u32>,
+    pub queue_timeout_ms: Option<u64>,
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub required: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    pub prompt_injection: Option<String>,
+    pub max_input_chars: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: String,
+    pub backend: Option<String>,
+    pub path: Option<String>,
+    pub context_size: Option<u32>,
+    pub parallel: Option<u32>,
+    pub requantize: Option<bool>,
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub name: String,
+    pub provider: String,
+    pub base_url: String,
+    pub api_key_env: Option<String>,
+    pub weight: Option<u32>,
+    pub group: Option<String>,
+    pub region: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub name: String,
+    pub kind: String,
+    pub path: Option<String>,
+    pub url: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatus {
+    #[serde(default)]
+    pub checks: Vec<RawCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub name: String,
+    pub id: Option<String>,
+    pub url: String,
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackup {
+    pub interval: Option<String>,
+    pub destinations: Option<Vec<String>>,
+    pub key_env: Option<String>,
+    pub key_file: Option<String>,
+}
+
+/// Scalar keys that `ORINARI_<SECTION>_<KEY>` may override. Other `ORINARI_*`
+/// variables (`ORINARI_MODEL_PATH`, `ORINARI_ADMIN_TOKEN`…) are not overrides.
+const OVERRIDABLE: &[(&str, &[&str])] = &[
+    (
+        "server",
+        &["listen", "admin_token_env", "region", "shutdown_timeout_ms"],
+    ),
+    ("storage", &["url"]),
+    ("cluster", &["redis_url"]),
+    (
+        "limits",
+        &[
+            "requests_per_minute",
+            "tokens_per_minute",
+            "max_concurrent_per_key",
+            "queue_depth",
+            "queue_timeout_ms",
+            "max_body_bytes",
+        ],
+    ),
+    ("auth", &["required"]),
+    ("guard", &["prompt_injection", "max_input_chars"]),
+    ("backup", &["interval", "key_env", "key_file"]),
+];
+
+/// Byte offset → 1-based line and column.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn toml_error(text: &str, name: &str, e: &toml::de::Error) -> ConfigError {
+    let msg = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let (line, col) = line_col(text, span.start);
+            ConfigError(format!("{name}:{line}:{col}: {msg}"))
+        }
+        None => ConfigError(format!("{name}: {msg}")),
+    }
+}
+
+pub fn parse(
+    text: &str,
+    name: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Raw, ConfigError> {
+    // Parse once with spans for precise file errors, then re-deserialize with
+    // environment overrides applied on top.
+    let raw: Raw = toml::from_str(text).map_err(|e| toml_error(text, name, &e))?;
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, name, &e))?;
+    let mut overridden = false;
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix("ORINARI_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        for (section, keys) in OVERRIDABLE {
+            let Some(key) = rest.strip_prefix(section).and_then(|k| k.strip_prefix('_')) else {
+                continue;
+            };
+            if !keys.contains(&key) {
+                continue;
+            }
+            let parsed = parse_env_value(&value);
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(t) = entry.as_table_mut() else {
+                return Err(ConfigError(format!("{name}: `{section}` must be a table")));
+            };
+            t.insert(key.to_string(), parsed);
+            overridden = true;
+        }
+    }
+    if !overridden {
+        return Ok(raw);
+    }
+    Raw::deserialize(toml::Value::Table(table))
+        .map_err(|e| ConfigError(format!("environment override: {}", e.message().trim_end())))
+}
+
+/// `8080` → integer, `true` → bool, anything else → string.
+fn parse_env_value(v: &str) -> toml::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match v {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(v.to_string()),
+    }
+}

@@ -1,0 +1,370 @@
+//! Raw → validated. Every check names the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::ConfigError;
+use crate::raw::{Raw, RawModel, defaults as d};
+
+/// The validated configuration the server runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[limits] max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// `[guard] max_input_chars`.
+    pub max_input_chars: usize,
+    /// `[auth] required`, resolved against the listeners.
+    pub auth_required: bool,
+    /// `[limits] queue_depth`: waiting requests before 503.
+    pub queue_depth: usize,
+    /// Served models, in config order; never empty.
+    pub models: Vec<ModelConfig>,
+    /// Configured sections this version validates but does not act on yet;
+    /// `serve` warns about each.
+    pub inactive: Vec<&'static str>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The HTTP listener.
+    pub listen: SocketAddr,
+    /// Env var holding the admin token.
+    pub admin_token_env: String,
+    /// Region label.
+    pub region: String,
+    /// How long SIGTERM waits for in-flight requests and streams.
+    pub shutdown_timeout: Duration,
+}
+
+/// One served model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// The name clients ask for.
+    pub name: String,
+    /// How it is served.
+    pub local: LocalModelConfig,
+}
+
+/// `backend = "local"`: the embedded GGUF model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalModelConfig {
+    /// GGUF path; `None` means `ORINARI_MODEL_PATH` or the fetched cache.
+    pub path: Option<PathBuf>,
+    /// Context window cap in tokens; `None` uses the model's own.
+    pub context_size: Option<usize>,
+    /// Sequences generated concurrently.
+    pub parallel: usize,
+    /// Re-quantize 4-bit weights to Q8_0 at load (faster on x86).
+    pub requantize: bool,
+}
+
+fn err(name: &str, key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{name}: `{key}`: {why}"))
+}
+
+fn positive<T: Into<u64> + Copy>(
+    name: &str,
+    key: &str,
+    v: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    let v = v.unwrap_or(default);
+    if v.into() == 0 {
+        return Err(err(name, key, "must be at least 1"));
+    }
+    Ok(v)
+}
+
+fn duration(name: &str, key: &str, s: &str) -> Result<Duration, ConfigError> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| {
+        err(
+            name,
+            key,
+            format!("`{s}` is not a duration like 30s, 5m or 1h"),
+        )
+    })?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => {
+            return Err(err(
+                name,
+                key,
+                format!("`{s}` is not a duration like 30s, 5m or 1h"),
+            ));
+        }
+    };
+    if secs == 0 {
+        return Err(err(name, key, "must be longer than zero"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn local_model(name: &str, i: usize, m: RawModel) -> Result<ModelConfig, ConfigError> {
+    let key = |k: &str| format!("models[{i}].{k}");
+    if m.name.trim().is_empty() {
+        return Err(err(name, &key("name"), "must not be empty"));
+    }
+    if !m.backends.is_empty() || m.strategy.is_some() || !m.fallback.is_empty() {
+        return Err(err(
+            name,
+            &key("backends"),
+            "upstream providers (openai, anthropic), strategies and fallbacks are not available in this version; use backend = \"local\"",
+        ));
+    }
+    match m.backend.as_deref() {
+        Some("local") => {}
+        Some(other) => {
+            return Err(err(
+                name,
+                &key("backend"),
+                format!("unknown backend `{other}`; expected `local`"),
+            ));
+        }
+        None => return Err(err(name, &key("backend"), "missing; expected `local`")),
+    }
+    let context_size = match m.context_size {
+        Some(n) if n < 64 => {
+            return Err(err(
+                name,
+                &key("context_size"),
+                "must be at least 64 tokens",
+            ));
+        }
+        n => n.map(|n| n as usize),
+    };
+    Ok(ModelConfig {
+        name: m.name,
+        local: LocalModelConfig {
+            path: m.path.map(PathBuf::from),
+            context_size,
+            parallel: positive(name, &key("parallel"), m.parallel, d::LOCAL_PARALLEL)? as usize,
+            requantize: m.requantize.unwrap_or(true),
+        },
+    })
+}
+
+pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
+    let listen_s = raw.server.listen.as_deref().unwrap_or(d::LISTEN);
+    let listen: SocketAddr = listen_s.parse().map_err(|_| {
+        err(
+            name,
+            "server.listen",
+            format!("`{listen_s}` is not an address like 127.0.0.1:8080"),
+        )
+    })?;
+    let mut inactive = Vec::new();
+    if raw.server.tls.is_some() {
+        return Err(err(
+            name,
+            "server.tls",
+            "TLS is not available in this version; terminate TLS in front of orinari or remove [server.tls]",
+        ));
+    }
+    let auth_required = raw.auth.required.unwrap_or(!listen.ip().is_loopback());
+    if auth_required {
+        let why = if raw.auth.required == Some(true) {
+            "API keys are not available in this version, so `auth.required = true` cannot be honoured".to_string()
+        } else {
+            format!(
+                "`server.listen = {listen}` is not loopback, so `auth.required` defaults to true, but API keys are not available in this version; set `auth.required = false` explicitly to serve without keys"
+            )
+        };
+        return Err(err(name, "auth.required", why));
+    }
+    let admin_token_env = raw
+        .server
+        .admin_token_env
+        .unwrap_or_else(|| d::ADMIN_TOKEN_ENV.into());
+    if admin_token_env.is_empty() {
+        return Err(err(
+            name,
+            "server.admin_token_env",
+            "must name an environment variable",
+        ));
+    }
+    let shutdown_timeout = Duration::from_millis(positive(
+        name,
+        "server.shutdown_timeout_ms",
+        raw.server.shutdown_timeout_ms,
+        d::SHUTDOWN_TIMEOUT_MS,
+    )?);
+
+    // Sections validated for shape now and acted on by later versions.
+    let storage = raw.storage.url.as_deref().unwrap_or(d::STORAGE_URL);
+    if !(storage.starts_with("sqlite:")
+        || storage.starts_with("postgres://")
+        || storage.starts_with("postgresql://"))
+    {
+        return Err(err(
+            name,
+            "storage.url",
+            format!("`{storage}` must start with sqlite: or postgres://"),
+        ));
+    }
+    if raw.storage.url.is_some() {
+        inactive.push("storage");
+    }
+    if let Some(url) = &raw.cluster.redis_url {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(err(
+                name,
+                "cluster.redis_url",
+                format!("`{url}` must start with redis:// or rediss://"),
+            ));
+        }
+        inactive.push("cluster");
+    }
+    let l = &raw.limits;
+    positive(
+        name,
+        "limits.requests_per_minute",
+        l.requests_per_minute,
+        d::REQUESTS_PER_MINUTE,
+    )?;
+    positive(
+        name,
+        "limits.tokens_per_minute",
+        l.tokens_per_minute,
+        d::TOKENS_PER_MINUTE,
+    )?;
+    positive(
+        name,
+        "limits.max_concurrent_per_key",
+        l.max_concurrent_per_key,
+        d::MAX_CONCURRENT_PER_KEY,
+    )?;
+    positive(
+        name,
+        "limits.queue_timeout_ms",
+        l.queue_timeout_ms,
+        d::QUEUE_TIMEOUT_MS,
+    )?;
+    let queue_depth = positive(name, "limits.queue_depth", l.queue_depth, d::QUEUE_DEPTH)? as usize;
+    let max_body_bytes = positive(
+        name,
+        "limits.max_body_bytes",
+        l.max_body_bytes,
+        d::MAX_BODY_BYTES,
+    )? as usize;
+    if l.requests_per_minute.is_some()
+        || l.tokens_per_minute.is_some()
+        || l.max_concurrent_per_key.is_some()
+        || l.queue_timeout_ms.is_some()
+    {
+        inactive.push("limits (rate limits and per-key concurrency)");
+    }
+    match raw
+        .guard
+        .prompt_injection
+        .as_deref()
+        .unwrap_or(d::PROMPT_INJECTION)
+    {
+        "block" | "flag" | "off" => {}
+        other => {
+            return Err(err(
+                name,
+                "guard.prompt_injection",
+                format!("`{other}` must be one of block, flag, off"),
+            ));
+        }
+    }
+    if raw.guard.prompt_injection.is_some() {
+        inactive.push("guard.prompt_injection");
+    }
+    let max_input_chars = positive(
+        name,
+        "guard.max_input_chars",
+        raw.guard.max_input_chars,
+        d::MAX_INPUT_CHARS,
+    )? as usize;
+    for (i, s) in raw.sources.iter().enumerate() {
+        if !matches!(s.kind.as_str(), "files" | "http" | "sql") {
+            return Err(err(
+                name,
+                &format!("sources[{i}].kind"),
+                format!("`{}` must be one of files, http, sql", s.kind),
+            ));
+        }
+    }
+    if !raw.sources.is_empty() {
+        inactive.push("sources");
+    }
+    for (i, c) in raw.status.checks.iter().enumerate() {
+        if let Some(iv) = &c.interval {
+            duration(name, &format!("status.checks[{i}].interval"), iv)?;
+        }
+        if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+            return Err(err(
+                name,
+                &format!("status.checks[{i}].url"),
+                "must be an http:// or https:// URL",
+            ));
+        }
+    }
+    if !raw.status.checks.is_empty() {
+        inactive.push("status.checks");
+    }
+    duration(
+        name,
+        "backup.interval",
+        raw.backup.interval.as_deref().unwrap_or(d::BACKUP_INTERVAL),
+    )?;
+    if let Some(dests) = &raw.backup.destinations {
+        for (i, dest) in dests.iter().enumerate() {
+            if !(dest.starts_with("file://") || dest.starts_with("s3://")) {
+                return Err(err(
+                    name,
+                    &format!("backup.destinations[{i}]"),
+                    "must be a file:// or s3:// URL",
+                ));
+            }
+        }
+        inactive.push("backup");
+    }
+
+    let mut models = Vec::with_capacity(raw.models.len().max(1));
+    for (i, m) in raw.models.into_iter().enumerate() {
+        let m = local_model(name, i, m)?;
+        if models.iter().any(|o: &ModelConfig| o.name == m.name) {
+            return Err(err(
+                name,
+                &format!("models[{i}].name"),
+                format!("`{}` is defined twice", m.name),
+            ));
+        }
+        models.push(m);
+    }
+    if models.is_empty() {
+        models.push(ModelConfig {
+            name: d::LOCAL_MODEL.into(),
+            local: LocalModelConfig {
+                path: None,
+                context_size: None,
+                parallel: d::LOCAL_PARALLEL as usize,
+                requantize: true,
+            },
+        });
+    }
+    Ok(Config {
+        server: ServerConfig {
+            listen,
+            admin_token_env,
+            region: raw.server.region.unwrap_or_else(|| d::REGION.into()),
+            shutdown_timeout,
+        },
+        max_body_bytes,
+        max_input_chars,
+        auth_required,
+        queue_depth,
+        models,
+        inactive,
+    })
+}

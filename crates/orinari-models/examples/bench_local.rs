@@ -1,0 +1,191 @@
+//! Embedded-model benchmark through the public `ModelBackend` API: prompt
+//! processing (~200 and ~512 token prompts), generation (128 greedy tokens),
+//! time to first token (200-token prompt), and memory. Prints one JSON line.
+//!
+//! ```text
+//! cargo build --release -p orinari-models --example bench_local
+//! target/release/examples/bench_local [--requantize true|false] [--reps N] [--gen N]
+//! ```
+//!
+//! Each figure is the median of `--reps` runs (default 3) after one warm-up
+//! request. Prompt processing is measured as prompt tokens / time to the first
+//! event with `max_tokens = 1`, so it includes tokenization, the engine's
+//! 128-token prefill chunking and one sampling step: what a client sees.
+//! `bench/model.sh` runs this side by side with llama.cpp.
+
+use std::time::Instant;
+
+use orinari_models::local::{LocalConfig, LocalModel, default_model_path, load_vocab};
+use orinari_models::{Event, GenerateRequest, Message, ModelBackend, Sampling};
+
+/// Varied prose, repeated to the length needed.
+const PROSE: &str = "The harbour town woke slowly. Fishing boats returned with the tide, \
+and the market filled with voices arguing over prices of cod, crab and mackerel. \
+A baker on the corner sold warm rolls to sailors, while children ran between the \
+stalls chasing a dog that had stolen a sausage. By noon the sun burned off the fog \
+and the old lighthouse keeper climbed his hill to read the weather in the clouds. ";
+
+struct Args {
+    requantize: bool,
+    reps: usize,
+    generate: u32,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        requantize: true,
+        reps: 3,
+        generate: 128,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--requantize" => a.requantize = v.parse().expect("--requantize true|false"),
+            "--reps" => a.reps = v.parse().expect("--reps N"),
+            "--gen" => a.generate = v.parse().expect("--gen N"),
+            _ => panic!("unknown argument {k}"),
+        }
+    }
+    a.reps = a.reps.max(1);
+    a
+}
+
+/// A user message whose rendered chat prompt has about `target` tokens.
+fn prompt_of(vocab: &orinari_models::local::Vocab, target: usize) -> (Vec<Message>, usize) {
+    let words: Vec<&str> = PROSE.split_inclusive(' ').collect();
+    let mut content = String::from("Summarise this text in one sentence. ");
+    let mut i = 0;
+    loop {
+        let msgs = vec![Message {
+            role: "user".into(),
+            content: content.clone(),
+        }];
+        let n = vocab.encode_chat(&msgs).expect("template renders").len();
+        if n >= target {
+            return (msgs, n);
+        }
+        content.push_str(words[i % words.len()]);
+        i += 1;
+    }
+}
+
+struct Timing {
+    first_event_s: f64,
+    total_s: f64,
+    completion_tokens: u32,
+}
+
+async fn run(m: &LocalModel, messages: Vec<Message>, max_tokens: u32) -> Timing {
+    let req = GenerateRequest {
+        messages,
+        sampling: Sampling {
+            temperature: 0.0,
+            max_tokens: Some(max_tokens),
+            ..Sampling::default()
+        },
+    };
+    let t0 = Instant::now();
+    let mut g = m.start(req).await.expect("admitted");
+    let mut first = None;
+    while let Some(ev) = g.events.recv().await {
+        first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+        if let Event::Done { usage, .. } = ev.expect("no model error") {
+            return Timing {
+                first_event_s: first.unwrap_or_default(),
+                total_s: t0.elapsed().as_secs_f64(),
+                completion_tokens: usage.completion_tokens,
+            };
+        }
+    }
+    panic!("stream ended without Done");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `VmRSS` and `VmHWM` from /proc/self/status, in MiB (0 where unavailable).
+fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = args();
+    let path = default_model_path();
+    let vocab = load_vocab(&path).expect("run scripts/fetch-model.sh first");
+    let t = Instant::now();
+    let m = LocalModel::load(&LocalConfig {
+        path: path.clone(),
+        context_size: Some(2048),
+        max_active: 1,
+        queue_depth: 1,
+        requantize: a.requantize,
+    })
+    .expect("run scripts/fetch-model.sh first");
+    let load_s = t.elapsed().as_secs_f64();
+    let (rss_after_load, _) = memory_mib();
+
+    let (p200, n200) = prompt_of(&vocab, 200);
+    let (p512, n512) = prompt_of(&vocab, 512);
+    let generate_prompt = vec![Message {
+        role: "user".into(),
+        content: "Write a long, detailed story about a dragon who learns to bake bread.".into(),
+    }];
+
+    // Warm-up: first-use allocations, weight repacking, page faults.
+    run(&m, p512.clone(), 2).await;
+
+    let mut ttft200 = Vec::new();
+    let mut pp512 = Vec::new();
+    let mut gen_rate = Vec::new();
+    let mut gen_tokens = Vec::new();
+    for _ in 0..a.reps {
+        ttft200.push(run(&m, p200.clone(), 1).await.first_event_s);
+        pp512.push(run(&m, p512.clone(), 1).await.first_event_s);
+        let g = run(&m, generate_prompt.clone(), a.generate).await;
+        // Decoding rate: tokens after the first over the time after the first event.
+        let decoded = g.completion_tokens.saturating_sub(1) as f64;
+        gen_rate.push(decoded / (g.total_s - g.first_event_s).max(1e-9));
+        gen_tokens.push(g.completion_tokens);
+    }
+    let (rss_end, hwm) = memory_mib();
+    let ttft = median(ttft200);
+    let pp512_s = median(pp512);
+    let out = serde_json::json!({
+        "engine": "orinari",
+        "model": path.file_name().map(|f| f.to_string_lossy().into_owned()),
+        "requantize": a.requantize,
+        "threads": candle_core::utils::get_num_threads(),
+        "candle_pool_threads": candle_core::utils::barrier_pool().n_workers() + 1,
+        "reps": a.reps,
+        "load_s": round(load_s, 3),
+        "pp200_tokens": n200,
+        "pp200_tok_s": round(n200 as f64 / ttft, 1),
+        "pp512_tokens": n512,
+        "pp512_tok_s": round(n512 as f64 / pp512_s, 1),
+        "ttft200_ms": round(ttft * 1e3, 1),
+        "gen_tokens": gen_tokens.iter().min(),
+        "gen_tok_s": round(median(gen_rate), 1),
+        "rss_after_load_mib": round(rss_after_load, 1),
+        "rss_end_mib": round(rss_end, 1),
+        "peak_rss_mib": round(hwm, 1),
+    });
+    println!("{out}");
+    m.shutdown();
+}

@@ -1,0 +1,61 @@
+//! The one place errors become HTTP responses (OpenAI envelope).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use orinari_api::ApiError;
+use orinari_models::ModelError;
+
+/// Seconds a client should wait after an overload.
+const OVERLOAD_RETRY_AFTER_S: u64 = 1;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+/// Classify a model error once.
+pub fn from_model(e: ModelError) -> ApiError {
+    match e {
+        ModelError::ContextOverflow { .. } => {
+            ApiError::invalid("messages", format!("{e}.")).with_code("context_length_exceeded")
+        }
+        ModelError::Overloaded => ApiError::overloaded(format!("{e}."), OVERLOAD_RETRY_AFTER_S),
+        ModelError::ShuttingDown => ApiError::overloaded(format!("{e}."), OVERLOAD_RETRY_AFTER_S),
+        ModelError::Internal(_) => {
+            tracing::error!(error = %e, "model failure");
+            ApiError::internal("The model failed to produce an answer.")
+        }
+    }
+}
+
+impl From<ModelError> for HttpError {
+    fn from(e: ModelError) -> Self {
+        Self(from_model(e))
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(status = e.status, code = e.code, "request failed");
+        }
+        let mut res = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            e.to_json(),
+        )
+            .into_response();
+        if let Some(secs) = e.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}

@@ -1,0 +1,176 @@
+//! `POST /v1/chat/completions`, streamed (SSE) or whole.
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream};
+use orinari_api::chat::{ChatCompletion, ChunkBuilder, Usage};
+use orinari_api::{ApiError, ChatRequest, sse};
+use orinari_models::{Event, GenerateRequest, Generation, Message, Sampling};
+
+use crate::AppState;
+use crate::error::{HttpError, from_model};
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The handler: validate, admit, then answer whole or as a stream.
+pub async fn completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::body_too_large(state.max_body_bytes())
+        } else {
+            ApiError::invalid_json("The request body could not be read.")
+        }
+    })?;
+    let req = ChatRequest::parse(&body, state.limits())?;
+    let model = state
+        .model(&req.model)
+        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
+    let generation = model.backend.start(generate_request(&req)).await?;
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    if req.stream {
+        let chunks = ChunkBuilder {
+            id,
+            created: now(),
+            model: req.model,
+            fingerprint: state.fingerprint().to_string(),
+            include_usage: req.include_usage,
+        };
+        Ok(stream_response(chunks, generation))
+    } else {
+        whole(id, &state, req.model, generation)
+            .await
+            .map(IntoResponse::into_response)
+    }
+}
+
+fn generate_request(req: &ChatRequest) -> GenerateRequest {
+    GenerateRequest {
+        messages: req
+            .messages
+            .iter()
+            .map(|m| Message {
+                role: m.role.as_str().to_string(),
+                content: m.content.clone(),
+            })
+            .collect(),
+        sampling: Sampling {
+            // top_p = 0 keeps only the most likely token: greedy.
+            temperature: if req.top_p <= 0.0 {
+                0.0
+            } else {
+                req.temperature
+            },
+            top_p: req.top_p,
+            seed: req.seed,
+            max_tokens: req.max_tokens,
+            stop: req.stop.clone(),
+        },
+    }
+}
+
+async fn whole(
+    id: String,
+    state: &AppState,
+    model: String,
+    mut generation: Generation,
+) -> Result<axum::Json<ChatCompletion>, HttpError> {
+    let mut text = String::new();
+    while let Some(event) = generation.events.recv().await {
+        match event? {
+            Event::Delta(t) => text.push_str(&t),
+            Event::Done {
+                finish_reason,
+                usage,
+            } => {
+                return Ok(axum::Json(ChatCompletion::new(
+                    id,
+                    now(),
+                    model,
+                    state.fingerprint().to_string(),
+                    text,
+                    finish_reason.as_str(),
+                    Usage::new(usage.prompt_tokens, usage.completion_tokens),
+                )));
+            }
+        }
+    }
+    Err(ApiError::internal("The model stopped without finishing its answer.").into())
+}
+
+/// Where a stream is in its life.
+enum Phase {
+    Start,
+    Tokens,
+    Usage(Usage),
+    Done,
+    End,
+}
+
+fn stream_response(chunks: ChunkBuilder, generation: Generation) -> Response {
+    let body = Body::from_stream(sse_events(chunks, generation));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The SSE body. Dropping it (client gone) drops the generation, which
+/// cancels the work in the backend.
+fn sse_events(
+    chunks: ChunkBuilder,
+    generation: Generation,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    stream::unfold(
+        (Phase::Start, chunks, generation),
+        |(phase, chunks, mut g)| async move {
+            let (out, next) = match phase {
+                Phase::Start => (
+                    sse::data(&chunks.delta(true, String::new(), None)),
+                    Phase::Tokens,
+                ),
+                Phase::Tokens => match g.events.recv().await {
+                    Some(Ok(Event::Delta(t))) => {
+                        (sse::data(&chunks.delta(false, t, None)), Phase::Tokens)
+                    }
+                    Some(Ok(Event::Done {
+                        finish_reason,
+                        usage,
+                    })) => {
+                        let usage = Usage::new(usage.prompt_tokens, usage.completion_tokens);
+                        let next = if chunks.include_usage {
+                            Phase::Usage(usage)
+                        } else {
+                            Phase::Done
+                        };
+                        (sse::data(&chunks.finish(finish_reason.as_str())), next)
+                    }
+                    Some(Err(e)) => (sse::error(&from_model(e)), Phase::Done),
+                    None => (
+                        sse::error(&ApiError::internal(
+                            "The model stopped without finishing its answer.",
+                        )),
+                        Phase::Done,
+                    ),
+                },
+                Phase::Usage(u) => (sse::data(&chunks.usage(u)), Phase::Done),
+                Phase::Done => (sse::DONE.to_string(), Phase::End),
+                Phase::End => return None,
+            };
+            Some((Ok(Bytes::from(out)), (next, chunks, g)))
+        },
+    )
+}

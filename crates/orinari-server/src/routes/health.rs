@@ -1,0 +1,39 @@
+//! Liveness and readiness.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+/// 200 while the process serves.
+pub async fn live() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// 200 when every model can serve; 503 with a reason while draining or degraded.
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining", "reason": "the instance is shutting down"})),
+        );
+    }
+    let down: Vec<&str> = state
+        .models()
+        .iter()
+        .filter(|m| !m.backend.ready())
+        .map(|m| m.name.as_str())
+        .collect();
+    if down.is_empty() {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "degraded", "reason": "models without a ready backend", "models": down}),
+            ),
+        )
+    }
+}

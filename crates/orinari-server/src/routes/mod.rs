@@ -1,0 +1,35 @@
+//! Routes and thin handlers.
+
+mod chat;
+mod health;
+mod models;
+
+use axum::Router;
+use axum::extract::OriginalUri;
+use axum::http::Method;
+use axum::routing::{get, post};
+
+use crate::AppState;
+use crate::error::HttpError;
+use orinari_api::ApiError;
+
+/// Every route, without layers.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{id}", get(models::get))
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: OriginalUri) -> HttpError {
+    ApiError::route_not_found(method.as_str(), uri.path()).into()
+}
+
+async fn method_not_allowed(method: Method, uri: OriginalUri) -> HttpError {
+    ApiError::method_not_allowed(method.as_str(), uri.path()).into()
+}

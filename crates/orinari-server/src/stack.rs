@@ -1,0 +1,65 @@
+//! The tower layer stack, composed in exactly one place.
+//!
+//! Layers wrap from the inside out: the last `.layer` call is the outermost
+//! and sees a request first. Order, outermost first:
+//!
+//! 1. `SetRequestId` — every request gets an `x-request-id` (kept if the
+//!    client sent one) before anything logs.
+//! 2. `Trace` — one span per request with method, matched route and request
+//!    id; logs outcome and latency, never bodies or credentials.
+//! 3. `PropagateRequestId` — echoes the id on the response, errors included.
+//! 4. `SetSensitiveHeaders` — marks `authorization` and cookies so no layer
+//!    ever logs them.
+//! 5. `CatchPanic` — a bug in a handler becomes a 500 in the OpenAI envelope,
+//!    not a dropped connection (and never a stack trace).
+//! 6. `DefaultBodyLimit` — bodies over `limits.max_body_bytes` are refused
+//!    while reading; the chat handler maps that to 413 in the envelope.
+
+use std::any::Any;
+use std::iter::once;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::{HeaderName, Request, Response, header};
+use axum::response::IntoResponse;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::AppState;
+use crate::error::HttpError;
+use orinari_api::ApiError;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response<axum::body::Body> {
+    tracing::error!("handler panicked");
+    HttpError(ApiError::internal("Internal error.")).into_response()
+}
+
+fn span<B>(req: &Request<B>) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %req.method(), route, request_id = id)
+}
+
+/// Wrap the routes in the layer stack.
+pub fn wrap(routes: Router, state: &AppState) -> Router {
+    routes
+        .layer(DefaultBodyLimit::max(state.max_body_bytes()))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(SetSensitiveHeadersLayer::new(
+            once(header::AUTHORIZATION).chain(once(header::COOKIE)),
+        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(span))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
