@@ -266,7 +266,7 @@ pub fn parse(
             if !keys.contains(&key) {
                 continue;
             }
-            let parsed = parse_env_value(&value);
+            let parsed = env_value(&var, section, key, &value)?;
             let entry = table
                 .entry(section.to_string())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -282,6 +282,32 @@ pub fn parse(
     }
     Raw::deserialize(toml::Value::Table(table))
         .map_err(|e| ConfigError(format!("environment override: {}", e.message().trim_end())))
+}
+
+/// The value of one override, checked on its own so that a bad value names
+/// its variable and key. `8080` is tried as an integer and `true` as a bool
+/// first, then as a string (so `ORINARI_SERVER_REGION=2` is the string "2").
+fn env_value(var: &str, section: &str, key: &str, value: &str) -> Result<toml::Value, ConfigError> {
+    let check = |v: &toml::Value| {
+        let mut inner = toml::Table::new();
+        inner.insert(key.to_string(), v.clone());
+        let mut outer = toml::Table::new();
+        outer.insert(section.to_string(), toml::Value::Table(inner));
+        Raw::deserialize(toml::Value::Table(outer)).map(|_| ())
+    };
+    let parsed = parse_env_value(value);
+    let first = match check(&parsed) {
+        Ok(()) => return Ok(parsed),
+        Err(e) => e,
+    };
+    let as_string = toml::Value::String(value.to_string());
+    if !parsed.is_str() && check(&as_string).is_ok() {
+        return Ok(as_string);
+    }
+    Err(ConfigError(format!(
+        "environment variable {var} (`{section}.{key}`): {}",
+        first.message().trim_end()
+    )))
 }
 
 /// `8080` → integer, `true` → bool, anything else → string.

@@ -88,11 +88,13 @@ fn duration(name: &str, key: &str, s: &str) -> Result<Duration, ConfigError> {
             format!("`{s}` is not a duration like 30s, 5m or 1h"),
         )
     })?;
+    let too_long = || err(name, key, format!("`{s}` is too long"));
     let secs = match unit {
+        "ms" if n == 0 => 0,
         "ms" => return Ok(Duration::from_millis(n)),
         "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
+        "m" => n.checked_mul(60).ok_or_else(too_long)?,
+        "h" => n.checked_mul(3600).ok_or_else(too_long)?,
         _ => {
             return Err(err(
                 name,

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use orinari_config::Config;
@@ -125,10 +126,18 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(config))
+    let locals = runtime.block_on(run(config))?;
+    // The server has drained, or its deadline passed with streams still
+    // running in their connection tasks: drop those tasks now (cancelling
+    // their generations) rather than wait for them to finish.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Then stop the inference threads.
+    locals.iter().for_each(|m| m.shutdown());
+    tracing::info!("stopped");
+    Ok(())
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
     for section in &config.inactive {
         tracing::warn!(section, "configured but not active in this version");
     }
@@ -179,11 +188,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.server.shutdown_timeout,
     )
     .await?;
-
-    // The server has drained (or the deadline passed): stop the inference threads.
-    tokio::task::spawn_blocking(move || locals.iter().for_each(|m| m.shutdown())).await?;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(locals)
 }
 
 /// Resolves on SIGTERM. SIGINT exits at once; SIGHUP is logged (reload comes later).

