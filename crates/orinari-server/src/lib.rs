@@ -9,7 +9,7 @@ mod routes;
 mod stack;
 mod state;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -33,21 +33,36 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (tx, mut rx) = watch::channel(false);
     let app = app(state.clone());
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    });
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .into_future();
+    let draining = state.clone();
     let signal = async move {
         shutdown.await;
-        state.begin_drain();
+        draining.begin_drain();
         tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "draining");
         let _ = tx.send(true);
         tokio::time::sleep(drain_timeout).await;
     };
+    tokio::pin!(server);
     tokio::select! {
-        r = server => r,
-        () = signal => {
-            tracing::warn!("drain deadline passed; closing the remaining connections");
+        r = &mut server => return r,
+        () = signal => {}
+    }
+    // Deadline passed: end the remaining answers with an error event (streams)
+    // or a 503 (whole answers), which lets their connections close.
+    tracing::warn!("drain deadline passed; ending the remaining answers");
+    state.abort_in_flight();
+    match tokio::time::timeout(ABORT_GRACE, server).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!("connections still open after the abort; leaving them");
             Ok(())
         }
     }
 }
+
+/// How long aborted answers get to reach their clients.
+const ABORT_GRACE: Duration = Duration::from_secs(1);

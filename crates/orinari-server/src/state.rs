@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use orinari_api::ValidationLimits;
 use orinari_models::ModelBackend;
+use tokio::sync::watch;
 
 /// A model name and the backend that serves it.
 #[derive(Clone)]
@@ -28,6 +29,7 @@ struct Inner {
     created: u64,
     fingerprint: String,
     draining: AtomicBool,
+    abort: watch::Sender<bool>,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ impl AppState {
                 created,
                 fingerprint: format!("fp_orinari_{}", env!("CARGO_PKG_VERSION").replace('.', "_")),
                 draining: AtomicBool::new(false),
+                abort: watch::channel(false).0,
             }),
         }
     }
@@ -86,5 +89,18 @@ impl AppState {
     /// Whether shutdown has begun.
     pub fn draining(&self) -> bool {
         self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// The drain deadline passed: end every in-flight answer now.
+    pub fn abort_in_flight(&self) {
+        self.inner.abort.send_replace(true);
+    }
+
+    /// Resolves once [`AppState::abort_in_flight`] has been called.
+    pub fn aborted(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.abort.subscribe();
+        async move {
+            let _ = rx.wait_for(|aborted| *aborted).await;
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! `POST /v1/chat/completions`, streamed (SSE) or whole.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -10,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
 use orinari_api::chat::{ChatCompletion, ChunkBuilder, Usage};
 use orinari_api::{ApiError, ChatRequest, sse};
-use orinari_models::{Event, GenerateRequest, Generation, Message, Sampling};
+use orinari_models::{Event, GenerateRequest, Generation, Message, ModelError, Sampling};
 
 use crate::AppState;
 use crate::error::{HttpError, from_model};
@@ -47,7 +49,7 @@ pub async fn completions(
             fingerprint: state.fingerprint().to_string(),
             include_usage: req.include_usage,
         };
-        Ok(stream_response(chunks, generation))
+        Ok(stream_response(chunks, generation, state.aborted()))
     } else {
         whole(id, &state, req.model, generation)
             .await
@@ -106,7 +108,7 @@ async fn whole(
             }
         }
     }
-    Err(ApiError::internal("The model stopped without finishing its answer.").into())
+    Err(stopped_early().into())
 }
 
 /// Where a stream is in its life.
@@ -118,8 +120,12 @@ enum Phase {
     End,
 }
 
-fn stream_response(chunks: ChunkBuilder, generation: Generation) -> Response {
-    let body = Body::from_stream(sse_events(chunks, generation));
+fn stream_response(
+    chunks: ChunkBuilder,
+    generation: Generation,
+    aborted: impl Future<Output = ()> + Send + 'static,
+) -> Response {
+    let body = Body::from_stream(sse_events(chunks, generation, Box::pin(aborted)));
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -133,44 +139,51 @@ fn stream_response(chunks: ChunkBuilder, generation: Generation) -> Response {
 fn sse_events(
     chunks: ChunkBuilder,
     generation: Generation,
+    aborted: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
-    stream::unfold(
-        (Phase::Start, chunks, generation),
-        |(phase, chunks, mut g)| async move {
-            let (out, next) = match phase {
-                Phase::Start => (
-                    sse::data(&chunks.delta(true, String::new(), None)),
-                    Phase::Tokens,
-                ),
-                Phase::Tokens => match g.events.recv().await {
-                    Some(Ok(Event::Delta(t))) => {
-                        (sse::data(&chunks.delta(false, t, None)), Phase::Tokens)
-                    }
-                    Some(Ok(Event::Done {
-                        finish_reason,
-                        usage,
-                    })) => {
-                        let usage = Usage::new(usage.prompt_tokens, usage.completion_tokens);
-                        let next = if chunks.include_usage {
-                            Phase::Usage(usage)
-                        } else {
-                            Phase::Done
-                        };
-                        (sse::data(&chunks.finish(finish_reason.as_str())), next)
-                    }
-                    Some(Err(e)) => (sse::error(&from_model(e)), Phase::Done),
-                    None => (
-                        sse::error(&ApiError::internal(
-                            "The model stopped without finishing its answer.",
-                        )),
-                        Phase::Done,
-                    ),
-                },
-                Phase::Usage(u) => (sse::data(&chunks.usage(u)), Phase::Done),
-                Phase::Done => (sse::DONE.to_string(), Phase::End),
-                Phase::End => return None,
+    let start = (Phase::Start, chunks, generation, aborted);
+    stream::unfold(start, |(phase, chunks, mut g, mut aborted)| async move {
+        let (out, next) = match phase {
+            Phase::Start => (
+                sse::data(&chunks.delta(true, String::new(), None)),
+                Phase::Tokens,
+            ),
+            Phase::Tokens => {
+                let event = tokio::select! {
+                    ev = g.events.recv() => ev,
+                    () = &mut aborted => Some(Err(ModelError::ShuttingDown)),
+                };
+                token_event(&chunks, event)
+            }
+            Phase::Usage(u) => (sse::data(&chunks.usage(u)), Phase::Done),
+            Phase::Done => (sse::DONE.to_string(), Phase::End),
+            Phase::End => return None,
+        };
+        Some((Ok(Bytes::from(out)), (next, chunks, g, aborted)))
+    })
+}
+
+/// One backend event as an SSE event, and what comes after it.
+fn token_event(chunks: &ChunkBuilder, event: Option<Result<Event, ModelError>>) -> (String, Phase) {
+    match event {
+        Some(Ok(Event::Delta(t))) => (sse::data(&chunks.delta(false, t, None)), Phase::Tokens),
+        Some(Ok(Event::Done {
+            finish_reason,
+            usage,
+        })) => {
+            let usage = Usage::new(usage.prompt_tokens, usage.completion_tokens);
+            let next = if chunks.include_usage {
+                Phase::Usage(usage)
+            } else {
+                Phase::Done
             };
-            Some((Ok(Bytes::from(out)), (next, chunks, g)))
-        },
-    )
+            (sse::data(&chunks.finish(finish_reason.as_str())), next)
+        }
+        Some(Err(e)) => (sse::error(&from_model(e)), Phase::Done),
+        None => (sse::error(&stopped_early()), Phase::Done),
+    }
+}
+
+fn stopped_early() -> ApiError {
+    ApiError::internal("The model stopped without finishing its answer.")
 }
