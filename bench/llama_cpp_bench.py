@@ -138,6 +138,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--gen", type=int, default=128)
     a = ap.parse_args()
+    started = time.perf_counter()
 
     rss_before, _ = memory_mib()
     t = time.perf_counter()
@@ -183,6 +184,8 @@ def main():
                 "rss_after_load_mib": round(rss_after_load, 1),
                 "rss_end_mib": round(rss_end, 1),
                 "peak_rss_mib": round(hwm, 1),
+                "wall_s": round(time.perf_counter() - started, 2),
+                "cpu_s": round(sum(os.times()[:2]), 2),
                 "system_info": llama_cpp.llama_print_system_info().decode().strip(),
             }
         )

@@ -26,15 +26,71 @@ bin="$root/target/release/examples/bench_local"
 mkdir -p "$here/results"
 out="$here/results/model-$(date +%Y%m%d-%H%M%S).jsonl"
 
-load="$(cut -d' ' -f1 /proc/loadavg)"
-echo "cores: $(nproc), load average before: $load; results: $out" >&2
+# Percent of all CPU time spent busy over one second, from /proc/stat.
+busy_pct() {
+    local a b
+    read -ra a < <(grep '^cpu ' /proc/stat)
+    sleep 1
+    read -ra b < <(grep '^cpu ' /proc/stat)
+    local total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+    local idle=$((b[4] - a[4] + b[5] - a[5]))
+    echo $(((total - idle) * 100 / (total > 0 ? total : 1)))
+}
+
+# Wait (up to QUIET_TIMEOUT seconds, default 600) until other processes use
+# less than QUIET_PCT percent of the CPUs (default 10), so that neither engine
+# measures someone else's compile job.
+wait_quiet() {
+    local deadline=$((SECONDS + ${QUIET_TIMEOUT:-600})) pct
+    while pct="$(busy_pct)"; [ "$pct" -ge "${QUIET_PCT:-10}" ]; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "warning: machine still ${pct}% busy; measuring anyway" >&2
+            return
+        fi
+        echo "machine ${pct}% busy; waiting for it to be quiet" >&2
+        sleep 5
+    done
+}
+
+# CPU-seconds the whole machine spent busy since boot, in jiffies (1/100 s).
+busy_jiffies() {
+    local c
+    read -ra c < <(grep '^cpu ' /proc/stat)
+    echo $((c[1] + c[2] + c[3] + c[6] + c[7] + c[8]))
+}
+
+# Run one benchmark command (prints one JSON line with "cpu_s"); if other
+# processes took more than OTHER_PCT percent (default 10) of the machine while
+# it ran, try again (up to RETRIES, default 3). Appends the line, with
+# "other_busy_pct" added, to $out.
+measure() {
+    local try line j0 j1 t0 t1 other
+    for try in $(seq 1 "${RETRIES:-3}"); do
+        wait_quiet
+        j0="$(busy_jiffies)"; t0="$(date +%s.%N)"
+        line="$("$@")"
+        j1="$(busy_jiffies)"; t1="$(date +%s.%N)"
+        other="$("$py" -c "import json,sys; d=json.loads(sys.argv[1]); \
+w=$t1-$t0; print(max(0, round(100*(($j1-$j0)/100 - d['cpu_s'])/(w*$(nproc)))))" "$line")"
+        line="${line%\}}, \"other_busy_pct\": $other}"
+        echo "$line" >&2
+        if [ "$other" -lt "${OTHER_PCT:-10}" ] || [ "$try" = "${RETRIES:-3}" ]; then
+            echo "$line" >> "$out"
+            return
+        fi
+        echo "other processes used ${other}% of the CPUs during that run; repeating it" >&2
+    done
+}
+
+echo "cores: $(nproc); results: $out" >&2
 for round in $(seq 1 "$ROUNDS"); do
     for rq in true false; do
         echo "round $round/$ROUNDS: orinari requantize=$rq" >&2
-        RAYON_NUM_THREADS="$THREADS" "$bin" --requantize "$rq" --reps "$REPS" --gen "$GEN" | tee -a "$out" >&2
+        measure env RAYON_NUM_THREADS="$THREADS" "$bin" --requantize "$rq" --reps "$REPS" --gen "$GEN"
     done
     echo "round $round/$ROUNDS: llama.cpp" >&2
-    "$py" "$here/llama_cpp_bench.py" --threads "$THREADS" --reps "$REPS" --gen "$GEN" | tee -a "$out" >&2
+    measure "$py" "$here/llama_cpp_bench.py" --threads "$THREADS" --reps "$REPS" --gen "$GEN"
 done
 
 "$py" - "$out" <<'PY'
@@ -66,7 +122,8 @@ for m, label, better in metrics:
     print("| " + " | ".join(row) + " |")
 n = {g: len(rs) for g, rs in groups.items()}
 gen = {g: min(r["gen_tokens"] for r in rs) for g, rs in groups.items()}
-print(f"\nmedian of {n} runs; generated tokens (min): {gen}; "
+busy = {g: max(r.get("other_busy_pct", 0) for r in rs) for g, rs in groups.items()}
+print(f"\nmedian of {n} runs; most CPU taken by other processes during a run: {busy} %; generated tokens (min): {gen}; "
       f"llama.cpp RSS includes the Python interpreter "
       f"({statistics.median(r['rss_before_load_mib'] for r in groups.get('llama.cpp', [{'rss_before_load_mib': 0}])):g} MiB before load).")
 PY

@@ -244,10 +244,10 @@ fn message(i: usize, v: &Value) -> Result<ChatMessage, ApiError> {
             );
         }
     };
-    if let Some(name) = obj.get("name") {
-        if !name.is_string() {
-            return Err(expected(&format!("{p}.name"), "a string", name));
-        }
+    if let Some(name) = obj.get("name")
+        && !name.is_string()
+    {
+        return Err(expected(&format!("{p}.name"), "a string", name));
     }
     let content = match obj.get("content") {
         Some(v) => text_content(&format!("{p}.content"), v)?,
@@ -374,21 +374,21 @@ impl ChatRequest {
         let temperature = opt_number(o, "temperature", 0.0, 2.0)?.unwrap_or(1.0) as f32;
         let top_p = opt_number(o, "top_p", 0.0, 1.0)?.unwrap_or(1.0) as f32;
         for key in ["frequency_penalty", "presence_penalty"] {
-            if let Some(x) = opt_number(o, key, -2.0, 2.0)? {
-                if x != 0.0 {
-                    return Err(ApiError::invalid(
-                        key,
-                        format!("`{key}` is not supported by this server; omit it or send 0."),
-                    )
-                    .with_code("unsupported_parameter"));
-                }
+            if let Some(x) = opt_number(o, key, -2.0, 2.0)?
+                && x != 0.0
+            {
+                return Err(ApiError::invalid(
+                    key,
+                    format!("`{key}` is not supported by this server; omit it or send 0."),
+                )
+                .with_code("unsupported_parameter"));
             }
         }
-        if let Some(n) = opt_count(o, "n")? {
-            if n != 1 {
-                return Err(ApiError::invalid("n", "Only `n` = 1 is supported.")
-                    .with_code("unsupported_parameter"));
-            }
+        if let Some(n) = opt_count(o, "n")?
+            && n != 1
+        {
+            return Err(ApiError::invalid("n", "Only `n` = 1 is supported.")
+                .with_code("unsupported_parameter"));
         }
         if opt_bool(o, "logprobs")? == Some(true) {
             return Err(ApiError::invalid(

@@ -1,7 +1,12 @@
 //! The configuration contract: embedded defaults, unknown keys and type
 //! errors with `file:line:column`, environment overrides, semantic checks
 //! that name the key, and the annotated example file.
-#![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

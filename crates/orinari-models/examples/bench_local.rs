@@ -12,8 +12,17 @@
 //! event with `max_tokens = 1`, so it includes tokenization, the engine's
 //! 128-token prefill chunking and one sampling step: what a client sees.
 //! `bench/model.sh` runs this side by side with llama.cpp.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
+use std::io::Write;
 use std::time::Instant;
+
+use anyhow::{Context, bail};
 
 use orinari_models::local::{LocalConfig, LocalModel, default_model_path, load_vocab};
 use orinari_models::{Event, GenerateRequest, Message, ModelBackend, Sampling};
@@ -31,7 +40,7 @@ struct Args {
     generate: u32,
 }
 
-fn args() -> Args {
+fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         requantize: true,
         reps: 3,
@@ -39,20 +48,23 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        let v = it.next().with_context(|| format!("{k} needs a value"))?;
         match k.as_str() {
-            "--requantize" => a.requantize = v.parse().expect("--requantize true|false"),
-            "--reps" => a.reps = v.parse().expect("--reps N"),
-            "--gen" => a.generate = v.parse().expect("--gen N"),
-            _ => panic!("unknown argument {k}"),
+            "--requantize" => a.requantize = v.parse().context("--requantize true|false")?,
+            "--reps" => a.reps = v.parse().context("--reps N")?,
+            "--gen" => a.generate = v.parse().context("--gen N")?,
+            _ => bail!("unknown argument {k} (use --requantize, --reps, --gen)"),
         }
     }
     a.reps = a.reps.max(1);
-    a
+    Ok(a)
 }
 
 /// A user message whose rendered chat prompt has about `target` tokens.
-fn prompt_of(vocab: &orinari_models::local::Vocab, target: usize) -> (Vec<Message>, usize) {
+fn prompt_of(
+    vocab: &orinari_models::local::Vocab,
+    target: usize,
+) -> anyhow::Result<(Vec<Message>, usize)> {
     let words: Vec<&str> = PROSE.split_inclusive(' ').collect();
     let mut content = String::from("Summarise this text in one sentence. ");
     let mut i = 0;
@@ -61,9 +73,9 @@ fn prompt_of(vocab: &orinari_models::local::Vocab, target: usize) -> (Vec<Messag
             role: "user".into(),
             content: content.clone(),
         }];
-        let n = vocab.encode_chat(&msgs).expect("template renders").len();
+        let n = vocab.encode_chat(&msgs).map_err(anyhow::Error::msg)?.len();
         if n >= target {
-            return (msgs, n);
+            return Ok((msgs, n));
         }
         content.push_str(words[i % words.len()]);
         i += 1;
@@ -76,7 +88,7 @@ struct Timing {
     completion_tokens: u32,
 }
 
-async fn run(m: &LocalModel, messages: Vec<Message>, max_tokens: u32) -> Timing {
+async fn run(m: &LocalModel, messages: Vec<Message>, max_tokens: u32) -> anyhow::Result<Timing> {
     let req = GenerateRequest {
         messages,
         sampling: Sampling {
@@ -86,19 +98,19 @@ async fn run(m: &LocalModel, messages: Vec<Message>, max_tokens: u32) -> Timing 
         },
     };
     let t0 = Instant::now();
-    let mut g = m.start(req).await.expect("admitted");
+    let mut g = m.start(req).await?;
     let mut first = None;
     while let Some(ev) = g.events.recv().await {
         first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
-        if let Event::Done { usage, .. } = ev.expect("no model error") {
-            return Timing {
+        if let Event::Done { usage, .. } = ev? {
+            return Ok(Timing {
                 first_event_s: first.unwrap_or_default(),
                 total_s: t0.elapsed().as_secs_f64(),
                 completion_tokens: usage.completion_tokens,
-            };
+            });
         }
     }
-    panic!("stream ended without Done");
+    bail!("the stream ended without Done")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -119,16 +131,41 @@ fn memory_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU seconds this process has used (user + system, all threads), from
+/// /proc/self/stat in clock ticks (100 per second on Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is parenthesised and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3 (state, not numeric).
+    f.get(10)
+        .zip(f.get(11))
+        .map_or(0.0, |(u, s)| (u + s) / 100.0)
+}
+
 fn round(x: f64, digits: i32) -> f64 {
     let p = 10f64.powi(digits);
     (x * p).round() / p
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let a = args();
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let started = Instant::now();
     let path = default_model_path();
-    let vocab = load_vocab(&path).expect("run scripts/fetch-model.sh first");
+    let fetch = || {
+        format!(
+            "cannot load {} (run scripts/fetch-model.sh)",
+            path.display()
+        )
+    };
+    let vocab = load_vocab(&path)
+        .map_err(anyhow::Error::msg)
+        .with_context(fetch)?;
     let t = Instant::now();
     let m = LocalModel::load(&LocalConfig {
         path: path.clone(),
@@ -137,28 +174,28 @@ async fn main() {
         queue_depth: 1,
         requantize: a.requantize,
     })
-    .expect("run scripts/fetch-model.sh first");
+    .with_context(fetch)?;
     let load_s = t.elapsed().as_secs_f64();
     let (rss_after_load, _) = memory_mib();
 
-    let (p200, n200) = prompt_of(&vocab, 200);
-    let (p512, n512) = prompt_of(&vocab, 512);
+    let (p200, n200) = prompt_of(&vocab, 200)?;
+    let (p512, n512) = prompt_of(&vocab, 512)?;
     let generate_prompt = vec![Message {
         role: "user".into(),
         content: "Write a long, detailed story about a dragon who learns to bake bread.".into(),
     }];
 
     // Warm-up: first-use allocations, weight repacking, page faults.
-    run(&m, p512.clone(), 2).await;
+    run(&m, p512.clone(), 2).await?;
 
     let mut ttft200 = Vec::new();
     let mut pp512 = Vec::new();
     let mut gen_rate = Vec::new();
     let mut gen_tokens = Vec::new();
     for _ in 0..a.reps {
-        ttft200.push(run(&m, p200.clone(), 1).await.first_event_s);
-        pp512.push(run(&m, p512.clone(), 1).await.first_event_s);
-        let g = run(&m, generate_prompt.clone(), a.generate).await;
+        ttft200.push(run(&m, p200.clone(), 1).await?.first_event_s);
+        pp512.push(run(&m, p512.clone(), 1).await?.first_event_s);
+        let g = run(&m, generate_prompt.clone(), a.generate).await?;
         // Decoding rate: tokens after the first over the time after the first event.
         let decoded = g.completion_tokens.saturating_sub(1) as f64;
         gen_rate.push(decoded / (g.total_s - g.first_event_s).max(1e-9));
@@ -185,7 +222,10 @@ async fn main() {
         "rss_after_load_mib": round(rss_after_load, 1),
         "rss_end_mib": round(rss_end, 1),
         "peak_rss_mib": round(hwm, 1),
+        "wall_s": round(started.elapsed().as_secs_f64(), 2),
+        "cpu_s": round(cpu_seconds(), 2),
     });
-    println!("{out}");
+    writeln!(std::io::stdout(), "{out}")?;
     m.shutdown();
+    Ok(())
 }

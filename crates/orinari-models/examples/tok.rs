@@ -1,17 +1,35 @@
-//! Print token ids of a chat prompt (debug aid).
-fn main() {
-    let v =
-        orinari_models::local::load_vocab(&orinari_models::local::default_model_path()).unwrap();
+//! Print the token ids and pieces of a chat prompt (debug aid).
+//!
+//! `cargo run -p orinari-models --example tok -- "some text"`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::io::Write;
+
+use orinari_models::Message;
+use orinari_models::local::{default_model_path, load_vocab};
+
+fn main() -> anyhow::Result<()> {
+    let text = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "What is the capital of France? 12345".into());
+    let v = load_vocab(&default_model_path()).map_err(anyhow::Error::msg)?;
     let ids = v
-        .encode_chat(&[orinari_models::Message {
+        .encode_chat(&[Message {
             role: "user".into(),
-            content: "What is the capital of France? 12345".into(),
+            content: text,
         }])
-        .unwrap();
-    println!("{ids:?}");
-    let s: Vec<String> = ids
+        .map_err(anyhow::Error::msg)?;
+    let pieces: Vec<String> = ids
         .iter()
         .map(|&i| String::from_utf8_lossy(v.tokenizer.token_bytes(i)).into_owned())
         .collect();
-    println!("{s:?}");
+    let mut out = std::io::stdout();
+    writeln!(out, "{ids:?}")?;
+    writeln!(out, "{pieces:?}")?;
+    Ok(())
 }

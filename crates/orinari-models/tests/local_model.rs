@@ -1,4 +1,10 @@
 //! The embedded model end to end: load the real GGUF, generate, stop, cancel.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 use std::time::{Duration, Instant};
 

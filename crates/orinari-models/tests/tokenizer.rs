@@ -4,6 +4,12 @@
 //! The reference ids and logits come from `bench/llama_cpp_tokens.py`
 //! (llama-cpp-python, recorded in `tests/data/llama_cpp_tokens.json`); rerun
 //! it to regenerate the fixture after changing the model or the string set.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 use orinari_models::local::{LocalConfig, LocalModel, Vocab, default_model_path, load_vocab};
 use orinari_models::{Event, GenerateRequest, Message, ModelBackend, Sampling};

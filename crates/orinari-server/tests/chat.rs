@@ -1,4 +1,10 @@
 //! `/v1/chat/completions` against the real embedded model, end to end over HTTP.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 mod common;
 

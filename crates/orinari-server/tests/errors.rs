@@ -1,5 +1,11 @@
 //! Every bad input gets the OpenAI envelope with the right status, `param`
 //! and code; no request is lost to a panic or a bare status.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 mod common;
 

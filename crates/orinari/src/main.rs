@@ -1,5 +1,6 @@
 //! The `orinari` binary: parse arguments, load config, wire, wait for signals.
 //! No logic that a test needs lives here.
+#![allow(clippy::print_stdout, reason = "a CLI prints its answers on stdout")]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -117,7 +117,7 @@ fn metadata(content: &Content) -> Result<GgufModel, String> {
         rope_theta: meta_f32(md, "llama.rope.freq_base").unwrap_or(10_000.0),
         rms_eps: meta_f32(md, "llama.attention.layer_norm_rms_epsilon")?,
     };
-    if hyper.n_head == 0 || hyper.n_head_kv == 0 || hyper.n_head % hyper.n_head_kv != 0 {
+    if hyper.n_head == 0 || hyper.n_head_kv == 0 || !hyper.n_head.is_multiple_of(hyper.n_head_kv) {
         return Err("inconsistent attention head counts".into());
     }
     let model = meta(md, "tokenizer.ggml.model")?

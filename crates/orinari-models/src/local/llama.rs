@@ -242,11 +242,11 @@ impl Llama {
         for slot in &mut cache.layers {
             let k = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
             let v = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
-            if let Some((ok, ov)) = slot.take() {
-                if cache.len > 0 {
-                    k.slice_set(&ok.narrow(2, 0, cache.len)?.contiguous()?, 2, 0)?;
-                    v.slice_set(&ov.narrow(2, 0, cache.len)?.contiguous()?, 2, 0)?;
-                }
+            if let Some((ok, ov)) = slot.take()
+                && cache.len > 0
+            {
+                k.slice_set(&ok.narrow(2, 0, cache.len)?.contiguous()?, 2, 0)?;
+                v.slice_set(&ov.narrow(2, 0, cache.len)?.contiguous()?, 2, 0)?;
             }
             *slot = Some((k, v));
         }

@@ -91,10 +91,10 @@ impl Tokenizer {
             })
             .collect();
         let mut end_of_turn = vec![vocab.eos_token_id];
-        if let Some(id) = vocab.tokens.iter().position(|t| t == "<|endoftext|>") {
-            if id as u32 != vocab.eos_token_id {
-                end_of_turn.push(id as u32);
-            }
+        if let Some(id) = vocab.tokens.iter().position(|t| t == "<|endoftext|>")
+            && id as u32 != vocab.eos_token_id
+        {
+            end_of_turn.push(id as u32);
         }
         Ok(Self {
             trusted,

@@ -1,4 +1,10 @@
 //! A real server on port 0 with the real embedded model.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 #![allow(dead_code)]
 
 use std::sync::Arc;
