@@ -289,6 +289,12 @@ async fn context_overflow_is_a_clear_400() {
     let (status, v) = s.post(&chat("Hi", json!({"max_tokens": 500}))).await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["code"], "context_length_exceeded");
+    // Absurdly large limits are the same clear error, never an overflow.
+    for huge in [json!(4_294_967_295u64), json!(99_999_999_999_999u64)] {
+        let (status, v) = s.post(&chat("Hi", json!({"max_tokens": huge}))).await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["code"], "context_length_exceeded");
+    }
     // Without max_tokens, generation stops at the window with `length`.
     let (status, v) = s
         .post(&chat(&"word ".repeat(40), json!({"temperature": 0})))

@@ -139,7 +139,7 @@ impl LocalModel {
         let window = self.info.context_window;
         let requested = request.sampling.max_tokens;
         // At least one token must fit after the prompt.
-        if prompt_tokens + requested.unwrap_or(1).max(1) > window {
+        if prompt_tokens.saturating_add(requested.unwrap_or(1).max(1)) > window {
             return Err(ModelError::ContextOverflow {
                 context_window: window,
                 prompt_tokens,
