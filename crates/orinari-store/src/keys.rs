@@ -1,0 +1,124 @@
+//! API keys: only a hash is stored; the key itself is shown once by the caller.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Store, StoreError};
+
+/// A key as stored (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Stable id (`key_…`).
+    pub id: String,
+    /// Operator-chosen name.
+    pub name: String,
+    /// Hex digest of the key.
+    pub key_hash: String,
+    /// The key's first characters, to recognise it in a list.
+    pub prefix: String,
+    /// Per-key request limit, if set.
+    pub requests_per_minute: Option<u32>,
+    /// Per-key token limit, if set.
+    pub tokens_per_minute: Option<u32>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms, once revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// What is needed to create a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    /// Stable id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Hex digest of the key.
+    pub key_hash: String,
+    /// First characters of the key.
+    pub prefix: String,
+    /// Per-key request limit.
+    pub requests_per_minute: Option<u32>,
+    /// Per-key token limit.
+    pub tokens_per_minute: Option<u32>,
+}
+
+const COLUMNS: &str =
+    "id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, created_at, revoked_at";
+
+fn limit(v: Option<i64>, what: &str) -> Result<Option<u32>, StoreError> {
+    v.map(|n| u32::try_from(n).map_err(|_| StoreError::Invalid(format!("{what} = {n}"))))
+        .transpose()
+}
+
+fn row(r: &AnyRow) -> Result<ApiKey, StoreError> {
+    Ok(ApiKey {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        key_hash: r.try_get("key_hash")?,
+        prefix: r.try_get("prefix")?,
+        requests_per_minute: limit(r.try_get("requests_per_minute")?, "requests_per_minute")?,
+        tokens_per_minute: limit(r.try_get("tokens_per_minute")?, "tokens_per_minute")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+impl Store {
+    /// Insert a key; returns it as stored.
+    pub async fn create_key(&self, k: NewApiKey) -> Result<ApiKey, StoreError> {
+        let created_at = crate::now_ms();
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&k.id)
+        .bind(&k.name)
+        .bind(&k.key_hash)
+        .bind(&k.prefix)
+        .bind(k.requests_per_minute.map(i64::from))
+        .bind(k.tokens_per_minute.map(i64::from))
+        .bind(created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(ApiKey {
+            id: k.id,
+            name: k.name,
+            key_hash: k.key_hash,
+            prefix: k.prefix,
+            requests_per_minute: k.requests_per_minute,
+            tokens_per_minute: k.tokens_per_minute,
+            created_at,
+            revoked_at: None,
+        })
+    }
+
+    /// All keys, newest first (revoked ones included).
+    pub async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id");
+        let rows = sqlx::query(&sql).fetch_all(self.pool()).await?;
+        rows.iter().map(row).collect()
+    }
+
+    /// The active key with this hash, if any.
+    pub async fn find_active_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL");
+        let r = sqlx::query(&sql)
+            .bind(key_hash)
+            .fetch_optional(self.pool())
+            .await?;
+        r.as_ref().map(row).transpose()
+    }
+
+    /// Revoke a key; false when no active key has this id.
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(crate::now_ms())
+                .bind(id)
+                .execute(self.pool())
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

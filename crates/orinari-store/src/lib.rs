@@ -1,0 +1,165 @@
+//! All SQL lives here. One [`Store`] over two real backends — SQLite (the
+//! embedded default, WAL mode, one writer) and PostgreSQL (for several
+//! instances) — chosen once from `[storage] url`.
+//!
+//! Both backends run the same portable SQL through sqlx's `Any` driver:
+//! integers are `BIGINT`, times are Unix milliseconds, booleans are 0/1, and
+//! placeholders are `$1, $2…` (which SQLite also understands). Schema
+//! migrations are kept per backend in `migrations/{sqlite,postgres}` and run
+//! at start-up. Conversation text is never stored.
+
+mod keys;
+mod probes;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+
+pub use keys::{ApiKey, NewApiKey};
+pub use probes::{DailyUptime, ProbeResult, PruneStats, Retention};
+
+/// Errors at the storage boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not `sqlite:` or `postgres://`.
+    #[error("unsupported storage url `{0}`: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    /// The database could not be reached or opened.
+    #[error("cannot open the store: {0}")]
+    Open(String),
+    /// A migration failed.
+    #[error("cannot migrate the store: {0}")]
+    Migrate(String),
+    /// A query failed.
+    #[error("storage query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A value in the store is out of range (corruption or a bug).
+    #[error("invalid stored value: {0}")]
+    Invalid(String),
+}
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The store: a connection pool and the backend it talks to.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// SQLite has one writer; more connections only queue on its lock.
+const SQLITE_POOL: u32 = 4;
+const POSTGRES_POOL: u32 = 8;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Open (creating an SQLite file and its directory if needed) and migrate.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, options, size) = if url.starts_with("sqlite:") {
+            let path =
+                sqlite_path(url).ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+            }
+            // Create the file if missing; WAL and the other pragmas are set per
+            // connection below.
+            let url = if url.contains("mode=") {
+                url.to_string()
+            } else if url.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            let any =
+                AnyConnectOptions::from_str(&url).map_err(|e| StoreError::Open(e.to_string()))?;
+            (Backend::Sqlite, any, SQLITE_POOL)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let any =
+                AnyConnectOptions::from_str(url).map_err(|e| StoreError::Open(e.to_string()))?;
+            (Backend::Postgres, any, POSTGRES_POOL)
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(size)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Pragmas are per connection; the Any driver does not carry them over.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        let store = Self { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let result = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await,
+        };
+        result.map_err(|e| StoreError::Migrate(e.to_string()))
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers (for readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Close the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// The SQLite file behind a `sqlite:` URL, if any (for backups).
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let opts = SqliteConnectOptions::from_str(url).ok()?;
+    let p: &Path = opts.get_filename();
+    Some(p.to_path_buf())
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
