@@ -3,6 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::journal::Change;
 use crate::{Store, StoreError};
 
 /// A key as stored (never the key itself).
@@ -68,18 +69,15 @@ impl Store {
     /// Insert a key; returns it as stored.
     pub async fn create_key(&self, k: NewApiKey) -> Result<ApiKey, StoreError> {
         let created_at = crate::now_ms();
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&k.id)
-        .bind(&k.name)
-        .bind(&k.key_hash)
-        .bind(&k.prefix)
-        .bind(k.requests_per_minute.map(i64::from))
-        .bind(k.tokens_per_minute.map(i64::from))
-        .bind(created_at)
-        .execute(self.pool())
+        self.write(&Change::CreateKey {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            key_hash: k.key_hash.clone(),
+            prefix: k.prefix.clone(),
+            requests_per_minute: k.requests_per_minute.map(i64::from),
+            tokens_per_minute: k.tokens_per_minute.map(i64::from),
+            created_at,
+        })
         .await?;
         Ok(ApiKey {
             id: k.id,
@@ -113,12 +111,12 @@ impl Store {
 
     /// Revoke a key; false when no active key has this id.
     pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(crate::now_ms())
-                .bind(id)
-                .execute(self.pool())
-                .await?;
-        Ok(done.rows_affected() == 1)
+        let n = self
+            .write(&Change::RevokeKey {
+                id: id.to_string(),
+                at: crate::now_ms(),
+            })
+            .await?;
+        Ok(n.first() == Some(&1))
     }
 }

@@ -8,6 +8,8 @@
 //! migrations are kept per backend in `migrations/{sqlite,postgres}` and run
 //! at start-up. Conversation text is never stored.
 
+pub mod backup;
+mod journal;
 mod keys;
 mod probes;
 
@@ -19,6 +21,7 @@ use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 
+pub use journal::Change;
 pub use keys::{ApiKey, NewApiKey};
 pub use probes::{DailyUptime, ProbeResult, PruneStats, Retention};
 

@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use crate::journal::Change;
 use crate::{Store, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
@@ -62,14 +63,12 @@ pub struct PruneStats {
 impl Store {
     /// Record a probe outcome.
     pub async fn record_probe(&self, r: ProbeResult<'_>) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO probe_results (check_id, at, up, latency_ms) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(r.check_id)
-        .bind(r.at)
-        .bind(i64::from(r.up))
-        .bind(r.latency_ms)
-        .execute(self.pool())
+        self.write(&Change::RecordProbe {
+            check_id: r.check_id.to_string(),
+            at: r.at,
+            up: i64::from(r.up),
+            latency_ms: r.latency_ms,
+        })
         .await?;
         Ok(())
     }
@@ -106,15 +105,12 @@ impl Store {
                 d.up_ms, d.observed_ms
             )));
         }
-        sqlx::query(
-            "INSERT INTO uptime_daily (check_id, day, observed_ms, up_ms) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (check_id, day) DO UPDATE SET observed_ms = excluded.observed_ms, up_ms = excluded.up_ms",
-        )
-        .bind(&d.check_id)
-        .bind(d.day)
-        .bind(d.observed_ms)
-        .bind(d.up_ms)
-        .execute(self.pool())
+        self.write(&Change::UpsertDaily {
+            check_id: d.check_id.clone(),
+            day: d.day,
+            observed_ms: d.observed_ms,
+            up_ms: d.up_ms,
+        })
         .await?;
         Ok(())
     }
@@ -146,16 +142,15 @@ impl Store {
 
     /// Delete history older than the retention allows, as of `now` (Unix ms).
     pub async fn prune(&self, now: i64, keep: Retention) -> Result<PruneStats, StoreError> {
-        let raw = sqlx::query("DELETE FROM probe_results WHERE at < $1")
-            .bind(now - keep.raw_days * DAY_MS)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-        let daily = sqlx::query("DELETE FROM uptime_daily WHERE day < $1")
-            .bind(now.div_euclid(DAY_MS) - keep.daily_days)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-        Ok(PruneStats { raw, daily })
+        let n = self
+            .write(&Change::Prune {
+                raw_before: now - keep.raw_days * DAY_MS,
+                day_before: now.div_euclid(DAY_MS) - keep.daily_days,
+            })
+            .await?;
+        Ok(PruneStats {
+            raw: n.first().copied().unwrap_or(0),
+            daily: n.get(1).copied().unwrap_or(0),
+        })
     }
 }

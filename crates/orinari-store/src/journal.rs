@@ -1,0 +1,187 @@
+//! Every write is a [`Change`]: a value that carries all its inputs (times
+//! included), applied by one function both live and when a backup is
+//! replayed. On SQLite each change is recorded in `change_log` in the same
+//! transaction, so the journal is exactly the committed history.
+
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+
+use crate::{Backend, Store, StoreError};
+
+/// One committed write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    /// A new API key.
+    CreateKey {
+        /// Stable id.
+        id: String,
+        /// Name.
+        name: String,
+        /// Hex digest.
+        key_hash: String,
+        /// First characters.
+        prefix: String,
+        /// Per-key request limit.
+        requests_per_minute: Option<i64>,
+        /// Per-key token limit.
+        tokens_per_minute: Option<i64>,
+        /// Unix ms.
+        created_at: i64,
+    },
+    /// A key revoked.
+    RevokeKey {
+        /// The key.
+        id: String,
+        /// Unix ms.
+        at: i64,
+    },
+    /// A probe outcome.
+    RecordProbe {
+        /// Check id.
+        check_id: String,
+        /// Unix ms.
+        at: i64,
+        /// 1 up, 0 down.
+        up: i64,
+        /// Latency.
+        latency_ms: i64,
+    },
+    /// A day's uptime set.
+    UpsertDaily {
+        /// Check id.
+        check_id: String,
+        /// Days since the epoch.
+        day: i64,
+        /// Observed ms.
+        observed_ms: i64,
+        /// Up ms.
+        up_ms: i64,
+    },
+    /// Retention applied.
+    Prune {
+        /// Raw results before this Unix ms are deleted.
+        raw_before: i64,
+        /// Daily rows before this day are deleted.
+        day_before: i64,
+    },
+}
+
+/// Apply a change; returns the rows affected per statement.
+pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u64>, sqlx::Error> {
+    let n = match c {
+        Change::CreateKey {
+            id,
+            name,
+            key_hash,
+            prefix,
+            requests_per_minute,
+            tokens_per_minute,
+            created_at,
+        } => vec![
+            sqlx::query(
+                "INSERT INTO api_keys (id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(key_hash)
+            .bind(prefix)
+            .bind(*requests_per_minute)
+            .bind(*tokens_per_minute)
+            .bind(*created_at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        ],
+        Change::RevokeKey { id, at } => vec![
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(*at)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+        ],
+        Change::RecordProbe {
+            check_id,
+            at,
+            up,
+            latency_ms,
+        } => vec![
+            sqlx::query("INSERT INTO probe_results (check_id, at, up, latency_ms) VALUES ($1, $2, $3, $4)")
+                .bind(check_id)
+                .bind(*at)
+                .bind(*up)
+                .bind(*latency_ms)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+        ],
+        Change::UpsertDaily {
+            check_id,
+            day,
+            observed_ms,
+            up_ms,
+        } => vec![
+            sqlx::query(
+                "INSERT INTO uptime_daily (check_id, day, observed_ms, up_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (check_id, day) DO UPDATE SET observed_ms = excluded.observed_ms, up_ms = excluded.up_ms",
+            )
+            .bind(check_id)
+            .bind(*day)
+            .bind(*observed_ms)
+            .bind(*up_ms)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        ],
+        Change::Prune { raw_before, day_before } => vec![
+            sqlx::query("DELETE FROM probe_results WHERE at < $1")
+                .bind(*raw_before)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+            sqlx::query("DELETE FROM uptime_daily WHERE day < $1")
+                .bind(*day_before)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+        ],
+    };
+    Ok(n)
+}
+
+impl Store {
+    /// Apply a change in a transaction, journaling it on SQLite.
+    pub(crate) async fn write(&self, c: &Change) -> Result<Vec<u64>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let n = apply(&mut tx, c).await?;
+        if self.backend() == Backend::Sqlite {
+            let body = serde_json::to_string(c).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            sqlx::query("INSERT INTO change_log (at, body) VALUES ($1, $2)")
+                .bind(crate::now_ms())
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Re-apply a journaled change with its original sequence number and time
+    /// (restore). The journal continues from there.
+    pub(crate) async fn replay(&self, seq: i64, at: i64, body: &str) -> Result<(), StoreError> {
+        let c: Change = serde_json::from_str(body)
+            .map_err(|e| StoreError::Invalid(format!("journal entry {seq}: {e}")))?;
+        let mut tx = self.pool().begin().await?;
+        apply(&mut tx, &c).await?;
+        sqlx::query("INSERT INTO change_log (seq, at, body) VALUES ($1, $2, $3)")
+            .bind(seq)
+            .bind(at)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
