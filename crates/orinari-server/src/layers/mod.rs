@@ -1,0 +1,4 @@
+//! Tower layers written for this server, one module each; they are composed
+//! only in `stack.rs`.
+
+pub mod security_headers;

@@ -1,0 +1,238 @@
+//! `GET /` (the chat page), `POST /` (the same page answering a form without
+//! JavaScript) and `GET /assets/{name}`.
+//!
+//! Caching: the page is `no-cache` with a weak ETag (it names the hashed
+//! assets, so a revalidation picks up a new build); assets are `immutable`
+//! for a year; a page that carries a conversation is `no-store`.
+
+use askama::Template;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::assets::{ASSETS, Assets, fnv1a};
+use super::conversation::{self, Action, MAX_TOKENS, Role, TEMPERATURE, Turn};
+use crate::AppState;
+
+const HTML: &str = "text/html; charset=utf-8";
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// The page, as askama renders it.
+#[derive(Template)]
+#[template(path = "chat.html")]
+struct ChatPage<'a> {
+    assets: &'a Assets,
+    models: Vec<&'a str>,
+    selected: &'a str,
+    turns: &'a [Turn],
+    state: String,
+    draft: &'a str,
+    error: Option<&'a str>,
+    can_regenerate: bool,
+    max_tokens: u32,
+    temperature: f32,
+}
+
+/// The fields of the chat form.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChatForm {
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    conversation: String,
+    #[serde(default)]
+    action: Option<String>,
+}
+
+/// `GET /`: an empty conversation.
+pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let models = model_names(&state);
+    let html = match render(&models, "", &[], "", None) {
+        Ok(html) => html,
+        Err(e) => return e.into_response(),
+    };
+    let etag = format!("W/\"{:016x}\"", fnv1a(html.as_bytes()));
+    let cache = [
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::VARY, "accept-encoding"),
+    ];
+    if matches(&headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, cache, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        cache,
+        [
+            (header::CONTENT_TYPE, HTML.to_string()),
+            (header::ETAG, etag),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// `POST /`: apply the form's action and answer with the whole page.
+pub async fn submit(
+    State(state): State<AppState>,
+    form: Result<Form<ChatForm>, FormRejection>,
+) -> Response {
+    let models = model_names(&state);
+    let max_chars = state.limits().max_input_chars;
+    let (form, rejected) = match form {
+        Ok(Form(form)) => (form, None),
+        Err(r) => (ChatForm::default(), Some(rejection_message(r.status()))),
+    };
+    let decoded = match rejected {
+        Some(message) => Err((StatusCode::BAD_REQUEST, message.to_string())),
+        None => conversation::decode(&form.conversation, max_chars).map_err(page_error),
+    };
+    let turns = match decoded {
+        Ok(turns) => turns,
+        Err((status, message)) => {
+            return respond(status, render(&models, "", &[], "", Some(&message)));
+        }
+    };
+    let Some(model) = state.model(&form.model).or_else(|| state.models().first()) else {
+        let e = (StatusCode::SERVICE_UNAVAILABLE, "No model is configured.");
+        return respond(e.0, render(&models, "", &turns, &form.message, Some(e.1)));
+    };
+    let action = Action::parse(form.action.as_deref());
+    let result = conversation::step(
+        model.backend.as_ref(),
+        turns.clone(),
+        action,
+        &form.message,
+        max_chars,
+    )
+    .await;
+    match result {
+        Ok(turns) => respond(
+            StatusCode::OK,
+            render(&models, &model.name, &turns, "", None),
+        ),
+        Err(e) => {
+            let (status, message) = page_error(e);
+            let page = render(&models, &model.name, &turns, &form.message, Some(&message));
+            respond(status, page)
+        }
+    }
+}
+
+/// `GET /assets/{name}`: an embedded file under its hashed name.
+pub async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let Some(a) = ASSETS.get(&name) else {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Not found.\n",
+        )
+            .into_response();
+    };
+    let cache = [
+        (header::CACHE_CONTROL, IMMUTABLE),
+        (header::VARY, "accept-encoding"),
+    ];
+    if matches(&headers, &a.etag) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            cache,
+            [(header::ETAG, a.etag.clone())],
+        )
+            .into_response();
+    }
+    (
+        cache,
+        [
+            (header::CONTENT_TYPE, a.content_type.to_string()),
+            (header::ETAG, a.etag.clone()),
+        ],
+        a.bytes,
+    )
+        .into_response()
+}
+
+fn model_names(state: &AppState) -> Vec<&str> {
+    state.models().iter().map(|m| m.name.as_str()).collect()
+}
+
+fn render(
+    models: &[&str],
+    selected: &str,
+    turns: &[Turn],
+    draft: &str,
+    error: Option<&str>,
+) -> Result<String, RenderFailed> {
+    let page = ChatPage {
+        assets: &ASSETS,
+        models: models.to_vec(),
+        selected,
+        turns,
+        state: conversation::encode(turns),
+        draft,
+        error,
+        can_regenerate: turns.last().is_some_and(|t| t.role == Role::Assistant),
+        max_tokens: MAX_TOKENS,
+        temperature: TEMPERATURE,
+    };
+    page.render().map_err(|e| {
+        tracing::error!(error = %e, "page template failed");
+        RenderFailed
+    })
+}
+
+/// A template failed to render (a bug, not a client error).
+struct RenderFailed;
+
+impl IntoResponse for RenderFailed {
+    fn into_response(self) -> Response {
+        let text = "The page could not be rendered.\n";
+        (StatusCode::INTERNAL_SERVER_ERROR, text).into_response()
+    }
+}
+
+/// A page that carries a conversation: never cached anywhere.
+fn respond(status: StatusCode, page: Result<String, RenderFailed>) -> Response {
+    match page {
+        Ok(html) => (
+            status,
+            [
+                (header::CONTENT_TYPE, HTML),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn page_error(e: orinari_api::ApiError) -> (StatusCode, String) {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        tracing::warn!(status = e.status, code = e.code, "chat form failed");
+    }
+    (status, e.message)
+}
+
+fn rejection_message(status: StatusCode) -> &'static str {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "The conversation is too large to send; start a new chat."
+    } else {
+        "The form could not be read; start a new chat."
+    }
+}
+
+/// `If-None-Match` holds `etag` (weak comparison, as RFC 9110 asks for GET).
+fn matches(headers: &HeaderMap, etag: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let ours = strip(etag);
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v: &HeaderValue| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || strip(t) == ours)
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The chat page end to end in a real browser: Debian's headless Chromium
+# driven by playwright-core, with axe-core and Lighthouse (run.mjs).
+#
+# Usage: tests/browser/run.sh [BINARY]   (default: target/debug/orinari)
+#
+# Installs tests/browser/node_modules (npm ci) when missing or stale, starts
+# the binary on an ephemeral loopback port from a scratch directory, runs the
+# browser tests, then checks that the conversation text the tests sent (a
+# canary) is nowhere in the server's log or working directory. Screenshots and
+# Lighthouse reports go to tests/browser/artifacts/. Prints
+# `browser: N passed, N failed` last; exits non-zero on any failure.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+bin="${1:-$root/target/debug/orinari}"
+case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
+if [[ ! -x "$bin" ]]; then
+    echo "browser: no orinari binary at $bin (build it: cargo build -p orinari)" >&2
+    exit 2
+fi
+if [[ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]]; then
+    echo "browser: no Chromium (apt-get install -y chromium)" >&2
+    exit 2
+fi
+
+# --- set-up, reused when up to date -------------------------------------
+if [[ ! -d "$here/node_modules" ]] || ! cmp -s "$here/package-lock.json" "$here/node_modules/.package-lock.json.orinari"; then
+    echo "browser: npm ci in $here" >&2
+    (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >&2
+    cp "$here/package-lock.json" "$here/node_modules/.package-lock.json.orinari"
+fi
+mkdir -p "$here/artifacts"
+
+# --- the server -------------------------------------------------------------
+work="$(mktemp -d)"
+log="$work/serve.log"
+pid=""
+cleanup() {
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The server runs from its own scratch directory (no stray ./orinari.toml; a
+# place to look for files it might write) and logs outside it.
+mkdir "$work/cwd"
+(cd "$work/cwd" && exec env ORINARI_SERVER_LISTEN=127.0.0.1:0 ORINARI_LOG=debug "$bin" serve) 2>"$log" &
+pid=$!
+
+addr=""
+for _ in $(seq 1 600); do
+    addr="$(sed -n 's#^orinari is serving on \(http://[^ ]*\)/v1.*#\1#p' "$log" | head -n1)"
+    [[ -n "$addr" ]] && break
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "browser: orinari serve exited before listening:" >&2
+        cat "$log" >&2
+        echo "browser: 0 passed, 1 failed"
+        exit 1
+    fi
+    sleep 0.1
+done
+if [[ -z "$addr" ]]; then
+    echo "browser: orinari serve did not announce its address in 60s:" >&2
+    cat "$log" >&2
+    echo "browser: 0 passed, 1 failed"
+    exit 1
+fi
+echo "browser: server at $addr (pid $pid)" >&2
+
+# --- the tests --------------------------------------------------------------
+canary="orinari-canary-$RANDOM$RANDOM"
+out="$work/node.out"
+set +e
+CANARY="$canary" node "$here/run.mjs" "$addr" | tee "$out"
+set -e
+passed="$(sed -n 's/^node: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out")"
+failed="$(sed -n 's/^node: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out")"
+if [[ -z "$passed" ]]; then
+    passed=0
+    failed=$((${failed:-0} + 1))
+    echo "FAIL - the browser tests did not finish" >&2
+fi
+
+# --- nothing retained: the canary is in no log line and no file --------------
+kill -TERM "$pid"
+for _ in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+wait "$pid" 2>/dev/null || true
+pid=""
+if grep -rqF "$canary" "$log" "$work/cwd"; then
+    failed=$((failed + 1))
+    echo "FAIL - conversation text (the canary) was written to the log or to disk" >&2
+else
+    passed=$((passed + 1))
+    echo "ok - conversation text is in no log line (debug level) and no file"
+fi
+
+echo "browser: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
