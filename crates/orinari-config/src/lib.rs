@@ -9,7 +9,9 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use raw::defaults;
-pub use validate::{Config, LocalModelConfig, ModelConfig, ServerConfig};
+pub use validate::{
+    BackupSettings, Config, KeySource, LocalModelConfig, ModelConfig, ServerConfig,
+};
 
 /// A configuration problem, ready to print.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -42,6 +42,10 @@ pub mod defaults {
     pub const LOCAL_PARALLEL: u32 = 4;
     /// `backup.interval`.
     pub const BACKUP_INTERVAL: &str = "5m";
+    /// `backup.retention`: snapshots kept this long (the newest always).
+    pub const BACKUP_RETENTION: &str = "7d";
+    /// `backup.verify_interval`: restore-and-check period.
+    pub const BACKUP_VERIFY_INTERVAL: &str = "24h";
     /// `backup.key_env`.
     pub const BACKUP_KEY_ENV: &str = "ORINARI_BACKUP_KEY";
 }
@@ -195,6 +199,8 @@ pub struct RawCheck {
 #[serde(deny_unknown_fields)]
 pub struct RawBackup {
     pub interval: Option<String>,
+    pub retention: Option<String>,
+    pub verify_interval: Option<String>,
     pub destinations: Option<Vec<String>>,
     pub key_env: Option<String>,
     pub key_file: Option<String>,
@@ -222,7 +228,16 @@ const OVERRIDABLE: &[(&str, &[&str])] = &[
     ),
     ("auth", &["required"]),
     ("guard", &["prompt_injection", "max_input_chars"]),
-    ("backup", &["interval", "key_env", "key_file"]),
+    (
+        "backup",
+        &[
+            "interval",
+            "retention",
+            "verify_interval",
+            "key_env",
+            "key_file",
+        ],
+    ),
 ];
 
 /// Byte offset → 1-based line and column.

@@ -22,9 +22,37 @@ pub struct Config {
     pub queue_depth: usize,
     /// Served models, in config order; never empty.
     pub models: Vec<ModelConfig>,
+    /// `[storage] url`.
+    pub storage_url: String,
+    /// `[backup]`, when destinations are configured.
+    pub backup: Option<BackupSettings>,
     /// Configured sections this version validates but does not act on yet;
     /// `serve` warns about each.
     pub inactive: Vec<&'static str>,
+}
+
+/// `[backup]` with destinations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// Local directories (from `file://` URLs).
+    pub destinations: Vec<PathBuf>,
+    /// Full snapshot interval (`interval`); changes in between ship every second.
+    pub interval: Duration,
+    /// Snapshots older than this are deleted, the newest always kept (`retention`).
+    pub retention: Duration,
+    /// How often a backup is restored and checked (`verify_interval`).
+    pub verify_interval: Duration,
+    /// Where the key comes from.
+    pub key: KeySource,
+}
+
+/// Where a secret is read from (never inline in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// An environment variable's name.
+    Env(String),
+    /// A file's path.
+    File(PathBuf),
 }
 
 /// `[server]`.
@@ -95,6 +123,7 @@ fn duration(name: &str, key: &str, s: &str) -> Result<Duration, ConfigError> {
         "s" => n,
         "m" => n.checked_mul(60).ok_or_else(too_long)?,
         "h" => n.checked_mul(3600).ok_or_else(too_long)?,
+        "d" => n.checked_mul(86_400).ok_or_else(too_long)?,
         _ => {
             return Err(err(
                 name,
@@ -211,9 +240,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
             format!("`{storage}` must start with sqlite: or postgres://"),
         ));
     }
-    if raw.storage.url.is_some() {
-        inactive.push("storage");
-    }
+    let storage_url = storage.to_string();
     if let Some(url) = &raw.cluster.redis_url {
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(err(
@@ -314,23 +341,79 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
     if !raw.status.checks.is_empty() {
         inactive.push("status.checks");
     }
-    duration(
+    let b = &raw.backup;
+    let interval = duration(
         name,
         "backup.interval",
-        raw.backup.interval.as_deref().unwrap_or(d::BACKUP_INTERVAL),
+        b.interval.as_deref().unwrap_or(d::BACKUP_INTERVAL),
     )?;
-    if let Some(dests) = &raw.backup.destinations {
-        for (i, dest) in dests.iter().enumerate() {
-            if !(dest.starts_with("file://") || dest.starts_with("s3://")) {
+    let retention = duration(
+        name,
+        "backup.retention",
+        b.retention.as_deref().unwrap_or(d::BACKUP_RETENTION),
+    )?;
+    let verify_interval = duration(
+        name,
+        "backup.verify_interval",
+        b.verify_interval
+            .as_deref()
+            .unwrap_or(d::BACKUP_VERIFY_INTERVAL),
+    )?;
+    let key = match (&b.key_file, &b.key_env) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                name,
+                "backup.key_file",
+                "set either key_env or key_file, not both",
+            ));
+        }
+        (Some(f), None) => KeySource::File(PathBuf::from(f)),
+        (None, env) => KeySource::Env(env.clone().unwrap_or_else(|| d::BACKUP_KEY_ENV.into())),
+    };
+    let backup = match &b.destinations {
+        None => None,
+        Some(dests) => {
+            let mut paths = Vec::with_capacity(dests.len());
+            for (i, dest) in dests.iter().enumerate() {
+                let key = format!("backup.destinations[{i}]");
+                match dest.strip_prefix("file://") {
+                    Some(p) if p.starts_with('/') => paths.push(PathBuf::from(p)),
+                    Some(_) => {
+                        return Err(err(name, &key, "must be an absolute path: file:///path"));
+                    }
+                    None if dest.starts_with("s3://") => {
+                        return Err(err(
+                            name,
+                            &key,
+                            "S3 destinations are not available in this version; use file:// (e.g. a mounted remote disk)",
+                        ));
+                    }
+                    None => return Err(err(name, &key, "must be a file:// URL")),
+                }
+            }
+            if paths.is_empty() {
                 return Err(err(
                     name,
-                    &format!("backup.destinations[{i}]"),
-                    "must be a file:// or s3:// URL",
+                    "backup.destinations",
+                    "must name at least one destination",
                 ));
             }
+            if !storage.starts_with("sqlite:") {
+                return Err(err(
+                    name,
+                    "backup.destinations",
+                    "built-in backups are for the embedded SQLite store; with PostgreSQL use its WAL archiving (docs/operations/postgres-pitr.md)",
+                ));
+            }
+            Some(BackupSettings {
+                destinations: paths,
+                interval,
+                retention,
+                verify_interval,
+                key,
+            })
         }
-        inactive.push("backup");
-    }
+    };
 
     let mut models = Vec::with_capacity(raw.models.len().max(1));
     for (i, m) in raw.models.into_iter().enumerate() {
@@ -367,6 +450,8 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         auth_required,
         queue_depth,
         models,
+        storage_url,
+        backup,
         inactive,
     })
 }

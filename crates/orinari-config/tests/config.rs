@@ -515,7 +515,8 @@ fn bad_durations() {
         "m",
         "1.5s",
         "-1s",
-        "5d",
+        "5w",
+        "0d",
         "0s",
         "0m",
         "0ms",
@@ -529,7 +530,7 @@ fn bad_durations() {
         ));
         assert_contains(&msg, &["`status.checks[1].interval`"]);
     }
-    for good in ["500ms", "30s", "5m", "1h"] {
+    for good in ["500ms", "30s", "5m", "1h", "7d"] {
         ok(&format!("[backup]\ninterval = \"{good}\"\n"));
     }
 }
@@ -700,4 +701,56 @@ fn example_refused_parts_are_refused_when_uncommented() {
             .replacen("# required = true", "required = true", 1),
     );
     assert_contains(&msg, &["`auth.required`"]);
+}
+
+#[test]
+fn backup_settings_are_typed_and_checked() {
+    let c = ok(
+        "[backup]\ninterval = \"10m\"\nretention = \"3d\"\ndestinations = [\"file:///srv/a\", \"file:///mnt/b\"]\nkey_file = \"/etc/orinari/backup.key\"\n",
+    );
+    let b = c.backup.expect("backup configured");
+    assert_eq!(
+        b.destinations,
+        vec![
+            std::path::PathBuf::from("/srv/a"),
+            std::path::PathBuf::from("/mnt/b")
+        ]
+    );
+    assert_eq!(b.interval, std::time::Duration::from_secs(600));
+    assert_eq!(b.retention, std::time::Duration::from_secs(3 * 86_400));
+    assert_eq!(b.verify_interval, std::time::Duration::from_secs(86_400));
+    assert_eq!(
+        b.key,
+        orinari_config::KeySource::File("/etc/orinari/backup.key".into())
+    );
+    assert_eq!(
+        ok("[backup]\ndestinations = [\"file:///srv/a\"]\n")
+            .backup
+            .unwrap()
+            .key,
+        orinari_config::KeySource::Env("ORINARI_BACKUP_KEY".into())
+    );
+    assert!(ok("").backup.is_none());
+    for (bad, key) in [
+        (
+            "destinations = [\"s3://bucket/x\"]",
+            "`backup.destinations[0]`",
+        ),
+        (
+            "destinations = [\"file://relative\"]",
+            "`backup.destinations[0]`",
+        ),
+        ("destinations = []", "`backup.destinations`"),
+        (
+            "destinations = [\"file:///a\"]\nkey_env = \"K\"\nkey_file = \"/k\"",
+            "`backup.key_file`",
+        ),
+        ("retention = \"forever\"", "`backup.retention`"),
+    ] {
+        let msg = fails(&format!("[backup]\n{bad}\n"));
+        assert_contains(&msg, &[key]);
+    }
+    let msg =
+        fails("[storage]\nurl = \"postgres://db/x\"\n[backup]\ndestinations = [\"file:///a\"]\n");
+    assert_contains(&msg, &["`backup.destinations`", "PostgreSQL"]);
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use orinari_api::ValidationLimits;
 use orinari_models::ModelBackend;
+use orinari_store::Store;
 use tokio::sync::watch;
 
 /// A model name and the backend that serves it.
@@ -30,6 +31,7 @@ struct Inner {
     fingerprint: String,
     draining: AtomicBool,
     abort: watch::Sender<bool>,
+    store: Option<Store>,
 }
 
 impl AppState {
@@ -47,8 +49,22 @@ impl AppState {
                 fingerprint: format!("fp_orinari_{}", env!("CARGO_PKG_VERSION").replace('.', "_")),
                 draining: AtomicBool::new(false),
                 abort: watch::channel(false).0,
+                store: None,
             }),
         }
+    }
+
+    /// The same state with the store that readiness checks (set once, before serving).
+    pub fn with_store(mut self, store: Store) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.store = Some(store);
+        }
+        self
+    }
+
+    /// The store, when one is configured.
+    pub fn store(&self) -> Option<&Store> {
+        self.inner.store.as_ref()
     }
 
     /// Look a model up by name.

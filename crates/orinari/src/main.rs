@@ -7,11 +7,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod backup;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orinari_config::Config;
 use orinari_models::ModelBackend;
 use orinari_models::local::{LocalConfig, LocalModel, default_model_path};
 use orinari_server::{AppState, ServedModel};
+use orinari_store::Store;
+use orinari_store::backup::{Backups, Health, Schedule};
 
 /// Exit code for usage and configuration errors.
 const EXIT_USAGE: u8 = 1;
@@ -40,6 +45,11 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Backups of the embedded store.
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
     },
     /// Print the version.
     Version,
@@ -84,6 +94,28 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
+        Command::Backup { command } => {
+            let path = orinari_config::discover(cli.config);
+            let config = match orinari_config::load(path.as_deref(), std::env::vars()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let done = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(backup::command(&config, command)));
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_RUNTIME)
                 }
             }
         }
@@ -142,6 +174,23 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
     for section in &config.inactive {
         tracing::warn!(section, "configured but not active in this version");
     }
+    let store = Store::open(&config.storage_url)
+        .await
+        .with_context(|| format!("storage `{}`", redact_url(&config.storage_url)))?;
+    let backups = match &config.backup {
+        Some(b) => {
+            let live = orinari_store::sqlite_path(&config.storage_url)
+                .context("built-in backups need the embedded SQLite store")?;
+            Some((
+                Backups::new(store.clone(), live, backup::engine_config(b)?)?,
+                Schedule {
+                    snapshot_every: b.interval,
+                    verify_every: b.verify_interval,
+                },
+            ))
+        }
+        None => None,
+    };
     let mut locals = Vec::new();
     let mut served = Vec::new();
     for m in &config.models {
@@ -174,7 +223,15 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
             backend: model,
         });
     }
-    let state = AppState::new(served, config.max_input_chars, config.max_body_bytes);
+    let state = AppState::new(served, config.max_input_chars, config.max_body_bytes)
+        .with_store(store.clone());
+    // The backup scheduler is owned here and stopped after the server drains,
+    // with a last journal shipment on its way out.
+    let (stop_backups, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = backups.map(|(engine, schedule)| {
+        let (health, _) = tokio::sync::watch::channel(Health::default());
+        tokio::spawn(engine.run(schedule, health, stopped))
+    });
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
@@ -189,7 +246,28 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
         config.server.shutdown_timeout,
     )
     .await?;
+    let _ = stop_backups.send(true);
+    if let Some(task) = scheduler
+        && tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the backup scheduler did not stop in time");
+    }
+    store.close().await;
     Ok(locals)
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// Resolves on SIGTERM. SIGINT exits at once; SIGHUP is logged (reload comes later).

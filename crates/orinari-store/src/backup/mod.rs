@@ -530,3 +530,84 @@ async fn restore_snapshot_only(
         at: snap.max_at,
     })
 }
+
+/// How often the journal is shipped: the bound on writes lost with the host.
+pub const SHIP_EVERY: Duration = Duration::from_secs(1);
+
+/// When the scheduled jobs run.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// Full snapshot interval.
+    pub snapshot_every: Duration,
+    /// Restore-and-check interval.
+    pub verify_every: Duration,
+}
+
+/// What the scheduler last achieved, for metrics and alerts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Unix ms of the last fully successful ship to every destination.
+    pub last_success_ms: i64,
+    /// Unix ms of the last successful verification.
+    pub last_verified_ms: i64,
+}
+
+impl Backups {
+    /// Run the schedule until `stop` turns true: ship every second, snapshot
+    /// (then apply retention) every `snapshot_every`, verify every
+    /// `verify_every`; a last ship runs on the way out. Failures are logged
+    /// and retried at the next tick, never fatal. `health` gets each success.
+    pub async fn run(
+        self,
+        schedule: Schedule,
+        health: tokio::sync::watch::Sender<Health>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut ship = tokio::time::interval(SHIP_EVERY);
+        let mut snap = tokio::time::interval(schedule.snapshot_every);
+        let mut verify_tick = tokio::time::interval(schedule.verify_every);
+        ship.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        snap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        verify_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        verify_tick.tick().await; // the first verification waits one period
+        if *stop.borrow() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = ship.tick() => self.ship_logged(&health).await,
+                _ = snap.tick() => {
+                    match self.snapshot().await {
+                        Ok(s) => tracing::info!(snapshot = %s.name, bytes = s.bytes, "backup snapshot written"),
+                        Err(e) => tracing::error!(error = %e, "backup snapshot failed"),
+                    }
+                    if let Err(e) = self.apply_retention(crate::now_ms()) {
+                        tracing::error!(error = %e, "backup retention failed");
+                    }
+                }
+                _ = verify_tick.tick() => match verify(&self.cfg, None).await {
+                    Ok(r) => {
+                        health.send_modify(|h| h.last_verified_ms = crate::now_ms());
+                        tracing::info!(seq = r.seq, destination = %r.destination.display(), "backup verified");
+                    }
+                    Err(e) => tracing::error!(error = %e, "backup verification failed"),
+                },
+                // Only `true` is ever sent; a dropped sender also means stop.
+                _ = stop.changed() => break,
+            }
+        }
+        self.ship_logged(&health).await;
+    }
+
+    async fn ship_logged(&self, health: &tokio::sync::watch::Sender<Health>) {
+        match self.ship().await {
+            Ok(n) => {
+                health.send_modify(|h| h.last_success_ms = crate::now_ms());
+                if n > 0 {
+                    tracing::debug!(entries = n, "journal shipped");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "journal shipping failed"),
+        }
+    }
+}
