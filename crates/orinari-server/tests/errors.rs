@@ -299,3 +299,25 @@ async fn overload_is_503_with_retry_after() {
     assert_eq!(v["error"]["code"], "overloaded");
     drop(long);
 }
+
+#[tokio::test]
+async fn readiness_follows_storage() {
+    let dir = std::env::temp_dir().join(format!("orinari-ready-{}", std::process::id()));
+    let store = orinari_store::Store::open(&format!("sqlite://{}/o.db", dir.display()))
+        .await
+        .unwrap();
+    let s = start(Options {
+        store: Some(store.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (st, v) = s.get("/readyz").await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("ready")), "{v}");
+    store.close().await;
+    let (st, v) = s.get("/readyz").await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["reason"], "storage does not answer");
+    // Liveness is unaffected.
+    assert_eq!(s.get("/healthz").await.0, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -30,6 +30,7 @@ pub struct Options {
     pub max_input_chars: usize,
     pub queue_depth: usize,
     pub drain: Duration,
+    pub store: Option<orinari_store::Store>,
 }
 
 impl Default for Options {
@@ -41,6 +42,7 @@ impl Default for Options {
             max_input_chars: 32_000,
             queue_depth: 16,
             drain: Duration::from_secs(30),
+            store: None,
         }
     }
 }
@@ -62,6 +64,10 @@ pub async fn start(o: Options) -> Server {
         o.max_input_chars,
         o.max_body_bytes,
     );
+    let state = match o.store {
+        Some(store) => state.with_store(store),
+        None => state,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel();
