@@ -84,6 +84,11 @@ fn crate_boundaries_hold() {
         ("orinari-api", &["tokio", "axum", "reqwest", "hyper"]),
         // Configuration is pure parsing and validation.
         ("orinari-config", &["tokio", "axum"]),
+        // All SQL lives in orinari-store.
+        ("orinari-server", &["sqlx"]),
+        ("orinari-models", &["sqlx"]),
+        ("orinari-api", &["sqlx"]),
+        ("orinari", &["sqlx"]),
     ];
     for (krate, banned) in forbidden {
         let manifest = deps(krate);
