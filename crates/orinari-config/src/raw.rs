@@ -46,6 +46,8 @@ pub mod defaults {
     pub const BACKUP_RETENTION: &str = "7d";
     /// `backup.verify_interval`: restore-and-check period.
     pub const BACKUP_VERIFY_INTERVAL: &str = "24h";
+    /// `backup.rpo`: alert when no backup succeeded for this long.
+    pub const BACKUP_RPO: &str = "5m";
     /// `backup.key_env`.
     pub const BACKUP_KEY_ENV: &str = "ORINARI_BACKUP_KEY";
 }
@@ -201,6 +203,7 @@ pub struct RawBackup {
     pub interval: Option<String>,
     pub retention: Option<String>,
     pub verify_interval: Option<String>,
+    pub rpo: Option<String>,
     pub destinations: Option<Vec<String>>,
     pub key_env: Option<String>,
     pub key_file: Option<String>,

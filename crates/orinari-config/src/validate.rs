@@ -42,6 +42,8 @@ pub struct BackupSettings {
     pub retention: Duration,
     /// How often a backup is restored and checked (`verify_interval`).
     pub verify_interval: Duration,
+    /// Alert when no backup has succeeded for this long (`rpo`).
+    pub rpo: Duration,
     /// Where the key comes from.
     pub key: KeySource,
 }
@@ -359,6 +361,11 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
             .as_deref()
             .unwrap_or(d::BACKUP_VERIFY_INTERVAL),
     )?;
+    let rpo = duration(
+        name,
+        "backup.rpo",
+        b.rpo.as_deref().unwrap_or(d::BACKUP_RPO),
+    )?;
     let key = match (&b.key_file, &b.key_env) {
         (Some(_), Some(_)) => {
             return Err(err(
@@ -410,6 +417,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
                 interval,
                 retention,
                 verify_interval,
+                rpo,
                 key,
             })
         }

@@ -17,12 +17,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use state::{AppState, ServedModel};
+pub use state::{AppState, ServedModel, hash_token};
 
 /// Build the full application (routes inside the layer stack).
 pub fn app(state: AppState) -> axum::Router {
     stack::wrap(
         routes::router(state.clone()),
+        routes::admin(state.clone()),
         routes::pages(state.clone()),
         &state,
     )

@@ -27,6 +27,13 @@
 //! 8. `security_headers` — CSP (no inline script or style, no framing),
 //!    nosniff, no referrer, permissions and opener policies on every page and
 //!    asset response, errors included, set last so no handler can weaken it.
+//!
+//! The admin API (`/admin/*`) gets one more layer, inside the common ones and
+//! around those routes only:
+//!
+//! 9. `admin_auth` — `Authorization: Bearer <admin token>` or 401/403 in the
+//!    envelope, before any admin handler runs (after request id and tracing,
+//!    so refused attempts are logged with their id, never with the token).
 
 use std::any::Any;
 use std::iter::once;
@@ -45,7 +52,7 @@ use tracing::Level;
 
 use crate::AppState;
 use crate::error::HttpError;
-use crate::layers::security_headers;
+use crate::layers::{admin_auth, security_headers};
 use orinari_api::ApiError;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -68,12 +75,17 @@ fn span<B>(req: &Request<B>) -> tracing::Span {
     tracing::info_span!("request", method = %req.method(), route, request_id = id)
 }
 
-/// Wrap the API routes and the pages in the layer stack.
-pub fn wrap(api: Router, pages: Router, state: &AppState) -> Router {
+/// Wrap the API routes, the admin API and the pages in the layer stack.
+pub fn wrap(api: Router, admin: Router, pages: Router, state: &AppState) -> Router {
     let pages = pages
         .layer(CompressionLayer::new())
         .layer(security_headers::layer());
-    api.merge(pages)
+    let admin = admin.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        admin_auth::require_admin,
+    ));
+    api.merge(admin)
+        .merge(pages)
         .layer(DefaultBodyLimit::max(state.max_body_bytes()))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(SetSensitiveHeadersLayer::new(

@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use orinari_api::ValidationLimits;
 use orinari_models::ModelBackend;
 use orinari_store::Store;
+use orinari_store::backup::{Backups, Health};
+use orinari_telemetry::Metrics;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 /// A model name and the backend that serves it.
@@ -32,6 +35,9 @@ struct Inner {
     draining: AtomicBool,
     abort: watch::Sender<bool>,
     store: Option<Store>,
+    metrics: Metrics,
+    admin_token_sha256: Option<[u8; 32]>,
+    backups: Option<(Arc<Backups>, watch::Receiver<Health>)>,
 }
 
 impl AppState {
@@ -50,6 +56,9 @@ impl AppState {
                 draining: AtomicBool::new(false),
                 abort: watch::channel(false).0,
                 store: None,
+                metrics: Metrics::new(),
+                admin_token_sha256: None,
+                backups: None,
             }),
         }
     }
@@ -60,6 +69,43 @@ impl AppState {
             inner.store = Some(store);
         }
         self
+    }
+
+    /// The same state guarding `/admin/*` with this token (set once, before serving).
+    pub fn with_admin_token_hash(mut self, sha256: [u8; 32]) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.admin_token_sha256 = Some(sha256);
+        }
+        self
+    }
+
+    /// The same state with the backup engine and its health (set once, before serving).
+    pub fn with_backups(mut self, engine: Arc<Backups>, health: watch::Receiver<Health>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.backups = Some((engine, health));
+        }
+        self
+    }
+
+    /// Whether `token` is the admin token. Compares SHA-256 digests, so the
+    /// comparison time says nothing about the token.
+    pub fn is_admin(&self, token: &str) -> bool {
+        self.inner
+            .admin_token_sha256
+            .is_some_and(|want| hash_token(token) == want)
+    }
+
+    /// The backup engine and its health, when backups are configured.
+    pub fn backups(&self) -> Option<(&Arc<Backups>, Health)> {
+        self.inner
+            .backups
+            .as_ref()
+            .map(|(engine, health)| (engine, *health.borrow()))
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The store, when one is configured.
@@ -119,4 +165,9 @@ impl AppState {
             let _ = rx.wait_for(|aborted| *aborted).await;
         }
     }
+}
+
+/// SHA-256 of a token, as kept in memory and in the store.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }

@@ -58,6 +58,13 @@ pub enum Change {
         /// Up ms.
         up_ms: i64,
     },
+    /// An instance setting written (insert or replace).
+    SetSetting {
+        /// Name.
+        key: String,
+        /// Value.
+        value: String,
+    },
     /// Retention applied.
     Prune {
         /// Raw results before this Unix ms are deleted.
@@ -131,6 +138,17 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
             .bind(*day)
             .bind(*observed_ms)
             .bind(*up_ms)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        ],
+        Change::SetSetting { key, value } => vec![
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
             .execute(&mut *conn)
             .await?
             .rows_affected(),

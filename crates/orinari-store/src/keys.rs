@@ -1,4 +1,5 @@
-//! API keys: only a hash is stored; the key itself is shown once by the caller.
+//! API keys (only a hash is stored; the key itself is shown once by the
+//! caller) and instance settings such as the admin token's hash.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -118,5 +119,24 @@ impl Store {
             })
             .await?;
         Ok(n.first() == Some(&1))
+    }
+
+    /// An instance setting, if set.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    /// Set an instance setting.
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.write(&Change::SetSetting {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+        .await?;
+        Ok(())
     }
 }

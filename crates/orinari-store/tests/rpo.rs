@@ -40,13 +40,14 @@ async fn rpo_writer_child() {
     let store = Store::open(&format!("sqlite://{}", live.display()))
         .await
         .unwrap();
-    let engine = Backups::new(store.clone(), live, cfg(&root)).unwrap();
+    let engine = std::sync::Arc::new(Backups::new(store.clone(), live, cfg(&root)).unwrap());
     let (health, _) = tokio::sync::watch::channel(Health::default());
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(engine.run(
         Schedule {
             snapshot_every: Duration::from_secs(2),
             verify_every: Duration::from_secs(3600),
+            alert_after: Duration::from_secs(5),
         },
         health,
         stopped,

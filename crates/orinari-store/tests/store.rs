@@ -89,6 +89,13 @@ async fn api_keys_lifecycle() {
         );
         assert!(!s.revoke_key("missing").await.unwrap());
         assert_eq!(s.find_active_key("hash-a").await.unwrap(), None);
+        assert_eq!(s.setting("admin_token_sha256").await.unwrap(), None);
+        s.set_setting("admin_token_sha256", "abc").await.unwrap();
+        s.set_setting("admin_token_sha256", "def").await.unwrap();
+        assert_eq!(
+            s.setting("admin_token_sha256").await.unwrap().as_deref(),
+            Some("def")
+        );
         let listed = s.list_keys().await.unwrap();
         assert!(
             listed

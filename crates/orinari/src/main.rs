@@ -182,10 +182,15 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
             let live = orinari_store::sqlite_path(&config.storage_url)
                 .context("built-in backups need the embedded SQLite store")?;
             Some((
-                Backups::new(store.clone(), live, backup::engine_config(b)?)?,
+                Arc::new(Backups::new(
+                    store.clone(),
+                    live,
+                    backup::engine_config(b)?,
+                )?),
                 Schedule {
                     snapshot_every: b.interval,
                     verify_every: b.verify_interval,
+                    alert_after: b.rpo,
                 },
             ))
         }
@@ -223,15 +228,19 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
             backend: model,
         });
     }
-    let state = AppState::new(served, config.max_input_chars, config.max_body_bytes)
-        .with_store(store.clone());
+    let admin_hash = admin_token(&store, &config.server.admin_token_env).await?;
+    let mut state = AppState::new(served, config.max_input_chars, config.max_body_bytes)
+        .with_store(store.clone())
+        .with_admin_token_hash(admin_hash);
     // The backup scheduler is owned here and stopped after the server drains,
     // with a last journal shipment on its way out.
     let (stop_backups, stopped) = tokio::sync::watch::channel(false);
-    let scheduler = backups.map(|(engine, schedule)| {
-        let (health, _) = tokio::sync::watch::channel(Health::default());
-        tokio::spawn(engine.run(schedule, health, stopped))
-    });
+    let mut scheduler = None;
+    if let Some((engine, schedule)) = backups {
+        let (health, health_rx) = tokio::sync::watch::channel(Health::default());
+        state = state.with_backups(engine.clone(), health_rx);
+        scheduler = Some(tokio::spawn(engine.run(schedule, health, stopped)));
+    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
@@ -256,6 +265,45 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
     }
     store.close().await;
     Ok(locals)
+}
+
+/// The admin token's SHA-256: from the environment variable named by
+/// `server.admin_token_env` when set; else the hash kept in the store; else a
+/// new token, generated now, printed once on stderr, and only its hash kept.
+async fn admin_token(store: &Store, env: &str) -> anyhow::Result<[u8; 32]> {
+    const SETTING: &str = "admin_token_sha256";
+    if let Ok(token) = std::env::var(env)
+        && !token.trim().is_empty()
+    {
+        return Ok(orinari_server::hash_token(token.trim()));
+    }
+    if let Some(hex) = store.setting(SETTING).await? {
+        return from_hex(&hex).context("the stored admin token hash is malformed");
+    }
+    let token = format!(
+        "ora_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let hash = orinari_server::hash_token(&token);
+    store.set_setting(SETTING, &to_hex(&hash)).await?;
+    eprintln!("admin token (shown once; set {env} to choose your own): {token}");
+    Ok(hash)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// A database URL without its password, for messages.

@@ -1,7 +1,9 @@
 //! Routes and thin handlers.
 
+mod admin;
 mod chat;
 mod health;
+mod metrics;
 mod models;
 
 use axum::Router;
@@ -23,6 +25,14 @@ pub fn pages(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The admin API, without layers (the stack adds admin authentication).
+pub fn admin(state: AppState) -> Router {
+    Router::new()
+        .route("/admin/v1/backups", get(admin::list).post(admin::create))
+        .route("/admin/v1/backups/verify", post(admin::verify))
+        .with_state(state)
+}
+
 /// Every API route, without layers.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -31,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{id}", get(models::get))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -112,6 +112,9 @@ pub struct Backups {
     store: Store,
     live: PathBuf,
     cfg: BackupConfig,
+    /// Snapshots and shipments run one at a time (scheduler, admin API, CLI
+    /// in this process), so they never race on files or journal positions.
+    busy: tokio::sync::Mutex<()>,
 }
 
 impl Backups {
@@ -120,7 +123,12 @@ impl Backups {
         if store.backend() != Backend::Sqlite {
             return Err(BackupError::NotSqlite);
         }
-        Ok(Self { store, live, cfg })
+        Ok(Self {
+            store,
+            live,
+            cfg,
+            busy: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The settings.
@@ -130,6 +138,11 @@ impl Backups {
 
     /// Take a consistent snapshot and write it to every destination.
     pub async fn snapshot(&self) -> Result<SnapshotFile, BackupError> {
+        let _one_at_a_time = self.busy.lock().await;
+        self.snapshot_locked().await
+    }
+
+    async fn snapshot_locked(&self) -> Result<SnapshotFile, BackupError> {
         let dir = self.live.parent().unwrap_or(Path::new("."));
         let tmp = dir.join(format!(".snapshot-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
@@ -167,6 +180,7 @@ impl Backups {
     /// (summed over destinations). A destination without a usable base gets a
     /// snapshot first.
     pub async fn ship(&self) -> Result<u64, BackupError> {
+        let _one_at_a_time = self.busy.lock().await;
         let mut shipped = 0;
         let mut min_shipped = i64::MAX;
         for dest in &self.cfg.destinations {
@@ -194,7 +208,7 @@ impl Backups {
                 if gap {
                     // One snapshot serves every destination; the others
                     // simply gain a newer base.
-                    let snap = self.snapshot().await?;
+                    let snap = self.snapshot_locked().await?;
                     last = Some(snap.seq);
                     continue;
                 }
@@ -486,7 +500,13 @@ pub async fn verify(cfg: &BackupConfig, snapshot: Option<&str>) -> Result<Restor
         if check != "ok" {
             return Err(BackupError::Integrity(format!("integrity check: {check}")));
         }
-        for table in ["api_keys", "probe_results", "uptime_daily", "change_log"] {
+        for table in [
+            "api_keys",
+            "probe_results",
+            "uptime_daily",
+            "settings",
+            "change_log",
+        ] {
             sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(&mut conn)
                 .await?;
@@ -541,6 +561,9 @@ pub struct Schedule {
     pub snapshot_every: Duration,
     /// Restore-and-check interval.
     pub verify_every: Duration,
+    /// Alert (an ERROR log with `alert = "backup_rpo_exceeded"`) when no
+    /// shipment has succeeded for this long.
+    pub alert_after: Duration,
 }
 
 /// What the scheduler last achieved, for metrics and alerts.
@@ -558,7 +581,7 @@ impl Backups {
     /// `verify_every`; a last ship runs on the way out. Failures are logged
     /// and retried at the next tick, never fatal. `health` gets each success.
     pub async fn run(
-        self,
+        self: std::sync::Arc<Self>,
         schedule: Schedule,
         health: tokio::sync::watch::Sender<Health>,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -573,9 +596,18 @@ impl Backups {
         if *stop.borrow() {
             return;
         }
+        let mut alerting = false;
+        health.send_modify(|h| {
+            if h.last_success_ms == 0 {
+                h.last_success_ms = crate::now_ms();
+            }
+        });
         loop {
             tokio::select! {
-                _ = ship.tick() => self.ship_logged(&health).await,
+                _ = ship.tick() => {
+                    self.ship_logged(&health).await;
+                    alerting = self.check_rpo(&health, schedule.alert_after, alerting);
+                }
                 _ = snap.tick() => {
                     match self.snapshot().await {
                         Ok(s) => tracing::info!(snapshot = %s.name, bytes = s.bytes, "backup snapshot written"),
@@ -597,6 +629,31 @@ impl Backups {
             }
         }
         self.ship_logged(&health).await;
+    }
+
+    /// Log the alert once when the last success gets too old, and once when
+    /// it recovers; returns whether it is alerting now.
+    fn check_rpo(
+        &self,
+        health: &tokio::sync::watch::Sender<Health>,
+        after: Duration,
+        was: bool,
+    ) -> bool {
+        let age = crate::now_ms() - health.borrow().last_success_ms;
+        let stale = age > i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        if stale && !was {
+            tracing::error!(
+                alert = "backup_rpo_exceeded",
+                age_ms = age,
+                "no backup has succeeded within the recovery point objective"
+            );
+        } else if !stale && was {
+            tracing::info!(
+                alert = "backup_rpo_exceeded",
+                "backups are succeeding again"
+            );
+        }
+        stale
     }
 
     async fn ship_logged(&self, health: &tokio::sync::watch::Sender<Health>) {

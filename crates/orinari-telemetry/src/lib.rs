@@ -1,0 +1,72 @@
+//! Metrics: one registry, the metric names of CONTRACT.md as typed fields,
+//! rendered as OpenMetrics text for `GET /metrics`.
+//!
+//! Naming convention: `orinari_<subsystem>_<name>_<unit>[_total]`. Metrics
+//! never carry personal data or conversation text in names or labels.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric this process exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Unix seconds of the last backup shipment that reached every destination
+    /// (0 when backups are not configured or none has succeeded yet).
+    pub backup_last_success: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let backup_last_success = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "orinari_backup_last_success_timestamp_seconds",
+            "Unix time of the last backup shipment that reached every destination",
+            backup_last_success.clone(),
+        );
+        Self {
+            registry,
+            backup_last_success,
+        }
+    }
+
+    /// OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_contract_names() {
+        let m = Metrics::new();
+        m.backup_last_success.set(1_795_640_000.5);
+        let text = m.render();
+        assert!(
+            text.contains("orinari_backup_last_success_timestamp_seconds 1795640000.5"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
