@@ -98,13 +98,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Backup { command } => {
-            let path = orinari_config::discover(cli.config);
-            let config = match orinari_config::load(path.as_deref(), std::env::vars()) {
+            let config = match load_config(cli.config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
+                Err(code) => return code,
             };
             let done = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -120,13 +116,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve => {
-            let path = orinari_config::discover(cli.config);
-            let config = match orinari_config::load(path.as_deref(), std::env::vars()) {
+            let config = match load_config(cli.config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
+                Err(code) => return code,
             };
             init_logging();
             match serve(config) {
@@ -139,6 +131,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The configuration for `serve` and `backup`, or the usage exit code after
+/// printing why.
+fn load_config(explicit: Option<PathBuf>) -> Result<Config, ExitCode> {
+    let path = orinari_config::discover(explicit);
+    orinari_config::load(path.as_deref(), std::env::vars()).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_USAGE)
+    })
 }
 
 /// JSON logs on stderr; `ORINARI_LOG` (or `RUST_LOG`) filters, default `info`.

@@ -393,16 +393,7 @@ async fn restore_from(
                 None => "no snapshots".into(),
             })
         })?;
-    let path = files::snapshot_path(dest, &snap.name);
-    let sealed = std::fs::read(&path).map_err(io(&path))?;
-    let plain = cfg
-        .key
-        .open(&snap.name, &sealed)
-        .map_err(BackupError::Integrity)?;
-    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    files::write_atomic(to, &plain).map_err(io(to))?;
+    unseal_snapshot(cfg, dest, snap, to)?;
     let store = Store::open(&format!("sqlite://{}", to.display())).await?;
     let (mut seq, mut at) = (snap.seq, snap.max_at);
     let mut replayed = 0;
@@ -526,22 +517,29 @@ pub async fn verify(cfg: &BackupConfig, snapshot: Option<&str>) -> Result<Restor
     result
 }
 
-async fn restore_snapshot_only(
+/// Decrypt one snapshot into a new database file `to`.
+fn unseal_snapshot(
     cfg: &BackupConfig,
+    dest: &Path,
     snap: &SnapshotFile,
     to: &Path,
-) -> Result<Restored, BackupError> {
-    let dest = &cfg.destinations[0];
+) -> Result<(), BackupError> {
     let path = files::snapshot_path(dest, &snap.name);
     let sealed = std::fs::read(&path).map_err(io(&path))?;
     let plain = cfg
         .key
         .open(&snap.name, &sealed)
         .map_err(BackupError::Integrity)?;
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    files::write_atomic(to, &plain).map_err(io(to))?;
+    files::write_atomic(to, &plain).map_err(io(to))
+}
+
+async fn restore_snapshot_only(
+    cfg: &BackupConfig,
+    snap: &SnapshotFile,
+    to: &Path,
+) -> Result<Restored, BackupError> {
+    let dest = &cfg.destinations[0];
+    unseal_snapshot(cfg, dest, snap, to)?;
     Ok(Restored {
         destination: dest.clone(),
         snapshot: snap.name.clone(),
