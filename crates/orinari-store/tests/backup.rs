@@ -251,12 +251,25 @@ async fn retention_keeps_the_newest_snapshot_and_prunes_old_journal() {
 
 #[tokio::test]
 async fn postgres_stores_have_no_embedded_backups() {
-    let url = std::env::var("ORINARI_TEST_POSTGRES_URL")
+    use sqlx::Connection;
+    let admin = std::env::var("ORINARI_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let s = Store::open(&url).await.unwrap();
+    let name = format!("orinari_b_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    let s = Store::open(&format!("{base}/{name}")).await.unwrap();
     let root = std::env::temp_dir();
     assert!(matches!(
-        Backups::new(s, root.join("x.db"), cfg(&root)),
+        Backups::new(s.clone(), root.join("x.db"), cfg(&root)),
         Err(BackupError::NotSqlite)
     ));
+    s.close().await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
 }

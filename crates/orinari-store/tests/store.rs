@@ -50,7 +50,7 @@ where
     assert_eq!(store.backend(), Backend::Postgres);
     test(store.clone()).await;
     store.close().await;
-    sqlx::query(&format!("DROP DATABASE {name}"))
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .execute(&mut conn)
         .await
         .unwrap();
