@@ -34,43 +34,24 @@ fi
 mkdir -p "$here/artifacts"
 
 # --- the server -------------------------------------------------------------
+# shellcheck source=../lib/serve.sh
+source "$here/../lib/serve.sh"
 work="$(mktemp -d)"
 log="$work/serve.log"
-pid=""
 cleanup() {
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
+    serve_stop
     rm -rf "$work"
 }
 trap cleanup EXIT
-
-# The server runs from its own scratch directory (no stray ./orinari.toml; a
-# place to look for files it might write) and logs outside it.
+# The server runs from its own scratch directory (a place to look for files
+# it might write) and logs outside it.
 mkdir "$work/cwd"
-(cd "$work/cwd" && exec env ORINARI_SERVER_LISTEN=127.0.0.1:0 ORINARI_LOG=debug "$bin" serve) 2>"$log" &
-pid=$!
-
-addr=""
-for _ in $(seq 1 600); do
-    addr="$(sed -n 's#^orinari is serving on \(http://[^ ]*\)/v1.*#\1#p' "$log" | head -n1)"
-    [[ -n "$addr" ]] && break
-    if ! kill -0 "$pid" 2>/dev/null; then
-        echo "browser: orinari serve exited before listening:" >&2
-        cat "$log" >&2
-        echo "browser: 0 passed, 1 failed"
-        exit 1
-    fi
-    sleep 0.1
-done
-if [[ -z "$addr" ]]; then
-    echo "browser: orinari serve did not announce its address in 60s:" >&2
-    cat "$log" >&2
+if ! serve_start browser "$bin" "$work/cwd" "$log" ORINARI_LOG=debug; then
     echo "browser: 0 passed, 1 failed"
     exit 1
 fi
-echo "browser: server at $addr (pid $pid)" >&2
+pid="$serve_pid"
+addr="$serve_url"
 
 # --- the tests --------------------------------------------------------------
 canary="orinari-canary-$RANDOM$RANDOM"
@@ -93,7 +74,7 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 wait "$pid" 2>/dev/null || true
-pid=""
+serve_pid=""
 if grep -rqF "$canary" "$log" "$work/cwd"; then
     failed=$((failed + 1))
     echo "FAIL - conversation text (the canary) was written to the log or to disk" >&2

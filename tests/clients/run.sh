@@ -35,41 +35,21 @@ if [[ ! -d "$here/node_modules" ]] || ! cmp -s "$here/package-lock.json" "$here/
 fi
 
 # --- the server -------------------------------------------------------------
+# shellcheck source=../lib/serve.sh
+source "$here/../lib/serve.sh"
 work="$(mktemp -d)"
 log="$work/serve.log"
-pid=""
 cleanup() {
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
+    serve_stop
     rm -rf "$work"
 }
 trap cleanup EXIT
-
-# Run from a scratch directory so no stray ./orinari.toml is picked up.
-(cd "$work" && exec env ORINARI_SERVER_LISTEN=127.0.0.1:0 "$bin" serve) 2>"$log" &
-pid=$!
-
-addr=""
-for _ in $(seq 1 600); do
-    addr="$(sed -n 's#^orinari is serving on \(http://[^ ]*/v1\).*#\1#p' "$log" | head -n1)"
-    [[ -n "$addr" ]] && break
-    if ! kill -0 "$pid" 2>/dev/null; then
-        echo "clients: orinari serve exited before listening:" >&2
-        cat "$log" >&2
-        echo "clients: 0 passed, 2 failed"
-        exit 1
-    fi
-    sleep 0.1
-done
-if [[ -z "$addr" ]]; then
-    echo "clients: orinari serve did not announce its address in 60s:" >&2
-    cat "$log" >&2
+if ! serve_start clients "$bin" "$work" "$log"; then
     echo "clients: 0 passed, 2 failed"
     exit 1
 fi
-echo "clients: server at $addr (pid $pid)" >&2
+pid="$serve_pid"
+addr="$serve_url/v1"
 
 # --- the clients ------------------------------------------------------------
 passed=0
@@ -97,7 +77,7 @@ if kill -0 "$pid" 2>/dev/null; then
     status=1
 else
     wait "$pid" || status=$?
-    pid=""
+    serve_pid=""
     if [[ $status -ne 0 ]]; then
         echo "clients: orinari exited $status after SIGTERM:" >&2
         tail -n 20 "$log" >&2
