@@ -112,6 +112,43 @@ pub struct Generation {
     pub events: mpsc::Receiver<Result<Event, ModelError>>,
 }
 
+/// A whole answer, collected from a [`Generation`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The text.
+    pub text: String,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+    /// Final token counts.
+    pub usage: Usage,
+}
+
+impl Generation {
+    /// Wait for the whole answer. A stream that ends without `Event::Done`
+    /// is an error, never a silently truncated answer.
+    pub async fn collect(mut self) -> Result<Answer, ModelError> {
+        let mut text = String::new();
+        while let Some(event) = self.events.recv().await {
+            match event? {
+                Event::Delta(t) => text.push_str(&t),
+                Event::Done {
+                    finish_reason,
+                    usage,
+                } => {
+                    return Ok(Answer {
+                        text,
+                        finish_reason,
+                        usage,
+                    });
+                }
+            }
+        }
+        Err(ModelError::Internal(
+            "the model stopped without finishing its answer".into(),
+        ))
+    }
+}
+
 /// Static facts about a served model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelInfo {
@@ -171,4 +208,52 @@ pub trait ModelBackend: Send + Sync + 'static {
 
     /// Whether the backend can take requests now.
     fn ready(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use super::*;
+
+    fn generation(events: Vec<Result<Event, ModelError>>) -> Generation {
+        let (tx, rx) = mpsc::channel(events.len().max(1));
+        for e in events {
+            tx.try_send(e).unwrap();
+        }
+        Generation {
+            prompt_tokens: 3,
+            events: rx,
+        }
+    }
+
+    #[tokio::test]
+    async fn collect_joins_deltas_until_done() {
+        let usage = Usage {
+            prompt_tokens: 3,
+            completion_tokens: 2,
+        };
+        let g = generation(vec![
+            Ok(Event::Delta("Hel".into())),
+            Ok(Event::Delta("lo".into())),
+            Ok(Event::Done {
+                finish_reason: FinishReason::Length,
+                usage,
+            }),
+        ]);
+        let a = g.collect().await.unwrap();
+        assert_eq!(a.text, "Hello");
+        assert_eq!(a.finish_reason, FinishReason::Length);
+        assert_eq!(a.usage, usage);
+    }
+
+    #[tokio::test]
+    async fn collect_never_returns_a_truncated_answer() {
+        let cut = generation(vec![Ok(Event::Delta("Hel".into()))]);
+        assert!(matches!(cut.collect().await, Err(ModelError::Internal(_))));
+        let failed = generation(vec![
+            Ok(Event::Delta("Hel".into())),
+            Err(ModelError::Overloaded),
+        ]);
+        assert_eq!(failed.collect().await.unwrap_err(), ModelError::Overloaded);
+    }
 }

@@ -35,26 +35,16 @@ fn ask(text: &str, sampling: Sampling) -> GenerateRequest {
 }
 
 async fn collect(m: &LocalModel, req: GenerateRequest) -> (String, FinishReason, u32, u32) {
-    let mut g = m.start(req).await.expect("admitted");
-    let mut text = String::new();
-    while let Some(ev) = g.events.recv().await {
-        match ev.expect("no model error") {
-            Event::Delta(t) => text.push_str(&t),
-            Event::Done {
-                finish_reason,
-                usage,
-            } => {
-                assert_eq!(usage.prompt_tokens, g.prompt_tokens);
-                return (
-                    text,
-                    finish_reason,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                );
-            }
-        }
-    }
-    panic!("stream ended without Done");
+    let g = m.start(req).await.expect("admitted");
+    let prompt_tokens = g.prompt_tokens;
+    let a = g.collect().await.expect("a whole answer");
+    assert_eq!(a.usage.prompt_tokens, prompt_tokens);
+    (
+        a.text,
+        a.finish_reason,
+        a.usage.prompt_tokens,
+        a.usage.completion_tokens,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -176,9 +176,18 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
     s.close().await;
     let s = Store::open(&url).await.unwrap();
     assert_eq!(s.list_keys().await.unwrap().len(), 1);
-    // The embedded store runs in WAL mode.
-    assert!(dir.join("orinari.db-wal").exists() || dir.join("orinari.db").exists());
     s.close().await;
+    // The embedded store runs in WAL mode (persisted in the file itself).
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}/orinari.db", dir.display()))
+            .await
+            .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    conn.close().await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

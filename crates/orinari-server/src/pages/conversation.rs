@@ -2,7 +2,7 @@
 //! field (JSON), is never stored or logged, and each POST asks the model once.
 
 use orinari_api::ApiError;
-use orinari_models::{Event, GenerateRequest, Message, ModelBackend, Sampling};
+use orinari_models::{GenerateRequest, Message, ModelBackend, Sampling};
 use serde::{Deserialize, Serialize};
 
 use crate::error::from_model;
@@ -159,17 +159,8 @@ async fn answer(backend: &dyn ModelBackend, turns: &[Turn]) -> Result<String, Ap
             ..Sampling::default()
         },
     };
-    let mut generation = backend.start(request).await.map_err(from_model)?;
-    let mut text = String::new();
-    while let Some(event) = generation.events.recv().await {
-        match event.map_err(from_model)? {
-            Event::Delta(t) => text.push_str(&t),
-            Event::Done { .. } => return Ok(text),
-        }
-    }
-    Err(ApiError::internal(
-        "The model stopped without finishing its answer.",
-    ))
+    let generation = backend.start(request).await.map_err(from_model)?;
+    Ok(generation.collect().await.map_err(from_model)?.text)
 }
 
 #[cfg(test)]

@@ -86,29 +86,18 @@ async fn whole(
     id: String,
     state: &AppState,
     model: String,
-    mut generation: Generation,
+    generation: Generation,
 ) -> Result<axum::Json<ChatCompletion>, HttpError> {
-    let mut text = String::new();
-    while let Some(event) = generation.events.recv().await {
-        match event? {
-            Event::Delta(t) => text.push_str(&t),
-            Event::Done {
-                finish_reason,
-                usage,
-            } => {
-                return Ok(axum::Json(ChatCompletion::new(
-                    id,
-                    now(),
-                    model,
-                    state.fingerprint().to_string(),
-                    text,
-                    finish_reason.as_str(),
-                    Usage::new(usage.prompt_tokens, usage.completion_tokens),
-                )));
-            }
-        }
-    }
-    Err(stopped_early().into())
+    let answer = generation.collect().await?;
+    Ok(axum::Json(ChatCompletion::new(
+        id,
+        now(),
+        model,
+        state.fingerprint().to_string(),
+        answer.text,
+        answer.finish_reason.as_str(),
+        Usage::new(answer.usage.prompt_tokens, answer.usage.completion_tokens),
+    )))
 }
 
 /// Where a stream is in its life.
