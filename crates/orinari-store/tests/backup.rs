@@ -273,3 +273,45 @@ async fn postgres_stores_have_no_embedded_backups() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn scheduler_reports_success_and_raises_the_rpo_alert_when_shipping_fails() {
+    use orinari_store::backup::{Health, Schedule};
+    let schedule = Schedule {
+        snapshot_every: Duration::from_secs(3600),
+        verify_every: Duration::from_secs(3600),
+        alert_after: Duration::from_secs(1),
+    };
+    let run = |engine: Backups| async move {
+        let (health, rx) = tokio::sync::watch::channel(Health::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(std::sync::Arc::new(engine).run(schedule, health, stopped));
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        let seen = *rx.borrow();
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        seen
+    };
+
+    // Healthy destinations: successes are recent, no alert.
+    let f = fixture().await;
+    f.store.create_key(key("k1")).await.unwrap();
+    let engine = Backups::new(f.store.clone(), f.live.clone(), cfg(&f.root)).unwrap();
+    let h = run(engine).await;
+    assert!(now_ms() - h.last_success_ms < 2_500, "{h:?}");
+    assert!(!h.rpo_exceeded);
+
+    // A destination that cannot be written (a file where a directory should
+    // be): no success is recorded and the alert is raised after 1 s.
+    let blocked = f.root.join("blocked");
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    let broken = BackupConfig {
+        destinations: vec![blocked],
+        ..cfg(&f.root)
+    };
+    let started = now_ms();
+    let engine = Backups::new(f.store.clone(), f.live.clone(), broken).unwrap();
+    let h = run(engine).await;
+    assert!(h.last_success_ms <= started + 100, "{h:?}");
+    assert!(h.rpo_exceeded, "{h:?}");
+}

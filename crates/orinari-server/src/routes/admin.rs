@@ -56,6 +56,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, HttpErro
     Ok(Json(json!({
         "last_success_ms": health.last_success_ms,
         "last_verified_ms": health.last_verified_ms,
+        "rpo_exceeded": health.rpo_exceeded,
         "destinations": destinations,
     })))
 }

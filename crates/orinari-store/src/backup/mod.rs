@@ -571,6 +571,8 @@ pub struct Health {
     pub last_success_ms: i64,
     /// Unix ms of the last successful verification.
     pub last_verified_ms: i64,
+    /// No shipment has succeeded within `Schedule::alert_after`.
+    pub rpo_exceeded: bool,
 }
 
 impl Backups {
@@ -630,7 +632,7 @@ impl Backups {
     }
 
     /// Log the alert once when the last success gets too old, and once when
-    /// it recovers; returns whether it is alerting now.
+    /// it recovers; records it in `Health` and returns whether it is alerting.
     fn check_rpo(
         &self,
         health: &tokio::sync::watch::Sender<Health>,
@@ -651,6 +653,7 @@ impl Backups {
                 "backups are succeeding again"
             );
         }
+        health.send_modify(|h| h.rpo_exceeded = stale);
         stale
     }
 
