@@ -3,12 +3,17 @@
 //! overrides) becomes a validated [`Config`] once, with errors that name the
 //! file, line, column or key and say why.
 
+pub mod admission;
 mod raw;
+mod status;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
 pub use raw::defaults;
+pub use status::{
+    CheckSettings, ComponentSettings, StatusSettings, WebhookSettings, slug,
+};
 pub use validate::{
     BackupSettings, Config, KeySource, LocalModelConfig, ModelConfig, ServerConfig,
 };

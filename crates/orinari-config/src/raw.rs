@@ -32,6 +32,30 @@ pub mod defaults {
     pub const QUEUE_TIMEOUT_MS: u64 = 10_000;
     /// `limits.max_body_bytes`.
     pub const MAX_BODY_BYTES: u64 = 1_048_576;
+    /// `limits.max_concurrent_per_model`: answers generated at once per model
+    /// (a local model is further capped by its `parallel`).
+    pub const MAX_CONCURRENT_PER_MODEL: u32 = 64;
+    /// `limits.default_completion_estimate`: tokens reserved for the answer
+    /// when a request sets no `max_tokens` (settled with real usage after).
+    pub const DEFAULT_COMPLETION_ESTIMATE: u32 = 256;
+    /// `server.max_connections`: open connections at once.
+    pub const MAX_CONNECTIONS: u32 = 4096;
+    /// `server.max_connections_per_ip`.
+    pub const MAX_CONNECTIONS_PER_IP: u32 = 64;
+    /// `server.header_read_timeout_ms`: a request head must arrive within this (slowloris).
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 5_000;
+    /// `server.body_read_timeout_ms`: a request body must arrive within this (slow POST).
+    pub const BODY_READ_TIMEOUT_MS: u64 = 15_000;
+    /// `server.keep_alive_timeout_ms`: an idle connection is closed after this.
+    pub const KEEP_ALIVE_TIMEOUT_MS: u64 = 60_000;
+    /// `server.max_header_bytes`: the whole request head (431 beyond).
+    pub const MAX_HEADER_BYTES: u32 = 16_384;
+    /// `server.max_headers`: header count (431 beyond).
+    pub const MAX_HEADERS: u32 = 64;
+    /// `server.http2_max_concurrent_streams`.
+    pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
+    /// `firewall.admin.allow`: the admin API answers loopback clients only.
+    pub const ADMIN_ALLOW: &[&str] = &["127.0.0.0/8", "::1/128"];
     /// `guard.prompt_injection`.
     pub const PROMPT_INJECTION: &str = "block";
     /// `guard.max_input_chars`.
@@ -50,6 +74,20 @@ pub mod defaults {
     pub const BACKUP_RPO: &str = "5m";
     /// `backup.key_env`.
     pub const BACKUP_KEY_ENV: &str = "ORINARI_BACKUP_KEY";
+    /// `status.page_name`.
+    pub const STATUS_PAGE_NAME: &str = "ORINARI";
+    /// `status.time_zone`: the zone times are shown in (IANA name).
+    pub const STATUS_TIME_ZONE: &str = "Etc/UTC";
+    /// `status.builtin_checks`: probe the instance's own store.
+    pub const STATUS_BUILTIN_CHECKS: bool = true;
+    /// `status.checks[].interval`.
+    pub const CHECK_INTERVAL: &str = "30s";
+    /// `status.checks[].timeout`.
+    pub const CHECK_TIMEOUT: &str = "5s";
+    /// `status.checks[].failure_threshold`: consecutive failures before down.
+    pub const CHECK_FAILURE_THRESHOLD: u32 = 3;
+    /// `status.checks[].success_threshold`: consecutive passes before up again.
+    pub const CHECK_SUCCESS_THRESHOLD: u32 = 2;
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +113,8 @@ pub struct Raw {
     pub status: RawStatus,
     #[serde(default)]
     pub backup: RawBackup,
+    #[serde(default)]
+    pub firewall: RawFirewall,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +125,15 @@ pub struct RawServer {
     pub region: Option<String>,
     pub shutdown_timeout_ms: Option<u64>,
     pub tls: Option<RawTls>,
+    pub max_connections: Option<u32>,
+    pub max_connections_per_ip: Option<u32>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
+    pub keep_alive_timeout_ms: Option<u64>,
+    pub max_header_bytes: Option<u32>,
+    pub max_headers: Option<u32>,
+    pub http2_max_concurrent_streams: Option<u32>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +176,27 @@ pub struct RawLimits {
     pub queue_depth: Option<u32>,
     pub queue_timeout_ms: Option<u64>,
     pub max_body_bytes: Option<u64>,
+    pub max_concurrent_per_model: Option<u32>,
+    pub default_completion_estimate: Option<u32>,
+}
+
+/// `[firewall]`: IP/CIDR lists, everywhere (`deny`) and per route group.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFirewall {
+    pub deny: Option<Vec<String>>,
+    pub api: Option<RawIpRule>,
+    pub admin: Option<RawIpRule>,
+    pub pages: Option<RawIpRule>,
+    pub ops: Option<RawIpRule>,
+}
+
+/// One route group's lists (an empty or missing `allow` allows everyone).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpRule {
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,8 +254,26 @@ pub struct RawSource {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStatus {
+    pub page_name: Option<String>,
+    pub page_url: Option<String>,
+    pub time_zone: Option<String>,
+    pub connectivity_check: Option<String>,
+    pub builtin_checks: Option<bool>,
+    #[serde(default)]
+    pub components: Vec<RawComponent>,
     #[serde(default)]
     pub checks: Vec<RawCheck>,
+    #[serde(default)]
+    pub webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawComponent {
+    pub name: String,
+    pub id: Option<String>,
+    pub description: Option<String>,
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +283,21 @@ pub struct RawCheck {
     pub id: Option<String>,
     pub url: String,
     pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub expect_status: Option<u16>,
+    pub keyword: Option<String>,
+    pub degraded_after: Option<String>,
+    pub failure_threshold: Option<u32>,
+    pub success_threshold: Option<u32>,
+    pub description: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: String,
+    pub secret_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,7 +317,20 @@ pub struct RawBackup {
 const OVERRIDABLE: &[(&str, &[&str])] = &[
     (
         "server",
-        &["listen", "admin_token_env", "region", "shutdown_timeout_ms"],
+        &[
+            "listen",
+            "admin_token_env",
+            "region",
+            "shutdown_timeout_ms",
+            "max_connections",
+            "max_connections_per_ip",
+            "header_read_timeout_ms",
+            "body_read_timeout_ms",
+            "keep_alive_timeout_ms",
+            "max_header_bytes",
+            "max_headers",
+            "http2_max_concurrent_streams",
+        ],
     ),
     ("storage", &["url"]),
     ("cluster", &["redis_url"]),
@@ -227,10 +343,13 @@ const OVERRIDABLE: &[(&str, &[&str])] = &[
             "queue_depth",
             "queue_timeout_ms",
             "max_body_bytes",
+            "max_concurrent_per_model",
+            "default_completion_estimate",
         ],
     ),
     ("auth", &["required"]),
     ("guard", &["prompt_injection", "max_input_chars"]),
+    ("status", &["page_name", "page_url", "time_zone", "connectivity_check"]),
     (
         "backup",
         &[

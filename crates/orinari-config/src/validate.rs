@@ -20,12 +20,17 @@ pub struct Config {
     pub auth_required: bool,
     /// `[limits] queue_depth`: waiting requests before 503.
     pub queue_depth: usize,
+    /// API keys, rate limits, the admission queue, connection protection
+    /// and the IP firewall.
+    pub admission: crate::admission::AdmissionConfig,
     /// Served models, in config order; never empty.
     pub models: Vec<ModelConfig>,
     /// `[storage] url`.
     pub storage_url: String,
     /// `[backup]`, when destinations are configured.
     pub backup: Option<BackupSettings>,
+    /// `[status]`: the status page, its components and checks.
+    pub status: crate::status::StatusSettings,
     /// Configured sections this version validates but does not act on yet;
     /// `serve` warns about each.
     pub inactive: Vec<&'static str>,
@@ -201,17 +206,8 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
             "TLS is not available in this version; terminate TLS in front of orinari or remove [server.tls]",
         ));
     }
-    let auth_required = raw.auth.required.unwrap_or(!listen.ip().is_loopback());
-    if auth_required {
-        let why = if raw.auth.required == Some(true) {
-            "API keys are not available in this version, so `auth.required = true` cannot be honoured".to_string()
-        } else {
-            format!(
-                "`server.listen = {listen}` is not loopback, so `auth.required` defaults to true, but API keys are not available in this version; set `auth.required = false` explicitly to serve without keys"
-            )
-        };
-        return Err(err(name, "auth.required", why));
-    }
+    let admission = crate::admission::validate(&raw, name, listen.ip().is_loopback())?;
+    let auth_required = admission.auth_required;
     let admin_token_env = raw
         .server
         .admin_token_env
@@ -243,41 +239,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         ));
     }
     let storage_url = storage.to_string();
-    if let Some(url) = &raw.cluster.redis_url {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(err(
-                name,
-                "cluster.redis_url",
-                format!("`{url}` must start with redis:// or rediss://"),
-            ));
-        }
-        inactive.push("cluster");
-    }
     let l = &raw.limits;
-    positive(
-        name,
-        "limits.requests_per_minute",
-        l.requests_per_minute,
-        d::REQUESTS_PER_MINUTE,
-    )?;
-    positive(
-        name,
-        "limits.tokens_per_minute",
-        l.tokens_per_minute,
-        d::TOKENS_PER_MINUTE,
-    )?;
-    positive(
-        name,
-        "limits.max_concurrent_per_key",
-        l.max_concurrent_per_key,
-        d::MAX_CONCURRENT_PER_KEY,
-    )?;
-    positive(
-        name,
-        "limits.queue_timeout_ms",
-        l.queue_timeout_ms,
-        d::QUEUE_TIMEOUT_MS,
-    )?;
     let queue_depth = positive(name, "limits.queue_depth", l.queue_depth, d::QUEUE_DEPTH)? as usize;
     let max_body_bytes = positive(
         name,
@@ -285,13 +247,6 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         l.max_body_bytes,
         d::MAX_BODY_BYTES,
     )? as usize;
-    if l.requests_per_minute.is_some()
-        || l.tokens_per_minute.is_some()
-        || l.max_concurrent_per_key.is_some()
-        || l.queue_timeout_ms.is_some()
-    {
-        inactive.push("limits (rate limits and per-key concurrency)");
-    }
     match raw
         .guard
         .prompt_injection
@@ -328,21 +283,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
     if !raw.sources.is_empty() {
         inactive.push("sources");
     }
-    for (i, c) in raw.status.checks.iter().enumerate() {
-        if let Some(iv) = &c.interval {
-            duration(name, &format!("status.checks[{i}].interval"), iv)?;
-        }
-        if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
-            return Err(err(
-                name,
-                &format!("status.checks[{i}].url"),
-                "must be an http:// or https:// URL",
-            ));
-        }
-    }
-    if !raw.status.checks.is_empty() {
-        inactive.push("status.checks");
-    }
+    let status = crate::status::validate(raw.status, name, listen, duration)?;
     let b = &raw.backup;
     let interval = duration(
         name,
@@ -457,9 +398,11 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         max_input_chars,
         auth_required,
         queue_depth,
+        admission,
         models,
         storage_url,
         backup,
+        status,
         inactive,
     })
 }

@@ -26,6 +26,15 @@ pub enum Change {
         requests_per_minute: Option<i64>,
         /// Per-key token limit.
         tokens_per_minute: Option<i64>,
+        /// Models the key may use (JSON array); `None` = all.
+        #[serde(default)]
+        allowed_models: Option<String>,
+        /// Admission priority (higher first).
+        #[serde(default)]
+        priority: i64,
+        /// Per-key concurrency cap.
+        #[serde(default)]
+        max_concurrent: Option<i64>,
         /// Unix ms.
         created_at: i64,
     },
@@ -65,6 +74,80 @@ pub enum Change {
         /// Value.
         value: String,
     },
+    /// A status-page component defined or its definition refreshed (status kept).
+    UpsertComponent {
+        /// Component id.
+        id: String,
+        /// Name.
+        name: String,
+        /// Description.
+        description: Option<String>,
+        /// Order.
+        position: i64,
+        /// Group.
+        group_id: Option<String>,
+        /// 1 for a group header.
+        is_group: i64,
+        /// 1 to show uptime bars.
+        showcase: i64,
+        /// Unix ms.
+        at: i64,
+    },
+    /// A component's status changed (recorded in its history).
+    SetComponentStatus {
+        /// Component id.
+        id: String,
+        /// Effective status.
+        status: String,
+        /// What the probes saw, when they decided it.
+        observed: Option<String>,
+        /// Unix ms.
+        at: i64,
+    },
+    /// An incident opened or a maintenance scheduled, with its first update.
+    CreateIncident {
+        /// Incident id.
+        id: String,
+        /// `incident` or `maintenance`.
+        kind: String,
+        /// Title.
+        name: String,
+        /// Status.
+        status: String,
+        /// Impact.
+        impact: String,
+        /// Unix ms.
+        at: i64,
+        /// Window start, Unix ms.
+        scheduled_for: Option<i64>,
+        /// Window end, Unix ms.
+        scheduled_until: Option<i64>,
+        /// Affected components and their status.
+        components: Vec<(String, String)>,
+        /// First update's id.
+        update_id: String,
+        /// First update's message.
+        body: String,
+        /// First update's `affected_components` JSON.
+        affected: Option<String>,
+    },
+    /// An update added to an incident or maintenance.
+    AddIncidentUpdate {
+        /// Update id.
+        id: String,
+        /// Incident id.
+        incident_id: String,
+        /// Status it sets.
+        status: String,
+        /// Message.
+        body: String,
+        /// Unix ms.
+        at: i64,
+        /// `affected_components` JSON.
+        affected: Option<String>,
+        /// Component statuses it sets within the incident.
+        components: Vec<(String, String)>,
+    },
     /// Retention applied.
     Prune {
         /// Raw results before this Unix ms are deleted.
@@ -84,11 +167,15 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
             prefix,
             requests_per_minute,
             tokens_per_minute,
+            allowed_models,
+            priority,
+            max_concurrent,
             created_at,
         } => vec![
             sqlx::query(
-                "INSERT INTO api_keys (id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO api_keys (id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, \
+                 allowed_models, priority, max_concurrent, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(id)
             .bind(name)
@@ -96,6 +183,9 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
             .bind(prefix)
             .bind(*requests_per_minute)
             .bind(*tokens_per_minute)
+            .bind(allowed_models.as_deref())
+            .bind(*priority)
+            .bind(*max_concurrent)
             .bind(*created_at)
             .execute(&mut *conn)
             .await?
@@ -153,6 +243,10 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
             .await?
             .rows_affected(),
         ],
+        c @ (Change::UpsertComponent { .. }
+        | Change::SetComponentStatus { .. }
+        | Change::CreateIncident { .. }
+        | Change::AddIncidentUpdate { .. }) => crate::status::apply(conn, c).await?,
         Change::Prune { raw_before, day_before } => vec![
             sqlx::query("DELETE FROM probe_results WHERE at < $1")
                 .bind(*raw_before)

@@ -22,6 +22,12 @@ pub struct ApiKey {
     pub requests_per_minute: Option<u32>,
     /// Per-key token limit, if set.
     pub tokens_per_minute: Option<u32>,
+    /// Models the key may use; `None` = every model.
+    pub allowed_models: Option<Vec<String>>,
+    /// Admission priority: higher is served first when requests queue.
+    pub priority: i32,
+    /// Per-key concurrency cap, if set.
+    pub max_concurrent: Option<u32>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms, once revoked.
@@ -43,14 +49,28 @@ pub struct NewApiKey {
     pub requests_per_minute: Option<u32>,
     /// Per-key token limit.
     pub tokens_per_minute: Option<u32>,
+    /// Models the key may use; `None` = every model.
+    pub allowed_models: Option<Vec<String>>,
+    /// Admission priority (higher first; default 0).
+    pub priority: i32,
+    /// Per-key concurrency cap.
+    pub max_concurrent: Option<u32>,
 }
 
-const COLUMNS: &str =
-    "id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, created_at, revoked_at";
+const COLUMNS: &str = "id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, \
+     allowed_models, priority, max_concurrent, created_at, revoked_at";
 
 fn limit(v: Option<i64>, what: &str) -> Result<Option<u32>, StoreError> {
     v.map(|n| u32::try_from(n).map_err(|_| StoreError::Invalid(format!("{what} = {n}"))))
         .transpose()
+}
+
+fn models(v: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
+    v.map(|json| {
+        serde_json::from_str(&json)
+            .map_err(|e| StoreError::Invalid(format!("allowed_models: {e}")))
+    })
+    .transpose()
 }
 
 fn row(r: &AnyRow) -> Result<ApiKey, StoreError> {
@@ -61,6 +81,10 @@ fn row(r: &AnyRow) -> Result<ApiKey, StoreError> {
         prefix: r.try_get("prefix")?,
         requests_per_minute: limit(r.try_get("requests_per_minute")?, "requests_per_minute")?,
         tokens_per_minute: limit(r.try_get("tokens_per_minute")?, "tokens_per_minute")?,
+        allowed_models: models(r.try_get("allowed_models")?)?,
+        priority: i32::try_from(r.try_get::<i64, _>("priority")?)
+            .map_err(|_| StoreError::Invalid("priority out of range".into()))?,
+        max_concurrent: limit(r.try_get("max_concurrent")?, "max_concurrent")?,
         created_at: r.try_get("created_at")?,
         revoked_at: r.try_get("revoked_at")?,
     })
@@ -77,6 +101,12 @@ impl Store {
             prefix: k.prefix.clone(),
             requests_per_minute: k.requests_per_minute.map(i64::from),
             tokens_per_minute: k.tokens_per_minute.map(i64::from),
+            allowed_models: k
+                .allowed_models
+                .as_ref()
+                .map(|m| serde_json::to_string(m).unwrap_or_default()),
+            priority: i64::from(k.priority),
+            max_concurrent: k.max_concurrent.map(i64::from),
             created_at,
         })
         .await?;
@@ -87,6 +117,9 @@ impl Store {
             prefix: k.prefix,
             requests_per_minute: k.requests_per_minute,
             tokens_per_minute: k.tokens_per_minute,
+            allowed_models: k.allowed_models,
+            priority: k.priority,
+            max_concurrent: k.max_concurrent,
             created_at,
             revoked_at: None,
         })

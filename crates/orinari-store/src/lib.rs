@@ -12,6 +12,7 @@ pub mod backup;
 mod journal;
 mod keys;
 mod probes;
+mod status;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -24,6 +25,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 pub use journal::Change;
 pub use keys::{ApiKey, NewApiKey};
 pub use probes::{DailyUptime, ProbeResult, PruneStats, Retention};
+pub use status::{ComponentDef, ComponentRow, IncidentRow, NewIncident, NewUpdate, UpdateRow};
 
 /// Errors at the storage boundary.
 #[derive(Debug, thiserror::Error)]

@@ -60,6 +60,9 @@ fn key(id: &str) -> NewApiKey {
         prefix: "ork_".into(),
         requests_per_minute: None,
         tokens_per_minute: None,
+        allowed_models: None,
+        priority: 0,
+        max_concurrent: None,
     }
 }
 

@@ -64,6 +64,9 @@ fn key(id: &str, hash: &str) -> NewApiKey {
         prefix: "ork_abcd".into(),
         requests_per_minute: Some(30),
         tokens_per_minute: None,
+        allowed_models: Some(vec!["orinari-small".into(), "gpt-4o-mini".into()]),
+        priority: 2,
+        max_concurrent: Some(4),
     }
 }
 

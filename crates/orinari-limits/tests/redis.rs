@@ -1,0 +1,136 @@
+//! The shared limiter against a real `redis-server` that each test starts on
+//! its own port (so it can stop and restart it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orinari_limits::redis::RedisLimiter;
+use orinari_limits::{LimitKind, Limiter, Policy, Source};
+
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Self { port, child: None };
+        r.up();
+        r
+    }
+
+    fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (make test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+const P30: Policy = Policy {
+    requests_per_minute: 30,
+    tokens_per_minute: 1_000_000,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_limit() {
+    let redis = Redis::start();
+    let a = Limiter::Redis(RedisLimiter::new(&redis.url(), "t").unwrap());
+    let b = Limiter::Redis(RedisLimiter::new(&redis.url(), "t").unwrap());
+    // 40 requests alternating between the two instances: 30 pass in all.
+    let mut passed = 0;
+    for i in 0..40 {
+        let l = if i % 2 == 0 { &a } else { &b };
+        let d = l.check("key_1", P30, 1).await;
+        assert_eq!(d.source, Source::Shared);
+        if d.admitted() {
+            passed += 1;
+        } else {
+            assert_eq!(d.refused, Some(LimitKind::Requests));
+            assert!(d.retry_after > Duration::from_millis(1000), "{d:?}");
+        }
+    }
+    assert_eq!(passed, 30);
+    // Another key is untouched.
+    assert!(a.check("key_2", P30, 1).await.admitted());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_reserve_and_settle_through_redis() {
+    let redis = Redis::start();
+    let l = Limiter::Redis(RedisLimiter::new(&redis.url(), "t").unwrap());
+    let policy = Policy {
+        requests_per_minute: 1000,
+        tokens_per_minute: 1000,
+    };
+    let d = l.check("k", policy, 600).await;
+    assert!(d.admitted());
+    assert!((399..=401).contains(&d.tokens.remaining), "{d:?}");
+    let d = l.check("k", policy, 600).await;
+    assert_eq!(d.refused, Some(LimitKind::Tokens));
+    // The first request used only 100: 500 come back.
+    l.settle("k", policy, 600, 100).await;
+    let d = l.check("k", policy, 600).await;
+    assert!(d.admitted(), "{d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_falls_back_locally_and_recovers() {
+    let mut redis = Redis::start();
+    let l = Limiter::Redis(RedisLimiter::new(&redis.url(), "t").unwrap());
+    assert_eq!(l.check("k", P30, 1).await.source, Source::Shared);
+    redis.down();
+    // Every request still gets a decision, quickly, from local limits.
+    for _ in 0..5 {
+        let t = Instant::now();
+        let d = l.check("k", P30, 1).await;
+        assert!(d.admitted());
+        assert_eq!(d.source, Source::Local);
+        assert!(t.elapsed() < Duration::from_millis(600), "{:?}", t.elapsed());
+    }
+    assert!(!l.healthy());
+    redis.up();
+    // Within the retry period the shared limiter is back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let d = l.check("k", P30, 1).await;
+        if d.source == Source::Shared {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never went back to Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(l.healthy());
+}
