@@ -73,6 +73,23 @@ impl ApiError {
         Self::new(400, ErrorType::InvalidRequestError, message).with_code("invalid_json")
     }
 
+    /// 401: no API key, or one that is unknown or revoked.
+    pub fn unauthorized(message: impl Into<String>, code: &'static str) -> Self {
+        Self::new(401, ErrorType::AuthenticationError, message).with_code(code)
+    }
+
+    /// 403: the caller may not do this (model not allowed, address refused).
+    pub fn forbidden(message: impl Into<String>, code: &'static str) -> Self {
+        Self::new(403, ErrorType::PermissionError, message).with_code(code)
+    }
+
+    /// 429: a rate limit refused the request; retry after `retry_after` s.
+    pub fn rate_limited(message: impl Into<String>, code: &'static str, retry_after: u64) -> Self {
+        let mut e = Self::new(429, ErrorType::RateLimitError, message).with_code(code);
+        e.retry_after = Some(retry_after);
+        e
+    }
+
     /// 404 for an unknown model.
     pub fn model_not_found(model: &str) -> Self {
         Self::new(
@@ -129,6 +146,16 @@ impl ApiError {
         let mut e = Self::new(503, ErrorType::ServerError, message).with_code("overloaded");
         e.retry_after = Some(retry_after);
         e
+    }
+
+    /// 502: an upstream model provider failed.
+    pub fn upstream_failed(message: impl Into<String>) -> Self {
+        Self::new(502, ErrorType::ServerError, message).with_code("upstream_error")
+    }
+
+    /// 504: an upstream model provider did not answer in time.
+    pub fn upstream_timeout(message: impl Into<String>) -> Self {
+        Self::new(504, ErrorType::ServerError, message).with_code("upstream_timeout")
     }
 
     /// 500 with a message safe to show.

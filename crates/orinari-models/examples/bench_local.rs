@@ -96,6 +96,7 @@ async fn run(m: &LocalModel, messages: Vec<Message>, max_tokens: u32) -> anyhow:
             max_tokens: Some(max_tokens),
             ..Sampling::default()
         },
+        stream: true,
     };
     let t0 = Instant::now();
     let mut g = m.start(req).await?;

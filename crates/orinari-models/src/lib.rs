@@ -7,9 +7,17 @@
 //! responses in one place.
 //!
 //! The embedded backend ([`local::LocalModel`]) runs a GGUF llama model with
-//! candle on a dedicated thread.
+//! candle on a dedicated thread; [`openai::OpenAiBackend`] and
+//! [`anthropic::AnthropicBackend`] relay to upstream providers over pooled
+//! HTTP connections, streaming chunk by chunk.
 
+pub mod anthropic;
 pub mod local;
+pub mod openai;
+mod sse;
+mod upstream;
+
+pub use upstream::{UpstreamConfig, UpstreamSecret};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -59,6 +67,9 @@ pub struct GenerateRequest {
     pub messages: Vec<Message>,
     /// Sampling options.
     pub sampling: Sampling,
+    /// Whether the client reads a stream. Upstream adapters ask their
+    /// provider for a whole answer otherwise; the events are the same.
+    pub stream: bool,
 }
 
 /// Why a generation ended, in OpenAI's words.
@@ -183,6 +194,35 @@ pub enum ModelError {
     /// The backend failed; the message is safe to show (no paths, no secrets).
     #[error("the model failed: {0}")]
     Internal(String),
+    /// An upstream provider failed (connection, 5xx, 429, broken stream).
+    #[error("the upstream failed: {0}")]
+    Upstream(String),
+    /// An upstream provider did not answer in time.
+    #[error("the upstream timed out: {0}")]
+    Timeout(String),
+    /// An upstream provider refused the request itself (a 4xx about the
+    /// request, not about the backend): another backend would refuse it too.
+    #[error("the upstream rejected the request: {0}")]
+    Rejected(String),
+    /// No backend of this model can take requests now (all down or open).
+    #[error("no backend of this model is available")]
+    Unavailable,
+}
+
+impl ModelError {
+    /// Whether another backend may succeed where this one failed.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, Self::ContextOverflow { .. } | Self::Rejected(_))
+    }
+
+    /// Whether this error counts against the backend's health (the circuit
+    /// breaker). Refusals and back-pressure are not faults.
+    pub fn is_backend_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::Internal(_) | Self::Upstream(_) | Self::Timeout(_)
+        )
+    }
 }
 
 fn requested_note(requested: &Option<u32>) -> String {
@@ -195,7 +235,7 @@ fn requested_note(requested: &Option<u32>) -> String {
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A source of completions: the embedded model or (later) a remote provider.
+/// A source of completions: the embedded model or a remote provider.
 ///
 /// Every implementation has the same shape: `start` admits the request (or
 /// refuses it with a client-visible reason) and returns a live [`Generation`].
@@ -208,6 +248,19 @@ pub trait ModelBackend: Send + Sync + 'static {
 
     /// Whether the backend can take requests now.
     fn ready(&self) -> bool;
+
+    /// An active health check. The default reports [`ModelBackend::ready`];
+    /// upstream adapters ask their provider.
+    fn probe(&self) -> BoxFuture<'_, Result<(), ModelError>> {
+        let ready = self.ready();
+        Box::pin(async move {
+            if ready {
+                Ok(())
+            } else {
+                Err(ModelError::Unavailable)
+            }
+        })
+    }
 }
 
 #[cfg(test)]

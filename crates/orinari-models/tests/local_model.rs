@@ -31,6 +31,7 @@ fn ask(text: &str, sampling: Sampling) -> GenerateRequest {
             content: text.into(),
         }],
         sampling,
+        stream: true,
     }
 }
 

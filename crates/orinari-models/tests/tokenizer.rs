@@ -200,6 +200,7 @@ async fn first_token(m: &LocalModel, messages: Vec<Message>) -> String {
             max_tokens: Some(1),
             ..Sampling::default()
         },
+        stream: true,
     };
     let mut g = m.start(req).await.expect("admitted");
     let mut text = String::new();

@@ -30,6 +30,24 @@ pub fn from_model(e: ModelError) -> ApiError {
             tracing::error!(error = %e, "model failure");
             ApiError::internal("The model failed to produce an answer.")
         }
+        // Upstream details (status, transport) go to the log, not the client.
+        ModelError::Upstream(_) => {
+            tracing::warn!(error = %e, "upstream failure");
+            ApiError::upstream_failed("The upstream model provider failed to produce an answer.")
+        }
+        ModelError::Timeout(_) => {
+            tracing::warn!(error = %e, "upstream timeout");
+            ApiError::upstream_timeout("The upstream model provider did not answer in time.")
+        }
+        ModelError::Rejected(_) => {
+            ApiError::invalid("messages", format!("{e}.")).with_code("upstream_rejected")
+        }
+        ModelError::Unavailable => {
+            let mut e =
+                ApiError::overloaded(format!("{e}; try again shortly."), OVERLOAD_RETRY_AFTER_S);
+            e.code = Some("backend_unavailable");
+            e
+        }
     }
 }
 

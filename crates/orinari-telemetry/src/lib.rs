@@ -4,6 +4,8 @@
 //! Naming convention: `orinari_<subsystem>_<name>_<unit>[_total]`. Metrics
 //! never carry personal data or conversation text in names or labels.
 
+pub mod models;
+
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
@@ -19,6 +21,8 @@ pub struct Metrics {
     /// Unix seconds of the last backup shipment that reached every destination
     /// (0 when backups are not configured or none has succeeded yet).
     pub backup_last_success: Gauge<f64, AtomicU64>,
+    /// Model backends and the gateway ([`models::ModelMetrics`]).
+    pub models: models::ModelMetrics,
 }
 
 impl Default for Metrics {
@@ -37,9 +41,11 @@ impl Metrics {
             "Unix time of the last backup shipment that reached every destination",
             backup_last_success.clone(),
         );
+        let models = models::ModelMetrics::register(&mut registry);
         Self {
             registry,
             backup_last_success,
+            models,
         }
     }
 

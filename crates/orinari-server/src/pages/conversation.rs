@@ -158,6 +158,7 @@ async fn answer(backend: &dyn ModelBackend, turns: &[Turn]) -> Result<String, Ap
             max_tokens: Some(MAX_TOKENS),
             ..Sampling::default()
         },
+        stream: false,
     };
     let generation = backend.start(request).await.map_err(from_model)?;
     Ok(generation.collect().await.map_err(from_model)?.text)

@@ -79,6 +79,7 @@ fn generate_request(req: &ChatRequest) -> GenerateRequest {
             max_tokens: req.max_tokens,
             stop: req.stop.clone(),
         },
+        stream: req.stream,
     }
 }
 

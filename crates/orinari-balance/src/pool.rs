@@ -1,0 +1,300 @@
+//! A model's pool of backends: pick one, fail over before the first token
+//! (bounded attempts, backoff with jitter, a time budget), then walk the
+//! fallback chain. Implements [`ModelBackend`], so the server holds a pool
+//! exactly like the embedded model.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use orinari_models::{BoxFuture, GenerateRequest, Generation, ModelBackend, ModelError, ModelInfo};
+use orinari_telemetry::models::ModelMetrics;
+
+use crate::Directory;
+use crate::breaker::CircuitState;
+use crate::config::{BackendSpec, PoolConfig};
+use crate::member::{InFlight, Member, Outcome};
+use crate::relay;
+use crate::rollout::{Groups, RolloutState};
+use crate::select::{Candidate, Selector, random_below};
+
+/// A model served by a pool of backends.
+pub struct Pool {
+    pub(crate) config: PoolConfig,
+    pub(crate) members: Vec<Arc<Member>>,
+    selector: Selector,
+    pub(crate) groups: RwLock<Groups>,
+    pub(crate) rollout: Mutex<RolloutState>,
+    directory: Arc<Directory>,
+    metrics: ModelMetrics,
+    info: ModelInfo,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        config: PoolConfig,
+        backends: Vec<BackendSpec>,
+        directory: Arc<Directory>,
+        metrics: &ModelMetrics,
+    ) -> Self {
+        let members: Vec<Arc<Member>> = backends
+            .into_iter()
+            .map(|b| Arc::new(Member::new(b, config.breaker, metrics, &config.name)))
+            .collect();
+        let info = ModelInfo {
+            context_window: members
+                .iter()
+                .map(|m| m.backend().info().context_window)
+                .max()
+                .unwrap_or(0),
+            owned_by: members
+                .first()
+                .map_or_else(|| "orinari".into(), |m| m.backend().info().owned_by.clone()),
+        };
+        let groups = Groups::new(&config.group_weights, &members);
+        let pool = Self {
+            config,
+            members,
+            selector: Selector::default(),
+            groups: RwLock::new(groups),
+            rollout: Mutex::new(RolloutState::default()),
+            directory,
+            metrics: metrics.clone(),
+            info,
+        };
+        pool.apply_weights();
+        pool
+    }
+
+    /// The model name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Recompute every member's effective weight from its weight and its group's.
+    pub(crate) fn apply_weights(&self) {
+        let Ok(groups) = self.groups.read() else {
+            return;
+        };
+        for m in &self.members {
+            let g = groups.weight(&m.spec.group);
+            let w = u64::from(m.weight.load(Ordering::Relaxed)) * u64::from(g);
+            m.effective.store(w, Ordering::Relaxed);
+        }
+    }
+
+    /// Pick a backend not yet tried (or any available one if all were tried).
+    fn select(&self, tried: &[usize], now: Instant) -> Option<usize> {
+        let available: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].available(now))
+            .collect();
+        if available.is_empty() {
+            return None;
+        }
+        let region = &self.config.region;
+        let local = |i: &usize| {
+            self.members[*i]
+                .spec
+                .region
+                .as_ref()
+                .is_none_or(|r| r == region)
+        };
+        let prefer_local = available
+            .iter()
+            .any(|&i| self.members[i].spec.region.as_ref() == Some(region));
+        let in_region: Vec<usize> = if prefer_local {
+            available.iter().copied().filter(local).collect()
+        } else {
+            available
+        };
+        let fresh: Vec<usize> = in_region
+            .iter()
+            .copied()
+            .filter(|i| !tried.contains(i))
+            .collect();
+        let pool = if fresh.is_empty() { in_region } else { fresh };
+        // A half-open circuit's one trial goes first: it is how a recovered
+        // backend gets its traffic back.
+        if let Some(&i) = pool
+            .iter()
+            .find(|&&i| self.members[i].breaker.state(now) == CircuitState::HalfOpen)
+        {
+            return Some(i);
+        }
+        let candidates: Vec<Candidate> = pool
+            .iter()
+            .map(|&i| {
+                let m = &self.members[i];
+                Candidate {
+                    index: i,
+                    weight: m.effective.load(Ordering::Relaxed).max(1),
+                    latency: m.latency.get(now),
+                    in_flight: m.in_flight.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        let pick = self.selector.pick(self.config.strategy, &candidates);
+        Some(candidates[pick].index)
+    }
+
+    /// Full-jitter exponential backoff before attempt `n` (n ≥ 1).
+    fn backoff(&self, n: u32) -> Duration {
+        let r = self.config.retry;
+        let cap = r
+            .backoff
+            .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+            .min(r.max_backoff);
+        let nanos = cap.as_nanos().min(u128::from(u64::MAX)) as u64;
+        Duration::from_nanos(random_below(nanos.saturating_add(1)))
+    }
+
+    /// Try this pool's own backends.
+    pub(crate) async fn start_own(
+        &self,
+        request: &GenerateRequest,
+    ) -> Result<Generation, ModelError> {
+        let started = Instant::now();
+        let budget_end = started + self.config.retry.budget;
+        let mut upstream = Duration::ZERO;
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last = None;
+        for attempt in 0..self.config.retry.max_attempts {
+            if attempt > 0 {
+                let now = Instant::now();
+                if now >= budget_end {
+                    break;
+                }
+                let pause = self.backoff(attempt).min(budget_end - now);
+                tokio::time::sleep(pause).await;
+                upstream += pause;
+            }
+            let Some(i) = self.select(&tried, Instant::now()) else {
+                break;
+            };
+            tried.push(i);
+            let member = &self.members[i];
+            if !member.breaker.acquire(Instant::now()) {
+                continue;
+            }
+            let t0 = Instant::now();
+            let result = self.attempt(member, request.clone()).await;
+            upstream += t0.elapsed();
+            match result {
+                Ok(generation) => {
+                    let overhead = started.elapsed().saturating_sub(upstream);
+                    self.metrics
+                        .gateway_overhead
+                        .observe(overhead.as_secs_f64());
+                    return Ok(generation);
+                }
+                Err(e) if !e.retryable() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(
+                        model = %self.config.name,
+                        backend = %member.spec.name,
+                        attempt = attempt + 1,
+                        error = %e,
+                        "backend attempt failed"
+                    );
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(ModelError::Unavailable))
+    }
+
+    /// One attempt on one backend, up to its first token (streams) or its
+    /// whole answer (non-streamed requests, so they can fail over at any point).
+    async fn attempt(
+        &self,
+        member: &Arc<Member>,
+        request: GenerateRequest,
+    ) -> Result<Generation, ModelError> {
+        let timeouts = self.config.timeouts;
+        let stream = request.stream;
+        let guard = InFlight::new(member.clone());
+        let t0 = Instant::now();
+        let wait = if stream {
+            timeouts.first_token
+        } else {
+            timeouts.total
+        };
+        let first = tokio::time::timeout(wait, async {
+            let mut g = member.backend().start(request).await?;
+            let first = g.events.recv().await;
+            Ok::<_, ModelError>((g, first))
+        })
+        .await;
+        let (generation, first) = match first {
+            Err(_) => Err(ModelError::Timeout(format!(
+                "no first token within {} ms",
+                wait.as_millis()
+            ))),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((_, None))) => Err(ModelError::Upstream(
+                "the answer ended before its first token".into(),
+            )),
+            Ok(Ok((_, Some(Err(e))))) => Err(e),
+            Ok(Ok((g, Some(Ok(first))))) => Ok((g, first)),
+        }
+        .inspect_err(|e| member.finish(Outcome::of(e), Instant::now()))?;
+        let now = Instant::now();
+        member.first_token(now - t0, now);
+        if stream {
+            Ok(relay::spawn(guard, generation, first, timeouts, t0))
+        } else {
+            relay::whole(guard, generation, first, t0, timeouts.total).await
+        }
+    }
+
+    async fn start_with_fallback(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<Generation, ModelError> {
+        let own = self.start_own(&request).await;
+        let mut error = match own {
+            Ok(g) => return Ok(g),
+            Err(e) if !e.retryable() => return Err(e),
+            Err(e) => e,
+        };
+        for name in &self.config.fallback {
+            let Some(entry) = self.directory.get(name) else {
+                continue;
+            };
+            tracing::warn!(model = %self.config.name, fallback = %name, "falling back");
+            match entry.start_without_fallback(&request).await {
+                Ok(g) => return Ok(g),
+                Err(e) if !e.retryable() => return Err(e),
+                Err(e) => error = e,
+            }
+        }
+        Err(error)
+    }
+
+    /// Whether any backend of this pool can take a request now.
+    pub fn own_ready(&self) -> bool {
+        let now = Instant::now();
+        self.members.iter().any(|m| m.available(now))
+    }
+}
+
+impl ModelBackend for Pool {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn start(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, ModelError>> {
+        Box::pin(self.start_with_fallback(request))
+    }
+
+    /// Ready when one of its backends or a fallback model can serve.
+    fn ready(&self) -> bool {
+        self.own_ready()
+            || self
+                .config
+                .fallback
+                .iter()
+                .filter_map(|f| self.directory.get(f))
+                .any(|e| e.ready_without_fallback())
+    }
+}

@@ -1,0 +1,514 @@
+//! Pools against real HTTP upstreams (the in-repo fake, in-process on port 0):
+//! balancing, failover when a backend dies under load, recovery, fallback,
+//! circuit breaking, mid-stream failure, every timeout, and rollouts.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orinari_balance::{
+    BackendSpec, BreakerConfig, CircuitState, Gateway, HealthConfig, PoolConfig, Retry,
+    RolloutRequest, Strategy, Timeouts,
+};
+use orinari_fake_upstream::{FakeUpstream, Faults};
+use orinari_models::anthropic::AnthropicBackend;
+use orinari_models::openai::OpenAiBackend;
+use orinari_models::{
+    Event, GenerateRequest, Message, ModelBackend, ModelError, Sampling, UpstreamConfig,
+    UpstreamSecret,
+};
+use orinari_telemetry::models::ModelMetrics;
+
+fn upstream(base_url: String) -> UpstreamConfig {
+    UpstreamConfig {
+        base_url,
+        model: "fake".into(),
+        api_key: Some(UpstreamSecret::new("sk-test")),
+        connect_timeout: Duration::from_millis(500),
+        health_path: "models".into(),
+        context_window: 8192,
+    }
+}
+
+fn spec(name: &str, group: &str, fake: &FakeUpstream) -> BackendSpec {
+    BackendSpec {
+        name: name.into(),
+        provider: "openai".into(),
+        group: group.into(),
+        weight: 100,
+        region: None,
+        backend: Arc::new(OpenAiBackend::new(upstream(fake.base_url())).unwrap()),
+    }
+}
+
+fn pool(name: &str, strategy: Strategy) -> PoolConfig {
+    PoolConfig {
+        name: name.into(),
+        strategy,
+        fallback: Vec::new(),
+        timeouts: Timeouts {
+            first_token: Duration::from_secs(2),
+            idle: Duration::from_secs(2),
+            total: Duration::from_secs(5),
+        },
+        retry: Retry {
+            max_attempts: 3,
+            backoff: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(20),
+            budget: Duration::from_secs(3),
+        },
+        breaker: BreakerConfig {
+            consecutive_failures: 3,
+            error_rate: 0.5,
+            window: 20,
+            open_for: Duration::from_millis(300),
+        },
+        health: HealthConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(100),
+        },
+        region: "local".into(),
+        group_weights: BTreeMap::new(),
+    }
+}
+
+fn ask(stream: bool) -> GenerateRequest {
+    GenerateRequest {
+        messages: vec![Message {
+            role: "user".into(),
+            content: "hello".into(),
+        }],
+        sampling: Sampling::default(),
+        stream,
+    }
+}
+
+/// Read a generation to its end: the text, or the first error.
+async fn read(model: &dyn ModelBackend, stream: bool) -> Result<String, ModelError> {
+    Ok(model.start(ask(stream)).await?.collect().await?.text)
+}
+
+fn only(gw: &Gateway, name: &str) -> Arc<dyn ModelBackend> {
+    gw.models().find(|(n, _)| *n == name).unwrap().1
+}
+
+#[tokio::test]
+async fn round_robin_spreads_and_relays_text_and_key() {
+    let a = FakeUpstream::start(Faults::default()).await.unwrap();
+    let b = FakeUpstream::start(Faults::default()).await.unwrap();
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    gw.pool(
+        pool("m", Strategy::RoundRobin),
+        vec![spec("a", "blue", &a), spec("b", "blue", &b)],
+    );
+    let gw = gw.build();
+    let m = only(&gw, "m");
+    for i in 0..20 {
+        let text = read(m.as_ref(), i % 2 == 0).await.unwrap();
+        assert_eq!(text, orinari_fake_upstream::wire_text(8));
+    }
+    assert_eq!((a.requests(), b.requests()), (10, 10));
+    assert_eq!(a.last_auth().as_deref(), Some("Bearer sk-test"));
+}
+
+#[tokio::test]
+async fn a_backend_killed_under_load_costs_no_client_errors_and_comes_back() {
+    let slow = Faults {
+        latency: Duration::from_millis(20),
+        ..Faults::default()
+    };
+    let mut a = FakeUpstream::start(slow.clone()).await.unwrap();
+    let b = FakeUpstream::start(slow).await.unwrap();
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    gw.pool(
+        pool("m", Strategy::P2cEwma),
+        vec![spec("a", "blue", &a), spec("b", "blue", &b)],
+    );
+    let gw = gw.build();
+    let m = only(&gw, "m");
+    let load = |n: usize| {
+        let m = m.clone();
+        tokio::spawn(async move {
+            let mut errors = 0;
+            for i in 0..n {
+                if read(m.as_ref(), i % 2 == 0).await.is_err() {
+                    errors += 1;
+                }
+            }
+            errors
+        })
+    };
+    let clients: Vec<_> = (0..16).map(|_| load(30)).collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    a.stop().await;
+    let before_restart = a.requests();
+    let mut errors = 0;
+    for c in clients {
+        errors += c.await.unwrap();
+    }
+    assert_eq!(errors, 0, "client errors while a backend died");
+    assert!(before_restart > 0, "a served traffic before it died");
+    let status = gw.model_status("m").unwrap();
+    assert!(!status.backends[0].up || status.backends[0].circuit != CircuitState::Closed);
+
+    // Back up: probes and the half-open trial bring traffic back by itself.
+    a.restart().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let served = a.requests();
+    for _ in 0..40 {
+        read(m.as_ref(), false).await.unwrap();
+    }
+    assert!(
+        a.requests() > served,
+        "traffic returned to the restarted backend"
+    );
+    let status = gw.model_status("m").unwrap();
+    assert!(status.backends[0].up);
+    assert_eq!(status.backends[0].circuit, CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn every_backend_failing_falls_back_to_the_next_model() {
+    let broken = FakeUpstream::start(Faults {
+        fail_status: Some(503),
+        health_follows_failures: false,
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let good = FakeUpstream::start(Faults::default()).await.unwrap();
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    let mut main = pool("main", Strategy::Weighted);
+    main.fallback = vec!["spare".into()];
+    gw.pool(main, vec![spec("x", "blue", &broken)]);
+    gw.pool(
+        pool("spare", Strategy::Weighted),
+        vec![spec("y", "blue", &good)],
+    );
+    let gw = gw.build();
+    let m = only(&gw, "main");
+    assert!(read(m.as_ref(), true).await.is_ok());
+    assert!(read(m.as_ref(), false).await.is_ok());
+    assert_eq!(good.requests(), 2);
+    // Three attempts on the one broken backend (retry with backoff) open its
+    // circuit; the second request goes straight to the fallback.
+    assert_eq!(broken.requests(), 3);
+    assert_eq!(
+        gw.model_status("main").unwrap().backends[0].circuit,
+        CircuitState::Open
+    );
+    // Ready, through its fallback.
+    assert!(m.ready());
+}
+
+#[tokio::test]
+async fn a_refused_request_is_not_retried() {
+    let refusing = FakeUpstream::start(Faults {
+        fail_status: Some(400),
+        health_follows_failures: false,
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let other = FakeUpstream::start(Faults::default()).await.unwrap();
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    gw.pool(
+        pool("m", Strategy::RoundRobin),
+        vec![spec("a", "blue", &refusing), spec("b", "blue", &other)],
+    );
+    let gw = gw.build();
+    let err = read(only(&gw, "m").as_ref(), false).await.unwrap_err();
+    assert!(
+        matches!(err, ModelError::Rejected(ref m) if m.contains("injected failure 400")),
+        "{err:?}"
+    );
+    assert_eq!(other.requests(), 0);
+}
+
+#[tokio::test]
+async fn failures_open_the_circuit_and_it_closes_after_recovery() {
+    let flaky = FakeUpstream::start(Faults {
+        fail_status: Some(500),
+        health_follows_failures: false,
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let good = FakeUpstream::start(Faults::default()).await.unwrap();
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    gw.pool(
+        pool("m", Strategy::RoundRobin),
+        vec![spec("a", "blue", &flaky), spec("b", "blue", &good)],
+    );
+    let gw = gw.build();
+    let m = only(&gw, "m");
+    for _ in 0..10 {
+        read(m.as_ref(), false).await.unwrap();
+    }
+    assert_eq!(flaky.requests(), 3, "the circuit opened after 3 failures");
+    assert_eq!(
+        gw.model_status("m").unwrap().backends[0].circuit,
+        CircuitState::Open
+    );
+    flaky.set(|f| f.fail_status = None);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    for _ in 0..10 {
+        read(m.as_ref(), false).await.unwrap();
+    }
+    assert!(
+        flaky.requests() > 4,
+        "traffic came back after the half-open trial"
+    );
+    assert_eq!(
+        gw.model_status("m").unwrap().backends[0].circuit,
+        CircuitState::Closed
+    );
+}
+
+#[tokio::test]
+async fn death_mid_stream_ends_with_an_error_after_the_tokens() {
+    let dying = FakeUpstream::start(Faults {
+        die_after: Some(3),
+        chunk_delay: Duration::from_millis(1),
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    gw.pool(
+        pool("m", Strategy::RoundRobin),
+        vec![spec("a", "blue", &dying)],
+    );
+    let gw = gw.build();
+    let mut g = only(&gw, "m").start(ask(true)).await.unwrap();
+    let mut deltas = 0;
+    let err = loop {
+        match g.events.recv().await.unwrap() {
+            Ok(Event::Delta(_)) => deltas += 1,
+            Ok(Event::Done { .. }) => panic!("a dead stream cannot finish"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(deltas, 3);
+    assert!(matches!(err, ModelError::Upstream(_)), "{err:?}");
+    assert!(g.events.recv().await.is_none());
+}
+
+async fn single(faults: Faults, timeouts: Timeouts) -> (FakeUpstream, Arc<Gateway>) {
+    let fake = FakeUpstream::start(faults).await.unwrap();
+    let mut config = pool("m", Strategy::RoundRobin);
+    config.timeouts = timeouts;
+    config.retry.max_attempts = 1;
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    gw.pool(config, vec![spec("a", "blue", &fake)]);
+    (fake, gw.build())
+}
+
+const T: Timeouts = Timeouts {
+    first_token: Duration::from_millis(150),
+    idle: Duration::from_millis(150),
+    total: Duration::from_millis(600),
+};
+
+#[tokio::test]
+async fn first_token_timeout() {
+    let slow = Faults {
+        first_token_delay: Duration::from_millis(500),
+        ..Faults::default()
+    };
+    let (_f, gw) = single(slow, T).await;
+    let t = std::time::Instant::now();
+    let err = only(&gw, "m").start(ask(true)).await.unwrap_err();
+    assert!(
+        matches!(err, ModelError::Timeout(ref m) if m.contains("first token")),
+        "{err:?}"
+    );
+    assert!(t.elapsed() < Duration::from_millis(450));
+}
+
+#[tokio::test]
+async fn idle_timeout_on_a_stalled_stream() {
+    let stall = Faults {
+        stall_after: Some(2),
+        chunk_delay: Duration::from_millis(1),
+        ..Faults::default()
+    };
+    let (_f, gw) = single(stall, T).await;
+    let err = read(only(&gw, "m").as_ref(), true).await.unwrap_err();
+    assert!(
+        matches!(err, ModelError::Timeout(ref m) if m.contains("no token")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn total_timeout_on_a_slow_stream() {
+    let slow = Faults {
+        chunk_delay: Duration::from_millis(100),
+        tokens: 20,
+        ..Faults::default()
+    };
+    let (_f, gw) = single(slow, T).await;
+    let err = read(only(&gw, "m").as_ref(), true).await.unwrap_err();
+    assert!(
+        matches!(err, ModelError::Timeout(ref m) if m.contains("longer than")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn connect_failures_and_resets_fail_over() {
+    let reset = FakeUpstream::start(Faults {
+        reset: true,
+        health_follows_failures: false,
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let mut dead = FakeUpstream::start(Faults::default()).await.unwrap();
+    dead.stop().await;
+    let good = FakeUpstream::start(Faults::default()).await.unwrap();
+    let mut config = pool("m", Strategy::RoundRobin);
+    config.retry.max_attempts = 3;
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    gw.pool(
+        config,
+        vec![
+            spec("reset", "blue", &reset),
+            spec("dead", "blue", &dead),
+            spec("good", "blue", &good),
+        ],
+    );
+    let gw = gw.build();
+    let m = only(&gw, "m");
+    for i in 0..6 {
+        read(m.as_ref(), i % 2 == 0).await.unwrap();
+    }
+    assert_eq!(good.requests(), 6);
+}
+
+#[tokio::test]
+async fn rollout_moves_traffic_and_rollback_restores_it() {
+    let blue = FakeUpstream::start(Faults::default()).await.unwrap();
+    let green = FakeUpstream::start(Faults::default()).await.unwrap();
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    let mut config = pool("m", Strategy::Weighted);
+    config.group_weights = BTreeMap::from([("blue".into(), 100), ("green".into(), 0)]);
+    gw.pool(
+        config,
+        vec![spec("b", "blue", &blue), spec("g", "green", &green)],
+    );
+    let gw = gw.build();
+    let m = only(&gw, "m");
+    for _ in 0..10 {
+        read(m.as_ref(), false).await.unwrap();
+    }
+    assert_eq!(green.requests(), 0);
+    let s = gw
+        .rollout(
+            "m",
+            RolloutRequest {
+                weights: BTreeMap::from([("blue".into(), 0), ("green".into(), 100)]),
+                steps: 1,
+                step_interval: Duration::ZERO,
+                max_error_rate: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(s.groups["green"], 100);
+    for _ in 0..10 {
+        read(m.as_ref(), false).await.unwrap();
+    }
+    assert_eq!((blue.requests(), green.requests()), (10, 10));
+    let s = gw.rollback("m").unwrap();
+    assert_eq!(s.groups["blue"], 100);
+    assert_eq!(s.groups["green"], 0);
+    for _ in 0..10 {
+        read(m.as_ref(), false).await.unwrap();
+    }
+    assert_eq!((blue.requests(), green.requests()), (20, 10));
+    // Bad input names the field.
+    let err = gw
+        .rollout(
+            "m",
+            RolloutRequest {
+                weights: BTreeMap::from([("purple".into(), 5)]),
+                steps: 1,
+                step_interval: Duration::ZERO,
+                max_error_rate: None,
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown group `purple`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stepped_rollout_halts_and_rolls_back_on_errors() {
+    let blue = FakeUpstream::start(Faults::default()).await.unwrap();
+    let green = FakeUpstream::start(Faults {
+        fail_status: Some(500),
+        health_follows_failures: false,
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    let mut config = pool("m", Strategy::Weighted);
+    config.group_weights = BTreeMap::from([("blue".into(), 100), ("green".into(), 0)]);
+    config.breaker.consecutive_failures = 1000;
+    config.breaker.error_rate = 1.1;
+    gw.pool(
+        config,
+        vec![spec("b", "blue", &blue), spec("g", "green", &green)],
+    );
+    let gw = gw.build();
+    let m = only(&gw, "m");
+    gw.rollout(
+        "m",
+        RolloutRequest {
+            weights: BTreeMap::from([("blue".into(), 0), ("green".into(), 100)]),
+            steps: 4,
+            step_interval: Duration::from_millis(300),
+            max_error_rate: Some(0.1),
+        },
+    )
+    .unwrap();
+    assert_eq!(gw.model_status("m").unwrap().rollout.state, "running");
+    // Clients see no errors (green's failures fail over to blue) …
+    let until = std::time::Instant::now() + Duration::from_millis(700);
+    while std::time::Instant::now() < until {
+        read(m.as_ref(), false).await.unwrap();
+    }
+    // … and the rollout rolled itself back.
+    let s = gw.model_status("m").unwrap();
+    assert_eq!(s.rollout.state, "rolled_back", "{s:?}");
+    assert!(s.rollout.reason.unwrap().contains("group `green`"));
+    assert_eq!(s.groups["green"], 0);
+    assert_eq!(s.groups["blue"], 100);
+}
+
+#[tokio::test]
+async fn anthropic_backends_stream_and_answer_whole() {
+    let fake = FakeUpstream::start(Faults::default()).await.unwrap();
+    let backend = AnthropicBackend::new(upstream(fake.base_url())).unwrap();
+    assert_eq!(
+        read(&backend, true).await.unwrap(),
+        orinari_fake_upstream::wire_text(8)
+    );
+    let answer = backend
+        .start(ask(false))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(answer.usage.completion_tokens, 8);
+    assert_eq!(fake.last_auth().as_deref(), Some("sk-test"));
+    assert!(backend.probe().await.is_ok());
+}

@@ -1,0 +1,388 @@
+//! A fault-injecting model upstream that speaks the OpenAI Chat Completions
+//! API (`POST /v1/chat/completions`, `GET /v1/models`) and the Anthropic
+//! Messages API (`POST /v1/messages`), streamed or whole.
+//!
+//! Tests start it in-process on port 0 and change its [`Faults`] while it
+//! runs: latency before the answer, delay before the first token and between
+//! tokens, error statuses, connection resets, death in the middle of a
+//! stream, and stalls. [`FakeUpstream::stop`] kills it the way a crashed
+//! process dies (listener closed, every open connection cut);
+//! [`FakeUpstream::restart`] brings it back on the same port. The
+//! `orinari-fake-upstream` binary serves the same thing for benchmarks.
+
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::stream::{self, Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
+
+pub use wire::Dialect;
+
+/// The whole answer text the fake gives for `n` tokens.
+pub fn wire_text(n: usize) -> String {
+    wire::text(n)
+}
+
+/// What the upstream does to each request. Change it live with [`FakeUpstream::set`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Faults {
+    /// Wait before answering at all (before the response head).
+    pub latency: Duration,
+    /// Streams: wait after the head before the first token.
+    pub first_token_delay: Duration,
+    /// Streams: wait between tokens.
+    pub chunk_delay: Duration,
+    /// Tokens per answer.
+    pub tokens: usize,
+    /// Answer every chat request with this HTTP status (and an error body).
+    pub fail_status: Option<u16>,
+    /// Close the connection without any answer.
+    pub reset: bool,
+    /// Streams: cut the connection after this many tokens.
+    pub die_after: Option<usize>,
+    /// Streams: stop sending (but keep the connection open) after this many tokens.
+    pub stall_after: Option<usize>,
+    /// Whether the health endpoint (`GET /v1/models`) fails too when
+    /// `fail_status` is set. Default true.
+    pub health_follows_failures: bool,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            first_token_delay: Duration::ZERO,
+            chunk_delay: Duration::ZERO,
+            tokens: 8,
+            fail_status: None,
+            reset: false,
+            die_after: None,
+            stall_after: None,
+            health_follows_failures: true,
+        }
+    }
+}
+
+/// Counters a test can assert on.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Chat requests received (both dialects), answered or not.
+    pub requests: AtomicU64,
+    /// Health checks received.
+    pub probes: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Shared {
+    faults: Arc<RwLock<Faults>>,
+    counters: Arc<Counters>,
+    last_auth: Arc<RwLock<Option<String>>>,
+}
+
+/// A running fake upstream.
+pub struct FakeUpstream {
+    addr: SocketAddr,
+    shared: Shared,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl FakeUpstream {
+    /// Start on `127.0.0.1:0`.
+    pub async fn start(faults: Faults) -> std::io::Result<Self> {
+        Self::start_on(
+            "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
+            faults,
+        )
+        .await
+    }
+
+    /// Start on a given address.
+    pub async fn start_on(addr: SocketAddr, faults: Faults) -> std::io::Result<Self> {
+        let shared = Shared {
+            faults: Arc::new(RwLock::new(faults)),
+            counters: Arc::new(Counters::default()),
+            last_auth: Arc::new(RwLock::new(None)),
+        };
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let mut me = Self {
+            addr,
+            shared,
+            stop: None,
+            task: None,
+        };
+        me.spawn(listener);
+        Ok(me)
+    }
+
+    fn spawn(&mut self, listener: TcpListener) {
+        let (tx, rx) = oneshot::channel();
+        self.stop = Some(tx);
+        self.task = Some(tokio::spawn(accept_loop(
+            listener,
+            app(self.shared.clone()),
+            rx,
+        )));
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR/v1`, the `base_url` to configure.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Change the faults; applies to requests that arrive from now on.
+    pub fn set(&self, change: impl FnOnce(&mut Faults)) {
+        if let Ok(mut f) = self.shared.faults.write() {
+            change(&mut f);
+        }
+    }
+
+    /// Chat requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.counters.requests.load(Ordering::Relaxed)
+    }
+
+    /// Health checks received so far.
+    pub fn probes(&self) -> u64 {
+        self.shared.counters.probes.load(Ordering::Relaxed)
+    }
+
+    /// The credential of the last chat request (`Authorization` or `x-api-key`).
+    pub fn last_auth(&self) -> Option<String> {
+        self.shared.last_auth.read().ok().and_then(|a| a.clone())
+    }
+
+    /// Kill it: close the listener and cut every open connection.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Start again on the same port (after [`FakeUpstream::stop`]).
+    pub async fn restart(&mut self) -> std::io::Result<()> {
+        self.stop().await;
+        let listener = TcpListener::bind(self.addr).await?;
+        self.spawn(listener);
+        Ok(())
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Serve `app` until `stop` fires. Every connection task lives in one
+/// `JoinSet`, so stopping drops them all at once, like a dead process.
+pub async fn accept_loop(listener: TcpListener, app: Router, mut stop: oneshot::Receiver<()>) {
+    let mut conns = JoinSet::new();
+    loop {
+        let (socket, _) = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let _ = socket.set_nodelay(true);
+        let reset = Arc::new(Notify::new());
+        let app = app.clone().layer(axum::Extension(reset.clone()));
+        conns.spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(socket);
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(io, service);
+            // A `reset` fault ends the connection from inside a handler.
+            tokio::select! {
+                _ = conn => {}
+                () = reset.notified() => {}
+            }
+        });
+    }
+}
+
+/// The routes, for serving on a listener of the caller's own.
+fn app(shared: Shared) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(openai))
+        .route("/v1/messages", post(anthropic))
+        .route("/v1/models", get(models))
+        .with_state(shared)
+}
+
+/// A router that serves the fake upstream with fixed faults (the benchmark binary).
+pub fn router(faults: Faults) -> Router {
+    app(Shared {
+        faults: Arc::new(RwLock::new(faults)),
+        counters: Arc::new(Counters::default()),
+        last_auth: Arc::new(RwLock::new(None)),
+    })
+}
+
+async fn models(State(s): State<Shared>) -> Response {
+    s.counters.probes.fetch_add(1, Ordering::Relaxed);
+    let faults = s.faults.read().map(|f| f.clone()).unwrap_or_default();
+    if let Some(status) = faults
+        .fail_status
+        .filter(|_| faults.health_follows_failures)
+    {
+        return error(status);
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"object":"list","data":[{"id":"fake","object":"model","created":0,"owned_by":"fake"}]}"#,
+    )
+        .into_response()
+}
+
+async fn openai(
+    State(s): State<Shared>,
+    axum::Extension(reset): axum::Extension<Arc<Notify>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(s, reset, headers, body, Dialect::OpenAi).await
+}
+
+async fn anthropic(
+    State(s): State<Shared>,
+    axum::Extension(reset): axum::Extension<Arc<Notify>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(s, reset, headers, body, Dialect::Anthropic).await
+}
+
+async fn answer(
+    s: Shared,
+    reset: Arc<Notify>,
+    headers: HeaderMap,
+    body: Bytes,
+    dialect: Dialect,
+) -> Response {
+    s.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .or_else(|| headers.get("x-api-key"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Ok(mut a) = s.last_auth.write() {
+        *a = auth;
+    }
+    let faults = s.faults.read().map(|f| f.clone()).unwrap_or_default();
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
+    }
+    if faults.reset {
+        reset.notify_one();
+        return std::future::pending().await;
+    }
+    if let Some(status) = faults.fail_status {
+        return error(status);
+    }
+    let request: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return error(400),
+    };
+    let stream = request
+        .get("stream")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let tokens = request
+        .get("max_tokens")
+        .and_then(serde_json::Value::as_u64)
+        .map_or(faults.tokens, |m| faults.tokens.min(m as usize));
+    if !stream {
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            wire::whole(dialect, tokens),
+        )
+            .into_response();
+    }
+    let body = Body::from_stream(sse(dialect, tokens, faults));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn error(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(
+            r#"{{"error":{{"message":"injected failure {}","type":"server_error"}}}}"#,
+            status.as_u16()
+        ),
+    )
+        .into_response()
+}
+
+/// The streamed body, paced by the faults. With no delays and no faults it
+/// is one buffer (the benchmark's fast path).
+fn sse(
+    dialect: Dialect,
+    tokens: usize,
+    f: Faults,
+) -> std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>> {
+    let quiet = f.first_token_delay.is_zero()
+        && f.chunk_delay.is_zero()
+        && f.die_after.is_none()
+        && f.stall_after.is_none();
+    if quiet {
+        let all = wire::stream_all(dialect, tokens);
+        return Box::pin(stream::once(async move { Ok::<_, std::io::Error>(all) }));
+    }
+    let head = stream::once(async move { Ok(wire::stream_head(dialect)) });
+    let body = stream::iter(0..tokens).then(move |i| {
+        let f = f.clone();
+        async move {
+            let delay = if i == 0 {
+                f.first_token_delay
+            } else {
+                f.chunk_delay
+            };
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if f.die_after == Some(i) {
+                return Err(std::io::Error::other("injected death"));
+            }
+            if f.stall_after == Some(i) {
+                std::future::pending::<()>().await;
+            }
+            Ok(wire::stream_token(dialect, i))
+        }
+    });
+    let tail = stream::once(async move { Ok(wire::stream_tail(dialect, tokens)) });
+    Box::pin(head.chain(body).chain(tail))
+}

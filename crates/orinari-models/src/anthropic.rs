@@ -1,0 +1,376 @@
+//! `provider = "anthropic"`: the Messages API, translated to and from the
+//! OpenAI shape (system messages lifted out, consecutive turns of one role
+//! merged, `max_tokens` always set, stream events mapped to deltas).
+
+use serde_json::{Value, json};
+
+use crate::sse::SseEvent;
+use crate::upstream::{self, Flow, Translate, UpstreamConfig};
+use crate::{
+    BoxFuture, Event, FinishReason, GenerateRequest, Generation, ModelBackend, ModelError,
+    ModelInfo, Usage,
+};
+
+/// The API version header every request carries.
+pub const API_VERSION: &str = "2023-06-01";
+/// `max_tokens` sent when the client gives none (the Messages API requires one).
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// An Anthropic Messages API upstream.
+#[derive(Debug)]
+pub struct AnthropicBackend {
+    config: UpstreamConfig,
+    client: reqwest::Client,
+    url: String,
+    info: ModelInfo,
+}
+
+impl AnthropicBackend {
+    /// A backend with its own connection pool.
+    pub fn new(config: UpstreamConfig) -> Result<Self, ModelError> {
+        let client = upstream::client(&config)?;
+        Ok(Self {
+            url: upstream::join(&config.base_url, "messages"),
+            info: ModelInfo {
+                context_window: config.context_window,
+                owned_by: "anthropic".into(),
+            },
+            config,
+            client,
+        })
+    }
+
+    fn authed(&self, b: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let b = b.header("anthropic-version", API_VERSION);
+        match &self.config.api_key {
+            Some(key) => b.header("x-api-key", key.expose()),
+            None => b,
+        }
+    }
+
+    async fn start_inner(&self, request: GenerateRequest) -> Result<Generation, ModelError> {
+        let body = request_body(&self.config.model, &request);
+        let builder = self.authed(self.client.post(&self.url).json(&body));
+        let response = upstream::send(builder).await?;
+        if request.stream {
+            Ok(upstream::relay(response, Messages::default()))
+        } else {
+            upstream::whole(response, Messages::default()).await
+        }
+    }
+
+    async fn probe_inner(&self) -> Result<(), ModelError> {
+        let url = upstream::join(&self.config.base_url, &self.config.health_path);
+        upstream::send(self.authed(self.client.get(url)))
+            .await
+            .map(|_| ())
+    }
+}
+
+impl ModelBackend for AnthropicBackend {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn start(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, ModelError>> {
+        Box::pin(self.start_inner(request))
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), ModelError>> {
+        Box::pin(self.probe_inner())
+    }
+}
+
+/// The Messages API request body for an OpenAI-shaped request.
+pub fn request_body(model: &str, r: &GenerateRequest) -> Value {
+    let mut system = Vec::new();
+    let mut turns: Vec<(String, String)> = Vec::new();
+    for m in &r.messages {
+        if m.role == "system" || m.role == "developer" {
+            system.push(m.content.as_str());
+            continue;
+        }
+        let role = if m.role == "assistant" {
+            "assistant"
+        } else {
+            "user"
+        };
+        match turns.last_mut() {
+            Some((last, text)) if last == role => {
+                text.push_str("\n\n");
+                text.push_str(&m.content);
+            }
+            _ => turns.push((role.to_string(), m.content.clone())),
+        }
+    }
+    // The Messages API starts with a user turn.
+    if turns.first().is_some_and(|(role, _)| role == "assistant") {
+        turns.insert(0, ("user".into(), String::new()));
+    }
+    let messages: Vec<Value> = turns
+        .into_iter()
+        .map(|(role, content)| json!({"role": role, "content": content}))
+        .collect();
+    let mut body = json!({
+        "model": model,
+        "messages": messages,
+        "max_tokens": r.sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        "stream": r.stream,
+        // OpenAI allows temperatures up to 2, Anthropic up to 1.
+        "temperature": r.sampling.temperature.clamp(0.0, 1.0),
+    });
+    if !system.is_empty() {
+        body["system"] = json!(system.join("\n\n"));
+    }
+    if r.sampling.top_p > 0.0 && r.sampling.top_p < 1.0 {
+        body["top_p"] = json!(r.sampling.top_p);
+    }
+    if !r.sampling.stop.is_empty() {
+        body["stop_sequences"] = json!(r.sampling.stop);
+    }
+    body
+}
+
+fn finish_reason(s: &str) -> FinishReason {
+    match s {
+        "max_tokens" => FinishReason::Length,
+        _ => FinishReason::Stop,
+    }
+}
+
+fn error_of(v: &Value) -> Option<ModelError> {
+    let e = v.get("error")?;
+    let m = e
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("an error event");
+    Some(ModelError::Upstream(m.chars().take(300).collect()))
+}
+
+fn tokens(v: Option<&Value>, key: &str) -> Option<u32> {
+    v?.get(key)?.as_u64().map(|n| n as u32)
+}
+
+/// State of one streamed answer.
+#[derive(Debug, Default)]
+struct Messages {
+    finish: Option<FinishReason>,
+    usage: Usage,
+}
+
+impl Messages {
+    fn done(&self) -> Event {
+        Event::Done {
+            finish_reason: self.finish.unwrap_or(FinishReason::Stop),
+            usage: self.usage,
+        }
+    }
+}
+
+impl Translate for Messages {
+    fn event(&mut self, ev: SseEvent, out: &mut Vec<Event>) -> Result<Flow, ModelError> {
+        let v: Value = serde_json::from_str(&ev.data)
+            .map_err(|_| ModelError::Upstream("a stream event is not JSON".into()))?;
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or(&ev.event);
+        match kind {
+            "message_start" => {
+                let usage = v.get("message").and_then(|m| m.get("usage"));
+                if let Some(n) = tokens(usage, "input_tokens") {
+                    self.usage.prompt_tokens = n;
+                }
+            }
+            "content_block_delta" => {
+                if let Some(t) = v
+                    .get("delta")
+                    .filter(|d| d.get("type").and_then(Value::as_str) == Some("text_delta"))
+                    .and_then(|d| d.get("text"))
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
+                    out.push(Event::Delta(t.to_string()));
+                }
+            }
+            "message_delta" => {
+                if let Some(r) = v
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                {
+                    self.finish = Some(finish_reason(r));
+                }
+                if let Some(n) = tokens(v.get("usage"), "output_tokens") {
+                    self.usage.completion_tokens = n;
+                }
+            }
+            "message_stop" => {
+                out.push(self.done());
+                return Ok(Flow::Finished);
+            }
+            "error" => return Err(error_of(&v).unwrap_or(ModelError::Upstream("error".into()))),
+            _ => {}
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn end(&mut self) -> Result<Event, ModelError> {
+        Err(ModelError::Upstream(
+            "the stream ended before the answer finished".into(),
+        ))
+    }
+
+    fn whole(&mut self, body: &[u8]) -> Result<Vec<Event>, ModelError> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|_| ModelError::Upstream("the answer is not JSON".into()))?;
+        if let Some(e) = error_of(&v) {
+            return Err(e);
+        }
+        let text: String = v
+            .get("content")
+            .and_then(Value::as_array)
+            .map(|blocks| {
+                blocks
+                    .iter()
+                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+                    .filter_map(|b| b.get("text").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.finish = v
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(finish_reason);
+        let usage = v.get("usage");
+        self.usage = Usage {
+            prompt_tokens: tokens(usage, "input_tokens").unwrap_or(0),
+            completion_tokens: tokens(usage, "output_tokens").unwrap_or(0),
+        };
+        let mut out = Vec::with_capacity(2);
+        if !text.is_empty() {
+            out.push(Event::Delta(text));
+        }
+        out.push(self.done());
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use super::*;
+    use crate::sse::Parser;
+    use crate::{Message, Sampling};
+
+    fn msg(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn openai_messages_become_a_messages_request() {
+        let r = GenerateRequest {
+            messages: vec![
+                msg("system", "be brief"),
+                msg("assistant", "hello"),
+                msg("user", "a"),
+                msg("user", "b"),
+            ],
+            sampling: Sampling {
+                temperature: 1.7,
+                stop: vec!["END".into()],
+                ..Sampling::default()
+            },
+            stream: true,
+        };
+        let b = request_body("claude", &r);
+        assert_eq!(b["system"], "be brief");
+        assert_eq!(b["max_tokens"], DEFAULT_MAX_TOKENS);
+        assert_eq!(b["temperature"], 1.0);
+        assert_eq!(b["stop_sequences"][0], "END");
+        assert_eq!(
+            b["messages"],
+            json!([
+                {"role": "user", "content": ""},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "a\n\nb"},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_recorded_stream_translates() {
+        let stream = concat!(
+            "event: message_start\n",
+            "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\n",
+            "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+            "event: content_block_delta\n",
+            "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_delta\n",
+            "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\"},\"usage\":{\"output_tokens\":4}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let mut p = Parser::default();
+        let mut raw = Vec::new();
+        p.push(stream.as_bytes(), &mut raw).unwrap();
+        let mut t = Messages::default();
+        let mut out = Vec::new();
+        let flows: Vec<Flow> = raw
+            .into_iter()
+            .map(|e| t.event(e, &mut out).unwrap())
+            .collect();
+        assert_eq!(flows.last(), Some(&Flow::Finished));
+        assert_eq!(
+            out,
+            vec![
+                Event::Delta("Hi".into()),
+                Event::Done {
+                    finish_reason: FinishReason::Length,
+                    usage: Usage {
+                        prompt_tokens: 9,
+                        completion_tokens: 4
+                    }
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn error_events_and_cut_streams_fail() {
+        let mut t = Messages::default();
+        let ev = SseEvent {
+            event: "error".into(),
+            data: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+                .into(),
+        };
+        assert_eq!(
+            t.event(ev, &mut Vec::new()),
+            Err(ModelError::Upstream("Overloaded".into()))
+        );
+        assert!(t.end().is_err());
+    }
+
+    #[test]
+    fn whole_answers_translate() {
+        let body = br#"{"content":[{"type":"text","text":"Hel"},{"type":"text","text":"lo"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":2}}"#;
+        let ev = Messages::default().whole(body).unwrap();
+        assert_eq!(ev[0], Event::Delta("Hello".into()));
+        assert_eq!(
+            ev[1],
+            Event::Done {
+                finish_reason: FinishReason::Stop,
+                usage: Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 2
+                }
+            }
+        );
+    }
+}

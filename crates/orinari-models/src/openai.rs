@@ -1,0 +1,328 @@
+//! `provider = "openai"`: any OpenAI-compatible Chat Completions server
+//! (OpenAI, vLLM, Ollama, llama.cpp server, …).
+//!
+//! Streams are requested with `stream_options.include_usage` so token counts
+//! are exact when the upstream supports it; otherwise completion tokens are
+//! counted as content chunks.
+
+use serde_json::{Value, json};
+
+use crate::sse::SseEvent;
+use crate::upstream::{self, Flow, Translate, UpstreamConfig};
+use crate::{
+    BoxFuture, Event, FinishReason, GenerateRequest, Generation, ModelBackend, ModelError,
+    ModelInfo, Usage,
+};
+
+/// An OpenAI-compatible upstream.
+#[derive(Debug)]
+pub struct OpenAiBackend {
+    config: UpstreamConfig,
+    client: reqwest::Client,
+    url: String,
+    info: ModelInfo,
+}
+
+impl OpenAiBackend {
+    /// A backend with its own connection pool.
+    pub fn new(config: UpstreamConfig) -> Result<Self, ModelError> {
+        let client = upstream::client(&config)?;
+        Ok(Self {
+            url: upstream::join(&config.base_url, "chat/completions"),
+            info: ModelInfo {
+                context_window: config.context_window,
+                owned_by: "openai-compatible".into(),
+            },
+            config,
+            client,
+        })
+    }
+
+    async fn start_inner(&self, request: GenerateRequest) -> Result<Generation, ModelError> {
+        let body = request_body(&self.config.model, &request);
+        let mut builder = self.client.post(&self.url).json(&body);
+        if let Some(key) = &self.config.api_key {
+            builder = builder.bearer_auth(key.expose());
+        }
+        let response = upstream::send(builder).await?;
+        if request.stream {
+            Ok(upstream::relay(response, Chunks::default()))
+        } else {
+            upstream::whole(response, Chunks::default()).await
+        }
+    }
+
+    async fn probe_inner(&self) -> Result<(), ModelError> {
+        let mut builder = self.client.get(upstream::join(
+            &self.config.base_url,
+            &self.config.health_path,
+        ));
+        if let Some(key) = &self.config.api_key {
+            builder = builder.bearer_auth(key.expose());
+        }
+        upstream::send(builder).await.map(|_| ())
+    }
+}
+
+impl ModelBackend for OpenAiBackend {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn start(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, ModelError>> {
+        Box::pin(self.start_inner(request))
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), ModelError>> {
+        Box::pin(self.probe_inner())
+    }
+}
+
+/// The upstream request body.
+pub fn request_body(model: &str, r: &GenerateRequest) -> Value {
+    let messages: Vec<Value> = r
+        .messages
+        .iter()
+        .map(|m| json!({"role": m.role, "content": m.content}))
+        .collect();
+    let mut body = json!({
+        "model": model,
+        "messages": messages,
+        "stream": r.stream,
+        "temperature": r.sampling.temperature,
+    });
+    if r.stream {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    if r.sampling.top_p > 0.0 && r.sampling.top_p < 1.0 {
+        body["top_p"] = json!(r.sampling.top_p);
+    }
+    if let Some(n) = r.sampling.max_tokens {
+        body["max_tokens"] = json!(n);
+    }
+    if let Some(seed) = r.sampling.seed {
+        body["seed"] = json!(seed);
+    }
+    if !r.sampling.stop.is_empty() {
+        body["stop"] = json!(r.sampling.stop);
+    }
+    body
+}
+
+fn finish_reason(s: &str) -> FinishReason {
+    match s {
+        "length" => FinishReason::Length,
+        _ => FinishReason::Stop,
+    }
+}
+
+fn usage_of(v: &Value) -> Option<Usage> {
+    let u = v.get("usage").filter(|u| u.is_object())?;
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
+    Some(Usage {
+        prompt_tokens: n("prompt_tokens"),
+        completion_tokens: n("completion_tokens"),
+    })
+}
+
+fn upstream_error(v: &Value) -> Option<ModelError> {
+    let e = v.get("error")?;
+    let m = e
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("an error event");
+    Some(ModelError::Upstream(m.chars().take(300).collect()))
+}
+
+/// State of one streamed answer.
+#[derive(Debug, Default)]
+struct Chunks {
+    finish: Option<FinishReason>,
+    usage: Option<Usage>,
+    deltas: u32,
+}
+
+impl Chunks {
+    fn done(&self) -> Event {
+        Event::Done {
+            finish_reason: self.finish.unwrap_or(FinishReason::Stop),
+            usage: self.usage.unwrap_or(Usage {
+                prompt_tokens: 0,
+                completion_tokens: self.deltas,
+            }),
+        }
+    }
+}
+
+impl Translate for Chunks {
+    fn event(&mut self, ev: SseEvent, out: &mut Vec<Event>) -> Result<Flow, ModelError> {
+        if ev.data == "[DONE]" {
+            out.push(self.done());
+            return Ok(Flow::Finished);
+        }
+        let v: Value = serde_json::from_str(&ev.data)
+            .map_err(|_| ModelError::Upstream("a stream chunk is not JSON".into()))?;
+        if let Some(e) = upstream_error(&v) {
+            return Err(e);
+        }
+        if let Some(u) = usage_of(&v) {
+            self.usage = Some(u);
+        }
+        if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
+            if let Some(t) = choice
+                .get("delta")
+                .and_then(|d| d.get("content"))
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                self.deltas += 1;
+                out.push(Event::Delta(t.to_string()));
+            }
+            if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
+                self.finish = Some(finish_reason(r));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn end(&mut self) -> Result<Event, ModelError> {
+        // Some servers omit `[DONE]`; a finish reason is enough.
+        if self.finish.is_some() {
+            Ok(self.done())
+        } else {
+            Err(ModelError::Upstream(
+                "the stream ended before the answer finished".into(),
+            ))
+        }
+    }
+
+    fn whole(&mut self, body: &[u8]) -> Result<Vec<Event>, ModelError> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|_| ModelError::Upstream("the answer is not JSON".into()))?;
+        if let Some(e) = upstream_error(&v) {
+            return Err(e);
+        }
+        let choice = v
+            .get("choices")
+            .and_then(|c| c.get(0))
+            .ok_or_else(|| ModelError::Upstream("the answer has no choices".into()))?;
+        let text = choice
+            .get("message")
+            .and_then(|m| m.get("content"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        self.finish = Some(finish_reason(
+            choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .unwrap_or("stop"),
+        ));
+        self.usage = usage_of(&v);
+        self.deltas = u32::from(!text.is_empty());
+        let mut out = Vec::with_capacity(2);
+        if !text.is_empty() {
+            out.push(Event::Delta(text.to_string()));
+        }
+        out.push(self.done());
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use super::*;
+    use crate::{Message, Sampling};
+
+    fn sse(data: &str) -> SseEvent {
+        SseEvent {
+            event: String::new(),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn request_carries_every_sampling_option() {
+        let r = GenerateRequest {
+            messages: vec![Message {
+                role: "user".into(),
+                content: "hi".into(),
+            }],
+            sampling: Sampling {
+                temperature: 0.5,
+                top_p: 0.9,
+                seed: Some(7),
+                max_tokens: Some(12),
+                stop: vec!["\n".into()],
+            },
+            stream: true,
+        };
+        let b = request_body("m", &r);
+        assert_eq!(b["model"], "m");
+        assert_eq!(b["messages"][0]["content"], "hi");
+        assert_eq!(b["stream_options"]["include_usage"], true);
+        assert_eq!(b["max_tokens"], 12);
+        assert_eq!(b["seed"], 7);
+        assert_eq!(b["stop"][0], "\n");
+        assert!((b["top_p"].as_f64().unwrap() - 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn stream_chunks_become_events() {
+        let mut c = Chunks::default();
+        let mut out = Vec::new();
+        let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
+        let text = r#"{"choices":[{"index":0,"delta":{"content":"Hi"}}]}"#;
+        let fin = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#;
+        let usage = r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}"#;
+        for d in [role, text, fin, usage] {
+            assert_eq!(c.event(sse(d), &mut out).unwrap(), Flow::Continue);
+        }
+        assert_eq!(c.event(sse("[DONE]"), &mut out).unwrap(), Flow::Finished);
+        assert_eq!(
+            out,
+            vec![
+                Event::Delta("Hi".into()),
+                Event::Done {
+                    finish_reason: FinishReason::Length,
+                    usage: Usage {
+                        prompt_tokens: 5,
+                        completion_tokens: 1
+                    }
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cut_stream_or_error_chunk_is_an_error() {
+        let mut c = Chunks::default();
+        let mut out = Vec::new();
+        c.event(sse(r#"{"choices":[{"delta":{"content":"a"}}]}"#), &mut out)
+            .unwrap();
+        assert!(matches!(c.end(), Err(ModelError::Upstream(_))));
+        let err = c.event(sse(r#"{"error":{"message":"boom"}}"#), &mut out);
+        assert_eq!(err, Err(ModelError::Upstream("boom".into())));
+    }
+
+    #[test]
+    fn whole_answers_translate() {
+        let body = br#"{"choices":[{"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        let ev = Chunks::default().whole(body).unwrap();
+        assert_eq!(ev[0], Event::Delta("Hello".into()));
+        assert!(matches!(
+            ev[1],
+            Event::Done {
+                finish_reason: FinishReason::Stop,
+                usage: Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 2
+                }
+            }
+        ));
+    }
+}
