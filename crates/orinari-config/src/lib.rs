@@ -15,7 +15,8 @@ pub use status::{
     CheckSettings, ComponentSettings, StatusSettings, WebhookSettings, slug,
 };
 pub use validate::{
-    BackupSettings, Config, KeySource, LocalModelConfig, ModelConfig, ServerConfig,
+    BackupSettings, Config, KeySource, LocalModelConfig, ModelConfig, PromptInjection,
+    ServerConfig,
 };
 
 /// A configuration problem, ready to print.

@@ -16,6 +16,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `[guard] max_input_chars`.
     pub max_input_chars: usize,
+    /// `[guard] prompt_injection`.
+    pub prompt_injection: PromptInjection,
     /// `[auth] required`, resolved against the listeners.
     pub auth_required: bool,
     /// `[limits] queue_depth`: waiting requests before 503.
@@ -34,6 +36,18 @@ pub struct Config {
     /// Configured sections this version validates but does not act on yet;
     /// `serve` warns about each.
     pub inactive: Vec<&'static str>,
+}
+
+/// `[guard] prompt_injection`: what happens to a user message the guard
+/// judges to be a prompt-injection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptInjection {
+    /// Refuse the request (400 `prompt_injection_detected`).
+    Block,
+    /// Answer, and mark the response (`x-orinari-guard: flagged`) and the metric.
+    Flag,
+    /// Do not screen.
+    Off,
 }
 
 /// `[backup]` with destinations.
@@ -247,13 +261,15 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         l.max_body_bytes,
         d::MAX_BODY_BYTES,
     )? as usize;
-    match raw
+    let prompt_injection = match raw
         .guard
         .prompt_injection
         .as_deref()
         .unwrap_or(d::PROMPT_INJECTION)
     {
-        "block" | "flag" | "off" => {}
+        "block" => PromptInjection::Block,
+        "flag" => PromptInjection::Flag,
+        "off" => PromptInjection::Off,
         other => {
             return Err(err(
                 name,
@@ -261,10 +277,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
                 format!("`{other}` must be one of block, flag, off"),
             ));
         }
-    }
-    if raw.guard.prompt_injection.is_some() {
-        inactive.push("guard.prompt_injection");
-    }
+    };
     let max_input_chars = positive(
         name,
         "guard.max_input_chars",
@@ -396,6 +409,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         },
         max_body_bytes,
         max_input_chars,
+        prompt_injection,
         auth_required,
         queue_depth,
         admission,

@@ -408,10 +408,22 @@ fn zero_limits_are_refused() {
 
 #[test]
 fn prompt_injection_values() {
-    for good in ["block", "flag", "off"] {
+    use orinari_config::PromptInjection;
+    for (good, want) in [
+        ("block", PromptInjection::Block),
+        ("flag", PromptInjection::Flag),
+        ("off", PromptInjection::Off),
+    ] {
         let c = ok(&format!("[guard]\nprompt_injection = \"{good}\"\n"));
-        assert!(c.inactive.contains(&"guard.prompt_injection"));
+        assert_eq!(c.prompt_injection, want);
+        assert!(!c.inactive.iter().any(|s| s.contains("guard")));
     }
+    assert_eq!(ok("").prompt_injection, PromptInjection::Block);
+    let c = fails_with(
+        "[guard]\nprompt_injection = \"off\"\n",
+        env(&[("ORINARI_GUARD_PROMPT_INJECTION", "never")]),
+    );
+    assert_contains(&c, &["guard.prompt_injection", "never"]);
     let msg = fails("[guard]\nprompt_injection = \"sometimes\"\n");
     assert_contains(
         &msg,

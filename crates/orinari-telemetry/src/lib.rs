@@ -4,6 +4,8 @@
 //! Naming convention: `orinari_<subsystem>_<name>_<unit>[_total]`. Metrics
 //! never carry personal data or conversation text in names or labels.
 
+pub mod guard;
+pub mod limits;
 pub mod models;
 
 use std::sync::atomic::AtomicU64;
@@ -23,6 +25,10 @@ pub struct Metrics {
     pub backup_last_success: Gauge<f64, AtomicU64>,
     /// Model backends and the gateway ([`models::ModelMetrics`]).
     pub models: models::ModelMetrics,
+    /// Prompt-injection screening ([`guard::GuardMetrics`]).
+    pub guard: guard::GuardMetrics,
+    /// Rate limits, queues and connection caps ([`limits::LimitMetrics`]).
+    pub limits: limits::LimitMetrics,
 }
 
 impl Default for Metrics {
@@ -42,10 +48,14 @@ impl Metrics {
             backup_last_success.clone(),
         );
         let models = models::ModelMetrics::register(&mut registry);
+        let guard = guard::GuardMetrics::register(&mut registry);
+        let limits = limits::LimitMetrics::register(&mut registry);
         Self {
             registry,
             backup_last_success,
             models,
+            guard,
+            limits,
         }
     }
 
@@ -74,5 +84,17 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn renders_guard_blocks() {
+        let m = Metrics::new();
+        m.guard.record("prompt_leak", "block");
+        m.guard.record("prompt_leak", "block");
+        let text = m.render();
+        assert!(
+            text.contains(r#"orinari_guard_blocks_total{rule="prompt_leak",action="block"} 2"#),
+            "{text}"
+        );
     }
 }
