@@ -4,6 +4,7 @@
 //! file, line, column or key and say why.
 
 pub mod admission;
+pub mod models;
 mod raw;
 mod status;
 mod validate;

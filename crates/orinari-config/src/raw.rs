@@ -42,12 +42,12 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: u32 = 4096;
     /// `server.max_connections_per_ip`.
     pub const MAX_CONNECTIONS_PER_IP: u32 = 64;
-    /// `server.header_read_timeout_ms`: a request head must arrive within this (slowloris).
-    pub const HEADER_READ_TIMEOUT_MS: u64 = 5_000;
+    /// `server.header_read_timeout_ms`: a request head must arrive within this
+    /// (slowloris); an idle HTTP/1 keep-alive connection, which is waiting
+    /// for its next head, is closed after it too.
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
     /// `server.body_read_timeout_ms`: a request body must arrive within this (slow POST).
     pub const BODY_READ_TIMEOUT_MS: u64 = 15_000;
-    /// `server.keep_alive_timeout_ms`: an idle connection is closed after this.
-    pub const KEEP_ALIVE_TIMEOUT_MS: u64 = 60_000;
     /// `server.max_header_bytes`: the whole request head (431 beyond).
     pub const MAX_HEADER_BYTES: u32 = 16_384;
     /// `server.max_headers`: header count (431 beyond).
@@ -64,6 +64,40 @@ pub mod defaults {
     pub const LOCAL_MODEL: &str = "orinari-small";
     /// `[[models]] parallel` for a local model: sequences interleaved at once.
     pub const LOCAL_PARALLEL: u32 = 4;
+    /// `[[models]] strategy` for upstream backends.
+    pub const MODEL_STRATEGY: &str = "p2c-ewma";
+    /// `[[models]] connect_timeout_ms`: TCP/TLS connect to a backend.
+    pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
+    /// `[[models]] first_token_timeout_ms`: request sent → first token.
+    pub const FIRST_TOKEN_TIMEOUT_MS: u64 = 30_000;
+    /// `[[models]] idle_timeout_ms`: longest silence between two tokens.
+    pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+    /// `[[models]] total_timeout_ms`: a whole answer, stream included.
+    pub const TOTAL_TIMEOUT_MS: u64 = 600_000;
+    /// `[[models]] max_attempts`: backends tried before the fallbacks.
+    pub const MAX_ATTEMPTS: u32 = 3;
+    /// `[[models]] retry_backoff_ms`: base of the jittered exponential backoff.
+    pub const RETRY_BACKOFF_MS: u64 = 25;
+    /// Cap of one backoff.
+    pub const RETRY_MAX_BACKOFF_MS: u64 = 1_000;
+    /// `[[models]] retry_budget_ms`: no new attempt starts after this.
+    pub const RETRY_BUDGET_MS: u64 = 10_000;
+    /// `[[models]] failure_threshold`: consecutive failures that open a circuit.
+    pub const FAILURE_THRESHOLD: u32 = 5;
+    /// `[[models]] error_rate_threshold`: error rate over the last 20 requests that opens it.
+    pub const ERROR_RATE_THRESHOLD: f64 = 0.5;
+    /// Requests in the error-rate window.
+    pub const ERROR_RATE_WINDOW: u32 = 20;
+    /// `[[models]] open_ms`: how long a circuit stays open before a trial request.
+    pub const OPEN_MS: u64 = 10_000;
+    /// `[[models]] health_interval_ms`: active health check period.
+    pub const HEALTH_INTERVAL_MS: u64 = 5_000;
+    /// `[[models]] health_path` for `openai` and `anthropic` backends (under `base_url`).
+    pub const HEALTH_PATH: &str = "models";
+    /// `[[models.backends]] weight`.
+    pub const BACKEND_WEIGHT: u32 = 100;
+    /// `[[models.backends]] group`.
+    pub const BACKEND_GROUP: &str = "default";
     /// `backup.interval`.
     pub const BACKUP_INTERVAL: &str = "5m";
     /// `backup.retention`: snapshots kept this long (the newest always).
@@ -129,7 +163,6 @@ pub struct RawServer {
     pub max_connections_per_ip: Option<u32>,
     pub header_read_timeout_ms: Option<u64>,
     pub body_read_timeout_ms: Option<u64>,
-    pub keep_alive_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<u32>,
     pub max_headers: Option<u32>,
     pub http2_max_concurrent_streams: Option<u32>,
@@ -226,6 +259,19 @@ pub struct RawModel {
     pub fallback: Vec<String>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
+    pub groups: Option<std::collections::BTreeMap<String, u32>>,
+    pub connect_timeout_ms: Option<u64>,
+    pub first_token_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub total_timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub retry_backoff_ms: Option<u64>,
+    pub retry_budget_ms: Option<u64>,
+    pub failure_threshold: Option<u32>,
+    pub error_rate_threshold: Option<f64>,
+    pub open_ms: Option<u64>,
+    pub health_path: Option<String>,
+    pub health_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,7 +372,6 @@ const OVERRIDABLE: &[(&str, &[&str])] = &[
             "max_connections_per_ip",
             "header_read_timeout_ms",
             "body_read_timeout_ms",
-            "keep_alive_timeout_ms",
             "max_header_bytes",
             "max_headers",
             "http2_max_concurrent_streams",

@@ -90,12 +90,14 @@ pub struct ServerConfig {
 }
 
 /// One served model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     /// The name clients ask for.
     pub name: String,
-    /// How it is served.
+    /// How it is served when it is the embedded model (`upstream` is `None`).
     pub local: LocalModelConfig,
+    /// Set when a pool of upstream backends serves it (`[[models.backends]]`).
+    pub upstream: Option<crate::models::UpstreamModelConfig>,
 }
 
 /// `backend = "local"`: the embedded GGUF model.
@@ -164,11 +166,11 @@ fn local_model(name: &str, i: usize, m: RawModel) -> Result<ModelConfig, ConfigE
     if m.name.trim().is_empty() {
         return Err(err(name, &key("name"), "must not be empty"));
     }
-    if !m.backends.is_empty() || m.strategy.is_some() || !m.fallback.is_empty() {
+    if m.strategy.is_some() || !m.fallback.is_empty() {
         return Err(err(
             name,
-            &key("backends"),
-            "upstream providers (openai, anthropic), strategies and fallbacks are not available in this version; use backend = \"local\"",
+            &key(if m.strategy.is_some() { "strategy" } else { "fallback" }),
+            "applies to models with [[models.backends]]; the embedded model has one backend",
         ));
     }
     match m.backend.as_deref() {
@@ -180,7 +182,13 @@ fn local_model(name: &str, i: usize, m: RawModel) -> Result<ModelConfig, ConfigE
                 format!("unknown backend `{other}`; expected `local`"),
             ));
         }
-        None => return Err(err(name, &key("backend"), "missing; expected `local`")),
+        None => {
+            return Err(err(
+                name,
+                &key("backend"),
+                "missing; expected `local`, or [[models.backends]] entries",
+            ));
+        }
     }
     let context_size = match m.context_size {
         Some(n) if n < 64 => {
@@ -200,6 +208,7 @@ fn local_model(name: &str, i: usize, m: RawModel) -> Result<ModelConfig, ConfigE
             parallel: positive(name, &key("parallel"), m.parallel, d::LOCAL_PARALLEL)? as usize,
             requantize: m.requantize.unwrap_or(true),
         },
+        upstream: None,
     })
 }
 
@@ -379,7 +388,21 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
 
     let mut models = Vec::with_capacity(raw.models.len().max(1));
     for (i, m) in raw.models.into_iter().enumerate() {
-        let m = local_model(name, i, m)?;
+        let m = if crate::models::is_upstream(&m) {
+            let upstream = crate::models::upstream(name, i, &m)?;
+            ModelConfig {
+                name: m.name,
+                local: LocalModelConfig {
+                    path: None,
+                    context_size: None,
+                    parallel: d::LOCAL_PARALLEL as usize,
+                    requantize: true,
+                },
+                upstream: Some(upstream),
+            }
+        } else {
+            local_model(name, i, m)?
+        };
         if models.iter().any(|o: &ModelConfig| o.name == m.name) {
             return Err(err(
                 name,
@@ -398,8 +421,16 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
                 parallel: d::LOCAL_PARALLEL as usize,
                 requantize: true,
             },
+            upstream: None,
         });
     }
+    crate::models::check_fallbacks(
+        name,
+        models.iter().enumerate().map(|(i, m)| {
+            let fallback = m.upstream.as_ref().map_or(&[][..], |u| &u.fallback[..]);
+            (i, m.name.as_str(), fallback)
+        }),
+    )?;
     Ok(Config {
         server: ServerConfig {
             listen,

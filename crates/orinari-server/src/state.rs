@@ -38,11 +38,20 @@ struct Inner {
     metrics: Metrics,
     admin_token_sha256: Option<[u8; 32]>,
     backups: Option<(Arc<Backups>, watch::Receiver<Health>)>,
+    screening: Option<crate::guard::Screening>,
+    status: Option<Arc<orinari_status::StatusService>>,
+    edge: Arc<crate::edge::Edge>,
 }
 
 impl AppState {
     /// State for the given models and limits.
     pub fn new(models: Vec<ServedModel>, max_input_chars: usize, max_body_bytes: usize) -> Self {
+        let names: Vec<(String, Option<usize>)> =
+            models.iter().map(|m| (m.name.clone(), None)).collect();
+        let edge = Arc::new(crate::edge::Edge::new(
+            orinari_config::admission::AdmissionConfig::default(),
+            &names,
+        ));
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -59,6 +68,9 @@ impl AppState {
                 metrics: Metrics::new(),
                 admin_token_sha256: None,
                 backups: None,
+                screening: None,
+                status: None,
+                edge,
             }),
         }
     }
@@ -69,6 +81,34 @@ impl AppState {
             inner.store = Some(store);
         }
         self
+    }
+
+    /// The same state with this admission edge: API keys, rate limits,
+    /// queues, connection protection, firewall (set once, before serving).
+    pub fn with_edge(mut self, edge: crate::edge::Edge) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.edge = Arc::new(edge);
+        }
+        self
+    }
+
+    /// The admission edge.
+    pub fn edge(&self) -> &crate::edge::Edge {
+        &self.inner.edge
+    }
+
+    /// The same state screening user messages for prompt injection (set
+    /// once, before serving; without it nothing is screened).
+    pub fn with_screening(mut self, screening: crate::guard::Screening) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.screening = Some(screening);
+        }
+        self
+    }
+
+    /// Prompt-injection screening, when configured.
+    pub fn screening(&self) -> Option<&crate::guard::Screening> {
+        self.inner.screening.as_ref()
     }
 
     /// The same state guarding `/admin/*` with this token (set once, before serving).
@@ -85,6 +125,19 @@ impl AppState {
             inner.backups = Some((engine, health));
         }
         self
+    }
+
+    /// The same state with the status page service (set once, before serving).
+    pub fn with_status(mut self, status: Arc<orinari_status::StatusService>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.status = Some(status);
+        }
+        self
+    }
+
+    /// The status page service, when one runs.
+    pub fn status(&self) -> Option<&Arc<orinari_status::StatusService>> {
+        self.inner.status.as_ref()
     }
 
     /// Whether `token` is the admin token. Compares SHA-256 digests, so the

@@ -30,11 +30,22 @@ pub struct Assets {
     pub markdown_js: Asset,
     /// The icon (SVG, scales to any size).
     pub icon: Asset,
+    /// The status page's stylesheet.
+    pub status_css: Asset,
+    /// The status page's live-update module.
+    pub status_js: Asset,
 }
 
 impl Assets {
-    fn all(&self) -> [&Asset; 4] {
-        [&self.css, &self.chat_js, &self.markdown_js, &self.icon]
+    fn all(&self) -> [&Asset; 6] {
+        [
+            &self.css,
+            &self.chat_js,
+            &self.markdown_js,
+            &self.icon,
+            &self.status_css,
+            &self.status_js,
+        ]
     }
 
     /// The asset served at `/assets/{name}`, if any.
@@ -72,6 +83,18 @@ pub static ASSETS: LazyLock<Assets> = LazyLock::new(|| Assets {
         "svg",
         include_bytes!("../../assets/icon.svg"),
         "image/svg+xml",
+    ),
+    status_css: asset(
+        "status",
+        "css",
+        include_bytes!("../../assets/status.css"),
+        "text/css; charset=utf-8",
+    ),
+    status_js: asset(
+        "status",
+        "js",
+        include_bytes!("../../assets/status.js"),
+        "text/javascript; charset=utf-8",
     ),
 });
 

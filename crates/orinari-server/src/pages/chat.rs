@@ -100,6 +100,17 @@ pub async fn submit(
         return respond(e.0, render(&models, "", &turns, &form.message, Some(e.1)));
     };
     let action = Action::parse(form.action.as_deref());
+    let screened = match crate::guard::screen(
+        &state,
+        conversation::user_texts(&turns, action, &form.message),
+    ) {
+        Ok(screened) => screened,
+        Err(e) => {
+            let (status, message) = page_error(e);
+            let page = render(&models, &model.name, &turns, &form.message, Some(&message));
+            return respond(status, page);
+        }
+    };
     let result = conversation::step(
         model.backend.as_ref(),
         turns.clone(),
@@ -109,10 +120,10 @@ pub async fn submit(
     )
     .await;
     match result {
-        Ok(turns) => respond(
+        Ok(turns) => screened.mark(respond(
             StatusCode::OK,
             render(&models, &model.name, &turns, "", None),
-        ),
+        )),
         Err(e) => {
             let (status, message) = page_error(e);
             let page = render(&models, &model.name, &turns, &form.message, Some(&message));

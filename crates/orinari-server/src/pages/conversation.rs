@@ -84,6 +84,22 @@ pub fn encode(turns: &[Turn]) -> String {
     serde_json::to_string(turns).unwrap_or_else(|_| "[]".to_string())
 }
 
+/// What the person wrote that the model would read for this action: earlier
+/// user turns (the field comes from the client, so they are screened again)
+/// and, when sending, the new message; with the form field each names.
+pub fn user_texts<'a>(
+    turns: &'a [Turn],
+    action: Action,
+    message: &'a str,
+) -> impl Iterator<Item = (String, &'a str)> + 'a {
+    let earlier = turns
+        .iter()
+        .filter(|t| t.is_user())
+        .map(|t| ("conversation".to_string(), t.content.as_str()));
+    let new = (action == Action::Send).then(|| ("message".to_string(), message));
+    earlier.chain(new)
+}
+
 fn chars(turns: &[Turn]) -> usize {
     turns.iter().map(|t| t.content.chars().count()).sum()
 }

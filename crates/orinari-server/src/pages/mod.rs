@@ -7,3 +7,4 @@
 pub mod assets;
 pub mod chat;
 pub mod conversation;
+pub mod status;

@@ -3,8 +3,11 @@
 mod admin;
 mod chat;
 mod health;
+mod keys;
 mod metrics;
 mod models;
+mod status;
+mod status_admin;
 
 use axum::Router;
 use axum::extract::OriginalUri;
@@ -22,6 +25,7 @@ pub fn pages(state: AppState) -> Router {
     Router::new()
         .route("/", get(chat_page::page).post(chat_page::submit))
         .route("/assets/{name}", get(chat_page::asset))
+        .route("/status", get(crate::pages::status::page))
         .with_state(state)
 }
 
@@ -30,18 +34,64 @@ pub fn admin(state: AppState) -> Router {
     Router::new()
         .route("/admin/v1/backups", get(admin::list).post(admin::create))
         .route("/admin/v1/backups/verify", post(admin::verify))
+        .route("/admin/v1/keys", get(keys::list).post(keys::create))
+        .route("/admin/v1/keys/{id}", axum::routing::delete(keys::revoke))
+        .route(
+            "/admin/v1/incidents",
+            get(status_admin::list_incidents).post(status_admin::create_incident),
+        )
+        .route(
+            "/admin/v1/incidents/{id}/updates",
+            post(status_admin::update_incident),
+        )
+        .route(
+            "/admin/v1/maintenances",
+            get(status_admin::list_maintenances).post(status_admin::create_maintenance),
+        )
+        .route(
+            "/admin/v1/maintenances/{id}/updates",
+            post(status_admin::update_maintenance),
+        )
+        .route("/admin/v1/status", get(status_admin::probes))
         .with_state(state)
 }
 
-/// Every API route, without layers.
-pub fn router(state: AppState) -> Router {
+/// The OpenAI-compatible API (`/v1/*`), without layers (the stack adds
+/// API-key authentication, rate limits and the admission queue).
+pub fn v1(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
+        .with_state(state)
+}
+
+/// Every other public route (health, metrics, status JSON), without layers.
+pub fn router(state: AppState) -> Router {
+    Router::new()
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::render))
+        .route("/api/v2/summary.json", get(status::summary))
+        .route("/api/v2/status.json", get(status::status))
+        .route("/api/v2/components.json", get(status::components))
+        .route("/api/v2/incidents.json", get(status::incidents))
+        .route("/api/v2/incidents/unresolved.json", get(status::unresolved))
+        .route(
+            "/api/v2/scheduled-maintenances.json",
+            get(status::maintenances),
+        )
+        .route(
+            "/api/v2/scheduled-maintenances/upcoming.json",
+            get(status::upcoming),
+        )
+        .route(
+            "/api/v2/scheduled-maintenances/active.json",
+            get(status::active),
+        )
+        .route("/status/feed.atom", get(status::feed))
+        .route("/status/badge.svg", get(status::badge))
+        .route("/status/events", get(status::events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -1,0 +1,284 @@
+//! `[status]`: the public status page, its components and the checks that
+//! drive them. Validated here for shape; `orinari-status` resolves targets.
+
+use std::time::Duration;
+
+use crate::ConfigError;
+use crate::raw::{RawStatus, defaults as d};
+
+/// `[status]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSettings {
+    /// `page_name`.
+    pub page_name: String,
+    /// `page_url`: the page's public address (default: from `server.listen`).
+    pub page_url: String,
+    /// `time_zone` (IANA name; checked against the zone database at start-up).
+    pub time_zone: String,
+    /// `connectivity_check`: probed before any component is declared down.
+    pub connectivity_check: Option<String>,
+    /// Components without checks of their own (and groups), in order.
+    pub components: Vec<ComponentSettings>,
+    /// Checks; each drives the component with its id.
+    pub checks: Vec<CheckSettings>,
+    /// Webhook subscribers (HMAC-SHA256 signed when a secret is named).
+    pub webhooks: Vec<WebhookSettings>,
+}
+
+/// A component on the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentSettings {
+    /// Stable id: `id`, else a slug of the name.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Optional description.
+    pub description: Option<String>,
+    /// The id of its group (a slug of `group`), if any.
+    pub group: Option<(String, String)>,
+}
+
+/// One probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSettings {
+    /// The component it drives.
+    pub component: ComponentSettings,
+    /// `url`: `http(s)://…`, `tcp://HOST:PORT` or `builtin:storage`.
+    pub url: String,
+    /// `interval`.
+    pub interval: Duration,
+    /// `timeout`.
+    pub timeout: Duration,
+    /// `expect_status`.
+    pub expect_status: Option<u16>,
+    /// `keyword`: the body must contain it.
+    pub keyword: Option<String>,
+    /// `degraded_after`: a slower pass counts as degraded performance.
+    pub degraded_after: Option<Duration>,
+    /// `failure_threshold`.
+    pub failure_threshold: u32,
+    /// `success_threshold`.
+    pub success_threshold: u32,
+}
+
+/// A webhook subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Where notifications are POSTed.
+    pub url: String,
+    /// The environment variable holding the signing secret.
+    pub secret_env: Option<String>,
+}
+
+fn err(name: &str, key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{name}: `{key}`: {why}"))
+}
+
+/// A stable id from a name: lowercase letters and digits, `-` between words.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
+}
+
+fn id_of(name: &str, key: &str, id: Option<&str>, display: &str) -> Result<String, ConfigError> {
+    let id = id.map_or_else(|| slug(display), str::to_string);
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(err(
+            name,
+            key,
+            format!("`{id}` must be letters, digits, - or _ (set `id` when the name has none)"),
+        ));
+    }
+    Ok(id)
+}
+
+fn group(name: &str, key: &str, g: Option<&str>) -> Result<Option<(String, String)>, ConfigError> {
+    g.map(|g| Ok((id_of(name, key, None, g)?, g.to_string())))
+        .transpose()
+}
+
+/// `[status]` → [`StatusSettings`]. `duration` is the config's parser.
+pub(crate) fn validate(
+    raw: RawStatus,
+    name: &str,
+    listen: std::net::SocketAddr,
+    duration: impl Fn(&str, &str, &str) -> Result<Duration, ConfigError>,
+) -> Result<StatusSettings, ConfigError> {
+    let mut ids = std::collections::HashSet::new();
+    let mut components = Vec::new();
+    for (i, c) in raw.components.into_iter().enumerate() {
+        let key = |k: &str| format!("status.components[{i}].{k}");
+        if c.name.trim().is_empty() {
+            return Err(err(name, &key("name"), "must not be empty"));
+        }
+        let id = id_of(name, &key("id"), c.id.as_deref(), &c.name)?;
+        if !ids.insert(id.clone()) {
+            return Err(err(name, &key("id"), format!("`{id}` is used twice")));
+        }
+        components.push(ComponentSettings {
+            id,
+            name: c.name,
+            description: c.description,
+            group: group(name, &key("group"), c.group.as_deref())?,
+        });
+    }
+    let mut checks = Vec::new();
+    for (i, c) in raw.checks.into_iter().enumerate() {
+        let key = |k: &str| format!("status.checks[{i}].{k}");
+        if c.name.trim().is_empty() {
+            return Err(err(name, &key("name"), "must not be empty"));
+        }
+        let id = id_of(name, &key("id"), c.id.as_deref(), &c.name)?;
+        if !ids.insert(id.clone()) {
+            return Err(err(name, &key("id"), format!("`{id}` is used twice")));
+        }
+        let scheme_ok = c.url.starts_with("http://")
+            || c.url.starts_with("https://")
+            || c.url.starts_with("tcp://")
+            || c.url == "builtin:storage";
+        if !scheme_ok {
+            return Err(err(
+                name,
+                &key("url"),
+                "must be an http:// or https:// URL, tcp://HOST:PORT, or builtin:storage",
+            ));
+        }
+        let interval = duration(
+            name,
+            &key("interval"),
+            c.interval.as_deref().unwrap_or(d::CHECK_INTERVAL),
+        )?;
+        let timeout = duration(
+            name,
+            &key("timeout"),
+            c.timeout.as_deref().unwrap_or(d::CHECK_TIMEOUT),
+        )?;
+        if timeout > interval {
+            return Err(err(
+                name,
+                &key("timeout"),
+                "must not be longer than the interval",
+            ));
+        }
+        if let Some(s) = c.expect_status
+            && !(100..=599).contains(&s)
+        {
+            return Err(err(
+                name,
+                &key("expect_status"),
+                format!("{s} is not an HTTP status"),
+            ));
+        }
+        let degraded_after = c
+            .degraded_after
+            .as_deref()
+            .map(|s| duration(name, &key("degraded_after"), s))
+            .transpose()?;
+        let positive = |k: &str, v: Option<u32>, dflt: u32| {
+            let v = v.unwrap_or(dflt);
+            if v == 0 {
+                return Err(err(name, &key(k), "must be at least 1"));
+            }
+            Ok(v)
+        };
+        checks.push(CheckSettings {
+            failure_threshold: positive(
+                "failure_threshold",
+                c.failure_threshold,
+                d::CHECK_FAILURE_THRESHOLD,
+            )?,
+            success_threshold: positive(
+                "success_threshold",
+                c.success_threshold,
+                d::CHECK_SUCCESS_THRESHOLD,
+            )?,
+            component: ComponentSettings {
+                id,
+                name: c.name,
+                description: c.description,
+                group: group(name, &key("group"), c.group.as_deref())?,
+            },
+            url: c.url,
+            interval,
+            timeout,
+            expect_status: c.expect_status,
+            keyword: c.keyword,
+            degraded_after,
+        });
+    }
+    if raw.builtin_checks.unwrap_or(d::STATUS_BUILTIN_CHECKS) && !ids.contains("storage") {
+        checks.push(CheckSettings {
+            component: ComponentSettings {
+                id: "storage".into(),
+                name: "Storage".into(),
+                description: Some("The database behind the service".into()),
+                group: None,
+            },
+            url: "builtin:storage".into(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            expect_status: None,
+            keyword: None,
+            degraded_after: Some(Duration::from_secs(1)),
+            failure_threshold: d::CHECK_FAILURE_THRESHOLD,
+            success_threshold: d::CHECK_SUCCESS_THRESHOLD,
+        });
+    }
+    if let Some(c) = &raw.connectivity_check
+        && !(c.starts_with("http://") || c.starts_with("https://") || c.starts_with("tcp://"))
+    {
+        return Err(err(
+            name,
+            "status.connectivity_check",
+            "must be an http:// or https:// URL or tcp://HOST:PORT",
+        ));
+    }
+    let mut webhooks = Vec::new();
+    for (i, w) in raw.webhooks.into_iter().enumerate() {
+        if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+            return Err(err(
+                name,
+                &format!("status.webhooks[{i}].url"),
+                "must be an http:// or https:// URL",
+            ));
+        }
+        webhooks.push(WebhookSettings {
+            url: w.url,
+            secret_env: w.secret_env,
+        });
+    }
+    let page_url = raw
+        .page_url
+        .unwrap_or_else(|| format!("http://{listen}/status"));
+    if !(page_url.starts_with("http://") || page_url.starts_with("https://")) {
+        return Err(err(
+            name,
+            "status.page_url",
+            "must be an http:// or https:// URL",
+        ));
+    }
+    let page_name = raw.page_name.unwrap_or_else(|| d::STATUS_PAGE_NAME.into());
+    if page_name.trim().is_empty() {
+        return Err(err(name, "status.page_name", "must not be empty"));
+    }
+    Ok(StatusSettings {
+        page_name,
+        page_url,
+        time_zone: raw.time_zone.unwrap_or_else(|| d::STATUS_TIME_ZONE.into()),
+        connectivity_check: raw.connectivity_check,
+        components,
+        checks,
+        webhooks,
+    })
+}

@@ -1,0 +1,248 @@
+//! `GET /status`: the public status page, rendered from the status service's
+//! snapshot (no store access on the request path). Usable without
+//! JavaScript; with it, `assets/status.js` follows `/status/events` and
+//! updates the banner, components and incidents in place. Status is always
+//! written in words (and a symbol), never shown by colour alone.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use orinari_status::model::{ComponentStatus, Impact};
+use orinari_status::uptime::percent;
+use orinari_status::{PageClock, Snapshot};
+use orinari_store::IncidentRow;
+
+use super::assets::{ASSETS, Assets, fnv1a};
+use crate::AppState;
+
+const HTML: &str = "text/html; charset=utf-8";
+/// Resolved incidents listed under "Past incidents".
+const PAST: usize = 10;
+
+#[derive(Template)]
+#[template(path = "status.html")]
+struct StatusPage<'a> {
+    assets: &'a Assets,
+    name: &'a str,
+    banner_class: &'static str,
+    banner_symbol: &'static str,
+    banner: &'static str,
+    updated_iso: String,
+    updated: String,
+    time_zone: &'a str,
+    components: Vec<ComponentView>,
+    active: Vec<IncidentView>,
+    maintenance: Vec<IncidentView>,
+    past: Vec<IncidentView>,
+}
+
+struct ComponentView {
+    id: String,
+    name: String,
+    description: String,
+    is_group: bool,
+    in_group: bool,
+    status: &'static str,
+    label: &'static str,
+    symbol: &'static str,
+    uptime: String,
+    bars: Vec<Bar>,
+}
+
+struct Bar {
+    x: usize,
+    class: &'static str,
+    title: String,
+}
+
+struct IncidentView {
+    id: String,
+    name: String,
+    impact: &'static str,
+    when: String,
+    updates: Vec<UpdateView>,
+}
+
+struct UpdateView {
+    status: String,
+    body: String,
+    iso: String,
+    at: String,
+}
+
+/// Symbol and CSS class of a status; the words come from `label`.
+fn symbol(s: ComponentStatus) -> &'static str {
+    match s {
+        ComponentStatus::Operational => "✓",
+        ComponentStatus::DegradedPerformance => "▲",
+        ComponentStatus::PartialOutage => "◆",
+        ComponentStatus::MajorOutage => "✕",
+        ComponentStatus::UnderMaintenance => "⚙",
+    }
+}
+
+fn impact_words(i: &str) -> &'static str {
+    match Impact::parse(i) {
+        Some(Impact::Critical) => "Critical impact",
+        Some(Impact::Major) => "Major impact",
+        Some(Impact::Minor) => "Minor impact",
+        Some(Impact::Maintenance) => "Maintenance",
+        _ => "No impact",
+    }
+}
+
+fn incident_view(clock: &PageClock, i: &IncidentRow) -> IncidentView {
+    let when = match (i.scheduled_for, i.scheduled_until) {
+        (Some(a), Some(b)) => format!("{} – {}", clock.human(a), clock.human(b)),
+        _ => clock.human(i.started_at),
+    };
+    IncidentView {
+        id: i.id.clone(),
+        name: i.name.clone(),
+        impact: impact_words(&i.impact),
+        when,
+        updates: i
+            .updates
+            .iter()
+            .map(|u| UpdateView {
+                status: capitalise(&u.status.replace('_', " ")),
+                body: u.body.clone(),
+                iso: clock.format(u.created_at),
+                at: clock.human(u.created_at),
+            })
+            .collect(),
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+fn view(snap: &Snapshot) -> StatusPage<'_> {
+    let clock = &snap.page.clock;
+    let (banner_class, banner_symbol) = match snap.status.indicator {
+        Impact::Critical => ("critical", "✕"),
+        Impact::Major => ("major", "◆"),
+        Impact::Minor => ("minor", "▲"),
+        Impact::None | Impact::Maintenance if snap.active().next().is_some() => {
+            ("maintenance", "⚙")
+        }
+        Impact::None | Impact::Maintenance => ("none", "✓"),
+    };
+    let components = snap
+        .components
+        .iter()
+        .map(|c| ComponentView {
+            id: c.row.id.clone(),
+            name: c.row.name.clone(),
+            description: c.row.description.clone().unwrap_or_default(),
+            is_group: c.row.is_group,
+            in_group: c.row.group_id.is_some(),
+            status: c.status.as_str(),
+            label: c.status.label(),
+            symbol: symbol(c.status),
+            uptime: c.uptime_90.map_or_else(
+                || "No data yet".to_string(),
+                |bp| format!("{}% uptime over 90 days", percent(bp)),
+            ),
+            bars: if c.row.showcase {
+                c.days
+                    .iter()
+                    .enumerate()
+                    .map(|(x, d)| Bar {
+                        x: x * 4,
+                        class: match d.worst {
+                            None => "u-none",
+                            Some(ComponentStatus::Operational) => "u-ok",
+                            Some(ComponentStatus::DegradedPerformance) => "u-minor",
+                            Some(ComponentStatus::UnderMaintenance) => "u-maint",
+                            Some(ComponentStatus::PartialOutage) => "u-major",
+                            Some(ComponentStatus::MajorOutage) => "u-critical",
+                        },
+                        title: match (d.basis_points(), d.worst) {
+                            (Some(bp), Some(w)) => {
+                                format!("{}: {}% up, worst: {}", d.date, percent(bp), w.label())
+                            }
+                            (None, Some(w)) => format!("{}: {}", d.date, w.label()),
+                            _ => format!("{}: no data", d.date),
+                        },
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        })
+        .collect();
+    let mut maintenance: Vec<IncidentView> =
+        snap.active().map(|m| incident_view(clock, m)).collect();
+    maintenance.extend(snap.upcoming().into_iter().map(|m| incident_view(clock, m)));
+    StatusPage {
+        assets: &ASSETS,
+        name: &snap.page.name,
+        banner_class,
+        banner_symbol,
+        banner: snap.status.description,
+        updated_iso: clock.format(snap.updated_at),
+        updated: clock.human(snap.updated_at),
+        time_zone: clock.name(),
+        components,
+        active: snap.unresolved().map(|i| incident_view(clock, i)).collect(),
+        maintenance,
+        past: snap
+            .incidents
+            .iter()
+            .filter(|i| i.resolved_at.is_some())
+            .take(PAST)
+            .map(|i| incident_view(clock, i))
+            .collect(),
+    }
+}
+
+/// `GET /status`.
+pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(svc) = state.status() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "The status page is not running on this instance.\n",
+        )
+            .into_response();
+    };
+    let snap = svc.snapshot();
+    let html = match view(&snap).render() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "status template failed");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be rendered.\n",
+            )
+                .into_response();
+        }
+    };
+    let etag = format!("W/\"{:016x}\"", fnv1a(html.as_bytes()));
+    let cache = [
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::VARY, "accept-encoding"),
+    ];
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, cache, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        cache,
+        [
+            (header::CONTENT_TYPE, HTML.to_string()),
+            (header::ETAG, etag),
+        ],
+        html,
+    )
+        .into_response()
+}

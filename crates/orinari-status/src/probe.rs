@@ -1,0 +1,296 @@
+//! Probes: one attempt against a target (HTTP(S) with status, latency and
+//! body checks; a TCP connect; the store answering), and the thresholds that
+//! turn attempts into a component's observed status, so one blip never flips
+//! a component.
+
+use std::time::{Duration, Instant};
+
+use orinari_store::Store;
+use tokio::net::TcpStream;
+
+use crate::model::ComponentStatus;
+
+/// What a check probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `GET url`; passes on `expect_status` (or any 2xx/3xx) and, when set,
+    /// when the body contains `keyword`.
+    Http {
+        /// `http://` or `https://` URL.
+        url: String,
+        /// The status code required, if one is.
+        expect_status: Option<u16>,
+        /// A string the body must contain.
+        keyword: Option<String>,
+    },
+    /// A TCP connection to `host:port` opens.
+    Tcp {
+        /// `host:port`.
+        addr: String,
+    },
+    /// The instance's own store answers a query.
+    Storage,
+}
+
+impl Target {
+    /// A target from a check's `url`: `http(s)://…`, `tcp://host:port`, or
+    /// `builtin:storage`. Errors say what is accepted.
+    pub fn parse(
+        url: &str,
+        expect_status: Option<u16>,
+        keyword: Option<String>,
+    ) -> Result<Self, String> {
+        if url.starts_with("http://") || url.starts_with("https://") {
+            reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+            return Ok(Self::Http {
+                url: url.into(),
+                expect_status,
+                keyword,
+            });
+        }
+        if let Some(addr) = url.strip_prefix("tcp://") {
+            return match addr.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                    Ok(Self::Tcp { addr: addr.into() })
+                }
+                _ => Err(format!("`{url}` must be tcp://HOST:PORT")),
+            };
+        }
+        if url == "builtin:storage" {
+            return Ok(Self::Storage);
+        }
+        Err(format!(
+            "`{url}` must be an http:// or https:// URL, tcp://HOST:PORT, or builtin:storage"
+        ))
+    }
+}
+
+/// One attempt's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Passed its conditions.
+    pub ok: bool,
+    /// How long it took.
+    pub latency: Duration,
+    /// Why it failed (for logs and the admin API; never a secret).
+    pub error: Option<String>,
+}
+
+/// Runs attempts; holds the pooled HTTP client.
+#[derive(Debug, Clone)]
+pub struct Prober {
+    http: reqwest::Client,
+    store: Option<Store>,
+}
+
+impl Prober {
+    /// A prober; `store` serves `builtin:storage`.
+    pub fn new(store: Option<Store>) -> Self {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("orinari-probe/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .unwrap_or_default();
+        Self { http, store }
+    }
+
+    /// One attempt under `timeout`.
+    pub async fn attempt(&self, target: &Target, timeout: Duration) -> Attempt {
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout, self.run(target)).await;
+        let latency = started.elapsed();
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(format!("timed out after {} ms", timeout.as_millis())),
+        };
+        Attempt {
+            ok: error.is_none(),
+            latency,
+            error,
+        }
+    }
+
+    async fn run(&self, target: &Target) -> Result<(), String> {
+        match target {
+            Target::Http {
+                url,
+                expect_status,
+                keyword,
+            } => {
+                let resp = self
+                    .http
+                    .get(url)
+                    .send()
+                    .await
+                    .map_err(|e| format!("request failed: {}", without_url(&e)))?;
+                let status = resp.status().as_u16();
+                let status_ok = match expect_status {
+                    Some(want) => status == *want,
+                    None => (200..400).contains(&status),
+                };
+                if !status_ok {
+                    return Err(format!("HTTP status {status}"));
+                }
+                if let Some(word) = keyword {
+                    let body = resp
+                        .text()
+                        .await
+                        .map_err(|e| format!("reading the body failed: {}", without_url(&e)))?;
+                    if !body.contains(word.as_str()) {
+                        return Err("the body does not contain the keyword".into());
+                    }
+                }
+                Ok(())
+            }
+            Target::Tcp { addr } => TcpStream::connect(addr.as_str())
+                .await
+                .map(drop)
+                .map_err(|e| format!("connect failed: {e}")),
+            Target::Storage => match &self.store {
+                Some(s) => s.ping().await.map_err(|e| e.to_string()),
+                None => Err("no store".into()),
+            },
+        }
+    }
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(u) = e.url() {
+        s = s.replace(u.as_str(), "(url)");
+    }
+    s
+}
+
+/// Thresholds of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Consecutive failures before the component is down.
+    pub failures: u32,
+    /// Consecutive passes before it is up again.
+    pub successes: u32,
+    /// A pass slower than this counts as degraded.
+    pub degraded_after: Option<Duration>,
+}
+
+/// Consecutive outcomes of one check → an observed status.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    limits: Thresholds,
+    fails: u32,
+    passes: u32,
+    state: Option<ComponentStatus>,
+}
+
+impl Tracker {
+    /// A tracker with no observation yet.
+    pub fn new(limits: Thresholds) -> Self {
+        Self {
+            limits,
+            fails: 0,
+            passes: 0,
+            state: None,
+        }
+    }
+
+    /// The current observed status (none before the first decision).
+    pub fn state(&self) -> Option<ComponentStatus> {
+        self.state
+    }
+
+    /// What the component would become after this attempt: `Some(new)` when
+    /// it changes. The caller commits it with [`Tracker::commit`] (after the
+    /// self-connectivity check for a change to down).
+    pub fn propose(&mut self, a: &Attempt) -> Option<ComponentStatus> {
+        if a.ok {
+            self.passes = self.passes.saturating_add(1);
+            self.fails = 0;
+        } else {
+            self.fails = self.fails.saturating_add(1);
+            self.passes = 0;
+        }
+        let slow = self.limits.degraded_after.is_some_and(|d| a.latency > d);
+        let want = if !a.ok {
+            (self.fails >= self.limits.failures).then_some(ComponentStatus::MajorOutage)
+        } else if self.state == Some(ComponentStatus::MajorOutage)
+            && self.passes < self.limits.successes
+        {
+            None
+        } else if slow {
+            Some(ComponentStatus::DegradedPerformance)
+        } else {
+            Some(ComponentStatus::Operational)
+        };
+        want.filter(|w| Some(*w) != self.state)
+    }
+
+    /// Accept a proposed status.
+    pub fn commit(&mut self, s: ComponentStatus) {
+        self.state = Some(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(ok: bool, ms: u64) -> Attempt {
+        Attempt {
+            ok,
+            latency: Duration::from_millis(ms),
+            error: None,
+        }
+    }
+
+    fn step(t: &mut Tracker, ok: bool, ms: u64) -> Option<ComponentStatus> {
+        let p = t.propose(&attempt(ok, ms));
+        if let Some(s) = p {
+            t.commit(s);
+        }
+        p
+    }
+
+    #[test]
+    fn thresholds_stop_one_blip_from_flipping_a_component() {
+        let mut t = Tracker::new(Thresholds {
+            failures: 3,
+            successes: 2,
+            degraded_after: Some(Duration::from_millis(500)),
+        });
+        use ComponentStatus as C;
+        assert_eq!(step(&mut t, true, 10), Some(C::Operational));
+        assert_eq!(step(&mut t, false, 10), None);
+        assert_eq!(step(&mut t, false, 10), None);
+        assert_eq!(step(&mut t, true, 10), None, "a blip resets the count");
+        assert_eq!(step(&mut t, false, 10), None);
+        assert_eq!(step(&mut t, false, 10), None);
+        assert_eq!(step(&mut t, false, 10), Some(C::MajorOutage));
+        assert_eq!(step(&mut t, true, 10), None, "one pass is not recovery");
+        assert_eq!(step(&mut t, true, 900), Some(C::DegradedPerformance));
+        assert_eq!(step(&mut t, true, 10), Some(C::Operational));
+        assert_eq!(t.state(), Some(C::Operational));
+    }
+
+    #[test]
+    fn targets_parse_with_clear_errors() {
+        assert!(matches!(
+            Target::parse("tcp://127.0.0.1:5432", None, None),
+            Ok(Target::Tcp { .. })
+        ));
+        assert!(
+            Target::parse("tcp://nope", None, None)
+                .unwrap_err()
+                .contains("tcp://HOST:PORT")
+        );
+        assert!(
+            Target::parse("ftp://x", None, None)
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert_eq!(
+            Target::parse("builtin:storage", None, None),
+            Ok(Target::Storage)
+        );
+    }
+}
