@@ -52,12 +52,11 @@ pub struct ConnectionConfig {
     pub max_connections: usize,
     /// Open connections per client IP; more are closed at once.
     pub max_connections_per_ip: usize,
-    /// A request head must arrive within this.
+    /// A request head must arrive within this (also the HTTP/1 keep-alive
+    /// idle timeout: an idle connection is waiting for its next head).
     pub header_read_timeout: Duration,
     /// A request body must arrive within this.
     pub body_read_timeout: Duration,
-    /// An idle keep-alive connection is closed after this.
-    pub keep_alive_timeout: Duration,
     /// Largest request head in bytes.
     pub max_header_bytes: usize,
     /// Most header fields in a request.
@@ -105,6 +104,46 @@ pub struct FirewallConfig {
     pub pages: IpRule,
     /// `/healthz`, `/readyz`, `/metrics`.
     pub ops: IpRule,
+}
+
+impl Default for AdmissionConfig {
+    /// The documented defaults for a loopback-only instance.
+    fn default() -> Self {
+        let admin = d::ADMIN_ALLOW
+            .iter()
+            .filter_map(|s| s.parse::<IpNet>().ok())
+            .collect();
+        Self {
+            auth_required: false,
+            redis_url: None,
+            limits: LimitsConfig {
+                requests_per_minute: d::REQUESTS_PER_MINUTE,
+                tokens_per_minute: d::TOKENS_PER_MINUTE,
+                max_concurrent_per_key: d::MAX_CONCURRENT_PER_KEY as usize,
+                max_concurrent_per_model: d::MAX_CONCURRENT_PER_MODEL as usize,
+                queue_depth: d::QUEUE_DEPTH as usize,
+                queue_timeout: Duration::from_millis(d::QUEUE_TIMEOUT_MS),
+                default_completion_estimate: d::DEFAULT_COMPLETION_ESTIMATE,
+            },
+            connections: ConnectionConfig {
+                max_connections: d::MAX_CONNECTIONS as usize,
+                max_connections_per_ip: d::MAX_CONNECTIONS_PER_IP as usize,
+                header_read_timeout: Duration::from_millis(d::HEADER_READ_TIMEOUT_MS),
+                body_read_timeout: Duration::from_millis(d::BODY_READ_TIMEOUT_MS),
+                max_header_bytes: d::MAX_HEADER_BYTES as usize,
+                max_headers: d::MAX_HEADERS as usize,
+                http2_max_concurrent_streams: d::HTTP2_MAX_CONCURRENT_STREAMS,
+                trusted_proxies: Vec::new(),
+            },
+            firewall: FirewallConfig {
+                admin: IpRule {
+                    allow: admin,
+                    deny: Vec::new(),
+                },
+                ..FirewallConfig::default()
+            },
+        }
+    }
 }
 
 fn err(name: &str, key: &str, why: impl std::fmt::Display) -> ConfigError {
@@ -169,7 +208,11 @@ fn at_least_one<T: Into<u64> + Copy>(
 
 /// Validate the admission settings; `loopback_only` says whether every
 /// listener is on a loopback address (the default for `[auth] required`).
-pub fn validate(raw: &Raw, name: &str, loopback_only: bool) -> Result<AdmissionConfig, ConfigError> {
+pub fn validate(
+    raw: &Raw,
+    name: &str,
+    loopback_only: bool,
+) -> Result<AdmissionConfig, ConfigError> {
     let l = &raw.limits;
     let ms = |key: &str, v: Option<u64>, default: u64| {
         at_least_one(name, key, v, default).map(Duration::from_millis)
@@ -237,11 +280,6 @@ pub fn validate(raw: &Raw, name: &str, loopback_only: bool) -> Result<AdmissionC
             s.body_read_timeout_ms,
             d::BODY_READ_TIMEOUT_MS,
         )?,
-        keep_alive_timeout: ms(
-            "server.keep_alive_timeout_ms",
-            s.keep_alive_timeout_ms,
-            d::KEEP_ALIVE_TIMEOUT_MS,
-        )?,
         max_header_bytes: {
             let v = at_least_one(
                 name,
@@ -250,7 +288,11 @@ pub fn validate(raw: &Raw, name: &str, loopback_only: bool) -> Result<AdmissionC
                 d::MAX_HEADER_BYTES,
             )?;
             if v < 1024 {
-                return Err(err(name, "server.max_header_bytes", "must be at least 1024"));
+                return Err(err(
+                    name,
+                    "server.max_header_bytes",
+                    "must be at least 1024",
+                ));
             }
             v as usize
         },
@@ -272,7 +314,13 @@ pub fn validate(raw: &Raw, name: &str, loopback_only: bool) -> Result<AdmissionC
     let global_deny = nets(name, "firewall.deny", f.deny.as_deref().unwrap_or_default())?;
     let firewall = FirewallConfig {
         api: rule(name, "api", f.api.as_ref(), &global_deny, &[])?,
-        admin: rule(name, "admin", f.admin.as_ref(), &global_deny, d::ADMIN_ALLOW)?,
+        admin: rule(
+            name,
+            "admin",
+            f.admin.as_ref(),
+            &global_deny,
+            d::ADMIN_ALLOW,
+        )?,
         pages: rule(name, "pages", f.pages.as_ref(), &global_deny, &[])?,
         ops: rule(name, "ops", f.ops.as_ref(), &global_deny, &[])?,
     };

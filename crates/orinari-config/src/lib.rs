@@ -12,12 +12,9 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use raw::defaults;
-pub use status::{
-    CheckSettings, ComponentSettings, StatusSettings, WebhookSettings, slug,
-};
+pub use status::{CheckSettings, ComponentSettings, StatusSettings, WebhookSettings, slug};
 pub use validate::{
-    BackupSettings, Config, KeySource, LocalModelConfig, ModelConfig, PromptInjection,
-    ServerConfig,
+    BackupSettings, Config, KeySource, LocalModelConfig, ModelConfig, PromptInjection, ServerConfig,
 };
 
 /// A configuration problem, ready to print.

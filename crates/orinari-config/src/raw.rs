@@ -394,7 +394,10 @@ const OVERRIDABLE: &[(&str, &[&str])] = &[
     ),
     ("auth", &["required"]),
     ("guard", &["prompt_injection", "max_input_chars"]),
-    ("status", &["page_name", "page_url", "time_zone", "connectivity_check"]),
+    (
+        "status",
+        &["page_name", "page_url", "time_zone", "connectivity_check"],
+    ),
     (
         "backup",
         &[

@@ -169,7 +169,11 @@ fn local_model(name: &str, i: usize, m: RawModel) -> Result<ModelConfig, ConfigE
     if m.strategy.is_some() || !m.fallback.is_empty() {
         return Err(err(
             name,
-            &key(if m.strategy.is_some() { "strategy" } else { "fallback" }),
+            &key(if m.strategy.is_some() {
+                "strategy"
+            } else {
+                "fallback"
+            }),
             "applies to models with [[models.backends]]; the embedded model has one backend",
         ));
     }

@@ -450,28 +450,136 @@ fn empty_model_name_and_backend() {
 }
 
 #[test]
-fn remote_providers_are_refused() {
-    let msg = fails(
+fn upstream_models_validate_and_name_the_key() {
+    let c = orinari_config::parse(
         r#"
 [[models]]
 name = "gpt-4o-mini"
-backend = "local"
+strategy = "round-robin"
+fallback = ["orinari-small"]
+first_token_timeout_ms = 900
+groups = { blue = 90, green = 10 }
 [[models.backends]]
 name = "primary-a"
 provider = "openai"
-base_url = "http://127.0.0.1:9001/v1"
+base_url = "http://127.0.0.1:9001/v1/"
+api_key_env = "UPSTREAM_KEY"
+group = "blue"
+[[models.backends]]
+name = "claude"
+provider = "anthropic"
+base_url = "https://api.anthropic.com/v1"
+model = "claude-3-5-haiku-latest"
+weight = 5
+group = "green"
+[[models]]
+name = "orinari-small"
+backend = "local"
 "#,
+        "test.toml",
+        no_env(),
+    )
+    .unwrap();
+    let u = c.models[0].upstream.as_ref().unwrap();
+    assert_eq!(u.strategy, orinari_config::models::StrategyName::RoundRobin);
+    assert_eq!(u.fallback, vec!["orinari-small".to_string()]);
+    assert_eq!(u.first_token_timeout.as_millis(), 900);
+    assert_eq!(
+        u.idle_timeout.as_millis() as u64,
+        orinari_config::defaults::IDLE_TIMEOUT_MS
+    );
+    assert_eq!(u.backends[0].base_url, "http://127.0.0.1:9001/v1");
+    assert_eq!(u.backends[0].model, "gpt-4o-mini");
+    assert_eq!(
+        u.backends[0].weight,
+        orinari_config::defaults::BACKEND_WEIGHT
+    );
+    assert_eq!(
+        u.backends[1].provider,
+        orinari_config::models::Provider::Anthropic
+    );
+    assert_eq!(u.groups["green"], 10);
+    assert!(c.models[1].upstream.is_none());
+
+    let backend =
+        "[[models.backends]]\nname = \"a\"\nprovider = \"openai\"\nbase_url = \"http://x/v1\"\n";
+    let model = |extra: &str| format!("[[models]]\nname = \"m\"\n{extra}\n{backend}");
+    for (extra, key, why) in [
+        (
+            "strategy = \"fastest\"",
+            "`models[0].strategy`",
+            "unknown strategy",
+        ),
+        (
+            "fallback = [\"nope\"]",
+            "`models[0].fallback[0]`",
+            "no model `nope`",
+        ),
+        ("fallback = [\"m\"]", "`models[0].fallback[0]`", "itself"),
+        (
+            "backend = \"local\"",
+            "`models[0].backend`",
+            "exclude each other",
+        ),
+        (
+            "max_attempts = 0",
+            "`models[0].max_attempts`",
+            "from 1 to 10",
+        ),
+        (
+            "idle_timeout_ms = 0",
+            "`models[0].idle_timeout_ms`",
+            "at least 1 ms",
+        ),
+        (
+            "error_rate_threshold = 1.5",
+            "`models[0].error_rate_threshold`",
+            "(0, 1]",
+        ),
+        (
+            "groups = { green = 1 }",
+            "`models[0].groups`",
+            "no backend is in group `green`",
+        ),
+        (
+            "first_token_timeout_ms = 5000\ntotal_timeout_ms = 10",
+            "`models[0].total_timeout_ms`",
+            "shorter",
+        ),
+    ] {
+        assert_contains(&fails(&model(extra)), &[key, why]);
+    }
+    let bad_backend = |line: &str| {
+        fails(&format!(
+            "[[models]]\nname = \"m\"\n[[models.backends]]\nname = \"a\"\n{line}\n"
+        ))
+    };
+    assert_contains(
+        &bad_backend("provider = \"cohere\"\nbase_url = \"http://x/v1\""),
+        &[
+            "`models[0].backends[0].provider`",
+            "unknown provider `cohere`",
+        ],
     );
     assert_contains(
-        &msg,
-        &["`models[0].backends`", "not available in this version"],
+        &bad_backend("provider = \"openai\"\nbase_url = \"ftp://x\""),
+        &["`models[0].backends[0].base_url`", "not an http"],
     );
+    assert_contains(
+        &bad_backend("provider = \"openai\"\nbase_url = \"https://u:sk-1@x/v1\""),
+        &["`models[0].backends[0].base_url`", "credentials"],
+    );
+    assert_contains(
+        &bad_backend(
+            "provider = \"openai\"\nbase_url = \"http://x\"\napi_key_env = \"sk-live key\"",
+        ),
+        &["`models[0].backends[0].api_key_env`"],
+    );
+    let twice = format!("[[models]]\nname = \"m\"\n{backend}{backend}");
+    assert_contains(&fails(&twice), &["`models[0].backends[1].name`", "twice"]);
+    // Strategies and fallbacks belong to pools, not to the embedded model.
     let msg = fails("[[models]]\nname = \"m\"\nbackend = \"local\"\nstrategy = \"p2c-ewma\"\n");
-    assert_contains(&msg, &["`models[0].backends`"]);
-    let msg = fails(
-        "[[models]]\nname = \"s\"\nbackend = \"local\"\n[[models]]\nname = \"m\"\nbackend = \"local\"\nfallback = [\"s\"]\n",
-    );
-    assert_contains(&msg, &["`models[1].backends`"]);
+    assert_contains(&msg, &["`models[0].strategy`"]);
 }
 
 #[test]
@@ -672,7 +780,7 @@ fn example_file_mentions_every_contract_key() {
         );
     }
     // Refused features are present only as comments.
-    for refused in ["[server.tls]", "[[models.backends]]", "required = true"] {
+    for refused in ["[server.tls]", "required = true"] {
         for line in text.lines().filter(|l| l.contains(refused)) {
             assert!(line.trim_start().starts_with('#'), "not commented: {line}");
         }
@@ -705,8 +813,10 @@ fn example_refused_parts_are_refused_when_uncommented() {
     let tls = uncomment("[server.tls]").replace("acme = {", "# acme = {");
     let msg = fails(&tls);
     assert_contains(&msg, &["`server.tls`"]);
-    let msg = fails(&uncomment("[[models]]"));
-    assert_contains(&msg, &["`models[1].backends`"]);
+    // The commented upstream model is valid once uncommented.
+    let c = orinari_config::parse(&uncomment("[[models]]"), "example", no_env()).unwrap();
+    assert_eq!(c.models.len(), 2);
+    assert!(c.models[1].upstream.is_some());
     let msg = fails(
         &text
             .replace("\nrequired = false", "\n# was: false")

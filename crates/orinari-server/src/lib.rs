@@ -4,14 +4,17 @@
 //! Handlers extract, call one domain function, and map the result; errors
 //! become responses only in [`error`].
 
+pub mod edge;
 pub mod error;
+pub mod guard;
 mod layers;
+mod listener;
 mod pages;
 mod routes;
 mod stack;
 mod state;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -22,6 +25,7 @@ pub use state::{AppState, ServedModel, hash_token};
 /// Build the full application (routes inside the layer stack).
 pub fn app(state: AppState) -> axum::Router {
     stack::wrap(
+        routes::v1(state.clone()),
         routes::router(state.clone()),
         routes::admin(state.clone()),
         routes::pages(state.clone()),
@@ -38,37 +42,35 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
 ) -> std::io::Result<()> {
-    let (tx, mut rx) = watch::channel(false);
-    let app = app(state.clone());
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        })
-        .into_future();
-    let draining = state.clone();
-    let signal = async move {
-        shutdown.await;
-        draining.begin_drain();
-        tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "draining");
-        let _ = tx.send(true);
-        tokio::time::sleep(drain_timeout).await;
+    let (tx, rx) = watch::channel(false);
+    let accept = listener::accept(listener, app(state.clone()), state.clone(), rx);
+    tokio::pin!(accept);
+    let graceful = tokio::select! {
+        g = &mut accept => g,
+        () = shutdown => {
+            state.begin_drain();
+            tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "draining");
+            let _ = tx.send(true);
+            accept.await
+        }
     };
-    tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => return r,
-        () = signal => {}
+    // Idle connections close now; busy ones once their answer is done.
+    let drain = graceful.shutdown();
+    tokio::pin!(drain);
+    if tokio::time::timeout(drain_timeout, &mut drain)
+        .await
+        .is_ok()
+    {
+        return Ok(());
     }
     // Deadline passed: end the remaining answers with an error event (streams)
     // or a 503 (whole answers), which lets their connections close.
     tracing::warn!("drain deadline passed; ending the remaining answers");
     state.abort_in_flight();
-    match tokio::time::timeout(ABORT_GRACE, server).await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::warn!("connections still open after the abort; leaving them");
-            Ok(())
-        }
+    if tokio::time::timeout(ABORT_GRACE, &mut drain).await.is_err() {
+        tracing::warn!("connections still open after the abort; leaving them");
     }
+    Ok(())
 }
 
 /// How long aborted answers get to reach their clients.

@@ -7,31 +7,50 @@
 //!    client sent one) before anything logs.
 //! 2. `Trace` — one span per request with method, matched route and request
 //!    id; logs outcome and latency, never bodies or credentials.
+//! 2a. `http_metrics` — counts every request by matched route, method and
+//!     status and times it to the response head; inside the trace span and
+//!     outside everything that can refuse a request (firewall, limits, auth,
+//!     panics), so refusals are counted too.
 //! 3. `PropagateRequestId` — echoes the id on the response, errors included.
 //! 4. `SetSensitiveHeaders` — marks `authorization` and cookies so no layer
 //!    ever logs them.
-//! 5. `CatchPanic` — a bug in a handler becomes a 500 in the OpenAI envelope,
+//! 5. `firewall` — `[firewall]` allow/deny lists by route group (`/v1`,
+//!    `/admin`, ops, pages): a refused address gets 403 before any work,
+//!    after the request id and trace so refusals are logged with their id.
+//! 6. `CatchPanic` — a bug in a handler becomes a 500 in the OpenAI envelope,
 //!    not a dropped connection (and never a stack trace).
-//! 6. `DefaultBodyLimit` — bodies over `limits.max_body_bytes` are refused
+//! 7. `RequestBodyTimeout` — a body must arrive within
+//!    `server.body_read_timeout_ms` (slow POST); the head's own timeout is a
+//!    listener setting (`listener.rs`).
+//! 8. `DefaultBodyLimit` — bodies over `limits.max_body_bytes` are refused
 //!    while reading; the chat handler maps that to 413 in the envelope (the
 //!    chat form to a page saying so).
+//!
+//! The API (`/v1/*`) gets two more layers, inside the common ones and around
+//! those routes only:
+//!
+//! - `api_auth` — resolves the caller (API key, or client IP when keys are
+//!   optional): 401 for a missing or unknown key, before any limit is spent.
+//! - `rate_limit` — inside `api_auth` because limits are per caller: the
+//!   request and token limits (429 + `Retry-After`), the fair per-model
+//!   admission queue (503 when full), `x-ratelimit-*` on every response.
 //!
 //! Pages and assets (`/`, `/assets/*`) get two more layers, inside the ones
 //! above and around those routes only, so `/v1/*` responses stay exactly as
 //! API clients expect them:
 //!
-//! 7. `Compression` — Brotli or gzip by `Accept-Encoding`; HTML, CSS and JS
+//! - `Compression` — Brotli or gzip by `Accept-Encoding`; HTML, CSS and JS
 //!    shrink 3–5x, which keeps the first load far under 50 KB. It sits
 //!    inside the security headers so 304s and errors get headers too, and
 //!    outside the handlers so it sees the final body.
-//! 8. `security_headers` — CSP (no inline script or style, no framing),
+//! - `security_headers` — CSP (no inline script or style, no framing),
 //!    nosniff, no referrer, permissions and opener policies on every page and
 //!    asset response, errors included, set last so no handler can weaken it.
 //!
 //! The admin API (`/admin/*`) gets one more layer, inside the common ones and
 //! around those routes only:
 //!
-//! 9. `admin_auth` — `Authorization: Bearer <admin token>` or 401/403 in the
+//! - `admin_auth` — `Authorization: Bearer <admin token>` or 401/403 in the
 //!    envelope, before any admin handler runs (after request id and tracing,
 //!    so refused attempts are logged with their id, never with the token).
 
@@ -47,12 +66,13 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::AppState;
 use crate::error::HttpError;
-use crate::layers::{admin_auth, security_headers};
+use crate::layers::{admin_auth, api_auth, firewall, http_metrics, rate_limit, security_headers};
 use orinari_api::ApiError;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -76,7 +96,16 @@ fn span<B>(req: &Request<B>) -> tracing::Span {
 }
 
 /// Wrap the API routes, the admin API and the pages in the layer stack.
-pub fn wrap(api: Router, admin: Router, pages: Router, state: &AppState) -> Router {
+pub fn wrap(v1: Router, api: Router, admin: Router, pages: Router, state: &AppState) -> Router {
+    let v1 = v1
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api_auth::authenticate,
+        ));
     let pages = pages
         .layer(CompressionLayer::new())
         .layer(security_headers::layer());
@@ -84,14 +113,26 @@ pub fn wrap(api: Router, admin: Router, pages: Router, state: &AppState) -> Rout
         state.clone(),
         admin_auth::require_admin,
     ));
-    api.merge(admin)
+    api.merge(v1)
+        .merge(admin)
         .merge(pages)
         .layer(DefaultBodyLimit::max(state.max_body_bytes()))
+        .layer(RequestBodyTimeoutLayer::new(
+            state.edge().config().connections.body_read_timeout,
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            firewall::filter,
+        ))
         .layer(SetSensitiveHeadersLayer::new(
             once(header::AUTHORIZATION).chain(once(header::COOKIE)),
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http_metrics::record,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(span).on_response(
                 DefaultOnResponse::new()

@@ -41,6 +41,7 @@ struct Inner {
     screening: Option<crate::guard::Screening>,
     status: Option<Arc<orinari_status::StatusService>>,
     edge: Arc<crate::edge::Edge>,
+    gateway: Option<Arc<orinari_balance::Gateway>>,
 }
 
 impl AppState {
@@ -71,8 +72,31 @@ impl AppState {
                 screening: None,
                 status: None,
                 edge,
+                gateway: None,
             }),
         }
+    }
+
+    /// The same state serving the gateway's models (pools of upstream
+    /// backends and single ones, in config order) in place of those given
+    /// to [`AppState::new`] (set once, before serving).
+    pub fn with_gateway(mut self, gateway: Arc<orinari_balance::Gateway>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.models = gateway
+                .models()
+                .map(|(name, backend)| ServedModel {
+                    name: name.to_string(),
+                    backend,
+                })
+                .collect();
+            inner.gateway = Some(gateway);
+        }
+        self
+    }
+
+    /// The gateway, for the admin API (absent in tests that serve models directly).
+    pub fn gateway(&self) -> Option<&orinari_balance::Gateway> {
+        self.inner.gateway.as_deref()
     }
 
     /// The same state with the store that readiness checks (set once, before serving).

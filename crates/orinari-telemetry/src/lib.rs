@@ -5,8 +5,11 @@
 //! never carry personal data or conversation text in names or labels.
 
 pub mod guard;
+pub mod http;
 pub mod limits;
 pub mod models;
+pub mod probes;
+pub mod process;
 
 use std::sync::atomic::AtomicU64;
 
@@ -29,6 +32,10 @@ pub struct Metrics {
     pub guard: guard::GuardMetrics,
     /// Rate limits, queues and connection caps ([`limits::LimitMetrics`]).
     pub limits: limits::LimitMetrics,
+    /// HTTP requests by route ([`http::HttpMetrics`]).
+    pub http: http::HttpMetrics,
+    /// Status-page checks ([`probes::ProbeMetrics`]).
+    pub probes: probes::ProbeMetrics,
 }
 
 impl Default for Metrics {
@@ -50,12 +57,17 @@ impl Metrics {
         let models = models::ModelMetrics::register(&mut registry);
         let guard = guard::GuardMetrics::register(&mut registry);
         let limits = limits::LimitMetrics::register(&mut registry);
+        let http = http::HttpMetrics::register(&mut registry);
+        let probes = probes::ProbeMetrics::register(&mut registry);
+        registry.register_collector(Box::new(process::ProcessCollector));
         Self {
             registry,
             backup_last_success,
             models,
             guard,
             limits,
+            http,
+            probes,
         }
     }
 

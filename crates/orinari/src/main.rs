@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod backup;
+mod gateway;
+mod keys;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -45,6 +47,11 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// API keys for /v1 (shown once; only a hash is stored).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
     },
     /// Backups of the embedded store.
     Backup {
@@ -94,6 +101,30 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
+        Command::Keys { command } => {
+            let config = match load_config(cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let done = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(keys::command(&config, command)),
+                Err(e) => Err(keys::Failure::Runtime(e.into())),
+            };
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(keys::Failure::Usage(msg)) => {
+                    eprintln!("error: {msg}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+                Err(keys::Failure::Runtime(e)) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_RUNTIME)
                 }
             }
         }
@@ -200,7 +231,7 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
     };
     let mut locals = Vec::new();
     let mut served = Vec::new();
-    for m in &config.models {
+    for m in config.models.iter().filter(|m| m.upstream.is_none()) {
         let path = m.local.path.clone().unwrap_or_else(default_model_path);
         if !path.is_file() {
             anyhow::bail!(
@@ -231,9 +262,34 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
         });
     }
     let admin_hash = admin_token(&store, &config.server.admin_token_env).await?;
-    let mut state = AppState::new(served, config.max_input_chars, config.max_body_bytes)
+    let mut state = AppState::new(served.clone(), config.max_input_chars, config.max_body_bytes)
         .with_store(store.clone())
-        .with_admin_token_hash(admin_hash);
+        .with_admin_token_hash(admin_hash)
+        .with_edge(orinari_server::edge::Edge::new(
+            config.admission.clone(),
+            &config
+                .models
+                .iter()
+                .map(|m| (m.name.clone(), m.upstream.is_none().then_some(m.local.parallel)))
+                .collect::<Vec<_>>(),
+        ))
+        .with_screening(orinari_server::guard::Screening::embedded(
+            config.prompt_injection,
+        )?);
+    // Every served model goes through the gateway: pools of upstream
+    // backends and the embedded models. It owns the health-check tasks and
+    // stops them after the server drains.
+    let gateway = gateway::build(
+        &config,
+        |name| {
+            served
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.backend.clone())
+        },
+        state.metrics().models.clone(),
+    )?;
+    state = state.with_gateway(gateway.clone());
     // The backup scheduler is owned here and stopped after the server drains,
     // with a last journal shipment on its way out.
     let (stop_backups, stopped) = tokio::sync::watch::channel(false);
@@ -243,6 +299,16 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
         state = state.with_backups(engine.clone(), health_rx);
         scheduler = Some(tokio::spawn(engine.run(schedule, health, stopped)));
     }
+    // The status page's service (probes, maintenance clock, notifications) is
+    // owned here too and stopped after the server drains, before the store closes.
+    let status = Arc::new(
+        orinari_status::StatusService::open(store.clone(), &config.status, orinari_store::now_ms())
+            .await
+            .context("status page ([status])")?,
+    );
+    state = state.with_status(status.clone());
+    let (stop_status, status_stopped) = tokio::sync::watch::channel(false);
+    let status_task = tokio::spawn(status.run(status_stopped));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
@@ -257,6 +323,14 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
         config.server.shutdown_timeout,
     )
     .await?;
+    gateway.shutdown();
+    let _ = stop_status.send(true);
+    if tokio::time::timeout(Duration::from_secs(10), status_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the status service did not stop in time");
+    }
     let _ = stop_backups.send(true);
     if let Some(task) = scheduler
         && tokio::time::timeout(Duration::from_secs(10), task)

@@ -2,4 +2,8 @@
 //! only in `stack.rs`.
 
 pub mod admin_auth;
+pub mod api_auth;
+pub mod firewall;
+pub mod http_metrics;
+pub mod rate_limit;
 pub mod security_headers;

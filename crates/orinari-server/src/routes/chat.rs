@@ -15,6 +15,7 @@ use orinari_api::{ApiError, ChatRequest, sse};
 use orinari_models::{Event, GenerateRequest, Generation, Message, ModelError, Sampling};
 
 use crate::AppState;
+use crate::layers::rate_limit::Spent;
 use crate::error::{HttpError, from_model};
 
 fn now() -> u64 {
@@ -26,6 +27,7 @@ fn now() -> u64 {
 /// The handler: validate, admit, then answer whole or as a stream.
 pub async fn completions(
     State(state): State<AppState>,
+    spent: Option<axum::Extension<Spent>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let body = body.map_err(|r| {
@@ -36,10 +38,16 @@ pub async fn completions(
         }
     })?;
     let req = ChatRequest::parse(&body, state.limits())?;
+    let screened = crate::guard::screen(&state, crate::guard::user_messages(&req))?;
     let model = state
         .model(&req.model)
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
     let generation = model.backend.start(generate_request(&req)).await?;
+    // Real usage settles the caller's token reservation when the answer ends.
+    let generation = match spent {
+        Some(axum::Extension(s)) => s.watch(generation),
+        None => generation,
+    };
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     if req.stream {
         let chunks = ChunkBuilder {
@@ -49,11 +57,11 @@ pub async fn completions(
             fingerprint: state.fingerprint().to_string(),
             include_usage: req.include_usage,
         };
-        Ok(stream_response(chunks, generation, state.aborted()))
+        Ok(screened.mark(stream_response(chunks, generation, state.aborted())))
     } else {
         whole(id, &state, req.model, generation)
             .await
-            .map(IntoResponse::into_response)
+            .map(|r| screened.mark(r.into_response()))
     }
 }
 

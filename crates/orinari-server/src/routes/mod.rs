@@ -1,6 +1,7 @@
 //! Routes and thin handlers.
 
 mod admin;
+mod backends;
 mod chat;
 mod health;
 mod keys;
@@ -34,6 +35,14 @@ pub fn admin(state: AppState) -> Router {
     Router::new()
         .route("/admin/v1/backups", get(admin::list).post(admin::create))
         .route("/admin/v1/backups/verify", post(admin::verify))
+        .route("/admin/v1/backends", get(backends::list))
+        .route(
+            "/admin/v1/backends/{model}/{backend}",
+            post(backends::update).patch(backends::update),
+        )
+        .route("/admin/v1/models/{name}", get(backends::model))
+        .route("/admin/v1/models/{name}/rollout", post(backends::rollout))
+        .route("/admin/v1/models/{name}/rollback", post(backends::rollback))
         .route("/admin/v1/keys", get(keys::list).post(keys::create))
         .route("/admin/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .route(

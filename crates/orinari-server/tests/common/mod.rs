@@ -31,6 +31,9 @@ pub struct Options {
     pub queue_depth: usize,
     pub drain: Duration,
     pub store: Option<orinari_store::Store>,
+    /// Admission settings (keys, limits, queue, connections, firewall);
+    /// `None` keeps the loopback defaults.
+    pub admission: Option<orinari_config::admission::AdmissionConfig>,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             queue_depth: 16,
             drain: Duration::from_secs(30),
             store: None,
+            admission: None,
         }
     }
 }
@@ -66,6 +70,13 @@ pub async fn start(o: Options) -> Server {
     );
     let state = match o.store {
         Some(store) => state.with_store(store),
+        None => state,
+    };
+    let state = match o.admission {
+        Some(c) => state.with_edge(orinari_server::edge::Edge::new(
+            c,
+            &[("orinari-small".to_string(), Some(o.parallel))],
+        )),
         None => state,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
