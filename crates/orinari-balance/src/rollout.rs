@@ -201,6 +201,7 @@ impl Pool {
         if let Ok(mut g) = self.groups.write() {
             g.previous = Some(from.clone());
         }
+        self.apply_step(&from, &to, 1, steps);
         let pool = Arc::clone(self);
         let task = tokio::spawn(async move { pool.stepped(from, to, steps, req).await });
         self.with_rollout(|r| r.task = Some(task));
@@ -215,17 +216,10 @@ impl Pool {
         req: RolloutRequest,
     ) {
         for k in 1..=steps {
-            let weights: BTreeMap<String, u32> = to
-                .iter()
-                .map(|(g, &t)| {
-                    let f = i64::from(from.get(g).copied().unwrap_or(t));
-                    let w = f + (i64::from(t) - f) * i64::from(k) / i64::from(steps);
-                    (g.clone(), w.max(0) as u32)
-                })
-                .collect();
-            self.set_groups(weights, false);
-            self.with_rollout(|r| r.status.step = k);
-            tracing::info!(model = %self.config.name, step = k, steps, "rollout step");
+            // Step 1 was applied before this task started.
+            if k > 1 {
+                self.apply_step(&from, &to, k, steps);
+            }
             let before = self.counts();
             tokio::time::sleep(req.step_interval).await;
             let Some(max) = req.max_error_rate else {
@@ -260,6 +254,26 @@ impl Pool {
             }
         }
         self.with_rollout(|r| r.status.state = "completed");
+    }
+
+    fn apply_step(
+        &self,
+        from: &BTreeMap<String, u32>,
+        to: &BTreeMap<String, u32>,
+        k: u32,
+        steps: u32,
+    ) {
+        let weights: BTreeMap<String, u32> = to
+            .iter()
+            .map(|(g, &t)| {
+                let f = i64::from(from.get(g).copied().unwrap_or(t));
+                let w = f + (i64::from(t) - f) * i64::from(k) / i64::from(steps);
+                (g.clone(), w.max(0) as u32)
+            })
+            .collect();
+        self.set_groups(weights, false);
+        self.with_rollout(|r| r.status.step = k);
+        tracing::info!(model = %self.config.name, step = k, steps, "rollout step");
     }
 
     /// Restore the weights before the last rollout, at once.

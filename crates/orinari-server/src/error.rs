@@ -51,6 +51,27 @@ pub fn from_model(e: ModelError) -> ApiError {
     }
 }
 
+/// Classify an admin error of the balancer once.
+pub fn from_balance(e: orinari_balance::BalanceError) -> HttpError {
+    use orinari_balance::BalanceError as B;
+    let mut api = match &e {
+        B::UnknownModel(m) => return HttpError(ApiError::model_not_found(m)),
+        B::NotAPool(_) => ApiError::invalid("model", format!("{e}.")).with_code("not_a_pool"),
+        B::UnknownBackend { .. } => {
+            let mut a = ApiError::invalid("backend", format!("{e}.")).with_code("backend_not_found");
+            a.status = 404;
+            a
+        }
+        B::Invalid { field, .. } => ApiError::invalid(*field, format!("{e}.")),
+        B::Internal => ApiError::internal("The balancer failed."),
+    };
+    if api.param.as_deref() == Some("rollback") {
+        api = api.with_code("nothing_to_roll_back");
+        api.status = 409;
+    }
+    HttpError(api)
+}
+
 impl From<ModelError> for HttpError {
     fn from(e: ModelError) -> Self {
         Self(from_model(e))
