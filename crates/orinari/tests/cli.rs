@@ -167,10 +167,10 @@ fn config_check_names_file_line_column_and_reason() {
 fn config_check_semantic_error_names_the_key() {
     let dir = scratch("check-semantic");
     let file = dir.join("c.toml");
-    std::fs::write(&file, "[server]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+    std::fs::write(&file, "[limits]\nqueue_depth = 0\n").unwrap();
     let out = run(&dir, &["config", "check", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(text(&out.stderr).contains("auth.required"), "{out:?}");
+    assert!(text(&out.stderr).contains("limits.queue_depth"), "{out:?}");
 }
 
 #[test]
@@ -688,4 +688,99 @@ fn generated_admin_token_is_shown_once_and_kept_as_a_hash() {
     assert_eq!(r.status, 400, "{}", r.body);
     let r = admin_call(srv.addr, "GET", "/admin/v1/backups", Some("ora_guess"));
     assert_eq!(r.status, 403);
+}
+
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+/// `orinari keys create|list|revoke` and `/admin/v1/keys` against one store,
+/// with `[auth] required = true`: the key is printed once, only its hash is
+/// stored, its own rate limit applies, and revoking it locks it out.
+#[test]
+fn api_keys_from_the_cli_and_the_admin_api() {
+    let dir = scratch("keys");
+    let _ = std::fs::remove_dir_all(dir.join("orinari-data"));
+    let out = run(&dir, &["keys", "create", "--name", "ci", "--rpm", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let key = text(&out.stdout).trim().to_string();
+    assert!(key.starts_with("ork_") && key.len() > 40, "{key}");
+    assert!(text(&out.stderr).contains("shown once"));
+    let out = run(&dir, &["keys", "create", "--name", ""]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("--name"), "{out:?}");
+    let out = run(&dir, &["keys", "list"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let listing = text(&out.stdout);
+    assert!(listing.contains("ci") && listing.contains("active"), "{listing}");
+    assert!(!listing.contains(&key), "the key itself is never listed");
+    let db = std::fs::read(dir.join("orinari-data/orinari.db")).unwrap();
+    assert!(
+        !db.windows(key.len()).any(|w| w == key.as_bytes()),
+        "the key itself is never stored"
+    );
+
+    let srv = Server::start(
+        "keys",
+        &[
+            ("ORINARI_AUTH_REQUIRED", "true"),
+            ("ORINARI_ADMIN_TOKEN", "adm-token"),
+        ],
+    );
+    let r = call(srv.addr, "GET", "/v1/models", None, "");
+    assert_eq!(r.status, 401, "{}", r.body);
+    for _ in 0..2 {
+        let r = call(srv.addr, "GET", "/v1/models", Some(&key), "");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = call(srv.addr, "GET", "/v1/models", Some(&key), "");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.head.to_ascii_lowercase().contains("retry-after:"), "{}", r.head);
+
+    // The admin API: create (key shown once), list (never the key), revoke.
+    let r = call(srv.addr, "POST", "/admin/v1/keys", Some("adm-token"), r#"{"name": "ops", "requests_per_minute": 0}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("\"param\":\"requests_per_minute\""), "{}", r.body);
+    let r = call(
+        srv.addr,
+        "POST",
+        "/admin/v1/keys",
+        Some("adm-token"),
+        r#"{"name": "ops", "requests_per_minute": 30, "tokens_per_minute": 10000}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let created: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let second = created["key"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["name"], "ops");
+    let r = call(srv.addr, "GET", "/v1/models", Some(&second), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(srv.addr, "GET", "/admin/v1/keys", Some("adm-token"), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains(&second) && !r.body.contains(&key), "{}", r.body);
+    assert!(r.body.contains(&id));
+    let r = call(srv.addr, "DELETE", &format!("/admin/v1/keys/{id}"), Some("adm-token"), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(srv.addr, "GET", "/v1/models", Some(&second), "");
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = call(srv.addr, "DELETE", &format!("/admin/v1/keys/{id}"), Some("adm-token"), "");
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(!srv.log().contains(&second) && !srv.log().contains(&key), "a key leaked into the log");
 }
