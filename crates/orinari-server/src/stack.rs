@@ -7,10 +7,10 @@
 //!    client sent one) before anything logs.
 //! 2. `Trace` — one span per request with method, matched route and request
 //!    id; logs outcome and latency, never bodies or credentials.
-//! 2a. `http_metrics` — counts every request by matched route, method and
-//!     status and times it to the response head; inside the trace span and
-//!     outside everything that can refuse a request (firewall, limits, auth,
-//!     panics), so refusals are counted too.
+//!    Right inside it, `http_metrics` counts every request by matched route,
+//!    method and status and times it to the response head: inside the span,
+//!    outside everything that can refuse a request (firewall, limits, auth,
+//!    panics), so refusals are counted too.
 //! 3. `PropagateRequestId` — echoes the id on the response, errors included.
 //! 4. `SetSensitiveHeaders` — marks `authorization` and cookies so no layer
 //!    ever logs them.

@@ -880,14 +880,14 @@ impl StatusService {
     }
 
     /// Whether a check's component is up, for `orinari_probe_up{check}`:
-    /// `(check id, 1.0 up / 0.0 down)` for every check that has decided.
-    pub fn probe_states(&self) -> Vec<(String, f64)> {
+    /// `(check id, up)` for every check that has decided (degraded is up).
+    pub fn probe_states(&self) -> Vec<(String, bool)> {
         let snap = self.snapshot();
         self.checks
             .iter()
             .filter_map(|c| {
                 let s = snap.component(&c.id)?.observed?;
-                Some((c.id.clone(), if s.is_down() { 0.0 } else { 1.0 }))
+                Some((c.id.clone(), !s.is_down()))
             })
             .collect()
     }

@@ -112,10 +112,22 @@ async fn json_matches_the_statuspage_fixture() {
         ("status.json", statuspage::status_json(&snap)),
         ("components.json", statuspage::components_json(&snap)),
         ("incidents.json", statuspage::incidents_json(&snap)),
-        ("incidents/unresolved.json", statuspage::unresolved_json(&snap)),
-        ("scheduled-maintenances.json", statuspage::maintenances_json(&snap)),
-        ("scheduled-maintenances/upcoming.json", statuspage::upcoming_json(&snap)),
-        ("scheduled-maintenances/active.json", statuspage::active_json(&snap)),
+        (
+            "incidents/unresolved.json",
+            statuspage::unresolved_json(&snap),
+        ),
+        (
+            "scheduled-maintenances.json",
+            statuspage::maintenances_json(&snap),
+        ),
+        (
+            "scheduled-maintenances/upcoming.json",
+            statuspage::upcoming_json(&snap),
+        ),
+        (
+            "scheduled-maintenances/active.json",
+            statuspage::active_json(&snap),
+        ),
     ];
     for (name, body) in &endpoints {
         let want: BTreeSet<String> = fx["endpoints"][name]
@@ -129,7 +141,10 @@ async fn json_matches_the_statuspage_fixture() {
     }
     let summary = &endpoints[0].1;
     // Empty lists are [] (never absent): nothing is active yet.
-    assert_eq!(endpoints[7].1["scheduled_maintenances"], serde_json::json!([]));
+    assert_eq!(
+        endpoints[7].1["scheduled_maintenances"],
+        serde_json::json!([])
+    );
 
     // Objects: the same keys as the captured ones.
     let comps = summary["components"].as_array().unwrap();
@@ -140,12 +155,18 @@ async fn json_matches_the_statuspage_fixture() {
     assert_eq!(keys(api), keys(&fx["component"]));
     assert_eq!(api["group_id"], "core");
     assert_eq!(api["status"], "degraded_performance");
-    assert_eq!(core["status"], "degraded_performance", "a group shows its worst child");
+    assert_eq!(
+        core["status"], "degraded_performance",
+        "a group shows its worst child"
+    );
     let inc = &summary["incidents"][0];
     assert_eq!(keys(inc), keys(&fx["incident"]));
     assert_eq!(inc["impact"], "critical", "derived from major_outage");
     assert_eq!(inc["status"], "monitoring");
-    assert_eq!(keys(&inc["incident_updates"][0]), keys(&fx["incident_update"]));
+    assert_eq!(
+        keys(&inc["incident_updates"][0]),
+        keys(&fx["incident_update"])
+    );
     let updates = inc["incident_updates"].as_array().unwrap();
     assert_eq!(updates[0]["status"], "monitoring", "newest first");
     assert_eq!(updates[1]["status"], "investigating");
@@ -153,8 +174,14 @@ async fn json_matches_the_statuspage_fixture() {
         keys(&updates[0]["affected_components"][0]),
         keys(&fx["incident_update"]["affected_components"][0])
     );
-    assert_eq!(updates[0]["affected_components"][0]["old_status"], "major_outage");
-    assert_eq!(updates[0]["affected_components"][0]["new_status"], "degraded_performance");
+    assert_eq!(
+        updates[0]["affected_components"][0]["old_status"],
+        "major_outage"
+    );
+    assert_eq!(
+        updates[0]["affected_components"][0]["new_status"],
+        "degraded_performance"
+    );
     assert_eq!(updates[1]["affected_components"][0]["code"], "api");
     assert_eq!(keys(&inc["components"][0]), keys(&fx["component"]));
     let m = &summary["scheduled_maintenances"][0];
@@ -164,13 +191,7 @@ async fn json_matches_the_statuspage_fixture() {
     assert_eq!(m["status"], "scheduled");
 
     // Enumerations and formats.
-    let within = |v: &Value, e: &str| {
-        fx["enums"][e]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|x| x == v)
-    };
+    let within = |v: &Value, e: &str| fx["enums"][e].as_array().unwrap().iter().any(|x| x == v);
     for c in comps {
         assert!(within(&c["status"], "component.status"), "{c}");
         assert_eq!(c["page_id"], summary["page"]["id"]);
@@ -179,7 +200,12 @@ async fn json_matches_the_statuspage_fixture() {
     assert_eq!(summary["status"]["indicator"], "critical");
     assert_eq!(summary["status"]["description"], "Major System Outage");
     let id = summary["page"]["id"].as_str().unwrap();
-    assert!(id.len() == 12 && id.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+    assert!(
+        id.len() == 12
+            && id
+                .chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+    );
     assert_eq!(summary["page"]["time_zone"], "America/New_York");
     assert_eq!(inc["created_at"], "2026-06-01T08:00:00.000-04:00");
     assert_eq!(api["start_date"], "2026-06-01");
@@ -198,16 +224,33 @@ async fn every_incident_transition() {
     assert_eq!(status("api"), ComponentStatus::PartialOutage);
     assert_eq!(svc.snapshot().status.description, "Partial System Outage");
     let mut at = t;
-    for step in ["identified", "monitoring", "investigating", "identified", "monitoring"] {
+    for step in [
+        "identified",
+        "monitoring",
+        "investigating",
+        "identified",
+        "monitoring",
+    ] {
         at += 1000;
-        let i = svc.add_update("incident", &inc.id, update(step, &[]), at).await.unwrap();
+        let i = svc
+            .add_update("incident", &inc.id, update(step, &[]), at)
+            .await
+            .unwrap();
         assert_eq!(i.status, step);
         assert!(i.resolved_at.is_none());
     }
-    assert_eq!(status("api"), ComponentStatus::PartialOutage, "unresolved keeps the outage");
+    assert_eq!(
+        status("api"),
+        ComponentStatus::PartialOutage,
+        "unresolved keeps the outage"
+    );
     // Postmortem only after resolution.
     assert_eq!(
-        field(svc.add_update("incident", &inc.id, update("postmortem", &[]), at).await.unwrap_err()),
+        field(
+            svc.add_update("incident", &inc.id, update("postmortem", &[]), at)
+                .await
+                .unwrap_err()
+        ),
         "status"
     );
     let resolved = svc
@@ -215,8 +258,16 @@ async fn every_incident_transition() {
         .await
         .unwrap();
     assert_eq!(resolved.resolved_at, Some(at + 1000));
-    assert_eq!(resolved.monitoring_at, Some(t + 2000), "first time monitoring");
-    assert_eq!(status("api"), ComponentStatus::Operational, "resolution releases it");
+    assert_eq!(
+        resolved.monitoring_at,
+        Some(t + 2000),
+        "first time monitoring"
+    );
+    assert_eq!(
+        status("api"),
+        ComponentStatus::Operational,
+        "resolution releases it"
+    );
     assert_eq!(svc.snapshot().status.description, "All Systems Operational");
     assert_eq!(svc.snapshot().unresolved().count(), 0);
     let pm = svc
@@ -227,7 +278,11 @@ async fn every_incident_transition() {
     // Final: no way back.
     for back in ["resolved", "investigating"] {
         assert_eq!(
-            field(svc.add_update("incident", &inc.id, update(back, &[]), at + 3000).await.unwrap_err()),
+            field(
+                svc.add_update("incident", &inc.id, update(back, &[]), at + 3000)
+                    .await
+                    .unwrap_err()
+            ),
             "status"
         );
     }
@@ -237,26 +292,43 @@ async fn every_incident_transition() {
         "name"
     );
     assert_eq!(
-        field(svc.create_incident(incident("x", &[("nope", "major_outage")]), t).await.unwrap_err()),
+        field(
+            svc.create_incident(incident("x", &[("nope", "major_outage")]), t)
+                .await
+                .unwrap_err()
+        ),
         "components.nope"
     );
     assert_eq!(
-        field(svc.create_incident(incident("x", &[("api", "down")]), t).await.unwrap_err()),
+        field(
+            svc.create_incident(incident("x", &[("api", "down")]), t)
+                .await
+                .unwrap_err()
+        ),
         "components.api"
     );
     let mut bad = incident("x", &[]);
     bad.impact = Some("huge".into());
-    assert_eq!(field(svc.create_incident(bad, t).await.unwrap_err()), "impact");
     assert_eq!(
-        field(svc.add_update("incident", &inc.id, update("fixed", &[]), t).await.unwrap_err()),
+        field(svc.create_incident(bad, t).await.unwrap_err()),
+        "impact"
+    );
+    assert_eq!(
+        field(
+            svc.add_update("incident", &inc.id, update("fixed", &[]), t)
+                .await
+                .unwrap_err()
+        ),
         "status"
     );
     assert!(matches!(
-        svc.add_update("incident", "missing", update("resolved", &[]), t).await,
+        svc.add_update("incident", "missing", update("resolved", &[]), t)
+            .await,
         Err(StatusError::NotFound { .. })
     ));
     assert!(matches!(
-        svc.add_update("maintenance", &inc.id, update("completed", &[]), t).await,
+        svc.add_update("maintenance", &inc.id, update("completed", &[]), t)
+            .await,
         Err(StatusError::NotFound { .. })
     ));
 }
@@ -266,8 +338,12 @@ async fn maintenance_moves_on_time_and_only_once_across_instances() {
     let t = ms("2026-06-01T12:00:00Z");
     let store = common::store().await;
     let settings = common::settings(PAGE);
-    let a = orinari_status::StatusService::open(store.clone(), &settings, t).await.unwrap();
-    let b = orinari_status::StatusService::open(store, &settings, t).await.unwrap();
+    let a = orinari_status::StatusService::open(store.clone(), &settings, t)
+        .await
+        .unwrap();
+    let b = orinari_status::StatusService::open(store, &settings, t)
+        .await
+        .unwrap();
     let m = a
         .create_maintenance(
             MaintenanceInput {
@@ -295,36 +371,59 @@ async fn maintenance_moves_on_time_and_only_once_across_instances() {
     let now = snap.maintenances.iter().find(|x| x.id == m.id).unwrap();
     assert_eq!(now.status, "in_progress");
     assert_eq!(now.updates.len(), 2);
-    assert_eq!(snap.component("database").unwrap().status, ComponentStatus::UnderMaintenance);
+    assert_eq!(
+        snap.component("database").unwrap().status,
+        ComponentStatus::UnderMaintenance
+    );
     assert_eq!(snap.status.description, "Service Under Maintenance");
     assert_eq!(snap.status.indicator.as_str(), "none");
     assert_eq!(snap.active().count(), 1);
     // A probe failure during maintenance does not show as an outage.
-    a.observe("database", ComponentStatus::MajorOutage, start + 1000).await.unwrap();
+    a.observe("database", ComponentStatus::MajorOutage, start + 1000)
+        .await
+        .unwrap();
     assert_eq!(
         a.snapshot().component("database").unwrap().status,
         ComponentStatus::UnderMaintenance
     );
-    a.observe("database", ComponentStatus::Operational, start + 2000).await.unwrap();
+    a.observe("database", ComponentStatus::Operational, start + 2000)
+        .await
+        .unwrap();
     // The operator moves it to verifying; backwards is refused.
     a.add_update("maintenance", &m.id, update("verifying", &[]), start + 3000)
         .await
         .unwrap();
     assert_eq!(
-        field(a.add_update("maintenance", &m.id, update("scheduled", &[]), start + 4000).await.unwrap_err()),
+        field(
+            a.add_update("maintenance", &m.id, update("scheduled", &[]), start + 4000)
+                .await
+                .unwrap_err()
+        ),
         "status"
     );
-    assert!(!a.tick(ms("2026-06-01T14:00:00Z")).await.unwrap(), "verifying is not undone");
+    assert!(
+        !a.tick(ms("2026-06-01T14:00:00Z")).await.unwrap(),
+        "verifying is not undone"
+    );
     let end = ms("2026-06-01T15:00:00Z");
     assert!(a.tick(end).await.unwrap());
     let snap = a.snapshot();
     let done = snap.maintenances.iter().find(|x| x.id == m.id).unwrap();
-    assert_eq!((done.status.as_str(), done.resolved_at), ("completed", Some(end)));
     assert_eq!(
-        done.updates.iter().map(|u| u.status.as_str()).collect::<Vec<_>>(),
+        (done.status.as_str(), done.resolved_at),
+        ("completed", Some(end))
+    );
+    assert_eq!(
+        done.updates
+            .iter()
+            .map(|u| u.status.as_str())
+            .collect::<Vec<_>>(),
         ["completed", "verifying", "in_progress", "scheduled"]
     );
-    assert_eq!(snap.component("database").unwrap().status, ComponentStatus::Operational);
+    assert_eq!(
+        snap.component("database").unwrap().status,
+        ComponentStatus::Operational
+    );
     assert!(!a.tick(end + 1000).await.unwrap());
     // Windows must make sense.
     let bad = |f: &str, u: &str| MaintenanceInput {
@@ -335,15 +434,27 @@ async fn maintenance_moves_on_time_and_only_once_across_instances() {
         components: vec![],
     };
     assert_eq!(
-        field(a.create_maintenance(bad("2026-06-02T10:00:00Z", "2026-06-02T09:00:00Z"), t).await.unwrap_err()),
+        field(
+            a.create_maintenance(bad("2026-06-02T10:00:00Z", "2026-06-02T09:00:00Z"), t)
+                .await
+                .unwrap_err()
+        ),
         "scheduled_until"
     );
     assert_eq!(
-        field(a.create_maintenance(bad("tomorrow", "2026-06-02T09:00:00Z"), t).await.unwrap_err()),
+        field(
+            a.create_maintenance(bad("tomorrow", "2026-06-02T09:00:00Z"), t)
+                .await
+                .unwrap_err()
+        ),
         "scheduled_for"
     );
     assert_eq!(
-        field(a.create_maintenance(bad("2026-05-01T10:00:00Z", "2026-05-01T11:00:00Z"), t).await.unwrap_err()),
+        field(
+            a.create_maintenance(bad("2026-05-01T10:00:00Z", "2026-05-01T11:00:00Z"), t)
+                .await
+                .unwrap_err()
+        ),
         "scheduled_until"
     );
 }
@@ -368,8 +479,16 @@ async fn maintenance_across_the_spring_daylight_saving_change() {
         .await
         .unwrap();
     let (from, until) = (m.scheduled_for.unwrap(), m.scheduled_until.unwrap());
-    assert_eq!(from, ms("2026-03-08T06:30:00Z"), "01:30 EST is stored in UTC");
-    assert_eq!(until, ms("2026-03-08T07:30:00Z"), "03:30 EDT is stored in UTC");
+    assert_eq!(
+        from,
+        ms("2026-03-08T06:30:00Z"),
+        "01:30 EST is stored in UTC"
+    );
+    assert_eq!(
+        until,
+        ms("2026-03-08T07:30:00Z"),
+        "03:30 EDT is stored in UTC"
+    );
     assert_eq!(until - from, 3_600_000);
     let json = statuspage::incident(&svc.snapshot(), &m);
     assert_eq!(json["scheduled_for"], "2026-03-08T01:30:00.000-05:00");
@@ -377,10 +496,16 @@ async fn maintenance_across_the_spring_daylight_saving_change() {
     // It starts and ends at those instants, by itself.
     assert!(!svc.tick(from - 1).await.unwrap());
     assert!(svc.tick(from).await.unwrap());
-    assert_eq!(svc.snapshot().component("api").unwrap().status, ComponentStatus::UnderMaintenance);
+    assert_eq!(
+        svc.snapshot().component("api").unwrap().status,
+        ComponentStatus::UnderMaintenance
+    );
     assert!(!svc.tick(until - 1).await.unwrap());
     assert!(svc.tick(until).await.unwrap());
-    assert_eq!(svc.snapshot().component("api").unwrap().status, ComponentStatus::Operational);
+    assert_eq!(
+        svc.snapshot().component("api").unwrap().status,
+        ComponentStatus::Operational
+    );
 
     // A local time the clocks skip, or pass twice, is refused rather than guessed.
     let input = |f: &str, u: &str| MaintenanceInput {
@@ -414,13 +539,23 @@ async fn maintenance_across_the_spring_daylight_saving_change() {
 fn local_days_are_23_and_25_hours_long_across_daylight_saving() {
     let c = PageClock::new("America/New_York").unwrap();
     let days = c.days(ms("2026-03-09T12:00:00Z"), 3);
-    let lengths: Vec<(String, i64)> = days.iter().map(|(d, a, b)| (d.clone(), (b - a) / 3_600_000)).collect();
+    let lengths: Vec<(String, i64)> = days
+        .iter()
+        .map(|(d, a, b)| (d.clone(), (b - a) / 3_600_000))
+        .collect();
     assert_eq!(
         lengths,
-        [("2026-03-07".into(), 24), ("2026-03-08".into(), 23), ("2026-03-09".into(), 24)]
+        [
+            ("2026-03-07".into(), 24),
+            ("2026-03-08".into(), 23),
+            ("2026-03-09".into(), 24)
+        ]
     );
     let days = c.days(ms("2026-11-01T23:00:00Z"), 1);
-    assert_eq!((days[0].0.as_str(), (days[0].2 - days[0].1) / 3_600_000), ("2026-11-01", 25));
+    assert_eq!(
+        (days[0].0.as_str(), (days[0].2 - days[0].1) / 3_600_000),
+        ("2026-11-01", 25)
+    );
     // Uptime over the short day: down the whole day is 23 hours down.
     let day = c.days(ms("2026-03-08T23:00:00Z"), 1);
     let u = orinari_status::uptime::daily(
@@ -436,9 +571,19 @@ fn local_days_are_23_and_25_hours_long_across_daylight_saving() {
 async fn uptime_is_time_based_and_rounded_down() {
     let day0 = ms("2026-06-01T04:00:00Z"); // local midnight in New York (EDT)
     let svc = service(PAGE, day0).await;
-    svc.observe("api", ComponentStatus::Operational, day0).await.unwrap();
-    svc.observe("api", ComponentStatus::MajorOutage, day0 + 3_600_000).await.unwrap();
-    svc.observe("api", ComponentStatus::Operational, day0 + 3_600_000 + 9_000).await.unwrap();
+    svc.observe("api", ComponentStatus::Operational, day0)
+        .await
+        .unwrap();
+    svc.observe("api", ComponentStatus::MajorOutage, day0 + 3_600_000)
+        .await
+        .unwrap();
+    svc.observe(
+        "api",
+        ComponentStatus::Operational,
+        day0 + 3_600_000 + 9_000,
+    )
+    .await
+    .unwrap();
     svc.reconcile(day0 + 86_400_000 - 1, None).await.unwrap();
     let snap = svc.snapshot();
     let api = snap.component("api").unwrap();

@@ -23,7 +23,8 @@ where
     F: Fn(Store) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let dir = std::env::temp_dir().join(format!("orinari-status-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("orinari-status-{}", uuid::Uuid::new_v4().simple()));
     let store = Store::open(&format!("sqlite://{}/s.db", dir.display()))
         .await
         .unwrap();
@@ -65,8 +66,12 @@ fn def(id: &str, position: i64, group: Option<&str>) -> ComponentDef {
 #[tokio::test]
 async fn components_keep_their_status_and_history() {
     on_both(|s| async move {
-        s.upsert_component(&def("api", 2, Some("core")), 1_000).await.unwrap();
-        s.upsert_component(&def("db", 1, None), 1_000).await.unwrap();
+        s.upsert_component(&def("api", 2, Some("core")), 1_000)
+            .await
+            .unwrap();
+        s.upsert_component(&def("db", 1, None), 1_000)
+            .await
+            .unwrap();
         s.set_component_status("api", "major_outage", Some("major_outage"), 2_000)
             .await
             .unwrap();
@@ -75,11 +80,20 @@ async fn components_keep_their_status_and_history() {
         again.name = "API".into();
         s.upsert_component(&again, 9_000).await.unwrap();
         let c = s.components().await.unwrap();
-        assert_eq!(c.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["db", "api"]);
+        assert_eq!(
+            c.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["db", "api"]
+        );
         let api = &c[1];
-        assert_eq!((api.name.as_str(), api.status.as_str()), ("API", "major_outage"));
+        assert_eq!(
+            (api.name.as_str(), api.status.as_str()),
+            ("API", "major_outage")
+        );
         assert_eq!(api.observed.as_deref(), Some("major_outage"));
-        assert_eq!((api.created_at, api.updated_at, api.group_id.clone()), (1_000, 2_000, None));
+        assert_eq!(
+            (api.created_at, api.updated_at, api.group_id.clone()),
+            (1_000, 2_000, None)
+        );
         s.set_component_status("api", "operational", None, 3_000)
             .await
             .unwrap();
@@ -162,20 +176,37 @@ async fn incidents_and_updates() {
         let i = s.incident("inc1").await.unwrap().unwrap();
         assert_eq!(i.status, "resolved");
         // The first time each state was reached.
-        assert_eq!((i.monitoring_at, i.resolved_at), (Some(20_000), Some(30_000)));
+        assert_eq!(
+            (i.monitoring_at, i.resolved_at),
+            (Some(20_000), Some(30_000))
+        );
         assert_eq!(i.updated_at, 30_000);
-        assert_eq!(i.components, vec![("api".to_string(), "partial_outage".to_string())]);
+        assert_eq!(
+            i.components,
+            vec![("api".to_string(), "partial_outage".to_string())]
+        );
         assert_eq!(
             i.updates.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
             ["u5", "u4", "u3", "u2", "u1"],
             "newest first"
         );
-        assert_eq!(i.updates[4].affected.as_deref(), Some(r#"[{"code":"api"}]"#));
+        assert_eq!(
+            i.updates[4].affected.as_deref(),
+            Some(r#"[{"code":"api"}]"#)
+        );
         // An update id is unique: the same automatic update twice is stored once.
-        assert!(s.add_incident_update("inc1", &update("u5", "resolved", 31_000)).await.is_err());
-        assert_eq!(s.incident("inc1").await.unwrap().unwrap().updated_at, 30_000);
+        assert!(
+            s.add_incident_update("inc1", &update("u5", "resolved", 31_000))
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            s.incident("inc1").await.unwrap().unwrap().updated_at,
+            30_000
+        );
         assert!(matches!(
-            s.add_incident_update("missing", &update("u9", "resolved", 1)).await,
+            s.add_incident_update("missing", &update("u9", "resolved", 1))
+                .await,
             Err(StoreError::Invalid(_))
         ));
         // Listing: the 1 most recent plus every unresolved one.

@@ -84,11 +84,19 @@ fn crate_boundaries_hold() {
         ("orinari-api", &["tokio", "axum", "reqwest", "hyper"]),
         // Configuration is pure parsing and validation.
         ("orinari-config", &["tokio", "axum"]),
+        // The balancer knows nothing of HTTP routes or transports.
+        (
+            "orinari-balance",
+            &["axum", "tower", "hyper", "reqwest", "sqlx"],
+        ),
         // All SQL lives in orinari-store.
         ("orinari-server", &["sqlx"]),
         ("orinari-models", &["sqlx"]),
         ("orinari-api", &["sqlx"]),
         ("orinari", &["sqlx"]),
+        // The status model never renders HTML (pages live in orinari-server)
+        // and reaches SQL only through orinari-store.
+        ("orinari-status", &["askama", "axum", "sqlx"]),
     ];
     for (krate, banned) in forbidden {
         let manifest = deps(krate);

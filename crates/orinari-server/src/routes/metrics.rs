@@ -13,6 +13,11 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         m.backup_last_success
             .set(health.last_success_ms as f64 / 1000.0);
     }
+    if let Some(status) = state.status() {
+        for (check, up) in status.probe_states() {
+            m.probes.set(&check, up);
+        }
+    }
     (
         [(header::CONTENT_TYPE, orinari_telemetry::CONTENT_TYPE)],
         m.render(),
