@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Side-by-side gateway benchmark on this machine, one run:
+#   mock direct | ORINARI -> mock | nginx proxy_pass -> mock | TensorZero -> mock
+# Whole and streamed chat completions; closed-loop throughput (wrk) and a
+# fixed 2,000 req/s (hey) for latency; peak memory; 1,000 open streams.
+#
+#   bash bench/gateway/run.sh            (DURATION=10 RATE=2000 TOKENS=16 GUARD=off)
+#
+# Needs: wrk, hey, nginx-light (apt), python3 venv; TensorZero is installed
+# into bench/.venv (pip install tensorzero==2026.6.0) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+DURATION=${DURATION:-10}
+RATE=${RATE:-2000}
+TOKENS=${TOKENS:-16}
+GUARD=${GUARD:-off}
+STREAMS=${STREAMS:-1000}
+DIR=$(mktemp -d /tmp/orinari-gw-bench.XXXXXX)
+ulimit -n 65536 || true
+
+for tool in wrk hey nginx; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk hey nginx-light" >&2; exit 1; }
+done
+VENV=$ROOT/bench/.venv
+if ! "$VENV/bin/python" -c 'import tensorzero' 2>/dev/null; then
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q 'tensorzero==2026.6.0'
+fi
+cargo build --release -q -p orinari -p orinari-fake-upstream
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+target/release/orinari-fake-upstream --listen 127.0.0.1:19101 --tokens "$TOKENS" 2>"$DIR/mock.log" & pids+=($!)
+target/release/orinari-fake-upstream --listen 127.0.0.1:19102 --tokens 100 --chunk-delay-ms 50 2>"$DIR/slow.log" & pids+=($!)
+
+sed -e "s#BENCH_DIR#$DIR#" -e "s#GUARD_MODE#$GUARD#" bench/gateway/orinari.toml >"$DIR/orinari.toml"
+ORINARI_LOG=warn ORINARI_ADMIN_TOKEN=bench target/release/orinari serve --config "$DIR/orinari.toml" 2>"$DIR/orinari.log" & ORI=$!; pids+=($ORI)
+
+sed -e "s#BENCH_DIR#$DIR#g" bench/gateway/nginx.conf >"$DIR/nginx.conf"
+nginx -c "$DIR/nginx.conf" -p "$DIR" -g 'daemon off;' & NGX=$!; pids+=($NGX)
+
+"$VENV/bin/python" bench/gateway/tensorzero_gateway.py "$ROOT/bench/gateway/tensorzero.toml" >"$DIR/tz.out" 2>"$DIR/tz.log" & TZP=$!; pids+=($TZP)
+for _ in $(seq 1 300); do grep -q http "$DIR/tz.out" 2>/dev/null && break; sleep 0.1; done
+TZ_BASE=$(grep -o 'http[^ ]*' "$DIR/tz.out" | head -1)
+
+wait_port http://127.0.0.1:19101/v1/models
+wait_port http://127.0.0.1:19201/healthz
+wait_port http://127.0.0.1:19301/v1/models
+# TensorZero's gateway runs inside the Python process that started it.
+TZ_PID=$TZP
+
+TARGETS=(
+  "mock-direct|http://127.0.0.1:19101/v1/chat/completions|fake|"
+  "orinari|http://127.0.0.1:19201/v1/chat/completions|bench|$ORI"
+  "nginx|http://127.0.0.1:19301/v1/chat/completions|fake|$NGX"
+  "tensorzero|${TZ_BASE%/}/chat/completions|tensorzero::model_name::bench|$TZ_PID"
+)
+
+body() { # model stream
+  printf '{"model":"%s","stream":%s,"messages":[{"role":"user","content":"Say hello in one short sentence."}]}' "$1" "$2"
+}
+
+# wrk latency units → ms
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); printf "%.3f", v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); printf "%.3f", v} else if (v ~ /s$/) {sub(/s$/,"",v); printf "%.3f", v*1000} else print v}'; }
+
+RESULTS="$DIR/results.tsv"
+printf 'target\tmode\tmax_rps\tclosed_p50_ms\tclosed_p99_ms\tclosed_errors\trate_rps\trate_p50_ms\trate_p99_ms\trate_errors\n' >"$RESULTS"
+for t in "${TARGETS[@]}"; do
+  IFS='|' read -r name url model pid <<<"$t"
+  for stream in false true; do
+    mode=$([ "$stream" = true ] && echo stream || echo whole)
+    body "$model" "$stream" >"$DIR/body.json"
+    check=$(curl -s "$url" -H 'content-type: application/json' -d @"$DIR/body.json")
+    case "$check" in *tok$((TOKENS-1))*) ;; *) echo "$name $mode: unexpected answer: ${check:0:300}" >&2; exit 1;; esac
+    BODY_FILE="$DIR/body.json" wrk -t1 -c8 -d2s -s bench/gateway/post.lua "$url" >/dev/null
+    BODY_FILE="$DIR/body.json" wrk -t2 -c32 -d"${DURATION}s" --latency -s bench/gateway/post.lua "$url" >"$DIR/wrk.txt"
+    max_rps=$(awk '/Requests\/sec/ {print $2}' "$DIR/wrk.txt")
+    c50=$(awk '$1=="50%" {print $2}' "$DIR/wrk.txt" | to_ms)
+    c99=$(awk '$1=="99%" {print $2}' "$DIR/wrk.txt" | to_ms)
+    cerr=$(awk '/Non-2xx/ {n+=$NF} /Socket errors/ {gsub(",","");for(i=3;i<=NF;i+=2) n+=$(i+1)} END {print n+0}' "$DIR/wrk.txt")
+    hey -z "${DURATION}s" -c 20 -q $((RATE / 20)) -m POST -T application/json -D "$DIR/body.json" "$url" >"$DIR/hey.txt"
+    rate=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$DIR/hey.txt")
+    r50=$(awk '$1=="50%" && $2=="in" {printf "%.3f", $3*1000}' "$DIR/hey.txt")
+    r99=$(awk '$1=="99%" && $2=="in" {printf "%.3f", $3*1000}' "$DIR/hey.txt")
+    rerr=$(awk '/Status code distribution/ {s=1; e=0} /Error distribution/ {e=1; s=0}
+      s && /\[[0-9]+\]/ {c=$1; gsub(/[][]/,"",c); if (c!="200") n+=$2}
+      e && /\[[0-9]+\]/ {c=$1; gsub(/[][]/,"",c); n+=c}
+      END {print n+0}' "$DIR/hey.txt")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$max_rps" "$c50" "$c99" "$cerr" "$rate" "$r50" "$r99" "$rerr" >>"$RESULTS"
+    echo "$name $mode: max ${max_rps} req/s (p50 ${c50} ms, p99 ${c99} ms, errors ${cerr}); at ${rate} req/s p50 ${r50} ms p99 ${r99} ms, errors ${rerr}" >&2
+  done
+done
+
+echo "peak RSS (MB): orinari $(hwm_mb $ORI), nginx master $(hwm_mb $NGX) (+2 workers), tensorzero (python host) $(hwm_mb $TZ_PID)" | tee "$DIR/memory.txt" >&2
+curl -s http://127.0.0.1:19201/metrics | awk '/^orinari_gateway_overhead_seconds_(sum|count)/ {print}' >"$DIR/overhead.txt"
+awk '/_sum/ {s=$2} /_count/ {c=$2} END {if (c>0) printf "orinari_gateway_overhead_seconds mean over %d requests: %.1f us\n", c, s/c*1e6}' "$DIR/overhead.txt" | tee -a "$DIR/memory.txt" >&2
+
+# Many open streams: RSS of ORINARI while $STREAMS streams (5 s each) are open.
+before=$(rss_mb $ORI)
+"$VENV/bin/python" bench/gateway/streams.py http://127.0.0.1:19201/v1/chat/completions slow "$STREAMS" >"$DIR/streams.txt" &
+SP=$!
+sleep 3
+during=$(rss_mb $ORI)
+open=$(ls /proc/$ORI/fd | wc -l)
+wait $SP
+echo "$STREAMS open streams: orinari RSS ${before} MB before, ${during} MB with them open (${open} fds); $(cat "$DIR/streams.txt")" | tee -a "$DIR/memory.txt" >&2
+
+echo
+echo "| target | mode | max req/s (wrk -c32) | p50 / p99 ms at max | errors | req/s (hey, target ${RATE}) | p50 / p99 ms | errors |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+tail -n +2 "$RESULTS" | while IFS=$'\t' read -r n m mr c50 c99 ce r r50 r99 re; do
+  echo "| $n | $m | $mr | $c50 / $c99 | $ce | $r | $r50 / $r99 | $re |"
+done
+echo
+cat "$DIR/memory.txt"
+echo "(raw output in $DIR)"
