@@ -1,0 +1,350 @@
+//! Probes against real local servers (HTTP with status, keyword and latency
+//! conditions; TCP; the store), thresholds driving a component through the
+//! running service, the self-connectivity check holding back a false
+//! outage, and signed webhook notifications received by a real HTTP server.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
+use orinari_status::model::ComponentStatus;
+use orinari_status::probe::{Prober, Target};
+use orinari_status::{IncidentInput, Notifier, StatusService, Webhook};
+use sha2::Sha256;
+use tokio::sync::Mutex;
+
+/// A real HTTP server whose status code and delay the test controls.
+#[derive(Clone, Default)]
+struct Upstream {
+    status: Arc<AtomicU16>,
+    delay_ms: Arc<AtomicU64>,
+}
+
+async fn upstream() -> (String, Upstream) {
+    let u = Upstream::default();
+    u.status.store(200, Ordering::SeqCst);
+    let app = Router::new()
+        .route(
+            "/health",
+            get(|State(u): State<Upstream>| async move {
+                tokio::time::sleep(Duration::from_millis(u.delay_ms.load(Ordering::SeqCst))).await;
+                let code = StatusCode::from_u16(u.status.load(Ordering::SeqCst)).unwrap();
+                (code, "{\"status\": \"all good\"}")
+            }),
+        )
+        .with_state(u.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), u)
+}
+
+/// A loopback port with nothing listening.
+async fn closed_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn http(url: &str, status: Option<u16>, keyword: Option<&str>) -> Target {
+    Target::parse(url, status, keyword.map(str::to_string)).unwrap()
+}
+
+#[tokio::test]
+async fn single_attempts_against_real_servers() {
+    let (base, u) = upstream().await;
+    let p = Prober::new(Some(common::store().await));
+    let t = Duration::from_secs(2);
+    let url = format!("{base}/health");
+    assert!(p.attempt(&http(&url, None, None), t).await.ok);
+    assert!(
+        p.attempt(&http(&url, Some(200), Some("all good")), t)
+            .await
+            .ok
+    );
+    let a = p.attempt(&http(&url, None, Some("on fire")), t).await;
+    assert_eq!(
+        a.error.as_deref(),
+        Some("the body does not contain the keyword")
+    );
+    u.status.store(503, Ordering::SeqCst);
+    let a = p.attempt(&http(&url, None, None), t).await;
+    assert_eq!(a.error.as_deref(), Some("HTTP status 503"));
+    assert!(
+        p.attempt(&http(&url, Some(503), None), t).await.ok,
+        "expect_status"
+    );
+    u.status.store(200, Ordering::SeqCst);
+    u.delay_ms.store(400, Ordering::SeqCst);
+    let a = p
+        .attempt(&http(&url, None, None), Duration::from_millis(100))
+        .await;
+    assert!(!a.ok && a.error.unwrap().contains("timed out"));
+    u.delay_ms.store(0, Ordering::SeqCst);
+    let port = closed_port().await;
+    let a = p
+        .attempt(&http(&format!("http://127.0.0.1:{port}/"), None, None), t)
+        .await;
+    assert!(!a.ok);
+    assert!(
+        !a.error.unwrap().contains("127.0.0.1"),
+        "errors carry no URL"
+    );
+    let addr = base.trim_start_matches("http://");
+    assert!(
+        p.attempt(
+            &Target::parse(&format!("tcp://{addr}"), None, None).unwrap(),
+            t
+        )
+        .await
+        .ok
+    );
+    assert!(
+        !p.attempt(
+            &Target::parse(&format!("tcp://127.0.0.1:{port}"), None, None).unwrap(),
+            t
+        )
+        .await
+        .ok
+    );
+    assert!(p.attempt(&Target::Storage, t).await.ok);
+}
+
+async fn wait_for(svc: &StatusService, id: &str, want: ComponentStatus) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        if svc.snapshot().component(id).map(|c| c.status) == Some(want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{id} never became {want}; it is {:?}",
+            svc.snapshot().component(id).map(|c| c.status)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn checks_drive_components_with_thresholds() {
+    let (base, u) = upstream().await;
+    let toml = format!(
+        r#"
+[status]
+builtin_checks = true
+[[status.checks]]
+name = "Chat API"
+url = "{base}/health"
+interval = "100ms"
+timeout = "100ms"
+degraded_after = "50ms"
+failure_threshold = 3
+success_threshold = 2
+"#
+    );
+    let svc = Arc::new(common::service(&toml, orinari_store::now_ms()).await);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(svc.clone().run(stopped));
+    // Both checks decide on their first pass.
+    let started = std::time::Instant::now();
+    while svc.probe_states().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", svc.probe_states());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        svc.probe_states(),
+        [("chat-api".to_string(), true), ("storage".to_string(), true)]
+    );
+    // Down: only after three failures in a row (~200 ms at 100 ms intervals).
+    u.status.store(500, Ordering::SeqCst);
+    let took = wait_for(&svc, "chat-api", ComponentStatus::MajorOutage).await;
+    assert!(took >= Duration::from_millis(150), "flipped after {took:?}");
+    assert!(svc.probe_states().contains(&("chat-api".into(), false)));
+    assert_eq!(svc.snapshot().status.indicator.as_str(), "critical");
+    // Slow passes are degraded performance.
+    u.status.store(200, Ordering::SeqCst);
+    u.delay_ms.store(70, Ordering::SeqCst);
+    wait_for(&svc, "chat-api", ComponentStatus::DegradedPerformance).await;
+    u.delay_ms.store(0, Ordering::SeqCst);
+    wait_for(&svc, "chat-api", ComponentStatus::Operational).await;
+    // The history shows the outage: uptime today is below 100%.
+    svc.reconcile(orinari_store::now_ms(), None).await.unwrap();
+    let today = svc
+        .snapshot()
+        .component("chat-api")
+        .unwrap()
+        .days
+        .last()
+        .cloned()
+        .unwrap();
+    assert!(
+        today.down_ms > 0 && today.basis_points().unwrap() < 10_000,
+        "{today:?}"
+    );
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn no_outage_is_declared_without_connectivity() {
+    let (base, u) = upstream().await;
+    let dead = closed_port().await;
+    let toml = format!(
+        r#"
+[status]
+builtin_checks = false
+connectivity_check = "tcp://127.0.0.1:{dead}"
+[[status.checks]]
+name = "Chat API"
+url = "{base}/health"
+interval = "50ms"
+timeout = "50ms"
+failure_threshold = 1
+"#
+    );
+    let svc = Arc::new(common::service(&toml, orinari_store::now_ms()).await);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(svc.clone().run(stopped));
+    wait_for(&svc, "chat-api", ComponentStatus::Operational).await;
+    u.status.store(500, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        svc.snapshot().component("chat-api").unwrap().status,
+        ComponentStatus::Operational,
+        "the prober itself is cut off: nothing is declared down"
+    );
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
+async fn receiver() -> (String, Received) {
+    let got: Received = Arc::default();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(
+                |State(got): State<Received>, headers: HeaderMap, body: String| async move {
+                    got.lock().await.push((headers, body));
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), got)
+}
+
+/// Check `t=…,v1=…` the way a receiver would.
+fn verify(secret: &[u8], header: &str, body: &str) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = Some(v.to_string()),
+            Some(("v1", v)) => v1 = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    want == v1
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_and_delivered() {
+    let (url, got) = receiver().await;
+    // Through the service: an incident notifies every subscriber. The secret
+    // comes from an environment variable the test runner always sets.
+    let secret = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let toml = format!(
+        r#"
+[status]
+builtin_checks = false
+[[status.components]]
+name = "API"
+[[status.webhooks]]
+url = "{url}"
+secret_env = "CARGO_MANIFEST_DIR"
+"#
+    );
+    let svc = Arc::new(common::service(&toml, orinari_store::now_ms()).await);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(svc.clone().run(stopped));
+    svc.create_incident(
+        IncidentInput {
+            name: "API errors".into(),
+            message: "Looking into it.".into(),
+            components: vec![("api".into(), "major_outage".into())],
+            ..IncidentInput::default()
+        },
+        orinari_store::now_ms(),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    while got.lock().await.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no webhook arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (headers, body) = got.lock().await[0].clone();
+    let sig = headers["x-orinari-signature"].to_str().unwrap();
+    assert!(verify(secret.as_bytes(), sig, &body), "{sig}");
+    assert!(!verify(b"wrong", sig, &body));
+    assert!(
+        !verify(secret.as_bytes(), sig, &body.replace("API", "APX")),
+        "tampering shows"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["event"], "incident.created");
+    assert_eq!(v["incident"]["name"], "API errors");
+    assert_eq!(v["incident"]["components"][0]["status"], "major_outage");
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Retries: a subscriber that is down at first gets it on a later attempt
+    // (here: never up, so the post reports failure after its attempts).
+    let dead = closed_port().await;
+    let n = Notifier::with_hooks(Vec::new());
+    let hook = Webhook {
+        url: format!("http://127.0.0.1:{dead}/hook"),
+        secret: None,
+    };
+    assert!(!n.post(&hook, "{}").await);
+}
