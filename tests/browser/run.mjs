@@ -12,6 +12,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { statusTests } from './status.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const base = (process.argv[2] || '').replace(/\/v1\/?$/, '').replace(/\/$/, '');
@@ -379,6 +380,8 @@ test('Lighthouse: performance and accessibility ≥ 95 (mobile and desktop)', as
     assert(s.performance >= 95 && s.accessibility >= 95, `${preset}: performance ${s.performance}, accessibility ${s.accessibility}`);
   }
 });
+
+statusTests({ test, open, axe, raw, assert, shoot, browser, base, measured, DESKTOP, PHONE });
 
 test('no CSP violations or script errors on any page', async () => {
   assert(problems.length === 0, problems.join('\n'));

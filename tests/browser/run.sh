@@ -46,7 +46,9 @@ trap cleanup EXIT
 # The server runs from its own scratch directory (a place to look for files
 # it might write) and logs outside it.
 mkdir "$work/cwd"
-if ! serve_start browser "$bin" "$work/cwd" "$log" ORINARI_LOG=debug; then
+# The status page tests open incidents through the admin API.
+admin_token="browser-$RANDOM$RANDOM$RANDOM"
+if ! serve_start browser "$bin" "$work/cwd" "$log" ORINARI_LOG=debug ORINARI_ADMIN_TOKEN="$admin_token"; then
     echo "browser: 0 passed, 1 failed"
     exit 1
 fi
@@ -57,7 +59,7 @@ addr="$serve_url"
 canary="orinari-canary-$RANDOM$RANDOM"
 out="$work/node.out"
 set +e
-CANARY="$canary" node "$here/run.mjs" "$addr" | tee "$out"
+CANARY="$canary" ADMIN_TOKEN="$admin_token" node "$here/run.mjs" "$addr" | tee "$out"
 set -e
 passed="$(sed -n 's/^node: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out")"
 failed="$(sed -n 's/^node: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out")"

@@ -1,0 +1,154 @@
+//! `[status]`: defaults, components and groups, checks with their
+//! thresholds, webhooks, and errors that name the key.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::time::Duration;
+
+fn parse(text: &str) -> Result<orinari_config::StatusSettings, String> {
+    orinari_config::parse(text, "t.toml", std::iter::empty())
+        .map(|c| c.status)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn defaults_give_a_page_with_the_storage_check() {
+    let s = parse("").unwrap();
+    assert_eq!(s.page_name, "ORINARI");
+    assert_eq!(s.time_zone, "Etc/UTC");
+    assert_eq!(s.page_url, "http://127.0.0.1:8080/status");
+    assert_eq!(s.checks.len(), 1);
+    assert_eq!(s.checks[0].component.id, "storage");
+    assert_eq!(s.checks[0].url, "builtin:storage");
+    assert!(
+        parse("[status]\nbuiltin_checks = false\n")
+            .unwrap()
+            .checks
+            .is_empty()
+    );
+}
+
+#[test]
+fn checks_components_and_groups() {
+    let s = parse(
+        r#"
+[status]
+page_name = "Acme"
+time_zone = "Europe/Berlin"
+connectivity_check = "tcp://1.1.1.1:53"
+[[status.components]]
+name = "Web app"
+group = "Front end"
+[[status.checks]]
+name = "Chat API"
+url = "http://127.0.0.1:8080/readyz"
+interval = "10s"
+timeout = "2s"
+expect_status = 200
+keyword = "ok"
+degraded_after = "500ms"
+failure_threshold = 2
+success_threshold = 4
+group = "Front end"
+[[status.checks]]
+name = "Postgres"
+id = "pg"
+url = "tcp://127.0.0.1:5432"
+[[status.webhooks]]
+url = "https://hooks.example.org/status"
+secret_env = "HOOK_SECRET"
+"#,
+    )
+    .unwrap();
+    assert_eq!(s.components[0].id, "web-app");
+    assert_eq!(
+        s.components[0].group,
+        Some(("front-end".into(), "Front end".into()))
+    );
+    let c = &s.checks[0];
+    assert_eq!(c.component.id, "chat-api");
+    assert_eq!(
+        (c.interval, c.timeout),
+        (Duration::from_secs(10), Duration::from_secs(2))
+    );
+    assert_eq!((c.failure_threshold, c.success_threshold), (2, 4));
+    assert_eq!(c.degraded_after, Some(Duration::from_millis(500)));
+    assert_eq!(s.checks[1].component.id, "pg");
+    assert_eq!(
+        (s.checks[1].failure_threshold, s.checks[1].success_threshold),
+        (3, 2)
+    );
+    assert_eq!(s.checks[2].component.id, "storage");
+    assert_eq!(s.webhooks[0].secret_env.as_deref(), Some("HOOK_SECRET"));
+    assert_eq!(s.connectivity_check.as_deref(), Some("tcp://1.1.1.1:53"));
+}
+
+#[test]
+fn errors_name_the_key() {
+    for (text, key) in [
+        (
+            "[[status.checks]]\nname = \"a\"\nurl = \"ftp://x\"\n",
+            "status.checks[0].url",
+        ),
+        (
+            "[[status.checks]]\nname = \"a\"\nurl = \"http://x/\"\ntimeout = \"1m\"\ninterval = \"30s\"\n",
+            "status.checks[0].timeout",
+        ),
+        (
+            "[[status.checks]]\nname = \"a\"\nurl = \"http://x/\"\nfailure_threshold = 0\n",
+            "status.checks[0].failure_threshold",
+        ),
+        (
+            "[[status.checks]]\nname = \"a\"\nurl = \"http://x/\"\nexpect_status = 999\n",
+            "status.checks[0].expect_status",
+        ),
+        (
+            "[[status.checks]]\nname = \"a\"\nurl = \"http://x/\"\ndegraded_after = \"fast\"\n",
+            "status.checks[0].degraded_after",
+        ),
+        (
+            "[[status.checks]]\nname = \"***\"\nurl = \"http://x/\"\n",
+            "status.checks[0].id",
+        ),
+        (
+            "[[status.components]]\nname = \"API\"\n[[status.checks]]\nname = \"api\"\nurl = \"http://x/\"\n",
+            "status.checks[0].id",
+        ),
+        (
+            "[[status.components]]\nname = \"\"\n",
+            "status.components[0].name",
+        ),
+        (
+            "[status]\nconnectivity_check = \"ping://x\"\n",
+            "status.connectivity_check",
+        ),
+        ("[status]\npage_url = \"status.acme\"\n", "status.page_url"),
+        (
+            "[[status.webhooks]]\nurl = \"mailto:x\"\n",
+            "status.webhooks[0].url",
+        ),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.contains(&format!("`{key}`")), "{text}\n→ {e}");
+    }
+    let e = parse("[status]\ncolour = \"red\"\n").unwrap_err();
+    assert!(e.contains("colour"), "{e}");
+}
+
+#[test]
+fn environment_overrides_status_keys() {
+    let c = orinari_config::parse(
+        "",
+        "t.toml",
+        [(
+            "ORINARI_STATUS_TIME_ZONE".to_string(),
+            "Asia/Tokyo".to_string(),
+        )],
+    )
+    .unwrap();
+    assert_eq!(c.status.time_zone, "Asia/Tokyo");
+}
