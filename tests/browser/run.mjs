@@ -389,7 +389,10 @@ test('no CSP violations or script errors on any page', async () => {
 
 let passed = 0;
 let failed = 0;
+// ONLY=<text> runs the tests whose name contains it (e.g. ONLY=status).
+const only = process.env.ONLY || '';
 for (const t of tests) {
+  if (only && !t.name.includes(only)) continue;
   const t0 = Date.now();
   try {
     await Promise.race([
