@@ -91,28 +91,31 @@ impl Pool {
         if available.is_empty() {
             return None;
         }
-        let region = &self.config.region;
-        let local = |i: &usize| {
-            self.members[*i]
-                .spec
-                .region
-                .as_ref()
-                .is_none_or(|r| r == region)
-        };
-        let prefer_local = available
-            .iter()
-            .any(|&i| self.members[i].spec.region.as_ref() == Some(region));
-        let in_region: Vec<usize> = if prefer_local {
-            available.iter().copied().filter(local).collect()
-        } else {
-            available
-        };
-        let fresh: Vec<usize> = in_region
+        // Untried backends first (all of them again once every one was tried),
+        // and among those, the ones in our region when there are any.
+        let fresh: Vec<usize> = available
             .iter()
             .copied()
             .filter(|i| !tried.contains(i))
             .collect();
-        let pool = if fresh.is_empty() { in_region } else { fresh };
+        let base = if fresh.is_empty() { available } else { fresh };
+        let region = &self.config.region;
+        let prefer_local = base
+            .iter()
+            .any(|&i| self.members[i].spec.region.as_ref() == Some(region));
+        let pool: Vec<usize> = if prefer_local {
+            base.into_iter()
+                .filter(|&i| {
+                    self.members[i]
+                        .spec
+                        .region
+                        .as_ref()
+                        .is_none_or(|r| r == region)
+                })
+                .collect()
+        } else {
+            base
+        };
         // A half-open circuit's one trial goes first: it is how a recovered
         // backend gets its traffic back.
         if let Some(&i) = pool

@@ -512,3 +512,28 @@ async fn anthropic_backends_stream_and_answer_whole() {
     assert_eq!(fake.last_auth().as_deref(), Some("sk-test"));
     assert!(backend.probe().await.is_ok());
 }
+
+#[tokio::test]
+async fn backends_in_our_region_are_preferred_until_they_fail() {
+    let near = FakeUpstream::start(Faults::default()).await.unwrap();
+    let far = FakeUpstream::start(Faults::default()).await.unwrap();
+    let mut config = pool("m", Strategy::P2cEwma);
+    config.region = "eu".into();
+    let mut n = spec("near", "blue", &near);
+    n.region = Some("eu".into());
+    let mut f = spec("far", "blue", &far);
+    f.region = Some("us".into());
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    gw.pool(config, vec![f, n]);
+    let gw = gw.build();
+    let m = only(&gw, "m");
+    for _ in 0..10 {
+        read(m.as_ref(), false).await.unwrap();
+    }
+    assert_eq!((near.requests(), far.requests()), (10, 0));
+    near.set(|f| f.fail_status = Some(502));
+    for _ in 0..5 {
+        read(m.as_ref(), false).await.unwrap();
+    }
+    assert_eq!(far.requests(), 5, "failover leaves the region when it must");
+}
