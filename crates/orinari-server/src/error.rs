@@ -8,6 +8,11 @@ use orinari_models::ModelError;
 /// Seconds a client should wait after an overload.
 const OVERLOAD_RETRY_AFTER_S: u64 = 1;
 
+/// The envelope's `code` of an error response, carried as a response
+/// extension so error tracking can group by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorKind(pub &'static str);
+
 /// An error on its way to the client.
 #[derive(Debug)]
 pub struct HttpError(pub ApiError);
@@ -91,6 +96,10 @@ impl IntoResponse for HttpError {
             e.to_json(),
         )
             .into_response();
+        // For error tracking (`layers/http_metrics.rs`): the kind, not the message.
+        if let Some(code) = e.code {
+            res.extensions_mut().insert(ErrorKind(code));
+        }
         if let Some(secs) = e.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -4,6 +4,8 @@
 //! Naming convention: `orinari_<subsystem>_<name>_<unit>[_total]`. Metrics
 //! never carry personal data or conversation text in names or labels.
 
+pub mod analytics;
+pub mod errors;
 pub mod guard;
 pub mod http;
 pub mod limits;
@@ -36,6 +38,10 @@ pub struct Metrics {
     pub http: http::HttpMetrics,
     /// Status-page checks ([`probes::ProbeMetrics`]).
     pub probes: probes::ProbeMetrics,
+    /// Failed requests grouped by kind and route ([`errors::ErrorLog`]).
+    pub errors: errors::ErrorLog,
+    /// Aggregate counts for `/admin/v1/analytics` ([`analytics::Analytics`]).
+    pub analytics: analytics::Analytics,
 }
 
 impl Default for Metrics {
@@ -68,6 +74,8 @@ impl Metrics {
             limits,
             http,
             probes,
+            errors: errors::ErrorLog::default(),
+            analytics: analytics::Analytics::default(),
         }
     }
 

@@ -7,6 +7,7 @@ mod health;
 mod keys;
 mod metrics;
 mod models;
+mod observability;
 mod status;
 mod status_admin;
 
@@ -62,6 +63,8 @@ pub fn admin(state: AppState) -> Router {
             post(status_admin::update_maintenance),
         )
         .route("/admin/v1/status", get(status_admin::probes))
+        .route("/admin/v1/errors", get(observability::errors))
+        .route("/admin/v1/analytics", get(observability::analytics))
         .with_state(state)
 }
 
