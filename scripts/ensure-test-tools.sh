@@ -9,3 +9,8 @@ for tool in python3 node npm; do
   command -v "$tool" >/dev/null || { echo "missing $tool: install it (apt-get install -y ${tool/python3/python3-venv})" >&2; exit 1; }
 done
 python3 -c 'import venv' 2>/dev/null || { echo "python3 venv module missing (apt-get install -y python3-venv)" >&2; exit 1; }
+# promtool lints the /metrics exposition in the server's tests.
+if ! command -v promtool >/dev/null; then
+  echo "installing prometheus (for promtool) ..." >&2
+  apt-get install -y prometheus >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y prometheus >/dev/null; }
+fi

@@ -438,3 +438,63 @@ async fn live_updates_and_metrics() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let p = start(CONFIG).await;
+    // Something in every family that has samples: requests, errors, probes.
+    let _ = p.get("/status").await;
+    let _ = p.get("/nope").await;
+    let _ = p.json("/api/v2/summary.json").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = p.get("/metrics").await;
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool (apt-get install -y prometheus; scripts/ensure-test-tools.sh installs it)",
+        );
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+    // Prometheus itself asks for OpenMetrics and gets it.
+    let om = p
+        .http
+        .get(format!("{}/metrics", p.base))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        om.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(om.text().await.unwrap().ends_with("# EOF\n"));
+}

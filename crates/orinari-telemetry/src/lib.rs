@@ -6,6 +6,7 @@
 
 pub mod analytics;
 pub mod errors;
+pub mod exposition;
 pub mod guard;
 pub mod http;
 pub mod limits;
