@@ -47,6 +47,8 @@ struct ComponentView {
     label: &'static str,
     symbol: &'static str,
     uptime: String,
+    showcase: bool,
+    /// Days with data (days without show the "no data" background).
     bars: Vec<Bar>,
 }
 
@@ -149,10 +151,12 @@ fn view(snap: &Snapshot) -> StatusPage<'_> {
                 || "No data yet".to_string(),
                 |bp| format!("{}% uptime over 90 days", percent(bp)),
             ),
+            showcase: c.row.showcase,
             bars: if c.row.showcase {
                 c.days
                     .iter()
                     .enumerate()
+                    .filter(|(_, d)| d.worst.is_some())
                     .map(|(x, d)| Bar {
                         x: x * 4,
                         class: match d.worst {
