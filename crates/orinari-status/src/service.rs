@@ -544,6 +544,7 @@ impl StatusService {
     /// maintenance too). Each automatic update has an id derived from the
     /// maintenance and the status, so two instances write it once.
     pub async fn tick(&self, now: i64) -> Result<bool, StatusError> {
+        self.remind(now).await?;
         let snap = self.snapshot();
         let mut moved = false;
         for m in &snap.maintenances {
@@ -594,14 +595,79 @@ impl StatusService {
         Ok(moved)
     }
 
-    /// A probe decided what a component looks like.
+    /// A probe decided what a component looks like. When that changes the
+    /// component's status, subscribers are alerted once, whichever of several
+    /// instances saw it first (deduplicated per component, status and minute).
     pub async fn observe(
         &self,
         component: &str,
         status: ComponentStatus,
         now: i64,
     ) -> Result<(), StatusError> {
-        self.reconcile(now, Some((component, status))).await
+        let before = self.snapshot().component(component).map(|c| c.status);
+        self.reconcile(now, Some((component, status))).await?;
+        let snap = self.snapshot();
+        let Some(c) = snap.component(component) else {
+            return Ok(());
+        };
+        if before.is_some_and(|b| b != c.status)
+            && self
+                .store
+                .claim(
+                    &format!("status.alert.{component}.{}.{}", c.status, now / 60_000),
+                    &now.to_string(),
+                )
+                .await?
+        {
+            self.notifier.notify(json!({
+                "event": "component.status_changed",
+                "page": crate::statuspage::page(&snap),
+                "component": crate::statuspage::component(&snap, c),
+                "old_status": before.map(ComponentStatus::as_str),
+                "new_status": c.status.as_str(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Reminders of scheduled maintenance, 48 hours and 1 hour ahead, each
+    /// sent once across instances (only the nearer one when both are due).
+    async fn remind(&self, now: i64) -> Result<(), StatusError> {
+        const HOUR: i64 = 3_600_000;
+        let snap = self.snapshot();
+        for m in snap.upcoming() {
+            let Some(from) = m.scheduled_for else {
+                continue;
+            };
+            if now >= from {
+                continue;
+            }
+            let due = if now >= from - HOUR {
+                // The 48-hour one is no longer news.
+                self.store
+                    .claim(&format!("status.remind.{}.48h", m.id), &now.to_string())
+                    .await?;
+                Some((1, "1h"))
+            } else if now >= from - 48 * HOUR {
+                Some((48, "48h"))
+            } else {
+                None
+            };
+            let Some((hours, label)) = due else { continue };
+            if self
+                .store
+                .claim(&format!("status.remind.{}.{label}", m.id), &now.to_string())
+                .await?
+            {
+                self.notifier.notify(json!({
+                    "event": "maintenance.reminder",
+                    "hours_before": hours,
+                    "page": crate::statuspage::page(&snap),
+                    "scheduled_maintenance": crate::statuspage::incident(&snap, m),
+                }));
+            }
+        }
+        Ok(())
     }
 
     /// Recompute effective statuses, write those that changed, and publish a

@@ -160,12 +160,19 @@ success_threshold = 2
     // Both checks decide on their first pass.
     let started = std::time::Instant::now();
     while svc.probe_states().len() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", svc.probe_states());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            svc.probe_states()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
         svc.probe_states(),
-        [("chat-api".to_string(), true), ("storage".to_string(), true)]
+        [
+            ("chat-api".to_string(), true),
+            ("storage".to_string(), true)
+        ]
     );
     // Down: only after three failures in a row (~200 ms at 100 ms intervals).
     u.status.store(500, Ordering::SeqCst);
@@ -347,4 +354,115 @@ secret_env = "CARGO_MANIFEST_DIR"
         secret: None,
     };
     assert!(!n.post(&hook, "{}").await);
+}
+
+#[tokio::test]
+async fn reminders_and_alerts_are_sent_once_across_instances() {
+    let (url, got) = receiver().await;
+    let toml = format!(
+        r#"
+[status]
+builtin_checks = false
+[[status.components]]
+name = "API"
+[[status.webhooks]]
+url = "{url}"
+"#
+    );
+    let store = common::store().await;
+    let settings = common::settings(&toml);
+    let t = orinari_store::now_ms();
+    let a = Arc::new(
+        StatusService::open(store.clone(), &settings, t)
+            .await
+            .unwrap(),
+    );
+    let b = Arc::new(StatusService::open(store, &settings, t).await.unwrap());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runs = [
+        tokio::spawn(a.clone().run(stopped.clone())),
+        tokio::spawn(b.clone().run(stopped)),
+    ];
+    const HOUR: i64 = 3_600_000;
+    let from = t + 10 * 24 * HOUR;
+    let at = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
+    a.create_maintenance(
+        orinari_status::MaintenanceInput {
+            name: "DB upgrade".into(),
+            scheduled_for: at(from),
+            scheduled_until: at(from + 2 * HOUR),
+            message: "Planned.".into(),
+            components: vec!["api".into()],
+        },
+        t,
+    )
+    .await
+    .unwrap();
+    b.reconcile(t, None).await.unwrap();
+    for now in [
+        from - 72 * HOUR,
+        from - 47 * HOUR,
+        from - 46 * HOUR,
+        from - HOUR / 2,
+        from - HOUR / 4,
+    ] {
+        let (x, y) = tokio::join!(a.tick(now), b.tick(now));
+        x.unwrap();
+        y.unwrap();
+    }
+    // A probe alert seen by both instances in the same minute.
+    let now = orinari_store::now_ms();
+    let (x, y) = tokio::join!(
+        a.observe("api", ComponentStatus::MajorOutage, now),
+        b.observe("api", ComponentStatus::MajorOutage, now)
+    );
+    x.unwrap();
+    y.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let events: Vec<serde_json::Value> = got
+            .lock()
+            .await
+            .iter()
+            .map(|(_, body)| serde_json::from_str(body).unwrap())
+            .collect();
+        let count = |e: &str| events.iter().filter(|v| v["event"] == e).count();
+        let reminders: Vec<i64> = events
+            .iter()
+            .filter(|v| v["event"] == "maintenance.reminder")
+            .map(|v| v["hours_before"].as_i64().unwrap())
+            .collect();
+        if count("component.status_changed") >= 1 && reminders.len() >= 2 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(reminders, [48, 1], "each reminder once, in order");
+            assert_eq!(
+                count("component.status_changed"),
+                1,
+                "one alert from two instances"
+            );
+            assert_eq!(count("maintenance.created"), 1);
+            let alert = events_of(&got, "component.status_changed").await;
+            assert_eq!(alert["new_status"], "major_outage");
+            assert_eq!(alert["old_status"], "operational");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{events:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+    for r in runs {
+        tokio::time::timeout(Duration::from_secs(5), r)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn events_of(got: &Received, event: &str) -> serde_json::Value {
+    got.lock()
+        .await
+        .iter()
+        .map(|(_, body)| serde_json::from_str::<serde_json::Value>(body).unwrap())
+        .find(|v| v["event"] == event)
+        .unwrap()
 }

@@ -148,6 +148,13 @@ pub enum Change {
         /// Component statuses it sets within the incident.
         components: Vec<(String, String)>,
     },
+    /// A once-only marker claimed (a notification sent by one instance of many).
+    Claim {
+        /// The marker.
+        key: String,
+        /// What claimed it.
+        value: String,
+    },
     /// Retention applied.
     Prune {
         /// Raw results before this Unix ms are deleted.
@@ -246,7 +253,8 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
         c @ (Change::UpsertComponent { .. }
         | Change::SetComponentStatus { .. }
         | Change::CreateIncident { .. }
-        | Change::AddIncidentUpdate { .. }) => crate::status::apply(conn, c).await?,
+        | Change::AddIncidentUpdate { .. }
+        | Change::Claim { .. }) => crate::status::apply(conn, c).await?,
         Change::Prune { raw_before, day_before } => vec![
             sqlx::query("DELETE FROM probe_results WHERE at < $1")
                 .bind(*raw_before)

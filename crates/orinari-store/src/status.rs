@@ -295,6 +295,18 @@ impl Store {
         Ok(())
     }
 
+    /// Claim a once-only marker: true for the first caller, on any instance
+    /// sharing this store, false for every later one.
+    pub async fn claim(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+        let n = self
+            .write(&Change::Claim {
+                key: key.into(),
+                value: value.into(),
+            })
+            .await?;
+        Ok(n.first().copied().unwrap_or(0) == 1)
+    }
+
     /// One incident or maintenance with its components and updates.
     pub async fn incident(&self, id: &str) -> Result<Option<IncidentRow>, StoreError> {
         let sql = format!("SELECT {INCIDENT_COLUMNS} FROM status_incidents WHERE id = $1");
@@ -549,6 +561,18 @@ pub(crate) async fn apply(
                     .await?,
                 );
             }
+        }
+        Change::Claim { key, value } => {
+            n.push(
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+            );
         }
         _ => {}
     }

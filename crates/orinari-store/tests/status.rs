@@ -241,3 +241,17 @@ async fn incidents_and_updates() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn claims_are_once_only() {
+    on_both(|s| async move {
+        assert!(s.claim("status.remind.x.48h", "1").await.unwrap());
+        assert!(!s.claim("status.remind.x.48h", "2").await.unwrap());
+        assert!(s.claim("status.remind.x.1h", "3").await.unwrap());
+        assert_eq!(
+            s.setting("status.remind.x.48h").await.unwrap().as_deref(),
+            Some("1")
+        );
+    })
+    .await;
+}
