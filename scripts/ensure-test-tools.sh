@@ -14,3 +14,10 @@ if ! command -v promtool >/dev/null; then
   echo "installing prometheus (for promtool) ..." >&2
   apt-get install -y prometheus >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y prometheus >/dev/null; }
 fi
+# aiosmtpd: a real SMTP server for the status page's email tests.
+venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/test-venv"
+if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+  echo "creating $venv with aiosmtpd ..." >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet aiosmtpd
+fi

@@ -12,7 +12,9 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use raw::defaults;
-pub use status::{CheckSettings, ComponentSettings, StatusSettings, WebhookSettings, slug};
+pub use status::{
+    CheckSettings, ComponentSettings, SmtpSettings, StatusSettings, WebhookSettings, slug,
+};
 pub use validate::{
     BackupSettings, Config, KeySource, LocalModelConfig, ModelConfig, PromptInjection, ServerConfig,
 };

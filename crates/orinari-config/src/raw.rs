@@ -305,6 +305,8 @@ pub struct RawStatus {
     pub time_zone: Option<String>,
     pub connectivity_check: Option<String>,
     pub builtin_checks: Option<bool>,
+    pub smtp: Option<String>,
+    pub smtp_from: Option<String>,
     #[serde(default)]
     pub components: Vec<RawComponent>,
     #[serde(default)]
@@ -396,7 +398,14 @@ const OVERRIDABLE: &[(&str, &[&str])] = &[
     ("guard", &["prompt_injection", "max_input_chars"]),
     (
         "status",
-        &["page_name", "page_url", "time_zone", "connectivity_check"],
+        &[
+            "page_name",
+            "page_url",
+            "time_zone",
+            "connectivity_check",
+            "smtp",
+            "smtp_from",
+        ],
     ),
     (
         "backup",

@@ -23,6 +23,18 @@ pub struct StatusSettings {
     pub checks: Vec<CheckSettings>,
     /// Webhook subscribers (HMAC-SHA256 signed when a secret is named).
     pub webhooks: Vec<WebhookSettings>,
+    /// `smtp` (`host:port` of a relay) and `smtp_from`: email notifications
+    /// and visitor subscriptions, when set.
+    pub smtp: Option<SmtpSettings>,
+}
+
+/// `[status] smtp`, `smtp_from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpSettings {
+    /// The relay, `host:port`.
+    pub relay: String,
+    /// The sender address.
+    pub from: String,
 }
 
 /// A component on the page.
@@ -268,6 +280,43 @@ pub(crate) fn validate(
             "must be an http:// or https:// URL",
         ));
     }
+    let smtp = match (raw.smtp, raw.smtp_from) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(err(
+                name,
+                "status.smtp_from",
+                "is required with status.smtp",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                name,
+                "status.smtp",
+                "is required with status.smtp_from (host:port of a relay)",
+            ));
+        }
+        (Some(relay), Some(from)) => {
+            let port_ok = relay
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(err(
+                    name,
+                    "status.smtp",
+                    format!("`{relay}` must be HOST:PORT of an SMTP relay"),
+                ));
+            }
+            if from.split('@').count() != 2 || from.contains(char::is_whitespace) {
+                return Err(err(
+                    name,
+                    "status.smtp_from",
+                    format!("`{from}` is not an email address"),
+                ));
+            }
+            Some(SmtpSettings { relay, from })
+        }
+    };
     let page_name = raw.page_name.unwrap_or_else(|| d::STATUS_PAGE_NAME.into());
     if page_name.trim().is_empty() {
         return Err(err(name, "status.page_name", "must not be empty"));
@@ -280,5 +329,6 @@ pub(crate) fn validate(
         components,
         checks,
         webhooks,
+        smtp,
     })
 }

@@ -14,6 +14,7 @@ pub mod model;
 mod notify;
 pub mod probe;
 mod service;
+pub mod smtp;
 pub mod statuspage;
 pub mod uptime;
 
@@ -44,6 +45,9 @@ pub enum StatusError {
         /// The id asked for.
         id: String,
     },
+    /// A notification could not be delivered (e.g. the SMTP relay refused).
+    #[error("could not deliver: {0}")]
+    Delivery(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] orinari_store::StoreError),

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use orinari_config::WebhookSettings;
+use orinari_config::{SmtpSettings, StatusSettings};
+use orinari_store::Store;
+use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::{mpsc, watch};
 
@@ -59,15 +61,18 @@ pub fn sign(secret: &[u8], unix_s: i64, body: &[u8]) -> String {
 #[derive(Clone, Debug)]
 pub struct Notifier {
     hooks: Arc<Vec<Webhook>>,
+    email: Option<(SmtpSettings, Store, String)>,
     tx: Option<mpsc::Sender<serde_json::Value>>,
     rx: Arc<Mutex<Option<mpsc::Receiver<serde_json::Value>>>>,
     http: reqwest::Client,
 }
 
 impl Notifier {
-    /// Subscribers from config; secrets are read from their environment variables now.
-    pub fn new(settings: &[WebhookSettings]) -> Self {
+    /// Subscribers from config (secrets are read from their environment
+    /// variables now), and email subscribers from `store` when SMTP is set.
+    pub fn new(settings: &StatusSettings, store: &Store) -> Self {
         let hooks = settings
+            .webhooks
             .iter()
             .map(|w| Webhook {
                 url: w.url.clone(),
@@ -78,12 +83,22 @@ impl Notifier {
                     .map(String::into_bytes),
             })
             .collect();
-        Self::with_hooks(hooks)
+        let mut n = Self::with_hooks(hooks, settings.smtp.is_some());
+        n.email = settings
+            .smtp
+            .clone()
+            .map(|s| (s, store.clone(), settings.page_url.clone()));
+        n
     }
 
-    /// Subscribers given directly.
-    pub fn with_hooks(hooks: Vec<Webhook>) -> Self {
-        let (tx, rx) = if hooks.is_empty() {
+    /// The SMTP relay and sender, when email is enabled.
+    pub fn smtp(&self) -> Option<&SmtpSettings> {
+        self.email.as_ref().map(|(s, _, _)| s)
+    }
+
+    /// Subscribers given directly (`queue` forces a queue without webhooks).
+    pub fn with_hooks(hooks: Vec<Webhook>, queue: bool) -> Self {
+        let (tx, rx) = if hooks.is_empty() && !queue {
             (None, None)
         } else {
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -91,6 +106,7 @@ impl Notifier {
         };
         Self {
             hooks: Arc::new(hooks),
+            email: None,
             tx,
             rx: Arc::new(Mutex::new(rx)),
             http: reqwest::Client::builder()
@@ -129,6 +145,46 @@ impl Notifier {
             for h in self.hooks.iter() {
                 self.post(h, &body).await;
             }
+            self.mail(&event).await;
+        }
+    }
+
+    /// Email one notification to every confirmed subscriber of the
+    /// components it concerns (all subscribers when it names none).
+    async fn mail(&self, event: &Value) {
+        let Some((smtp, store, page_url)) = &self.email else {
+            return;
+        };
+        let Some((subject, text, components)) = email_for(event) else {
+            return;
+        };
+        let subscribers = match store.subscribers().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list email subscribers");
+                return;
+            }
+        };
+        for s in subscribers {
+            let wanted = s.components.is_empty()
+                || components.is_empty()
+                || s.components.iter().any(|c| components.contains(c));
+            if !wanted {
+                continue;
+            }
+            let body = format!(
+                "{text}\n\nStatus page: {page_url}\nUnsubscribe: {page_url}/subscriptions/unsubscribe?token={}\n",
+                s.unsubscribe_token
+            );
+            let mail = crate::smtp::Mail {
+                from: &smtp.from,
+                to: &s.email,
+                subject: &subject,
+                body: &body,
+            };
+            if let Err(e) = crate::smtp::send(&smtp.relay, &mail, TIMEOUT).await {
+                tracing::warn!(error = %e, "notification email not sent");
+            }
         }
     }
 
@@ -156,5 +212,68 @@ impl Notifier {
             tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
         }
         false
+    }
+}
+
+/// Subject, text and the component ids an event concerns.
+fn email_for(event: &Value) -> Option<(String, String, Vec<String>)> {
+    let page = event["page"]["name"].as_str().unwrap_or("Status");
+    let words = |s: &str| s.replace('_', " ");
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match event["event"].as_str()? {
+        "incident.created" | "incident.updated" | "maintenance.created" | "maintenance.updated" => {
+            let i = &event["incident"];
+            let name = i["name"].as_str()?;
+            let status = words(i["status"].as_str()?);
+            let latest = i["incident_updates"][0]["body"].as_str().unwrap_or("");
+            let mut text = format!("{name}\nStatus: {status}\n\n{latest}");
+            if let (Some(a), Some(b)) = (i["scheduled_for"].as_str(), i["scheduled_until"].as_str())
+            {
+                text.push_str(&format!("\n\nWindow: {a} to {b}"));
+            }
+            Some((
+                format!("[{page}] {name}: {status}"),
+                text,
+                ids(&i["components"]),
+            ))
+        }
+        "maintenance.reminder" => {
+            let m = &event["scheduled_maintenance"];
+            let name = m["name"].as_str()?;
+            let hours = event["hours_before"].as_i64()?;
+            let unit = if hours == 1 { "hour" } else { "hours" };
+            let text = format!(
+                "Scheduled maintenance \"{name}\" starts in {hours} {unit}.\nWindow: {} to {}",
+                m["scheduled_for"].as_str().unwrap_or(""),
+                m["scheduled_until"].as_str().unwrap_or("")
+            );
+            Some((
+                format!("[{page}] Maintenance in {hours} {unit}: {name}"),
+                text,
+                ids(&m["components"]),
+            ))
+        }
+        "component.status_changed" => {
+            let c = &event["component"];
+            let name = c["name"].as_str()?;
+            let new = words(event["new_status"].as_str()?);
+            Some((
+                format!("[{page}] {name}: {new}"),
+                format!("{name} is now {new}."),
+                c["id"]
+                    .as_str()
+                    .map(|i| vec![i.to_string()])
+                    .unwrap_or_default(),
+            ))
+        }
+        _ => None,
     }
 }

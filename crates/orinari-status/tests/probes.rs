@@ -348,7 +348,7 @@ secret_env = "CARGO_MANIFEST_DIR"
     // Retries: a subscriber that is down at first gets it on a later attempt
     // (here: never up, so the post reports failure after its attempts).
     let dead = closed_port().await;
-    let n = Notifier::with_hooks(Vec::new());
+    let n = Notifier::with_hooks(Vec::new(), false);
     let hook = Webhook {
         url: format!("http://127.0.0.1:{dead}/hook"),
         secret: None,

@@ -155,6 +155,35 @@ pub enum Change {
         /// What claimed it.
         value: String,
     },
+    /// A visitor asked for email notifications (not yet confirmed).
+    Subscribe {
+        /// Subscription id.
+        id: String,
+        /// Address.
+        email: String,
+        /// Component ids, comma-separated; empty for all.
+        components: String,
+        /// SHA-256 (hex) of the confirmation token.
+        confirm_hash: String,
+        /// The unsubscribe token.
+        unsubscribe_token: String,
+        /// Unix ms.
+        at: i64,
+    },
+    /// A subscription confirmed by its token's hash.
+    ConfirmSubscription {
+        /// SHA-256 (hex) of the token.
+        confirm_hash: String,
+        /// Unix ms.
+        at: i64,
+    },
+    /// A subscription ended by its unsubscribe token.
+    Unsubscribe {
+        /// The token.
+        token: String,
+        /// Unix ms.
+        at: i64,
+    },
     /// Retention applied.
     Prune {
         /// Raw results before this Unix ms are deleted.
@@ -254,7 +283,10 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
         | Change::SetComponentStatus { .. }
         | Change::CreateIncident { .. }
         | Change::AddIncidentUpdate { .. }
-        | Change::Claim { .. }) => crate::status::apply(conn, c).await?,
+        | Change::Claim { .. }
+        | Change::Subscribe { .. }
+        | Change::ConfirmSubscription { .. }
+        | Change::Unsubscribe { .. }) => crate::status::apply(conn, c).await?,
         Change::Prune { raw_before, day_before } => vec![
             sqlx::query("DELETE FROM probe_results WHERE at < $1")
                 .bind(*raw_before)

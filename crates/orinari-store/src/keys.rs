@@ -67,8 +67,7 @@ fn limit(v: Option<i64>, what: &str) -> Result<Option<u32>, StoreError> {
 
 fn models(v: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
     v.map(|json| {
-        serde_json::from_str(&json)
-            .map_err(|e| StoreError::Invalid(format!("allowed_models: {e}")))
+        serde_json::from_str(&json).map_err(|e| StoreError::Invalid(format!("allowed_models: {e}")))
     })
     .transpose()
 }

@@ -25,7 +25,10 @@ use sqlx::sqlite::SqliteConnectOptions;
 pub use journal::Change;
 pub use keys::{ApiKey, NewApiKey};
 pub use probes::{DailyUptime, ProbeResult, PruneStats, Retention};
-pub use status::{ComponentDef, ComponentRow, IncidentRow, NewIncident, NewUpdate, UpdateRow};
+pub use status::{
+    ComponentDef, ComponentRow, IncidentRow, NewIncident, NewSubscription, NewUpdate, Subscriber,
+    UpdateRow,
+};
 
 /// Errors at the storage boundary.
 #[derive(Debug, thiserror::Error)]

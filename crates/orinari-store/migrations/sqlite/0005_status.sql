@@ -56,3 +56,17 @@ CREATE TABLE status_incident_updates (
     affected    TEXT
 );
 CREATE INDEX status_incident_updates_incident ON status_incident_updates (incident_id, created_at);
+
+-- Visitors subscribed by email (double opt-in): only the hash of the
+-- confirmation token is kept; the unsubscribe token goes in every email.
+CREATE TABLE status_subscriptions (
+    id                TEXT PRIMARY KEY,
+    email             TEXT   NOT NULL,
+    components        TEXT   NOT NULL,
+    confirm_hash      TEXT   NOT NULL UNIQUE,
+    unsubscribe_token TEXT   NOT NULL UNIQUE,
+    created_at        BIGINT NOT NULL,
+    confirmed_at      BIGINT,
+    unsubscribed_at   BIGINT
+);
+CREATE INDEX status_subscriptions_email ON status_subscriptions (email);
