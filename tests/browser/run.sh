@@ -46,9 +46,11 @@ trap cleanup EXIT
 # The server runs from its own scratch directory (a place to look for files
 # it might write) and logs outside it.
 mkdir "$work/cwd"
-# The status page tests open incidents through the admin API.
+# The status page tests open incidents through the admin API; an SMTP relay
+# setting makes the page show its subscription form (nothing is sent).
 admin_token="browser-$RANDOM$RANDOM$RANDOM"
-if ! serve_start browser "$bin" "$work/cwd" "$log" ORINARI_LOG=debug ORINARI_ADMIN_TOKEN="$admin_token"; then
+if ! serve_start browser "$bin" "$work/cwd" "$log" ORINARI_LOG=debug ORINARI_ADMIN_TOKEN="$admin_token" \
+    ORINARI_STATUS_SMTP=127.0.0.1:9 ORINARI_STATUS_SMTP_FROM=status@example.org; then
     echo "browser: 0 passed, 1 failed"
     exit 1
 fi

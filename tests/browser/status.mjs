@@ -27,6 +27,7 @@ export function statusTests({ test, open, axe, raw, assert, shoot, browser, base
     assert(!/<script(?![^>]*\bsrc=)[^>]*>/i.test(html), 'no inline script');
     assert(!/<style|\sstyle=/i.test(html), 'no inline style');
     assert(html.includes('All Systems Operational') || html.includes('System'), 'banner in words');
+    assert(html.includes('action="/status/subscribe"'), 'subscription form (no JavaScript needed)');
     const { context, page: p } = await open();
     const cdp = await context.newCDPSession(p);
     await cdp.send('Network.enable');

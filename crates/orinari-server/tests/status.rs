@@ -498,3 +498,38 @@ async fn metrics_pass_promtool() {
     );
     assert!(om.text().await.unwrap().ends_with("# EOF\n"));
 }
+
+#[tokio::test]
+async fn subscription_pages_answer_without_javascript() {
+    let p = start(CONFIG).await;
+    // No [status] smtp: the page shows no form and the endpoint says why.
+    let html = p.get("/status").await.text().await.unwrap();
+    assert!(!html.contains("action=\"/status/subscribe\""));
+    let r = p
+        .http
+        .post(format!("{}/status/subscribe", p.base))
+        .form(&[("email", "a@example.org")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("Email notifications are not enabled on this page."),
+        "{text}"
+    );
+    for path in [
+        "/status/subscriptions/confirm?token=forged",
+        "/status/subscriptions/unsubscribe?token=x",
+    ] {
+        let r = p.get(path).await;
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(r.text().await.unwrap().contains("Link not valid"));
+    }
+}

@@ -5,7 +5,7 @@
 //! written in words (and a symbol), never shown by colour alone.
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use orinari_status::model::{ComponentStatus, Impact};
@@ -35,6 +35,16 @@ struct StatusPage<'a> {
     active: Vec<IncidentView>,
     maintenance: Vec<IncidentView>,
     past: Vec<IncidentView>,
+    emails: bool,
+}
+
+#[derive(Template)]
+#[template(path = "status_message.html")]
+struct MessagePage<'a> {
+    assets: &'a Assets,
+    name: &'a str,
+    title: &'a str,
+    message: &'a str,
 }
 
 struct ComponentView {
@@ -124,7 +134,7 @@ fn capitalise(s: &str) -> String {
         .unwrap_or_default()
 }
 
-fn view(snap: &Snapshot) -> StatusPage<'_> {
+fn view(snap: &Snapshot, emails: bool) -> StatusPage<'_> {
     let clock = &snap.page.clock;
     let (banner_class, banner_symbol) = match snap.status.indicator {
         Impact::Critical => ("critical", "✕"),
@@ -203,6 +213,7 @@ fn view(snap: &Snapshot) -> StatusPage<'_> {
             .take(PAST)
             .map(|i| incident_view(clock, i))
             .collect(),
+        emails,
     }
 }
 
@@ -217,7 +228,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
             .into_response();
     };
     let snap = svc.snapshot();
-    let html = match view(&snap).render() {
+    let html = match view(&snap, svc.emails_enabled()).render() {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "status template failed");
@@ -249,4 +260,157 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
         html,
     )
         .into_response()
+}
+
+/// The subscription form's fields.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SubscribeForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    component: String,
+}
+
+/// `?token=…` of the links in subscription emails.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+fn message(state: &AppState, status: StatusCode, title: &str, text: &str) -> Response {
+    let name = state
+        .status()
+        .map_or_else(String::new, |s| s.snapshot().page.name.clone());
+    let page = MessagePage {
+        assets: &ASSETS,
+        name: &name,
+        title,
+        message: text,
+    };
+    match page.render() {
+        Ok(html) => (
+            status,
+            [
+                (header::CONTENT_TYPE, HTML),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "status message template failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be rendered.\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `POST /status/subscribe`: email double opt-in (a confirmation link is mailed).
+pub async fn subscribe(
+    State(state): State<AppState>,
+    form: Result<axum::extract::Form<SubscribeForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Some(svc) = state.status().cloned() else {
+        return message(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The status page is not running on this instance.",
+        );
+    };
+    let Ok(axum::extract::Form(f)) = form else {
+        return message(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Not subscribed",
+            "The form could not be read.",
+        );
+    };
+    let component = Some(f.component.as_str()).filter(|c| !c.is_empty());
+    match svc
+        .subscribe_email(&f.email, component, orinari_store::now_ms())
+        .await
+    {
+        Ok(()) => message(
+            &state,
+            StatusCode::OK,
+            "Check your email",
+            "If the address is right, a confirmation link is on its way. Nothing is sent until you follow it.",
+        ),
+        Err(orinari_status::StatusError::Invalid { message: m, .. }) => message(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Not subscribed",
+            &capitalise(&format!("{m}.")),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "subscription failed");
+            message(
+                &state,
+                StatusCode::BAD_GATEWAY,
+                "Not subscribed",
+                "The confirmation email could not be sent; try again later.",
+            )
+        }
+    }
+}
+
+/// `GET /status/subscriptions/confirm?token=…`.
+pub async fn confirm(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> Response {
+    token_action(&state, &q.token, true).await
+}
+
+/// `GET /status/subscriptions/unsubscribe?token=…`.
+pub async fn unsubscribe(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> Response {
+    token_action(&state, &q.token, false).await
+}
+
+async fn token_action(state: &AppState, token: &str, confirm: bool) -> Response {
+    let Some(svc) = state.status().cloned() else {
+        return message(
+            state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The status page is not running on this instance.",
+        );
+    };
+    let now = orinari_store::now_ms();
+    let done = if confirm {
+        svc.confirm(token, now).await
+    } else {
+        svc.unsubscribe(token, now).await
+    };
+    match (done, confirm) {
+        (Ok(true), true) => message(
+            state,
+            StatusCode::OK,
+            "Subscribed",
+            "You will get an email when an incident or maintenance concerns what you chose.",
+        ),
+        (Ok(true), false) => message(
+            state,
+            StatusCode::OK,
+            "Unsubscribed",
+            "You will get no more emails from this status page.",
+        ),
+        (Ok(false), _) => message(
+            state,
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "This link is unknown or was already used.",
+        ),
+        (Err(e), _) => {
+            tracing::error!(error = %e, "subscription change failed");
+            message(
+                state,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Try again later",
+                "The change could not be stored.",
+            )
+        }
+    }
 }

@@ -28,6 +28,15 @@ pub fn pages(state: AppState) -> Router {
         .route("/", get(chat_page::page).post(chat_page::submit))
         .route("/assets/{name}", get(chat_page::asset))
         .route("/status", get(crate::pages::status::page))
+        .route("/status/subscribe", post(crate::pages::status::subscribe))
+        .route(
+            "/status/subscriptions/confirm",
+            get(crate::pages::status::confirm),
+        )
+        .route(
+            "/status/subscriptions/unsubscribe",
+            get(crate::pages::status::unsubscribe),
+        )
         .with_state(state)
 }
 

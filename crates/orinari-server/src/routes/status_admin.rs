@@ -27,6 +27,10 @@ fn failed(e: StatusError) -> HttpError {
             a.status = 404;
             HttpError(a.with_code("not_found"))
         }
+        StatusError::Delivery(_) => {
+            tracing::warn!(error = %e, "status notification failed");
+            HttpError(ApiError::upstream_failed("A notification could not be delivered."))
+        }
         StatusError::Store(_) => {
             tracing::error!(error = %e, "status write failed");
             HttpError(ApiError::internal("The change could not be stored."))
