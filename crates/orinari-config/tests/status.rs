@@ -152,3 +152,29 @@ fn environment_overrides_status_keys() {
     .unwrap();
     assert_eq!(c.status.time_zone, "Asia/Tokyo");
 }
+
+#[test]
+fn smtp_needs_a_relay_and_a_sender() {
+    let s =
+        parse("[status]\nsmtp = \"127.0.0.1:2525\"\nsmtp_from = \"status@acme.test\"\n").unwrap();
+    let smtp = s.smtp.unwrap();
+    assert_eq!(
+        (smtp.relay.as_str(), smtp.from.as_str()),
+        ("127.0.0.1:2525", "status@acme.test")
+    );
+    for (text, key) in [
+        ("[status]\nsmtp = \"127.0.0.1:25\"\n", "status.smtp_from"),
+        ("[status]\nsmtp_from = \"a@b.c\"\n", "status.smtp"),
+        (
+            "[status]\nsmtp = \"relay\"\nsmtp_from = \"a@b.c\"\n",
+            "status.smtp",
+        ),
+        (
+            "[status]\nsmtp = \"relay:25\"\nsmtp_from = \"nobody\"\n",
+            "status.smtp_from",
+        ),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.contains(&format!("`{key}`")), "{text}\n→ {e}");
+    }
+}
