@@ -158,12 +158,13 @@ pub(crate) fn validate(
         let scheme_ok = c.url.starts_with("http://")
             || c.url.starts_with("https://")
             || c.url.starts_with("tcp://")
+            || c.url.starts_with("tls://")
             || c.url == "builtin:storage";
         if !scheme_ok {
             return Err(err(
                 name,
                 &key("url"),
-                "must be an http:// or https:// URL, tcp://HOST:PORT, or builtin:storage",
+                "must be an http:// or https:// URL, tcp://HOST:PORT, tls://HOST:PORT, or builtin:storage",
             ));
         }
         let interval = duration(

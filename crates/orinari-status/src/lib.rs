@@ -16,6 +16,7 @@ pub mod probe;
 mod service;
 pub mod smtp;
 pub mod statuspage;
+pub mod tls;
 pub mod uptime;
 
 pub use badge::{badge, colour_of};

@@ -23,6 +23,16 @@ pub enum Target {
         /// A string the body must contain.
         keyword: Option<String>,
     },
+    /// The TLS certificate at `host:port` is valid for longer than `warn`
+    /// (degraded within it; down once expired or when no handshake succeeds).
+    Tls {
+        /// Host name (also sent as SNI).
+        host: String,
+        /// Port.
+        port: u16,
+        /// How long before expiry the component shows degraded.
+        warn: Duration,
+    },
     /// A TCP connection to `host:port` opens.
     Tcp {
         /// `host:port`.
@@ -56,11 +66,24 @@ impl Target {
                 _ => Err(format!("`{url}` must be tcp://HOST:PORT")),
             };
         }
+        if let Some(addr) = url.strip_prefix("tls://") {
+            return match addr.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() => match port.parse::<u16>() {
+                    Ok(port) => Ok(Self::Tls {
+                        host: host.into(),
+                        port,
+                        warn: Duration::from_secs(14 * 86_400),
+                    }),
+                    Err(_) => Err(format!("`{url}` must be tls://HOST:PORT")),
+                },
+                _ => Err(format!("`{url}` must be tls://HOST:PORT")),
+            };
+        }
         if url == "builtin:storage" {
             return Ok(Self::Storage);
         }
         Err(format!(
-            "`{url}` must be an http:// or https:// URL, tcp://HOST:PORT, or builtin:storage"
+            "`{url}` must be an http:// or https:// URL, tcp://HOST:PORT, tls://HOST:PORT, or builtin:storage"
         ))
     }
 }
@@ -74,6 +97,8 @@ pub struct Attempt {
     pub latency: Duration,
     /// Why it failed (for logs and the admin API; never a secret).
     pub error: Option<String>,
+    /// Passed, but with a warning (a certificate near its expiry).
+    pub degraded: bool,
 }
 
 /// Runs attempts; holds the pooled HTTP client.
@@ -99,19 +124,24 @@ impl Prober {
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, self.run(target)).await;
         let latency = started.elapsed();
-        let error = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e),
-            Err(_) => Some(format!("timed out after {} ms", timeout.as_millis())),
+        let (error, degraded) = match result {
+            Ok(Ok(degraded)) => (None, degraded),
+            Ok(Err(e)) => (Some(e), false),
+            Err(_) => (
+                Some(format!("timed out after {} ms", timeout.as_millis())),
+                false,
+            ),
         };
         Attempt {
             ok: error.is_none(),
             latency,
             error,
+            degraded,
         }
     }
 
-    async fn run(&self, target: &Target) -> Result<(), String> {
+    /// `Ok(true)` passed with a warning.
+    async fn run(&self, target: &Target) -> Result<bool, String> {
         match target {
             Target::Http {
                 url,
@@ -141,14 +171,23 @@ impl Prober {
                         return Err("the body does not contain the keyword".into());
                     }
                 }
-                Ok(())
+                Ok(false)
+            }
+            Target::Tls { host, port, warn } => {
+                let expires = crate::tls::expiry(host, *port).await?;
+                let now = orinari_store::now_ms() / 1000;
+                if expires <= now {
+                    return Err("the certificate has expired".into());
+                }
+                let warn = i64::try_from(warn.as_secs()).unwrap_or(i64::MAX);
+                Ok(expires - now < warn)
             }
             Target::Tcp { addr } => TcpStream::connect(addr.as_str())
                 .await
-                .map(drop)
+                .map(|_| false)
                 .map_err(|e| format!("connect failed: {e}")),
             Target::Storage => match &self.store {
-                Some(s) => s.ping().await.map_err(|e| e.to_string()),
+                Some(s) => s.ping().await.map(|()| false).map_err(|e| e.to_string()),
                 None => Err("no store".into()),
             },
         }
@@ -210,7 +249,7 @@ impl Tracker {
             self.fails = self.fails.saturating_add(1);
             self.passes = 0;
         }
-        let slow = self.limits.degraded_after.is_some_and(|d| a.latency > d);
+        let slow = a.degraded || self.limits.degraded_after.is_some_and(|d| a.latency > d);
         let want = if !a.ok {
             (self.fails >= self.limits.failures).then_some(ComponentStatus::MajorOutage)
         } else if self.state == Some(ComponentStatus::MajorOutage)
@@ -240,6 +279,7 @@ mod tests {
             ok,
             latency: Duration::from_millis(ms),
             error: None,
+            degraded: false,
         }
     }
 

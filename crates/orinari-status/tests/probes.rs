@@ -466,3 +466,119 @@ async fn events_of(got: &Received, event: &str) -> serde_json::Value {
         .find(|v| v["event"] == event)
         .unwrap()
 }
+
+/// `openssl s_server` with a new self-signed certificate valid for `days`.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: std::path::PathBuf,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn tls_server(days: u32) -> TlsServer {
+    let dir = std::env::temp_dir().join(format!("orinari-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-days", &days.to_string(), "-keyout"])
+        .arg(dir.join("k.pem"))
+        .arg("-out")
+        .arg(dir.join("c.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+        ])
+        .arg(dir.join("c.pem"))
+        .arg("-key")
+        .arg(dir.join("k.pem"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return TlsServer {
+                child,
+                port,
+                _dir: dir,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("openssl s_server did not start");
+}
+
+#[tokio::test]
+async fn tls_certificate_expiry_against_a_real_tls_server() {
+    let p = Prober::new(None);
+    let t = Duration::from_secs(5);
+    let now = orinari_store::now_ms() / 1000;
+    // Five days left: up, but degraded (the warning window is 14 days).
+    let soon = tls_server(5).await;
+    let expires = orinari_status::tls::expiry("127.0.0.1", soon.port)
+        .await
+        .unwrap();
+    assert!(
+        (expires - (now + 5 * 86_400)).abs() < 300,
+        "expires {expires}, now {now}"
+    );
+    let a = p
+        .attempt(
+            &Target::parse(&format!("tls://127.0.0.1:{}", soon.port), None, None).unwrap(),
+            t,
+        )
+        .await;
+    assert!(a.ok && a.degraded, "{a:?}");
+    // A year left: up.
+    let later = tls_server(400).await;
+    let a = p
+        .attempt(
+            &Target::parse(&format!("tls://127.0.0.1:{}", later.port), None, None).unwrap(),
+            t,
+        )
+        .await;
+    assert!(a.ok && !a.degraded, "{a:?}");
+    // Not TLS at all: down.
+    let (base, _u) = upstream().await;
+    let addr = base.trim_start_matches("http://");
+    let a = p
+        .attempt(
+            &Target::parse(&format!("tls://{addr}"), None, None).unwrap(),
+            t,
+        )
+        .await;
+    assert!(!a.ok && a.error.unwrap().contains("TLS handshake failed"));
+}
