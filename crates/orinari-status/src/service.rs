@@ -979,6 +979,16 @@ impl StatusService {
                 tracing::warn!(error = %e, "status tick failed");
             }
             n += 1;
+            // Raw probe results are kept 14 days (daily rollups 400): pruned
+            // at start and hourly.
+            if n % 3600 == 1
+                && let Err(e) = self
+                    .store
+                    .prune(now, orinari_store::Retention::default())
+                    .await
+            {
+                tracing::warn!(error = %e, "probe history pruning failed");
+            }
             if n.is_multiple_of(REFRESH_EVERY)
                 && let Err(e) = self.reconcile(now, None).await
             {
