@@ -120,12 +120,38 @@ fn group(name: &str, key: &str, g: Option<&str>) -> Result<Option<(String, Strin
         .transpose()
 }
 
-/// `[status]` → [`StatusSettings`]. `duration` is the config's parser.
+/// `HOST:PORT` of a URL with one of `schemes` (default port per scheme);
+/// credentials and path are dropped.
+fn host_port(url: &str, schemes: &[(&str, u16)]) -> Option<String> {
+    let (rest, port) = schemes
+        .iter()
+        .find_map(|(s, p)| url.strip_prefix(s).map(|r| (r, *p)))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    if host.is_empty() {
+        return None;
+    }
+    let has_port = if host.starts_with('[') {
+        host.contains("]:")
+    } else {
+        host.contains(':')
+    };
+    Some(if has_port {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+/// `[status]` → [`StatusSettings`]. `duration` is the config's parser;
+/// `backends` (model, backend, base URL) and `redis_url` get built-in checks.
 pub(crate) fn validate(
     raw: RawStatus,
     name: &str,
     listen: std::net::SocketAddr,
     duration: impl Fn(&str, &str, &str) -> Result<Duration, ConfigError>,
+    backends: &[(String, String, String)],
+    redis_url: Option<&str>,
 ) -> Result<StatusSettings, ConfigError> {
     let mut ids = std::collections::HashSet::new();
     let mut components = Vec::new();
@@ -230,7 +256,8 @@ pub(crate) fn validate(
             degraded_after,
         });
     }
-    if raw.builtin_checks.unwrap_or(d::STATUS_BUILTIN_CHECKS) && !ids.contains("storage") {
+    let builtin = raw.builtin_checks.unwrap_or(d::STATUS_BUILTIN_CHECKS);
+    if builtin && !ids.contains("storage") {
         checks.push(CheckSettings {
             component: ComponentSettings {
                 id: "storage".into(),
@@ -247,6 +274,49 @@ pub(crate) fn validate(
             failure_threshold: d::CHECK_FAILURE_THRESHOLD,
             success_threshold: d::CHECK_SUCCESS_THRESHOLD,
         });
+    }
+    if builtin {
+        let mut builtin_check =
+            |id: String, name: String, group: Option<(String, String)>, url: String| {
+                if ids.insert(id.clone()) {
+                    checks.push(CheckSettings {
+                        component: ComponentSettings {
+                            id,
+                            name,
+                            description: None,
+                            group,
+                        },
+                        url,
+                        interval: Duration::from_secs(30),
+                        timeout: Duration::from_secs(5),
+                        expect_status: None,
+                        keyword: None,
+                        degraded_after: None,
+                        failure_threshold: d::CHECK_FAILURE_THRESHOLD,
+                        success_threshold: d::CHECK_SUCCESS_THRESHOLD,
+                    });
+                }
+            };
+        for (model, backend, base_url) in backends {
+            if let Some(addr) = host_port(base_url, &[("http://", 80), ("https://", 443)]) {
+                builtin_check(
+                    slug(&format!("backend {model} {backend}")),
+                    format!("{model} · {backend}"),
+                    Some(("model-backends".into(), "Model backends".into())),
+                    format!("tcp://{addr}"),
+                );
+            }
+        }
+        if let Some(addr) =
+            redis_url.and_then(|u| host_port(u, &[("redis://", 6379), ("rediss://", 6379)]))
+        {
+            builtin_check(
+                "redis".into(),
+                "Redis".into(),
+                None,
+                format!("tcp://{addr}"),
+            );
+        }
     }
     if let Some(c) = &raw.connectivity_check
         && !(c.starts_with("http://") || c.starts_with("https://") || c.starts_with("tcp://"))

@@ -309,7 +309,24 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
     if !raw.sources.is_empty() {
         inactive.push("sources");
     }
-    let status = crate::status::validate(raw.status, name, listen, duration)?;
+    // Built-in status checks: one per upstream model backend, and Redis.
+    let backends: Vec<(String, String, String)> = raw
+        .models
+        .iter()
+        .flat_map(|m| {
+            m.backends
+                .iter()
+                .map(|b| (m.name.clone(), b.name.clone(), b.base_url.clone()))
+        })
+        .collect();
+    let status = crate::status::validate(
+        raw.status,
+        name,
+        listen,
+        duration,
+        &backends,
+        raw.cluster.redis_url.as_deref(),
+    )?;
     let b = &raw.backup;
     let interval = duration(
         name,

@@ -178,3 +178,57 @@ fn smtp_needs_a_relay_and_a_sender() {
         assert!(e.contains(&format!("`{key}`")), "{text}\n→ {e}");
     }
 }
+
+#[test]
+fn builtin_checks_cover_model_backends_and_redis() {
+    let s = parse(
+        r#"
+[cluster]
+redis_url = "redis://:secret@10.0.0.5/0"
+[[models]]
+name = "gpt-4o-mini"
+strategy = "p2c-ewma"
+[[models.backends]]
+name = "primary-a"
+provider = "openai"
+base_url = "http://127.0.0.1:9001/v1"
+[[models.backends]]
+name = "primary-b"
+provider = "openai"
+base_url = "https://api.example.org/v1"
+"#,
+    )
+    .unwrap();
+    let got: Vec<(&str, &str, Option<&str>)> = s
+        .checks
+        .iter()
+        .map(|c| {
+            (
+                c.component.id.as_str(),
+                c.url.as_str(),
+                c.component.group.as_ref().map(|g| g.1.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("storage", "builtin:storage", None),
+            (
+                "backend-gpt-4o-mini-primary-a",
+                "tcp://127.0.0.1:9001",
+                Some("Model backends")
+            ),
+            (
+                "backend-gpt-4o-mini-primary-b",
+                "tcp://api.example.org:443",
+                Some("Model backends")
+            ),
+            ("redis", "tcp://10.0.0.5:6379", None),
+        ]
+    );
+    assert!(
+        !format!("{s:?}").contains("secret"),
+        "no credentials in checks"
+    );
+}
