@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 pub use raw::defaults;
 pub use status::{
-    CheckSettings, ComponentSettings, SmtpSettings, StatusSettings, WebhookSettings, slug,
+    AlertKind, AlertSettings, CheckSettings, ComponentSettings, SmtpSettings, StatusSettings,
+    WebhookSettings, slug,
 };
 pub use validate::{
     BackupSettings, Config, KeySource, LocalModelConfig, ModelConfig, PromptInjection, ServerConfig,

@@ -313,6 +313,21 @@ pub struct RawStatus {
     pub checks: Vec<RawCheck>,
     #[serde(default)]
     pub webhooks: Vec<RawWebhook>,
+    #[serde(default)]
+    pub alerts: Vec<RawAlert>,
+    #[serde(default)]
+    pub alert_emails: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlert {
+    pub name: String,
+    pub kind: String,
+    pub route: Option<String>,
+    pub threshold: f64,
+    pub window: Option<String>,
+    pub min_requests: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,7 @@ use crate::ConfigError;
 use crate::raw::{RawStatus, defaults as d};
 
 /// `[status]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StatusSettings {
     /// `page_name`.
     pub page_name: String,
@@ -26,6 +26,38 @@ pub struct StatusSettings {
     /// `smtp` (`host:port` of a relay) and `smtp_from`: email notifications
     /// and visitor subscriptions, when set.
     pub smtp: Option<SmtpSettings>,
+    /// `[[status.alerts]]`: rules on error rate and latency.
+    pub alerts: Vec<AlertSettings>,
+    /// `alert_emails`: operators emailed when an alert fires or resolves.
+    pub alert_emails: Vec<String>,
+}
+
+/// What an alert rule measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertKind {
+    /// Fraction of requests answered with a 5xx.
+    ErrorRate,
+    /// 99th-percentile time to the response head, in seconds.
+    LatencyP99,
+}
+
+/// One `[[status.alerts]]` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSettings {
+    /// Stable id (a slug of the name).
+    pub id: String,
+    /// Name, in notifications.
+    pub name: String,
+    /// What it measures.
+    pub kind: AlertKind,
+    /// Only this matched route (e.g. `/v1/chat/completions`); all when unset.
+    pub route: Option<String>,
+    /// Fires above this (a fraction for error_rate, seconds for latency_p99).
+    pub threshold: f64,
+    /// Measured over this trailing window.
+    pub window: Duration,
+    /// Fewer requests in the window never fire.
+    pub min_requests: u64,
 }
 
 /// `[status] smtp`, `smtp_from`.
@@ -388,6 +420,57 @@ pub(crate) fn validate(
             Some(SmtpSettings { relay, from })
         }
     };
+    let mut alerts = Vec::new();
+    for (i, a) in raw.alerts.into_iter().enumerate() {
+        let key = |k: &str| format!("status.alerts[{i}].{k}");
+        let id = id_of(name, &key("name"), None, &a.name)?;
+        let kind = match a.kind.as_str() {
+            "error_rate" => AlertKind::ErrorRate,
+            "latency_p99" => AlertKind::LatencyP99,
+            other => {
+                return Err(err(
+                    name,
+                    &key("kind"),
+                    format!("`{other}` must be error_rate or latency_p99"),
+                ));
+            }
+        };
+        let valid = a.threshold.is_finite()
+            && a.threshold > 0.0
+            && (kind != AlertKind::ErrorRate || a.threshold < 1.0);
+        if !valid {
+            return Err(err(
+                name,
+                &key("threshold"),
+                "must be a fraction between 0 and 1 for error_rate, or seconds above 0 for latency_p99",
+            ));
+        }
+        alerts.push(AlertSettings {
+            id,
+            name: a.name,
+            kind,
+            route: a.route,
+            threshold: a.threshold,
+            window: duration(name, &key("window"), a.window.as_deref().unwrap_or("5m"))?,
+            min_requests: a.min_requests.unwrap_or(20),
+        });
+    }
+    for (i, e) in raw.alert_emails.iter().enumerate() {
+        if e.split('@').count() != 2 || e.contains(char::is_whitespace) {
+            return Err(err(
+                name,
+                &format!("status.alert_emails[{i}]"),
+                format!("`{e}` is not an email address"),
+            ));
+        }
+    }
+    if !raw.alert_emails.is_empty() && smtp.is_none() {
+        return Err(err(
+            name,
+            "status.alert_emails",
+            "needs status.smtp and status.smtp_from",
+        ));
+    }
     let page_name = raw.page_name.unwrap_or_else(|| d::STATUS_PAGE_NAME.into());
     if page_name.trim().is_empty() {
         return Err(err(name, "status.page_name", "must not be empty"));
@@ -401,5 +484,7 @@ pub(crate) fn validate(
         checks,
         webhooks,
         smtp,
+        alerts,
+        alert_emails: raw.alert_emails,
     })
 }

@@ -232,3 +232,44 @@ base_url = "https://api.example.org/v1"
         "no credentials in checks"
     );
 }
+
+#[test]
+fn alert_rules_are_checked() {
+    let s = parse(
+        "[status]\nsmtp = \"relay:25\"\nsmtp_from = \"s@acme.test\"\nalert_emails = [\"ops@acme.test\"]\n\
+         [[status.alerts]]\nname = \"Chat errors\"\nkind = \"error_rate\"\nroute = \"/v1/chat/completions\"\nthreshold = 0.05\n\
+         [[status.alerts]]\nname = \"Slow\"\nkind = \"latency_p99\"\nthreshold = 2.5\nwindow = \"10m\"\nmin_requests = 100\n",
+    )
+    .unwrap();
+    assert_eq!(s.alerts.len(), 2);
+    assert_eq!(
+        (s.alerts[0].id.as_str(), s.alerts[0].window),
+        ("chat-errors", Duration::from_secs(300))
+    );
+    assert_eq!(s.alerts[0].kind, orinari_config::AlertKind::ErrorRate);
+    assert_eq!(
+        (s.alerts[1].min_requests, s.alerts[1].threshold),
+        (100, 2.5)
+    );
+    for (text, key) in [
+        (
+            "[[status.alerts]]\nname = \"x\"\nkind = \"cpu\"\nthreshold = 1.0\n",
+            "status.alerts[0].kind",
+        ),
+        (
+            "[[status.alerts]]\nname = \"x\"\nkind = \"error_rate\"\nthreshold = 1.5\n",
+            "status.alerts[0].threshold",
+        ),
+        (
+            "[[status.alerts]]\nname = \"x\"\nkind = \"latency_p99\"\nthreshold = 1.0\nwindow = \"soon\"\n",
+            "status.alerts[0].window",
+        ),
+        (
+            "[status]\nalert_emails = [\"ops@acme.test\"]\n",
+            "status.alert_emails",
+        ),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.contains(&format!("`{key}`")), "{text}\n→ {e}");
+    }
+}

@@ -7,6 +7,7 @@
 //! This crate never renders HTML: the page lives in `orinari-server`, which
 //! reads a [`Snapshot`] and subscribes to its changes for live updates.
 
+pub mod alerts;
 mod badge;
 mod clock;
 mod feed;

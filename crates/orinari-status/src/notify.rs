@@ -62,6 +62,7 @@ pub fn sign(secret: &[u8], unix_s: i64, body: &[u8]) -> String {
 pub struct Notifier {
     hooks: Arc<Vec<Webhook>>,
     email: Option<(SmtpSettings, Store, String)>,
+    operators: Arc<Vec<String>>,
     tx: Option<mpsc::Sender<serde_json::Value>>,
     rx: Arc<Mutex<Option<mpsc::Receiver<serde_json::Value>>>>,
     http: reqwest::Client,
@@ -84,6 +85,7 @@ impl Notifier {
             })
             .collect();
         let mut n = Self::with_hooks(hooks, settings.smtp.is_some());
+        n.operators = Arc::new(settings.alert_emails.clone());
         n.email = settings
             .smtp
             .clone()
@@ -107,6 +109,7 @@ impl Notifier {
         Self {
             hooks: Arc::new(hooks),
             email: None,
+            operators: Arc::new(Vec::new()),
             tx,
             rx: Arc::new(Mutex::new(rx)),
             http: reqwest::Client::builder()
@@ -155,6 +158,34 @@ impl Notifier {
         let Some((smtp, store, page_url)) = &self.email else {
             return;
         };
+        if let Some(state) = event["event"]
+            .as_str()
+            .and_then(|e| e.strip_prefix("alert."))
+        {
+            // Alerts are for operators, never for public subscribers.
+            let a = &event["alert"];
+            let subject = format!(
+                "[{}] Alert {state}: {}",
+                event["page"]["name"].as_str().unwrap_or("Status"),
+                a["name"].as_str().unwrap_or("")
+            );
+            let body = format!(
+                "{}\n\nStatus page: {page_url}\n",
+                serde_json::to_string_pretty(a).unwrap_or_default()
+            );
+            for to in self.operators.iter() {
+                let mail = crate::smtp::Mail {
+                    from: &smtp.from,
+                    to,
+                    subject: &subject,
+                    body: &body,
+                };
+                if let Err(e) = crate::smtp::send(&smtp.relay, &mail, TIMEOUT).await {
+                    tracing::warn!(error = %e, "alert email not sent");
+                }
+            }
+            return;
+        }
         let Some((subject, text, components)) = email_for(event) else {
             return;
         };

@@ -173,6 +173,7 @@ pub struct StatusService {
     notifier: Notifier,
     snapshot: watch::Sender<Arc<Snapshot>>,
     writing: Mutex<()>,
+    alerts: crate::alerts::Alerts,
 }
 
 impl StatusService {
@@ -258,6 +259,7 @@ impl StatusService {
             notifier,
             snapshot: watch::channel(empty).0,
             writing: Mutex::new(()),
+            alerts: crate::alerts::Alerts::new(settings.alerts.clone()),
         };
         svc.reconcile(now, None).await?;
         Ok(svc)
@@ -276,6 +278,47 @@ impl StatusService {
     /// The notifier (its queue is drained by [`StatusService::run`]).
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    /// Count a finished request for the alert rules (nothing without rules).
+    pub fn record_request(&self, route: &str, status: u16, seconds: f64, now: i64) {
+        self.alerts.record(route, status, seconds, now);
+    }
+
+    /// Evaluate the alert rules; notify (webhooks and `alert_emails`) about
+    /// each that started or stopped firing, once across instances.
+    pub async fn evaluate_alerts(&self, now: i64) -> Result<(), StatusError> {
+        for (rule, reading) in self.alerts.changes(now) {
+            let state = if reading.firing { "firing" } else { "resolved" };
+            if self
+                .store
+                .claim(
+                    &format!("status.alertrule.{}.{state}.{}", rule.id, now / 60_000),
+                    &now.to_string(),
+                )
+                .await?
+            {
+                tracing::warn!(alert = %rule.name, state, value = reading.value, requests = reading.requests, "alert");
+                self.notifier.notify(json!({
+                    "event": format!("alert.{state}"),
+                    "page": crate::statuspage::page(&self.snapshot()),
+                    "alert": {
+                        "id": rule.id,
+                        "name": rule.name,
+                        "kind": match rule.kind {
+                            orinari_config::AlertKind::ErrorRate => "error_rate",
+                            orinari_config::AlertKind::LatencyP99 => "latency_p99",
+                        },
+                        "route": rule.route,
+                        "threshold": rule.threshold,
+                        "window_seconds": rule.window.as_secs(),
+                        "value": reading.value,
+                        "requests": reading.requests,
+                    },
+                }));
+            }
+        }
+        Ok(())
     }
 
     /// Whether visitors can subscribe by email (`[status] smtp` is set).
@@ -988,6 +1031,12 @@ impl StatusService {
                     .await
             {
                 tracing::warn!(error = %e, "probe history pruning failed");
+            }
+            if !self.alerts.rules().is_empty()
+                && n.is_multiple_of(5)
+                && let Err(e) = self.evaluate_alerts(now).await
+            {
+                tracing::warn!(error = %e, "alert evaluation failed");
             }
             if n.is_multiple_of(REFRESH_EVERY)
                 && let Err(e) = self.reconcile(now, None).await

@@ -582,3 +582,91 @@ async fn tls_certificate_expiry_against_a_real_tls_server() {
         .await;
     assert!(!a.ok && a.error.unwrap().contains("TLS handshake failed"));
 }
+
+#[tokio::test]
+async fn alert_rules_fire_and_resolve_once_across_instances() {
+    let (url, got) = receiver().await;
+    let toml = format!(
+        r#"
+[status]
+builtin_checks = false
+[[status.webhooks]]
+url = "{url}"
+[[status.alerts]]
+name = "Chat errors"
+kind = "error_rate"
+route = "/v1/chat/completions"
+threshold = 0.1
+window = "60s"
+min_requests = 5
+"#
+    );
+    let store = common::store().await;
+    let settings = common::settings(&toml);
+    let t = orinari_store::now_ms();
+    let a = Arc::new(
+        StatusService::open(store.clone(), &settings, t)
+            .await
+            .unwrap(),
+    );
+    let b = Arc::new(StatusService::open(store, &settings, t).await.unwrap());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(a.clone().run(stopped));
+    // Both instances see errors on the route (and some noise elsewhere).
+    for svc in [&a, &b] {
+        for i in 0..10 {
+            svc.record_request(
+                "/v1/chat/completions",
+                if i < 3 { 502 } else { 200 },
+                0.05,
+                t,
+            );
+            svc.record_request("/status", 200, 0.001, t);
+        }
+    }
+    let (x, y) = tokio::join!(a.evaluate_alerts(t), b.evaluate_alerts(t));
+    x.unwrap();
+    y.unwrap();
+    // A minute and more later the window is clean again.
+    let later = t + 90_000;
+    a.record_request("/v1/chat/completions", 200, 0.05, later);
+    a.evaluate_alerts(later).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let events: Vec<serde_json::Value> = got
+            .lock()
+            .await
+            .iter()
+            .map(|(_, body)| serde_json::from_str(body).unwrap())
+            .collect();
+        if events.len() >= 2 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let events: Vec<serde_json::Value> = got
+                .lock()
+                .await
+                .iter()
+                .map(|(_, body)| serde_json::from_str(body).unwrap())
+                .collect();
+            let kinds: Vec<&str> = events
+                .iter()
+                .map(|e| e["event"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                kinds,
+                ["alert.firing", "alert.resolved"],
+                "once each, from two instances"
+            );
+            assert_eq!(events[0]["alert"]["name"], "Chat errors");
+            assert!((events[0]["alert"]["value"].as_f64().unwrap() - 0.3).abs() < 1e-9);
+            assert_eq!(events[0]["alert"]["requests"], 10);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{events:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -50,6 +50,9 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     let now = orinari_store::now_ms();
     let page_view = method == "GET" && status == 200 && PAGES.contains(&route.as_str());
     m.analytics.record(&route, page_view, now);
+    if let Some(s) = state.status() {
+        s.record_request(&route, status, started.elapsed().as_secs_f64(), now);
+    }
     if status >= 400 {
         let kind = res
             .extensions()
