@@ -29,7 +29,9 @@ fn failed(e: StatusError) -> HttpError {
         }
         StatusError::Delivery(_) => {
             tracing::warn!(error = %e, "status notification failed");
-            HttpError(ApiError::upstream_failed("A notification could not be delivered."))
+            HttpError(ApiError::upstream_failed(
+                "A notification could not be delivered.",
+            ))
         }
         StatusError::Store(_) => {
             tracing::error!(error = %e, "status write failed");
