@@ -35,10 +35,13 @@
 //!   request and token limits (429 + `Retry-After`), the fair per-model
 //!   admission queue (503 when full), `x-ratelimit-*` on every response.
 //!
-//! Pages and assets (`/`, `/assets/*`) get two more layers, inside the ones
+//! Pages and assets (`/`, `/assets/*`) get three more layers, inside the ones
 //! above and around those routes only, so `/v1/*` responses stay exactly as
 //! API clients expect them:
 //!
+//! - `limit_form_posts` — the no-JS chat form (`POST /`) runs the model, so
+//!   it gets the `/v1` caller resolution and limits (innermost: its 429s
+//!   still get compressed and security headers).
 //! - `Compression` — Brotli or gzip by `Accept-Encoding`; HTML, CSS and JS
 //!    shrink 3–5x, which keeps the first load far under 50 KB. It sits
 //!    inside the security headers so 304s and errors get headers too, and
@@ -107,6 +110,10 @@ pub fn wrap(v1: Router, api: Router, admin: Router, pages: Router, state: &AppSt
             api_auth::authenticate,
         ));
     let pages = pages
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit_form_posts,
+        ))
         .layer(CompressionLayer::new())
         .layer(security_headers::layer());
     let admin = admin.layer(axum::middleware::from_fn_with_state(

@@ -409,3 +409,31 @@ async fn two_instances_share_one_limit_and_survive_redis_restarts() {
     }
     assert_eq!(ok, 30, "shared again after Redis came back");
 }
+
+/// The no-JS chat form runs the model too: it meets the same limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_form_is_rate_limited_like_the_api() {
+    let s = with(config(|c| c.limits.requests_per_minute = 2), None).await;
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let r = s
+            .client
+            .post(format!("{}/", s.base))
+            // An empty message is answered at once (no generation), and
+            // still counts as a request.
+            .form(&[("message", ""), ("conversation", ""), ("action", "send")])
+            .send()
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            assert!(r.headers().contains_key("content-security-policy"));
+        }
+    }
+    assert!(codes[..2].iter().all(|c| *c != 429), "{codes:?}");
+    assert_eq!(codes[2], 429, "{codes:?}");
+    // Reading the page is not limited.
+    let (code, _) = s.get("/").await;
+    assert_eq!(code, 200);
+}

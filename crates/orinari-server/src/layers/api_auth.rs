@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -16,18 +16,31 @@ use crate::error::HttpError;
 
 /// The middleware behind the layer built in `stack.rs`.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let edge = state.edge();
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let ip = edge.client_ip(peer, req.headers());
-    match edge.authenticate(state.store(), req.headers(), ip).await {
+    match caller(&state, peer, req.headers()).await {
         Ok(caller) => {
             req.extensions_mut().insert::<Caller>(caller);
             next.run(req).await
         }
-        Err(e) => {
+        Err(res) => res,
+    }
+}
+
+/// The caller of a request from `peer` with `headers`, or the 401 response
+/// that refuses it.
+pub async fn caller(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<Caller, Response> {
+    let edge = state.edge();
+    let ip = edge.client_ip(peer, headers);
+    edge.authenticate(state.store(), headers, ip)
+        .await
+        .map_err(|e| {
             let unauthorized = e.status == 401;
             let mut res = HttpError(e).into_response();
             if unauthorized {
@@ -35,6 +48,5 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             res
-        }
-    }
+        })
 }

@@ -223,6 +223,26 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     )
 }
 
+/// The no-JS chat form (`POST /`) runs the model too, so it meets the same
+/// caller resolution and limits as `/v1` (per client IP when keys are
+/// optional); other page requests pass through.
+pub async fn limit_form_posts(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    match super::api_auth::caller(&state, peer, req.headers()).await {
+        Ok(caller) => {
+            req.extensions_mut().insert::<Caller>(caller);
+            limit(State(state), req, next).await
+        }
+        Err(res) => res,
+    }
+}
+
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
