@@ -296,7 +296,8 @@ fn env_auth_required_false_allows_public_listen() {
 
 #[test]
 fn env_auth_required_true_overrides_the_file() {
-    let c = orinari_config::parse(FILE, "t.toml", env(&[("ORINARI_AUTH_REQUIRED", "true")])).unwrap();
+    let c =
+        orinari_config::parse(FILE, "t.toml", env(&[("ORINARI_AUTH_REQUIRED", "true")])).unwrap();
     assert!(c.auth_required);
     assert!(c.admission.auth_required);
 }
@@ -618,19 +619,61 @@ fn admission_settings_have_documented_defaults_and_named_errors() {
     assert!(a.redis_url.is_none());
     // /admin answers loopback only unless configured.
     assert!(a.firewall.admin.permits("127.0.0.1".parse().unwrap()));
-    assert!(a.firewall.admin.permits("::ffff:127.0.0.1".parse().unwrap()));
+    assert!(
+        a.firewall
+            .admin
+            .permits("::ffff:127.0.0.1".parse().unwrap())
+    );
     assert!(!a.firewall.admin.permits("10.1.2.3".parse().unwrap()));
     assert!(a.firewall.api.permits("10.1.2.3".parse().unwrap()));
-    let c = ok("[firewall]\ndeny = [\"10.0.0.0/8\"]\n[firewall.api]\nallow = [\"10.0.0.0/8\", \"192.168.1.7\"]\n[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n");
-    assert!(!c.admission.firewall.api.permits("10.1.2.3".parse().unwrap()), "deny wins");
-    assert!(c.admission.firewall.api.permits("192.168.1.7".parse().unwrap()));
-    assert!(!c.admission.firewall.api.permits("192.168.1.8".parse().unwrap()));
-    assert!(!c.admission.firewall.pages.permits("10.9.9.9".parse().unwrap()));
-    assert_eq!(c.admission.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
-    assert_contains(&fails("[firewall.admin]\nallow = [\"10.0.0.0/33\"]\n"), &["firewall.admin.allow[0]", "CIDR"]);
-    assert_contains(&fails("[limits]\nmax_concurrent_per_model = 0\n"), &["limits.max_concurrent_per_model", "at least 1"]);
-    assert_contains(&fails("[server]\nmax_header_bytes = 100\n"), &["server.max_header_bytes"]);
-    assert_contains(&fails("[cluster]\nredis_url = \"http://x\"\n"), &["cluster.redis_url", "redis://"]);
+    let c = ok(
+        "[firewall]\ndeny = [\"10.0.0.0/8\"]\n[firewall.api]\nallow = [\"10.0.0.0/8\", \"192.168.1.7\"]\n[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n",
+    );
+    assert!(
+        !c.admission
+            .firewall
+            .api
+            .permits("10.1.2.3".parse().unwrap()),
+        "deny wins"
+    );
+    assert!(
+        c.admission
+            .firewall
+            .api
+            .permits("192.168.1.7".parse().unwrap())
+    );
+    assert!(
+        !c.admission
+            .firewall
+            .api
+            .permits("192.168.1.8".parse().unwrap())
+    );
+    assert!(
+        !c.admission
+            .firewall
+            .pages
+            .permits("10.9.9.9".parse().unwrap())
+    );
+    assert_eq!(
+        c.admission.redis_url.as_deref(),
+        Some("redis://127.0.0.1:6379")
+    );
+    assert_contains(
+        &fails("[firewall.admin]\nallow = [\"10.0.0.0/33\"]\n"),
+        &["firewall.admin.allow[0]", "CIDR"],
+    );
+    assert_contains(
+        &fails("[limits]\nmax_concurrent_per_model = 0\n"),
+        &["limits.max_concurrent_per_model", "at least 1"],
+    );
+    assert_contains(
+        &fails("[server]\nmax_header_bytes = 100\n"),
+        &["server.max_header_bytes"],
+    );
+    assert_contains(
+        &fails("[cluster]\nredis_url = \"http://x\"\n"),
+        &["cluster.redis_url", "redis://"],
+    );
 }
 
 #[test]

@@ -95,7 +95,7 @@ pub enum Limiter {
     /// Per-process limits.
     Memory(memory::MemoryLimiter),
     /// Limits shared through Redis (falls back to local limits while Redis is down).
-    Redis(redis::RedisLimiter),
+    Redis(Box<redis::RedisLimiter>),
 }
 
 impl Limiter {
@@ -149,7 +149,11 @@ pub fn reset_text(d: Duration) -> String {
     } else {
         s.to_string()
     };
-    if m > 0 { format!("{m}m{s}s") } else { format!("{s}s") }
+    if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
 }
 
 /// Whole seconds to wait, at least 1 (the `Retry-After` header).

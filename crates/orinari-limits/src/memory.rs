@@ -140,7 +140,9 @@ impl MemoryLimiter {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if now.duration_since(state.swept) > SWEEP_EVERY {
-            state.subjects.retain(|_, e| now.duration_since(e.seen) < IDLE);
+            state
+                .subjects
+                .retain(|_, e| now.duration_since(e.seen) < IDLE);
             state.swept = now;
         }
         let entry = match state.subjects.get_mut(subject) {

@@ -105,7 +105,9 @@ impl Shared {
     /// Grant free slots to waiters, by priority then round-robin.
     fn dispatch(&self, st: &mut State) {
         while st.running < self.max_concurrent {
-            let Some(waiter) = next_waiter(st) else { return };
+            let Some(waiter) = next_waiter(st) else {
+                return;
+            };
             let (subject, w) = waiter;
             st.waiting = st.waiting.saturating_sub(1);
             if w.tx.send(()).is_ok() {
@@ -150,9 +152,13 @@ fn next_waiter(st: &mut State) -> Option<(String, Waiter)> {
     let mut found = None;
     for (key, level) in levels.iter_mut() {
         for _ in 0..level.ring.len() {
-            let Some(subject) = level.ring.pop_front() else { break };
+            let Some(subject) = level.ring.pop_front() else {
+                break;
+            };
             let running = per_subject.get(&subject).copied().unwrap_or(0);
-            let Some(q) = level.queues.get_mut(&subject) else { continue };
+            let Some(q) = level.queues.get_mut(&subject) else {
+                continue;
+            };
             let eligible = q.front().is_some_and(|w| running < w.cap);
             if !eligible {
                 level.ring.push_back(subject);
@@ -291,7 +297,10 @@ impl Drop for Wait<'_> {
             return;
         }
         let mut st = self.shared.lock();
-        if self.shared.remove(&mut st, self.subject, self.priority, self.id) {
+        if self
+            .shared
+            .remove(&mut st, self.subject, self.priority, self.id)
+        {
             return;
         }
         // Grants are sent under the lock: if ours was sent, it is here now.

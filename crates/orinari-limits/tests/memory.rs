@@ -1,5 +1,10 @@
 //! The in-memory limiter and the admission queue, exercised directly.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,8 +27,16 @@ fn a_burst_of_40_against_30_passes_exactly_30() {
     let d = l.check("k", P30, 1);
     assert_eq!(d.refused, Some(LimitKind::Requests));
     // One request per 2 s comes back.
-    assert!(d.retry_after > Duration::from_millis(1500), "{:?}", d.retry_after);
-    assert!(d.retry_after <= Duration::from_secs(2), "{:?}", d.retry_after);
+    assert!(
+        d.retry_after > Duration::from_millis(1500),
+        "{:?}",
+        d.retry_after
+    );
+    assert!(
+        d.retry_after <= Duration::from_secs(2),
+        "{:?}",
+        d.retry_after
+    );
     assert_eq!(d.requests.remaining, 0);
     // Another subject has its own budget.
     assert!(l.check("other", P30, 1).admitted());
@@ -93,7 +106,10 @@ async fn a_full_queue_sheds_and_a_wait_times_out() {
         tokio::task::yield_now().await;
     }
     // Queue full: refused at once.
-    assert_eq!(q.acquire(&ticket("b", 0, 8)).await.err(), Some(Refused::Full));
+    assert_eq!(
+        q.acquire(&ticket("b", 0, 8)).await.err(),
+        Some(Refused::Full)
+    );
     assert_eq!(waiter.await.unwrap(), Err(Refused::Timeout));
     assert_eq!(q.waiting(), 0);
     drop(running);

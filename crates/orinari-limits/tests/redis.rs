@@ -1,6 +1,11 @@
 //! The shared limiter against a real `redis-server` that each test starts on
 //! its own port (so it can stop and restart it).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,8 +72,8 @@ const P30: Policy = Policy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_limit() {
     let redis = Redis::start();
-    let a = Limiter::Redis(RedisLimiter::new(&redis.url(), "t").unwrap());
-    let b = Limiter::Redis(RedisLimiter::new(&redis.url(), "t").unwrap());
+    let a = Limiter::Redis(Box::new(RedisLimiter::new(&redis.url(), "t").unwrap()));
+    let b = Limiter::Redis(Box::new(RedisLimiter::new(&redis.url(), "t").unwrap()));
     // 40 requests alternating between the two instances: 30 pass in all.
     let mut passed = 0;
     for i in 0..40 {
@@ -90,7 +95,7 @@ async fn two_instances_share_one_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_reserve_and_settle_through_redis() {
     let redis = Redis::start();
-    let l = Limiter::Redis(RedisLimiter::new(&redis.url(), "t").unwrap());
+    let l = Limiter::Redis(Box::new(RedisLimiter::new(&redis.url(), "t").unwrap()));
     let policy = Policy {
         requests_per_minute: 1000,
         tokens_per_minute: 1000,
@@ -109,7 +114,7 @@ async fn tokens_reserve_and_settle_through_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_falls_back_locally_and_recovers() {
     let mut redis = Redis::start();
-    let l = Limiter::Redis(RedisLimiter::new(&redis.url(), "t").unwrap());
+    let l = Limiter::Redis(Box::new(RedisLimiter::new(&redis.url(), "t").unwrap()));
     assert_eq!(l.check("k", P30, 1).await.source, Source::Shared);
     redis.down();
     // Every request still gets a decision, quickly, from local limits.
@@ -118,7 +123,11 @@ async fn redis_down_falls_back_locally_and_recovers() {
         let d = l.check("k", P30, 1).await;
         assert!(d.admitted());
         assert_eq!(d.source, Source::Local);
-        assert!(t.elapsed() < Duration::from_millis(600), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
     }
     assert!(!l.healthy());
     redis.up();

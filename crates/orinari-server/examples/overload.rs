@@ -5,7 +5,12 @@
 //! (tokens/s while generating) and the rest be refused fast (503).
 //!
 //! cargo run --release -p orinari-server --example overload
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "benchmark")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "benchmark"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +38,11 @@ async fn run(base: &str, clients: usize) -> Tally {
     let end = Instant::now() + PHASE;
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (http, tally, url) = (http.clone(), tally.clone(), format!("{base}/v1/chat/completions"));
+        let (http, tally, url) = (
+            http.clone(),
+            tally.clone(),
+            format!("{base}/v1/chat/completions"),
+        );
         tasks.push(tokio::spawn(async move {
             while Instant::now() < end {
                 let t = Instant::now();
@@ -128,6 +137,12 @@ async fn main() {
         Duration::from_secs(1),
     ));
     let _ = run(&base, 4).await; // warm-up
-    report("baseline, 4 clients (= running capacity)", run(&base, 4).await);
-    report("2x overload, 16 clients (capacity 4 running + 4 queued)", run(&base, 16).await);
+    report(
+        "baseline, 4 clients (= running capacity)",
+        run(&base, 4).await,
+    );
+    report(
+        "2x overload, 16 clients (capacity 4 running + 4 queued)",
+        run(&base, 16).await,
+    );
 }

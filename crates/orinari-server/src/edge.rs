@@ -63,8 +63,11 @@ pub struct Edge {
     config: AdmissionConfig,
     limiter: Limiter,
     queues: HashMap<String, Admission>,
-    keys: Mutex<HashMap<[u8; 32], (Option<Arc<ApiKey>>, Instant)>>,
+    keys: Mutex<KeyCache>,
 }
+
+/// Key lookups by SHA-256: the key (or `None` for unknown) and when it was read.
+type KeyCache = HashMap<[u8; 32], (Option<Arc<ApiKey>>, Instant)>;
 
 impl Edge {
     /// The edge for these settings. `models` names each served model with
@@ -72,7 +75,7 @@ impl Edge {
     pub fn new(config: AdmissionConfig, models: &[(String, Option<usize>)]) -> Self {
         let limiter = match &config.redis_url {
             Some(url) => match orinari_limits::redis::RedisLimiter::new(url, "orinari:rl") {
-                Ok(r) => Limiter::Redis(r),
+                Ok(r) => Limiter::Redis(Box::new(r)),
                 Err(e) => {
                     // Validated at config time; keep serving with local limits.
                     tracing::error!(error = %e, "Redis URL refused; using local limits");

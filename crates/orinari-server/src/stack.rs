@@ -43,19 +43,19 @@
 //!   it gets the `/v1` caller resolution and limits (innermost: its 429s
 //!   still get compressed and security headers).
 //! - `Compression` — Brotli or gzip by `Accept-Encoding`; HTML, CSS and JS
-//!    shrink 3–5x, which keeps the first load far under 50 KB. It sits
-//!    inside the security headers so 304s and errors get headers too, and
-//!    outside the handlers so it sees the final body.
+//!   shrink 3–5x, which keeps the first load far under 50 KB. It sits
+//!   inside the security headers so 304s and errors get headers too, and
+//!   outside the handlers so it sees the final body.
 //! - `security_headers` — CSP (no inline script or style, no framing),
-//!    nosniff, no referrer, permissions and opener policies on every page and
-//!    asset response, errors included, set last so no handler can weaken it.
+//!   nosniff, no referrer, permissions and opener policies on every page and
+//!   asset response, errors included, set last so no handler can weaken it.
 //!
 //! The admin API (`/admin/*`) gets one more layer, inside the common ones and
 //! around those routes only:
 //!
 //! - `admin_auth` — `Authorization: Bearer <admin token>` or 401/403 in the
-//!    envelope, before any admin handler runs (after request id and tracing,
-//!    so refused attempts are logged with their id, never with the token).
+//!   envelope, before any admin handler runs (after request id and tracing,
+//!   so refused attempts are logged with their id, never with the token).
 
 use std::any::Any;
 use std::iter::once;

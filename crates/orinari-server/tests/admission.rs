@@ -2,7 +2,12 @@
 //! budgets that settle with real usage, the queue's load shedding, the
 //! firewall, connection protection (slowloris, slow POST, 431), and two
 //! instances sharing one limit through a real Redis that stops and restarts.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 mod common;
 
@@ -77,7 +82,12 @@ async fn a_burst_of_40_against_30_passes_exactly_30_with_headers() {
     let mut ok = 0;
     let mut last_remaining = 30;
     for _ in 0..40 {
-        let r = s.client.get(format!("{}/v1/models", s.base)).send().await.unwrap();
+        let r = s
+            .client
+            .get(format!("{}/v1/models", s.base))
+            .send()
+            .await
+            .unwrap();
         let h = r.headers().clone();
         assert_eq!(h["x-ratelimit-limit-requests"], "30");
         assert!(h.contains_key("x-ratelimit-reset-requests"));
@@ -85,7 +95,11 @@ async fn a_burst_of_40_against_30_passes_exactly_30_with_headers() {
         match r.status().as_u16() {
             200 => {
                 ok += 1;
-                let rem: u32 = h["x-ratelimit-remaining-requests"].to_str().unwrap().parse().unwrap();
+                let rem: u32 = h["x-ratelimit-remaining-requests"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 assert!(rem < last_remaining, "remaining counts down");
                 last_remaining = rem;
             }
@@ -103,7 +117,15 @@ async fn a_burst_of_40_against_30_passes_exactly_30_with_headers() {
     // Health and metrics are not rate limited, and the metric counted 10.
     let (code, _) = s.get("/healthz").await;
     assert_eq!(code, 200);
-    let text = s.client.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         text.contains(r#"orinari_ratelimit_rejections_total{kind="requests"} 10"#),
         "{text}"
@@ -140,9 +162,21 @@ async fn api_keys_are_required_checked_and_scoped() {
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "missing_api_key");
-    let r = s.client.get(&url).bearer_auth("ork_not-a-key").send().await.unwrap();
+    let r = s
+        .client
+        .get(&url)
+        .bearer_auth("ork_not-a-key")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = s.client.get(&url).bearer_auth(&good.secret).send().await.unwrap();
+    let r = s
+        .client
+        .get(&url)
+        .bearer_auth(&good.secret)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // The key's own limit applies, not the default.
     assert_eq!(r.headers()["x-ratelimit-limit-requests"], "5");
@@ -163,7 +197,13 @@ async fn api_keys_are_required_checked_and_scoped() {
     s.state.edge().forget_keys();
     assert!(store.revoke_key(&good.record.id).await.unwrap());
     s.state.edge().forget_keys();
-    let r = s.client.get(&url).bearer_auth(&good.secret).send().await.unwrap();
+    let r = s
+        .client
+        .get(&url)
+        .bearer_auth(&good.secret)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // The key itself is nowhere in the store: only its hash.
     let listed = store.list_keys().await.unwrap();
@@ -183,7 +223,11 @@ async fn token_reservations_settle_with_real_usage() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let reserved_left: u32 = r.headers()["x-ratelimit-remaining-tokens"].to_str().unwrap().parse().unwrap();
+    let reserved_left: u32 = r.headers()["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(reserved_left < 400, "{reserved_left}");
     let body: serde_json::Value = r.json().await.unwrap();
     let used = body["usage"]["total_tokens"].as_u64().unwrap();
@@ -231,7 +275,11 @@ async fn beyond_the_queue_requests_are_shed_with_retry_after() {
     // ...and the third finds the queue full: shed at once.
     let t = Instant::now();
     let third = send().await.unwrap();
-    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(third.status(), 503);
     assert_eq!(third.headers()["retry-after"], "1");
     let body: serde_json::Value = third.json().await.unwrap();
@@ -253,9 +301,21 @@ async fn the_firewall_guards_route_groups() {
     )
     .await;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    assert!(raw("127.0.0.3", &s.base, &get("/v1/models")).await.starts_with("HTTP/1.1 403"));
-    assert!(raw("127.0.0.3", &s.base, &get("/healthz")).await.starts_with("HTTP/1.1 200"));
-    assert!(raw("127.0.0.1", &s.base, &get("/v1/models")).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        raw("127.0.0.3", &s.base, &get("/v1/models"))
+            .await
+            .starts_with("HTTP/1.1 403")
+    );
+    assert!(
+        raw("127.0.0.3", &s.base, &get("/healthz"))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        raw("127.0.0.1", &s.base, &get("/v1/models"))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     // /admin answers loopback only by default: 127.0.0.5 is loopback, so it
     // reaches authentication (401), not the firewall (403).
     let r = raw("127.0.0.5", &s.base, &get("/admin/v1/keys")).await;
@@ -266,10 +326,20 @@ async fn the_firewall_guards_route_groups() {
 async fn oversized_heads_get_431() {
     let s = with(AdmissionConfig::default(), None).await;
     let many: String = (0..100).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let r = raw("127.0.0.1", &s.base, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n")).await;
+    let r = raw(
+        "127.0.0.1",
+        &s.base,
+        &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
     let big = "a".repeat(20_000);
-    let r = raw("127.0.0.1", &s.base, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\nx-big: {big}\r\n\r\n")).await;
+    let r = raw(
+        "127.0.0.1",
+        &s.base,
+        &format!("GET /healthz HTTP/1.1\r\nHost: x\r\nx-big: {big}\r\n\r\n"),
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
 }
 
@@ -297,7 +367,9 @@ async fn slow_clients_do_not_starve_normal_ones() {
     }
     // A 101st from the same address is closed at once (per-IP cap).
     let mut extra = connect_from("127.0.1.1", &s.base).await;
-    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await;
     assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
@@ -333,7 +405,11 @@ struct Redis {
 
 impl Redis {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut r = Self { port, child: None };
         r.up();
         r
@@ -341,7 +417,16 @@ impl Redis {
     fn up(&mut self) {
         self.child = Some(
             Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--port",
+                    &self.port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -393,9 +478,19 @@ async fn two_instances_share_one_limit_and_survive_redis_restarts() {
             assert!(code == 200 || code == 429, "{code}");
         }
     }
-    let text = a.client.get(format!("{}/metrics", a.base)).send().await.unwrap().text().await.unwrap();
+    let text = a
+        .client
+        .get(format!("{}/metrics", a.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        text.lines().any(|l| l.starts_with("orinari_ratelimit_local_fallbacks_total ") && !l.ends_with(" 0")),
+        text.lines().any(
+            |l| l.starts_with("orinari_ratelimit_local_fallbacks_total ") && !l.ends_with(" 0")
+        ),
         "{text}"
     );
     // Redis returns (empty: it keeps nothing): limits are shared again.

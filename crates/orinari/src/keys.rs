@@ -104,7 +104,10 @@ pub async fn command(config: &Config, command: KeysCommand) -> Result<(), Failur
                 .context("listing keys")
                 .map_err(Failure::Runtime)?;
             store.close().await;
-            println!("{:<22} {:<24} {:<12} {:>8} {:>10}  status", "id", "name", "prefix", "rpm", "tpm");
+            println!(
+                "{:<22} {:<24} {:<12} {:>8} {:>10}  status",
+                "id", "name", "prefix", "rpm", "tpm"
+            );
             for k in keys {
                 let dash = || "-".to_string();
                 println!(
@@ -114,7 +117,11 @@ pub async fn command(config: &Config, command: KeysCommand) -> Result<(), Failur
                     k.prefix,
                     k.requests_per_minute.map_or_else(dash, |n| n.to_string()),
                     k.tokens_per_minute.map_or_else(dash, |n| n.to_string()),
-                    if k.revoked_at.is_some() { "revoked" } else { "active" },
+                    if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    },
                 );
             }
         }

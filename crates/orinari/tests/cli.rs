@@ -690,13 +690,7 @@ fn generated_admin_token_is_shown_once_and_kept_as_a_hash() {
     assert_eq!(r.status, 403);
 }
 
-fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> Response {
+fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> Response {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -729,7 +723,10 @@ fn api_keys_from_the_cli_and_the_admin_api() {
     let out = run(&dir, &["keys", "list"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let listing = text(&out.stdout);
-    assert!(listing.contains("ci") && listing.contains("active"), "{listing}");
+    assert!(
+        listing.contains("ci") && listing.contains("active"),
+        "{listing}"
+    );
     assert!(!listing.contains(&key), "the key itself is never listed");
     let db = std::fs::read(dir.join("orinari-data/orinari.db")).unwrap();
     assert!(
@@ -752,12 +749,26 @@ fn api_keys_from_the_cli_and_the_admin_api() {
     }
     let r = call(srv.addr, "GET", "/v1/models", Some(&key), "");
     assert_eq!(r.status, 429, "{}", r.body);
-    assert!(r.head.to_ascii_lowercase().contains("retry-after:"), "{}", r.head);
+    assert!(
+        r.head.to_ascii_lowercase().contains("retry-after:"),
+        "{}",
+        r.head
+    );
 
     // The admin API: create (key shown once), list (never the key), revoke.
-    let r = call(srv.addr, "POST", "/admin/v1/keys", Some("adm-token"), r#"{"name": "ops", "requests_per_minute": 0}"#);
+    let r = call(
+        srv.addr,
+        "POST",
+        "/admin/v1/keys",
+        Some("adm-token"),
+        r#"{"name": "ops", "requests_per_minute": 0}"#,
+    );
     assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.body.contains("\"param\":\"requests_per_minute\""), "{}", r.body);
+    assert!(
+        r.body.contains("\"param\":\"requests_per_minute\""),
+        "{}",
+        r.body
+    );
     let r = call(
         srv.addr,
         "POST",
@@ -774,13 +785,32 @@ fn api_keys_from_the_cli_and_the_admin_api() {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = call(srv.addr, "GET", "/admin/v1/keys", Some("adm-token"), "");
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(!r.body.contains(&second) && !r.body.contains(&key), "{}", r.body);
+    assert!(
+        !r.body.contains(&second) && !r.body.contains(&key),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains(&id));
-    let r = call(srv.addr, "DELETE", &format!("/admin/v1/keys/{id}"), Some("adm-token"), "");
+    let r = call(
+        srv.addr,
+        "DELETE",
+        &format!("/admin/v1/keys/{id}"),
+        Some("adm-token"),
+        "",
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     let r = call(srv.addr, "GET", "/v1/models", Some(&second), "");
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = call(srv.addr, "DELETE", &format!("/admin/v1/keys/{id}"), Some("adm-token"), "");
+    let r = call(
+        srv.addr,
+        "DELETE",
+        &format!("/admin/v1/keys/{id}"),
+        Some("adm-token"),
+        "",
+    );
     assert_eq!(r.status, 404, "{}", r.body);
-    assert!(!srv.log().contains(&second) && !srv.log().contains(&key), "a key leaked into the log");
+    assert!(
+        !srv.log().contains(&second) && !srv.log().contains(&key),
+        "a key leaked into the log"
+    );
 }

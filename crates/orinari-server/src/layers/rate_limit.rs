@@ -226,7 +226,11 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
 /// The no-JS chat form (`POST /`) runs the model too, so it meets the same
 /// caller resolution and limits as `/v1` (per client IP when keys are
 /// optional); other page requests pass through.
-pub async fn limit_form_posts(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn limit_form_posts(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
     }
