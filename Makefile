@@ -62,3 +62,9 @@ bench-model: model
 # throwaway clusters on free loopback ports; never touches the one on 5432.
 pg-pitr-drill:
 	scripts/pg-pitr-drill.sh
+
+# The cost of a limit check (memory, Redis) and overload behaviour with the
+# real model (see BENCHMARKS.md).
+bench-limits: model services
+	$(CARGO) run --release -p orinari-limits --example bench_limits
+	$(CARGO) run --release -p orinari-server --example overload
