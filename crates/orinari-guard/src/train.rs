@@ -25,7 +25,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             log2_buckets: 18,
-            epochs: 12,
+            epochs: 2,
             learning_rate: 0.5,
             l2: 1e-6,
             seed: 0x6f72_696e_6172_6921,
