@@ -84,6 +84,13 @@ fn crate_boundaries_hold() {
         ("orinari-api", &["tokio", "axum", "reqwest", "hyper"]),
         // Configuration is pure parsing and validation.
         ("orinari-config", &["tokio", "axum"]),
+        // The guard is pure computation: no network, no HTTP, no runtime.
+        (
+            "orinari-guard",
+            &[
+                "reqwest", "hyper", "axum", "tokio", "tower", "sqlx", "redis",
+            ],
+        ),
         // The balancer knows nothing of HTTP routes or transports.
         (
             "orinari-balance",
