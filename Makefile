@@ -6,7 +6,7 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test model services pg-pitr-drill build-release build-test lint unit clients browser slowloris bench-model bench-limits
+.PHONY: serve test model services pg-pitr-drill build-release build-test lint unit clients browser slowloris bench-model bench-limits bench-guard
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
@@ -55,6 +55,11 @@ slowloris:
 	bash tests/slowloris/run.sh target/debug/orinari
 
 # Side-by-side model speed against llama.cpp (see BENCHMARKS.md).
+# Prompt-injection guard: precision/recall/FPR/latency on held-out public data
+# (BENCHMARKS.md); `bench/guard/train.sh` retrains the committed weights.
+bench-guard:
+	bash bench/guard/eval.sh
+
 bench-model: model
 	bash bench/model.sh
 
