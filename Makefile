@@ -54,12 +54,12 @@ browser:
 slowloris:
 	bash tests/slowloris/run.sh target/debug/orinari
 
-# Side-by-side model speed against llama.cpp (see BENCHMARKS.md).
 # Prompt-injection guard: precision/recall/FPR/latency on held-out public data
 # (BENCHMARKS.md); `bench/guard/train.sh` retrains the committed weights.
 bench-guard:
 	bash bench/guard/eval.sh
 
+# Side-by-side model speed against llama.cpp (see BENCHMARKS.md).
 bench-model: model
 	bash bench/model.sh
 
