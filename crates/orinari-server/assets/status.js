@@ -87,3 +87,30 @@ if ('EventSource' in window) {
     document.documentElement.dataset.version = e.lastEventId;
   });
 }
+
+// Web vitals for the operator's aggregate analytics: first byte, first
+// contentful paint, largest contentful paint and layout shift of this load,
+// sent once when the page is hidden. No identifiers; the server keeps only
+// counts per good / needs-improvement / poor bucket.
+const vitals = { page: '/status' };
+try {
+  const nav = performance.getEntriesByType('navigation')[0];
+  if (nav) vitals.ttfb_ms = nav.responseStart;
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if (e.name === 'first-contentful-paint') vitals.fcp_ms = e.startTime;
+  }).observe({ type: 'paint', buffered: true });
+  new PerformanceObserver((list) => {
+    const all = list.getEntries();
+    if (all.length) vitals.lcp_ms = all[all.length - 1].startTime;
+  }).observe({ type: 'largest-contentful-paint', buffered: true });
+  vitals.cls = 0;
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if (!e.hadRecentInput) vitals.cls += e.value;
+  }).observe({ type: 'layout-shift', buffered: true });
+} catch { /* older browsers: send what there is */ }
+let sent = false;
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState !== 'hidden' || sent || !navigator.sendBeacon) return;
+  sent = true;
+  navigator.sendBeacon('/status/vitals', new Blob([JSON.stringify(vitals)], { type: 'application/json' }));
+});

@@ -533,3 +533,56 @@ async fn subscription_pages_answer_without_javascript() {
         assert!(r.text().await.unwrap().contains("Link not valid"));
     }
 }
+
+#[tokio::test]
+async fn web_vitals_beacons_are_counted_in_buckets() {
+    let p = start(CONFIG).await;
+    let beacon = |body: &'static str| {
+        p.http
+            .post(format!("{}/status/vitals", p.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        beacon(
+            r#"{"page": "/status", "ttfb_ms": 12.5, "fcp_ms": 2000, "lcp_ms": 9000, "cls": 0.01}"#
+        )
+        .await
+        .unwrap()
+        .status(),
+        204
+    );
+    assert_eq!(
+        beacon(r#"{"page": "/status", "lcp_ms": 100}"#)
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        beacon(r#"{"page": "/elsewhere", "lcp_ms": 100}"#)
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(beacon("nonsense").await.unwrap().status(), 400);
+    let a: Value = p
+        .http
+        .get(format!("{}/admin/v1/analytics", p.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let vitals = a["days"][0]["web_vitals"].as_array().unwrap();
+    let find = |m: &str| vitals.iter().find(|v| v["metric"] == m).cloned().unwrap();
+    assert_eq!(find("lcp_ms")["good"], 1);
+    assert_eq!(find("lcp_ms")["poor"], 1);
+    assert_eq!(find("fcp_ms")["needs_improvement"], 1);
+    assert_eq!(find("ttfb_ms")["good"], 1);
+    assert_eq!(find("cls")["good"], 1);
+}

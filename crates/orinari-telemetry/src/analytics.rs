@@ -17,7 +17,18 @@ pub struct Day {
     pub requests: BTreeMap<String, u64>,
     /// Successful page loads per page.
     pub page_views: BTreeMap<String, u64>,
+    /// Web vitals from the pages' beacons: `(page, metric)` → counts of
+    /// good, needs-improvement and poor readings (web.dev thresholds).
+    pub vitals: BTreeMap<(String, String), [u64; 3]>,
 }
+
+/// web.dev's "good" and "poor" thresholds: (metric, good at most, poor above).
+pub const VITALS: [(&str, f64, f64); 4] = [
+    ("ttfb_ms", 800.0, 1800.0),
+    ("fcp_ms", 1800.0, 3000.0),
+    ("lcp_ms", 2500.0, 4000.0),
+    ("cls", 0.1, 0.25),
+];
 
 /// The counters.
 #[derive(Debug, Default)]
@@ -38,6 +49,35 @@ impl Analytics {
             *d.page_views.entry(route.to_string()).or_insert(0) += 1;
         }
         days.retain(|day, _| *day > today - DAYS);
+    }
+
+    /// Count one web-vitals reading of `page` (unknown metrics are ignored).
+    pub fn vital(&self, page: &str, metric: &str, value: f64, now_ms: i64) {
+        let Some((name, good, poor)) = VITALS.iter().find(|(m, _, _)| *m == metric) else {
+            return;
+        };
+        if !value.is_finite() || value < 0.0 {
+            return;
+        }
+        let Ok(mut days) = self.days.lock() else {
+            return;
+        };
+        let d = days.entry(now_ms.div_euclid(DAY_MS)).or_default();
+        let slot = if value <= *good {
+            0
+        } else if value <= *poor {
+            1
+        } else {
+            2
+        };
+        if let Some(n) = d
+            .vitals
+            .entry((page.to_string(), (*name).to_string()))
+            .or_default()
+            .get_mut(slot)
+        {
+            *n += 1;
+        }
     }
 
     /// `(days since the epoch, counts)`, oldest first.
@@ -65,5 +105,18 @@ mod tests {
         assert_eq!(d[1].1.requests["/v1/models"], 1);
         a.record("/", true, 40 * DAY_MS);
         assert_eq!(a.days().len(), 1);
+    }
+
+    #[test]
+    fn vitals_are_bucketed() {
+        let a = Analytics::default();
+        a.vital("/status", "lcp_ms", 1200.0, 0);
+        a.vital("/status", "lcp_ms", 3000.0, 0);
+        a.vital("/status", "lcp_ms", 9000.0, 0);
+        a.vital("/status", "cls", f64::NAN, 0);
+        a.vital("/status", "anything", 1.0, 0);
+        let d = &a.days()[0].1;
+        assert_eq!(d.vitals[&("/status".to_string(), "lcp_ms".to_string())], [1, 1, 1]);
+        assert_eq!(d.vitals.len(), 1);
     }
 }

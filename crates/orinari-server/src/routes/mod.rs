@@ -29,6 +29,7 @@ pub fn pages(state: AppState) -> Router {
         .route("/assets/{name}", get(chat_page::asset))
         .route("/status", get(crate::pages::status::page))
         .route("/status/subscribe", post(crate::pages::status::subscribe))
+        .route("/status/vitals", post(observability::vitals))
         .route(
             "/status/subscriptions/confirm",
             get(crate::pages::status::confirm),
