@@ -7,6 +7,7 @@ pub mod admission;
 pub mod models;
 mod raw;
 mod status;
+pub mod tls;
 mod validate;
 
 use std::path::{Path, PathBuf};

@@ -25,6 +25,8 @@ pub struct Config {
     /// API keys, rate limits, the admission queue, connection protection
     /// and the IP firewall.
     pub admission: crate::admission::AdmissionConfig,
+    /// `[server.tls]`: the HTTPS listener, when configured.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// Served models, in config order; never empty.
     pub models: Vec<ModelConfig>,
     /// `[storage] url`.
@@ -226,14 +228,15 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         )
     })?;
     let mut inactive = Vec::new();
-    if raw.server.tls.is_some() {
-        return Err(err(
-            name,
-            "server.tls",
-            "TLS is not available in this version; terminate TLS in front of orinari or remove [server.tls]",
-        ));
-    }
-    let admission = crate::admission::validate(&raw, name, listen.ip().is_loopback())?;
+    let tls = raw
+        .server
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::validate(t, name))
+        .transpose()?;
+    let loopback_only =
+        listen.ip().is_loopback() && tls.as_ref().is_none_or(|t| t.listen.ip().is_loopback());
+    let admission = crate::admission::validate(&raw, name, loopback_only)?;
     let auth_required = admission.auth_required;
     let admin_token_env = raw
         .server
@@ -465,6 +468,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         auth_required,
         queue_depth,
         admission,
+        tls,
         models,
         storage_url,
         backup,

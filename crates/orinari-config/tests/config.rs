@@ -593,9 +593,27 @@ fn unknown_backend_key_still_points_at_the_line() {
 }
 
 #[test]
-fn tls_is_refused() {
-    let msg = fails("[server.tls]\nlisten = \"0.0.0.0:8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
-    assert_contains(&msg, &["`server.tls`", "not available"]);
+fn tls_is_typed_and_checked() {
+    let c = ok("[server.tls]\nlisten = \"127.0.0.1:8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
+    let t = c.tls.expect("tls configured");
+    assert_eq!(t.listen.to_string(), "127.0.0.1:8443");
+    assert_eq!(t.cert, std::path::PathBuf::from("c.pem"));
+    assert!(!t.modern);
+    assert!(!c.auth_required, "both listeners on loopback");
+    // A public HTTPS listener makes keys required by default.
+    let c = ok("[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nmodern = true\n");
+    assert!(c.auth_required);
+    assert!(c.tls.unwrap().modern);
+    assert_contains(
+        &fails("[server.tls]\ncert = \"c.pem\"\n"),
+        &["`server.tls.key`", "required"],
+    );
+    assert_contains(
+        &fails("[server.tls]\nlisten = \"nope\"\ncert = \"c\"\nkey = \"k\"\n"),
+        &["`server.tls.listen`"],
+    );
+    let msg = fails("[server.tls]\nacme = { domains = [\"example.org\"] }\n");
+    assert_contains(&msg, &["`server.tls.acme`", "not available"]);
 }
 
 #[test]
@@ -846,7 +864,7 @@ fn example_file_mentions_every_contract_key() {
         );
     }
     // Refused features are present only as comments.
-    for refused in ["[server.tls]", "required = true"] {
+    for refused in ["acme = {"] {
         for line in text.lines().filter(|l| l.contains(refused)) {
             assert!(line.trim_start().starts_with('#'), "not commented: {line}");
         }
@@ -877,8 +895,10 @@ fn example_refused_parts_are_refused_when_uncommented() {
         out
     };
     let tls = uncomment("[server.tls]").replace("acme = {", "# acme = {");
-    let msg = fails(&tls);
-    assert_contains(&msg, &["`server.tls`"]);
+    let c = orinari_config::parse(&tls, "example", no_env()).unwrap();
+    assert!(c.tls.is_some());
+    let acme = uncomment("[server.tls]");
+    assert_contains(&fails(&acme), &["`server.tls.acme`"]);
     // The commented upstream model is valid once uncommented.
     let c = orinari_config::parse(&uncomment("[[models]]"), "example", no_env()).unwrap();
     assert_eq!(c.models.len(), 2);

@@ -13,12 +13,15 @@ mod pages;
 mod routes;
 mod stack;
 mod state;
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+
+use tokio::sync::{Semaphore, watch};
 
 pub use state::{AppState, ServedModel, hash_token};
 
@@ -42,22 +45,64 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
 ) -> std::io::Result<()> {
+    serve_all(listener, None, state, shutdown, drain_timeout).await
+}
+
+/// [`serve`] with an HTTPS listener beside the plain one. With TLS, the
+/// plain listener redirects to HTTPS except health and ACME paths.
+pub async fn serve_all(
+    plain: TcpListener,
+    https: Option<(TcpListener, tls::Tls)>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain_timeout: Duration,
+) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
-    let accept = listener::accept(listener, app(state.clone()), state.clone(), rx);
-    tokio::pin!(accept);
-    let graceful = tokio::select! {
-        g = &mut accept => g,
-        () = shutdown => {
-            state.begin_drain();
-            tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "draining");
-            let _ = tx.send(true);
-            accept.await
-        }
+    let max = state.edge().config().connections.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    let secure_port = https
+        .as_ref()
+        .and_then(|(l, _)| l.local_addr().ok())
+        .map(|a| a.port());
+    let plain_app = match secure_port {
+        Some(port) => stack::redirect_to_https(app(state.clone()), port),
+        None => app(state.clone()),
     };
-    // Idle connections close now; busy ones once their answer is done.
-    let drain = graceful.shutdown();
-    tokio::pin!(drain);
-    if tokio::time::timeout(drain_timeout, &mut drain)
+    let mut loops = tokio::task::JoinSet::new();
+    loops.spawn(listener::accept(
+        plain,
+        plain_app,
+        state.clone(),
+        None,
+        slots.clone(),
+        rx.clone(),
+    ));
+    let mut watcher = None;
+    if let Some((l, t)) = https {
+        watcher = Some(tokio::spawn(t.certificates.clone().watch(rx.clone())));
+        loops.spawn(listener::accept(
+            l,
+            app(state.clone()),
+            state.clone(),
+            Some(t.acceptor),
+            slots.clone(),
+            rx,
+        ));
+    }
+    shutdown.await;
+    state.begin_drain();
+    tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "draining");
+    let _ = tx.send(true);
+    while loops.join_next().await.is_some() {}
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
+    // Every connection holds a slot until it has finished: all slots back
+    // means every in-flight request and stream is done.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let drained = slots.acquire_many(all);
+    tokio::pin!(drained);
+    if tokio::time::timeout(drain_timeout, &mut drained)
         .await
         .is_ok()
     {
@@ -67,7 +112,10 @@ pub async fn serve(
     // or a 503 (whole answers), which lets their connections close.
     tracing::warn!("drain deadline passed; ending the remaining answers");
     state.abort_in_flight();
-    if tokio::time::timeout(ABORT_GRACE, &mut drain).await.is_err() {
+    if tokio::time::timeout(ABORT_GRACE, &mut drained)
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the abort; leaving them");
     }
     Ok(())

@@ -1,8 +1,9 @@
 //! The accept loop and per-connection protocol settings: connection caps
 //! (total and per client IP), the request-head timeout (slowloris; also the
 //! idle keep-alive timeout for HTTP/1), head size and header count limits
-//! (431), and HTTP/2 stream and reset-flood limits. Every connection is
-//! watched for graceful shutdown.
+//! (431), HTTP/2 stream and reset-flood limits, and TLS handshakes for the
+//! HTTPS listener. Every connection holds a slot until it ends; on stop,
+//! each finishes its requests in flight and closes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,11 +13,12 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use orinari_config::admission::{ConnectionConfig, canonical};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::AppState;
@@ -79,18 +81,39 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Serve one connection; when `stop` turns true, finish the requests in
+/// flight and close (idle keep-alive connections close at once).
+async fn drive<C>(conn: C, mut stop: watch::Receiver<bool>) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        () = stopped(&mut stop) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
+}
+
+/// Marks a request that arrived over TLS (for HSTS).
+#[derive(Debug, Clone, Copy)]
+pub struct Secure;
+
 /// Accept connections and serve `app` on them until `stop` turns true;
 /// then stop accepting and return the handle that drains the open ones.
+/// With `tls`, each connection completes a TLS handshake first (within the
+/// head timeout) and its requests carry [`Secure`].
 pub async fn accept(
     listener: TcpListener,
     app: axum::Router,
     state: AppState,
+    tls: Option<TlsAcceptor>,
+    slots: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-) -> GracefulShutdown {
+) {
     let c = state.edge().config().connections.clone();
     let builder = Arc::new(builder(&c));
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(c.max_connections));
     let per_ip = Arc::new(PerIp::default());
     loop {
         // At the cap, wait for a connection to close before accepting more:
@@ -122,26 +145,54 @@ pub async fn accept(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let secure = tls.is_some();
         let svc = app
             .clone()
             .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
+                if secure {
+                    req.extensions_mut().insert(Secure);
+                }
                 req
             });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
-            .into_owned();
-        let conn = graceful.watch(conn);
-        let per_ip = per_ip.clone();
-        // Owned by `graceful`: shutdown waits for every connection task.
+        let svc = TowerToHyperService::new(svc);
+        let (per_ip, builder, conn_stop) = (per_ip.clone(), builder.clone(), stop.clone());
+        let (tls, handshake_timeout) = (tls.clone(), c.header_read_timeout);
+        // Each task holds a connection slot: the drain waits until every
+        // slot is back, so no connection task outlives `serve`'s deadline.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    drive(conn, conn_stop).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .into_owned();
+                            drive(conn, conn_stop).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             per_ip.leave(ip);
             drop(slot);
         });
     }
-    graceful
 }

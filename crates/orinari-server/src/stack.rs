@@ -14,15 +14,18 @@
 //! 3. `PropagateRequestId` — echoes the id on the response, errors included.
 //! 4. `SetSensitiveHeaders` — marks `authorization` and cookies so no layer
 //!    ever logs them.
-//! 5. `firewall` — `[firewall]` allow/deny lists by route group (`/v1`,
+//! 5. `baseline` security headers — nosniff, no referrer, no framing, a
+//!    `default-src 'none'` CSP unless a page set its own, HSTS over TLS: on
+//!    every response the stack produces, errors included.
+//! 6. `firewall` — `[firewall]` allow/deny lists by route group (`/v1`,
 //!    `/admin`, ops, pages): a refused address gets 403 before any work,
 //!    after the request id and trace so refusals are logged with their id.
-//! 6. `CatchPanic` — a bug in a handler becomes a 500 in the OpenAI envelope,
+//! 7. `CatchPanic` — a bug in a handler becomes a 500 in the OpenAI envelope,
 //!    not a dropped connection (and never a stack trace).
-//! 7. `RequestBodyTimeout` — a body must arrive within
+//! 8. `RequestBodyTimeout` — a body must arrive within
 //!    `server.body_read_timeout_ms` (slow POST); the head's own timeout is a
 //!    listener setting (`listener.rs`).
-//! 8. `DefaultBodyLimit` — bodies over `limits.max_body_bytes` are refused
+//! 9. `DefaultBodyLimit` — bodies over `limits.max_body_bytes` are refused
 //!    while reading; the chat handler maps that to 413 in the envelope (the
 //!    chat form to a page saying so).
 //!
@@ -75,7 +78,9 @@ use tracing::Level;
 
 use crate::AppState;
 use crate::error::HttpError;
-use crate::layers::{admin_auth, api_auth, firewall, http_metrics, rate_limit, security_headers};
+use crate::layers::{
+    admin_auth, api_auth, firewall, http_metrics, https_redirect, rate_limit, security_headers,
+};
 use orinari_api::ApiError;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -132,6 +137,7 @@ pub fn wrap(v1: Router, api: Router, admin: Router, pages: Router, state: &AppSt
             state.clone(),
             firewall::filter,
         ))
+        .layer(axum::middleware::from_fn(security_headers::baseline))
         .layer(SetSensitiveHeadersLayer::new(
             once(header::AUTHORIZATION).chain(once(header::COOKIE)),
         ))
@@ -148,4 +154,13 @@ pub fn wrap(v1: Router, api: Router, admin: Router, pages: Router, state: &AppSt
             ),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The plain listener's app when HTTPS is on: health checks and ACME
+/// challenges answered, everything else redirected to `https_port`. Outside
+/// the whole stack above, so a redirect costs nothing else.
+pub fn redirect_to_https(app: Router, https_port: u16) -> Router {
+    app.layer(axum::middleware::from_fn(move |req, next| {
+        https_redirect::redirect(https_port, req, next)
+    }))
 }

@@ -8,6 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod backup;
+
+// mimalloc instead of glibc malloc: the request path allocates small, short-lived
+// buffers on every worker thread, where glibc's arenas cost ~15% of CPU at load
+// and fragment memory across thousands of open streams (BENCHMARKS.md, gateway).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod gateway;
 mod keys;
 
@@ -262,20 +268,29 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
         });
     }
     let admin_hash = admin_token(&store, &config.server.admin_token_env).await?;
-    let mut state = AppState::new(served.clone(), config.max_input_chars, config.max_body_bytes)
-        .with_store(store.clone())
-        .with_admin_token_hash(admin_hash)
-        .with_edge(orinari_server::edge::Edge::new(
-            config.admission.clone(),
-            &config
-                .models
-                .iter()
-                .map(|m| (m.name.clone(), m.upstream.is_none().then_some(m.local.parallel)))
-                .collect::<Vec<_>>(),
-        ))
-        .with_screening(orinari_server::guard::Screening::embedded(
-            config.prompt_injection,
-        )?);
+    let mut state = AppState::new(
+        served.clone(),
+        config.max_input_chars,
+        config.max_body_bytes,
+    )
+    .with_store(store.clone())
+    .with_admin_token_hash(admin_hash)
+    .with_edge(orinari_server::edge::Edge::new(
+        config.admission.clone(),
+        &config
+            .models
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    m.upstream.is_none().then_some(m.local.parallel),
+                )
+            })
+            .collect::<Vec<_>>(),
+    ))
+    .with_screening(orinari_server::guard::Screening::embedded(
+        config.prompt_injection,
+    )?);
     // Every served model goes through the gateway: pools of upstream
     // backends and the embedded models. It owns the health-check tasks and
     // stops them after the server drains.
@@ -316,10 +331,25 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
     tracing::info!(%addr, "listening");
     eprintln!("orinari is serving on http://{addr}/v1 (chat API)");
 
-    orinari_server::serve(
+    let https = match &config.tls {
+        Some(t) => {
+            let tls = orinari_server::tls::Tls::new(t.clone()).context("[server.tls]")?;
+            let l = tokio::net::TcpListener::bind(t.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", t.listen))?;
+            let addr = l.local_addr()?;
+            tracing::info!(%addr, modern = t.modern, "listening (TLS)");
+            eprintln!("orinari is serving on https://{addr}/v1 (chat API; http redirects here)");
+            Some((l, tls))
+        }
+        None => None,
+    };
+    let certificates = https.as_ref().map(|(_, t)| t.certificates.clone());
+    orinari_server::serve_all(
         listener,
+        https,
         state,
-        shutdown_signal(),
+        shutdown_signal(certificates),
         config.server.shutdown_timeout,
     )
     .await?;
@@ -394,8 +424,9 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// Resolves on SIGTERM. SIGINT exits at once; SIGHUP is logged (reload comes later).
-async fn shutdown_signal() {
+/// Resolves on SIGTERM. SIGINT exits at once; SIGHUP reloads the TLS
+/// certificate (other configuration needs a restart).
+async fn shutdown_signal(certificates: Option<std::sync::Arc<orinari_server::tls::Certificates>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -415,9 +446,13 @@ async fn shutdown_signal() {
                 tracing::info!("SIGINT: exiting now");
                 std::process::exit(130);
             }
-            _ = hup.recv() => {
-                tracing::warn!("SIGHUP: configuration reload is not available in this version; restart to apply changes");
-            }
+            _ = hup.recv() => match &certificates {
+                Some(c) => match c.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the current one"),
+                },
+                None => tracing::warn!("SIGHUP: only the TLS certificate reloads in this version; restart to apply other changes"),
+            },
         }
     }
 }

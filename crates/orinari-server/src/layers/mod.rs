@@ -5,5 +5,6 @@ pub mod admin_auth;
 pub mod api_auth;
 pub mod firewall;
 pub mod http_metrics;
+pub mod https_redirect;
 pub mod rate_limit;
 pub mod security_headers;

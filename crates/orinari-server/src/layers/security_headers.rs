@@ -1,4 +1,6 @@
-//! Security headers for HTML pages and their assets.
+//! Security headers: the strict set for HTML pages and their assets
+//! ([`layer`]), and a baseline for every other response, errors included
+//! ([`baseline`]), with HSTS on responses sent over TLS.
 //!
 //! The policy allows scripts, styles, images and fetches from this origin
 //! only: no inline script or style, no `eval`, no framing, no plugins, and
@@ -8,8 +10,19 @@
 //! window access.
 
 use axum::body::Body;
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Response, header};
+use axum::middleware::Next;
 use tower::util::MapResponseLayer;
+
+use crate::listener::Secure;
+
+/// HSTS: one year, subdomains included.
+pub const HSTS: &str = "max-age=31536000; includeSubDomains";
+
+/// The CSP for responses that are not pages (JSON, SSE, feeds): nothing may
+/// load from them and nothing may frame them.
+pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// The Content-Security-Policy for pages.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -49,6 +62,36 @@ fn set(mut res: Response<Body>) -> Response<Body> {
     let headers = res.headers_mut();
     for (name, value) in HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
+    }
+    res
+}
+
+/// Every response gets these unless an inner layer set its own (pages set
+/// the stricter page set); responses over TLS also get HSTS.
+pub async fn baseline(req: Request, next: Next) -> Response<Body> {
+    let secure = req.extensions().get::<Secure>().is_some();
+    let mut res = next.run(req).await;
+    let headers = res.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, API_CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (HeaderName::from_static("permissions-policy"), PERMISSIONS),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ] {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    if secure {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
     }
     res
 }

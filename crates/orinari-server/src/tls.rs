@@ -1,0 +1,169 @@
+//! HTTPS: rustls with Mozilla's "intermediate" profile (TLS 1.3, and 1.2 with
+//! ECDHE + AEAD suites only — rustls offers nothing weaker) or "modern" (1.3
+//! only), HTTP/2 by ALPN, and a certificate that is reloaded when its files
+//! change: new handshakes get the new certificate, open connections keep
+//! theirs, nothing restarts.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use orinari_config::tls::TlsConfig;
+use rustls::crypto::ring;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// How often the certificate files are checked for changes.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
+
+/// Why a certificate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or parsed.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let file_err = |p: &Path, why: String| TlsError::File {
+        path: p.display().to_string(),
+        why,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| file_err(cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(file_err(cert, "no PEM certificate in the file".into()));
+    }
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e.to_string()))?;
+    let signing = ring::sign::any_supported_type(&der)
+        .map_err(|e| file_err(key, format!("unsupported private key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| file_err(key, format!("does not match the certificate: {e}")))?;
+    Ok(Arc::new(certified))
+}
+
+fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The current certificate, swapped on reload.
+#[derive(Debug)]
+pub struct Certificates {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    seen: RwLock<(Option<(SystemTime, u64)>, Option<(SystemTime, u64)>)>,
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+impl Certificates {
+    /// Load the files now (an error here stops start-up).
+    pub fn open(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let seen = (stamp(cert), stamp(key));
+        Ok(Self {
+            current: RwLock::new(load(cert, key)?),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            seen: RwLock::new(seen),
+        })
+    }
+
+    /// Load the files again; on failure keep serving the current certificate.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let seen = (stamp(&self.cert), stamp(&self.key));
+        let fresh = load(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        *self.seen.write().unwrap_or_else(|p| p.into_inner()) = seen;
+        tracing::info!(cert = %self.cert.display(), "TLS certificate loaded");
+        Ok(())
+    }
+
+    fn changed(&self) -> bool {
+        let now = (stamp(&self.cert), stamp(&self.key));
+        *self.seen.read().unwrap_or_else(|p| p.into_inner()) != now
+    }
+
+    /// Reload whenever the files change, until `stop` turns true.
+    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(RELOAD_CHECK) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if self.changed()
+                && let Err(e) = self.reload()
+            {
+                // Half-written files (cert renewed before key) land here:
+                // keep the old pair and try again when a file changes again.
+                tracing::warn!(error = %e, "TLS certificate not reloaded; keeping the current one");
+                *self.seen.write().unwrap_or_else(|p| p.into_inner()) =
+                    (stamp(&self.cert), stamp(&self.key));
+            }
+        }
+    }
+}
+
+/// The HTTPS side: settings, the reloading certificates and the acceptor.
+#[derive(Clone)]
+pub struct Tls {
+    /// Settings.
+    pub config: TlsConfig,
+    /// The certificates (reload with [`Certificates::reload`]).
+    pub certificates: Arc<Certificates>,
+    /// The rustls acceptor.
+    pub acceptor: TlsAcceptor,
+}
+
+impl Tls {
+    /// Load the certificate and build the rustls configuration.
+    pub fn new(config: TlsConfig) -> Result<Self, TlsError> {
+        let certificates = Arc::new(Certificates::open(&config.cert, &config.key)?);
+        let versions: &[&rustls::SupportedProtocolVersion] = if config.modern {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let mut server =
+            rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+                .with_protocol_versions(versions)
+                .map_err(|e| TlsError::Config(e.to_string()))?
+                .with_no_client_auth()
+                .with_cert_resolver(certificates.clone());
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            config,
+            certificates,
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+        })
+    }
+}
