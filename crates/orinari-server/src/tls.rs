@@ -58,7 +58,10 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     Ok(Arc::new(certified))
 }
 
-fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
+/// A file's modification time and size, when it can be read.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(p: &Path) -> Stamp {
     let m = std::fs::metadata(p).ok()?;
     Some((m.modified().ok()?, m.len()))
 }
@@ -69,7 +72,7 @@ pub struct Certificates {
     cert: PathBuf,
     key: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
-    seen: RwLock<(Option<(SystemTime, u64)>, Option<(SystemTime, u64)>)>,
+    seen: RwLock<(Stamp, Stamp)>,
 }
 
 impl ResolvesServerCert for Certificates {
