@@ -8,12 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod backup;
-
-// mimalloc instead of glibc malloc: the request path allocates small, short-lived
-// buffers on every worker thread, where glibc's arenas cost ~15% of CPU at load
-// and fragment memory across thousands of open streams (BENCHMARKS.md, gateway).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod gateway;
 mod keys;
 
