@@ -26,7 +26,7 @@ VENV=$ROOT/bench/.venv
 if ! "$VENV/bin/python" -c 'import tensorzero' 2>/dev/null; then
   python3 -m venv "$VENV" && "$VENV/bin/pip" install -q 'tensorzero==2026.6.0'
 fi
-cargo build --release -q -p orinari -p orinari-fake-upstream
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -q -p orinari -p orinari-fake-upstream
 
 pids=()
 cleanup() {

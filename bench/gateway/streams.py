@@ -17,7 +17,8 @@ async def one(host, port, path, body, done):
     await writer.drain()
     data = await reader.read()
     writer.close()
-    if data.rstrip().endswith(b"data: [DONE]") and b"event: error" not in data:
+    # The body is chunk-encoded; the stream ends with its [DONE] event.
+    if b"data: [DONE]" in data and b"event: error" not in data and data.startswith(b"HTTP/1.1 200"):
         done.append(1)
 
 
