@@ -116,7 +116,10 @@ mod tests {
         a.vital("/status", "cls", f64::NAN, 0);
         a.vital("/status", "anything", 1.0, 0);
         let d = &a.days()[0].1;
-        assert_eq!(d.vitals[&("/status".to_string(), "lcp_ms".to_string())], [1, 1, 1]);
+        assert_eq!(
+            d.vitals[&("/status".to_string(), "lcp_ms".to_string())],
+            [1, 1, 1]
+        );
         assert_eq!(d.vitals.len(), 1);
     }
 }
