@@ -270,7 +270,11 @@ async fn json_admin_api_and_errors() {
     );
     assert!(!html.contains("<script>alert"));
     assert!(html.contains("Postmortem") && html.contains("DB upgrade"));
-    assert!(html.contains("Operational") && html.contains("uptime over 90 days"));
+    assert!(
+        html.contains("Operational")
+            && html.contains("uptime over 30 days")
+            && html.contains("over 90 days")
+    );
     assert!(html.len() < 50_000, "{} bytes", html.len());
 
     let feed = p.get("/status/feed.atom").await;

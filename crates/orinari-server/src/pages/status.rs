@@ -157,10 +157,15 @@ fn view(snap: &Snapshot, emails: bool) -> StatusPage<'_> {
             status: c.status.as_str(),
             label: c.status.label(),
             symbol: symbol(c.status),
-            uptime: c.uptime_90.map_or_else(
-                || "No data yet".to_string(),
-                |bp| format!("{}% uptime over 90 days", percent(bp)),
-            ),
+            uptime: match (c.uptime_30, c.uptime_90) {
+                (Some(m), Some(q)) => format!(
+                    "{}% uptime over 30 days, {}% over 90 days",
+                    percent(m),
+                    percent(q)
+                ),
+                (None, Some(q)) => format!("{}% uptime over 90 days", percent(q)),
+                _ => "No data yet".to_string(),
+            },
             showcase: c.row.showcase,
             bars: if c.row.showcase {
                 c.days
