@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # TLS scanners against a real `orinari serve` with [server.tls]: sslyze's
 # Mozilla "intermediate" check (PyPI), then, with `modern = true`, its
-# "modern" check; both must report "compliant". A throwaway CA and leaf
-# (openssl, P-256, 30 days) are made here.
+# "modern" check; both must report "compliant". With the intermediate
+# profile, MDN's HTTP Observatory grades the chat page, the status page and
+# the API: each must be A+. A throwaway CA and leaf (openssl, P-256, 30 days)
+# are made here.
 #
 # Usage: tests/tls/scan.sh [BINARY]   (default: target/debug/orinari)
 set -euo pipefail
@@ -19,6 +21,14 @@ if [[ ! -x "$venv/bin/sslyze" ]] || ! cmp -s "$here/requirements.txt" "$venv/.re
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" >&2
     cp "$here/requirements.txt" "$venv/.requirements.txt"
 fi
+
+if [[ ! -d "$here/node_modules/@mdn/mdn-http-observatory" ]] || [[ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]]; then
+    echo "tls: installing the MDN HTTP Observatory (npm ci)" >&2
+    (cd "$here" && npm ci --ignore-scripts --no-audit --no-fund --silent) >&2
+fi
+# Its post-install step downloads the HSTS preload list, which cannot run
+# offline; an empty list only means "not preloaded".
+echo '{}' > "$here/node_modules/@mdn/mdn-http-observatory/conf/hsts-preload.json"
 
 # shellcheck source=../lib/serve.sh
 source "$root/tests/lib/serve.sh"
@@ -55,6 +65,18 @@ for profile in intermediate modern; do
         echo "tls: sslyze --mozilla_config=$profile: NOT compliant" >&2
         sed -n '/COMPLIANCE AGAINST MOZILLA/,$p' "sslyze-$profile.txt" >&2
         failed=1
+    fi
+    if [[ "$profile" == intermediate ]]; then
+        http_port="${serve_url##*:}"
+        for path in / /status /v1/models; do
+            if NODE_EXTRA_CA_CERTS="$work/ca.pem" node "$here/observatory.mjs" localhost "$http_port" "$port" "$path" > "obs.txt" 2>&1; then
+                echo "tls: $(head -n1 obs.txt)" >&2
+            else
+                echo "tls: observatory below A+:" >&2
+                cat obs.txt >&2
+                failed=1
+            fi
+        done
     fi
     serve_stop
 done
