@@ -65,6 +65,8 @@ pub struct ConnectionConfig {
     pub http2_max_concurrent_streams: u32,
     /// Proxies whose `X-Forwarded-For` is believed for the client IP.
     pub trusted_proxies: Vec<IpNet>,
+    /// Browser origins allowed to call `/v1/*` cross-origin (CORS); none by default.
+    pub cors_allow_origins: Vec<String>,
 }
 
 /// A route group's allow and deny lists.
@@ -134,6 +136,7 @@ impl Default for AdmissionConfig {
                 max_headers: d::MAX_HEADERS as usize,
                 http2_max_concurrent_streams: d::HTTP2_MAX_CONCURRENT_STREAMS,
                 trusted_proxies: Vec::new(),
+                cors_allow_origins: Vec::new(),
             },
             firewall: FirewallConfig {
                 admin: IpRule {
@@ -163,6 +166,32 @@ fn nets(name: &str, key: &str, list: &[String]) -> Result<Vec<IpNet>, ConfigErro
                         format!("`{s}` is not an IP address or CIDR like 10.0.0.0/8"),
                     )
                 })
+        })
+        .collect()
+}
+
+/// `scheme://host[:port]`, exactly as browsers send `Origin` (no path, no
+/// trailing slash, no wildcard).
+fn origins(name: &str, list: &[String]) -> Result<Vec<String>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let key = format!("server.cors_allow_origins[{i}]");
+            let rest = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"))
+                .ok_or_else(|| err(name, &key, format!("`{o}` must start with https:// or http://")))?;
+            if rest.is_empty()
+                || rest.contains(['/', '*', ' ', '?', '#'])
+                || !rest.is_ascii()
+            {
+                return Err(err(
+                    name,
+                    &key,
+                    format!("`{o}` must be an origin like https://app.example.org (no path, no wildcard)"),
+                ));
+            }
+            Ok(o.to_ascii_lowercase())
         })
         .collect()
 }
@@ -309,6 +338,7 @@ pub fn validate(
             "server.trusted_proxies",
             s.trusted_proxies.as_deref().unwrap_or_default(),
         )?,
+        cors_allow_origins: origins(name, s.cors_allow_origins.as_deref().unwrap_or_default())?,
     };
     let f = &raw.firewall;
     let global_deny = nets(name, "firewall.deny", f.deny.as_deref().unwrap_or_default())?;

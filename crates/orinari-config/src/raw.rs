@@ -167,6 +167,7 @@ pub struct RawServer {
     pub max_headers: Option<u32>,
     pub http2_max_concurrent_streams: Option<u32>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub cors_allow_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,6 +350,8 @@ pub struct RawCheck {
     pub timeout: Option<String>,
     pub expect_status: Option<u16>,
     pub keyword: Option<String>,
+    pub json_path: Option<String>,
+    pub json_equals: Option<String>,
     pub degraded_after: Option<String>,
     pub failure_threshold: Option<u32>,
     pub success_threshold: Option<u32>,

@@ -97,6 +97,9 @@ pub struct CheckSettings {
     pub expect_status: Option<u16>,
     /// `keyword`: the body must contain it.
     pub keyword: Option<String>,
+    /// `json_path` and `json_equals`: the JSON body's value at the dotted
+    /// path (array indices as numbers) must equal this.
+    pub json: Option<(String, String)>,
     /// `degraded_after`: a slower pass counts as degraded performance.
     pub degraded_after: Option<Duration>,
     /// `failure_threshold`.
@@ -251,6 +254,26 @@ pub(crate) fn validate(
                 format!("{s} is not an HTTP status"),
             ));
         }
+        let json = match (c.json_path, c.json_equals) {
+            (None, None) => None,
+            (Some(p), Some(v)) if !p.is_empty() => {
+                if !c.url.starts_with("http") {
+                    return Err(err(
+                        name,
+                        &key("json_path"),
+                        "applies to http(s) checks only",
+                    ));
+                }
+                Some((p, v))
+            }
+            (Some(_), Some(_)) => return Err(err(name, &key("json_path"), "must not be empty")),
+            (Some(_), None) => {
+                return Err(err(name, &key("json_equals"), "is required with json_path"));
+            }
+            (None, Some(_)) => {
+                return Err(err(name, &key("json_path"), "is required with json_equals"));
+            }
+        };
         let degraded_after = c
             .degraded_after
             .as_deref()
@@ -285,6 +308,7 @@ pub(crate) fn validate(
             timeout,
             expect_status: c.expect_status,
             keyword: c.keyword,
+            json,
             degraded_after,
         });
     }
@@ -302,6 +326,7 @@ pub(crate) fn validate(
             timeout: Duration::from_secs(5),
             expect_status: None,
             keyword: None,
+            json: None,
             degraded_after: Some(Duration::from_secs(1)),
             failure_threshold: d::CHECK_FAILURE_THRESHOLD,
             success_threshold: d::CHECK_SUCCESS_THRESHOLD,
@@ -323,6 +348,7 @@ pub(crate) fn validate(
                         timeout: Duration::from_secs(5),
                         expect_status: None,
                         keyword: None,
+                        json: None,
                         degraded_after: None,
                         failure_threshold: d::CHECK_FAILURE_THRESHOLD,
                         success_threshold: d::CHECK_SUCCESS_THRESHOLD,

@@ -273,3 +273,26 @@ fn alert_rules_are_checked() {
         assert!(e.contains(&format!("`{key}`")), "{text}\n→ {e}");
     }
 }
+
+#[test]
+fn json_conditions_need_both_keys() {
+    let s = parse("[[status.checks]]\nname = \"a\"\nurl = \"http://x/health\"\njson_path = \"status\"\njson_equals = \"ok\"\n").unwrap();
+    assert_eq!(s.checks[0].json, Some(("status".into(), "ok".into())));
+    for (text, key) in [
+        (
+            "[[status.checks]]\nname = \"a\"\nurl = \"http://x/\"\njson_path = \"status\"\n",
+            "status.checks[0].json_equals",
+        ),
+        (
+            "[[status.checks]]\nname = \"a\"\nurl = \"http://x/\"\njson_equals = \"ok\"\n",
+            "status.checks[0].json_path",
+        ),
+        (
+            "[[status.checks]]\nname = \"a\"\nurl = \"tcp://x:1\"\njson_path = \"a\"\njson_equals = \"ok\"\n",
+            "status.checks[0].json_path",
+        ),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.contains(&format!("`{key}`")), "{text}\n→ {e}");
+    }
+}

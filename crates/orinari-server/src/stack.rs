@@ -29,11 +29,13 @@
 //!    while reading; the chat handler maps that to 413 in the envelope (the
 //!    chat form to a page saying so).
 //!
-//! The API (`/v1/*`) gets two more layers, inside the common ones and around
+//! The API (`/v1/*`) gets three more layers, inside the common ones and around
 //! those routes only:
 //!
 //! - `api_auth` — resolves the caller (API key, or client IP when keys are
 //!   optional): 401 for a missing or unknown key, before any limit is spent.
+//! - `Cors` — outermost of the three: answers preflights for the origins in
+//!   `server.cors_allow_origins` (none by default) before authentication.
 //! - `rate_limit` — inside `api_auth` because limits are per caller: the
 //!   request and token limits (429 + `Retry-After`), the fair per-model
 //!   admission queue (503 when full), `x-ratelimit-*` on every response.
@@ -65,11 +67,12 @@ use std::iter::once;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
-use axum::http::{HeaderName, Request, Response, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, header};
 use axum::response::IntoResponse;
 use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -113,7 +116,8 @@ pub fn wrap(v1: Router, api: Router, admin: Router, pages: Router, state: &AppSt
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api_auth::authenticate,
-        ));
+        ))
+        .layer(cors(&state.edge().config().connections.cors_allow_origins));
     let pages = pages
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -154,6 +158,36 @@ pub fn wrap(v1: Router, api: Router, admin: Router, pages: Router, state: &AppSt
             ),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// CORS for `/v1/*`: only the configured origins (none by default, which
+/// sends no CORS headers, so browsers keep other sites out). Preflights are
+/// answered here, before authentication, as browsers send them without
+/// credentials.
+fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util::Identity> {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    tower::util::option_layer((!allowed.is_empty()).then(|| cors_for(allowed)))
+}
+
+fn cors_for(allowed: Vec<HeaderValue>) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// The plain listener's app when HTTPS is on: health checks and ACME
