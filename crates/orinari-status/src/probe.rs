@@ -22,6 +22,8 @@ pub enum Target {
         expect_status: Option<u16>,
         /// A string the body must contain.
         keyword: Option<String>,
+        /// A dotted path into the JSON body and the value it must have.
+        json: Option<(String, String)>,
     },
     /// The TLS certificate at `host:port` is valid for longer than `warn`
     /// (degraded within it; down once expired or when no handshake succeeds).
@@ -43,6 +45,14 @@ pub enum Target {
 }
 
 impl Target {
+    /// The same HTTP target with a JSON condition (other targets unchanged).
+    pub fn with_json(mut self, condition: Option<(String, String)>) -> Self {
+        if let Self::Http { json, .. } = &mut self {
+            *json = condition;
+        }
+        self
+    }
+
     /// A target from a check's `url`: `http(s)://…`, `tcp://host:port`, or
     /// `builtin:storage`. Errors say what is accepted.
     pub fn parse(
@@ -56,6 +66,7 @@ impl Target {
                 url: url.into(),
                 expect_status,
                 keyword,
+                json: None,
             });
         }
         if let Some(addr) = url.strip_prefix("tcp://") {
@@ -147,6 +158,7 @@ impl Prober {
                 url,
                 expect_status,
                 keyword,
+                json,
             } => {
                 let resp = self
                     .http
@@ -162,13 +174,18 @@ impl Prober {
                 if !status_ok {
                     return Err(format!("HTTP status {status}"));
                 }
-                if let Some(word) = keyword {
+                if keyword.is_some() || json.is_some() {
                     let body = resp
                         .text()
                         .await
                         .map_err(|e| format!("reading the body failed: {}", without_url(&e)))?;
-                    if !body.contains(word.as_str()) {
+                    if let Some(word) = keyword
+                        && !body.contains(word.as_str())
+                    {
                         return Err("the body does not contain the keyword".into());
+                    }
+                    if let Some((path, want)) = json {
+                        json_condition(&body, path, want)?;
                     }
                 }
                 Ok(false)
@@ -191,6 +208,32 @@ impl Prober {
                 None => Err("no store".into()),
             },
         }
+    }
+}
+
+/// The JSON body's value at `path` (dotted; numbers index arrays) equals
+/// `want` (a string value compared as is, anything else as JSON text).
+pub fn json_condition(body: &str, path: &str, want: &str) -> Result<(), String> {
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|_| "the body is not JSON".to_string())?;
+    let mut at = &v;
+    for seg in path.split('.') {
+        let next = match at {
+            serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+            serde_json::Value::Object(o) => o.get(seg),
+            _ => None,
+        };
+        at = next.ok_or_else(|| format!("`{path}` is not in the body"))?;
+    }
+    let got = match at {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if got == want {
+        Ok(())
+    } else {
+        let shown: String = got.chars().take(80).collect();
+        Err(format!("`{path}` is `{shown}`, expected `{want}`"))
     }
 }
 
@@ -310,6 +353,27 @@ mod tests {
         assert_eq!(step(&mut t, true, 900), Some(C::DegradedPerformance));
         assert_eq!(step(&mut t, true, 10), Some(C::Operational));
         assert_eq!(t.state(), Some(C::Operational));
+    }
+
+    #[test]
+    fn json_conditions() {
+        let body = r#"{"status": "ok", "checks": [{"up": true}, {"up": false}], "n": 3}"#;
+        assert!(json_condition(body, "status", "ok").is_ok());
+        assert!(json_condition(body, "checks.0.up", "true").is_ok());
+        assert!(json_condition(body, "n", "3").is_ok());
+        assert_eq!(
+            json_condition(body, "checks.1.up", "true").unwrap_err(),
+            "`checks.1.up` is `false`, expected `true`"
+        );
+        assert!(
+            json_condition(body, "checks.5.up", "true")
+                .unwrap_err()
+                .contains("not in the body")
+        );
+        assert_eq!(
+            json_condition("<html>", "status", "ok").unwrap_err(),
+            "the body is not JSON"
+        );
     }
 
     #[test]

@@ -1115,6 +1115,7 @@ impl StatusService {
 
 fn check(i: usize, c: &CheckSettings) -> Result<Check, StatusError> {
     let target = Target::parse(&c.url, c.expect_status, c.keyword.clone())
+        .map(|t| t.with_json(c.json.clone()))
         .map_err(|e| StatusError::invalid(&format!("status.checks[{i}].url"), e))?;
     Ok(Check {
         id: c.component.id.clone(),
