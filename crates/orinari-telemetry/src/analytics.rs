@@ -34,6 +34,7 @@ pub const VITALS: [(&str, f64, f64); 4] = [
 #[derive(Debug, Default)]
 pub struct Analytics {
     days: Mutex<BTreeMap<i64, Day>>,
+    region: std::sync::OnceLock<String>,
 }
 
 impl Analytics {
@@ -49,6 +50,16 @@ impl Analytics {
             *d.page_views.entry(route.to_string()).or_insert(0) += 1;
         }
         days.retain(|day, _| *day > today - DAYS);
+    }
+
+    /// Label these counts with the instance's region (`server.region`), once.
+    pub fn set_region(&self, region: &str) {
+        let _ = self.region.set(region.to_string());
+    }
+
+    /// The instance's region, if set.
+    pub fn region(&self) -> Option<&str> {
+        self.region.get().map(String::as_str)
     }
 
     /// Count one web-vitals reading of `page` (unknown metrics are ignored).
@@ -105,6 +116,15 @@ mod tests {
         assert_eq!(d[1].1.requests["/v1/models"], 1);
         a.record("/", true, 40 * DAY_MS);
         assert_eq!(a.days().len(), 1);
+    }
+
+    #[test]
+    fn region_is_set_once() {
+        let a = Analytics::default();
+        assert_eq!(a.region(), None);
+        a.set_region("eu-west");
+        a.set_region("us-east");
+        assert_eq!(a.region(), Some("eu-west"));
     }
 
     #[test]

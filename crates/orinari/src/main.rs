@@ -316,6 +316,7 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
             .context("status page ([status])")?,
     );
     state = state.with_status(status.clone());
+    state.metrics().analytics.set_region(&config.server.region);
     let (stop_status, status_stopped) = tokio::sync::watch::channel(false);
     let status_task = tokio::spawn(status.run(status_stopped));
     let listener = tokio::net::TcpListener::bind(config.server.listen)

@@ -42,7 +42,7 @@ pub async fn analytics(State(state): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "days": days }))
+    Json(json!({ "region": state.metrics().analytics.region(), "days": days }))
 }
 
 /// `POST /status/vitals`: a page's web-vitals beacon,
