@@ -11,7 +11,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn config(dir: &PathBuf, port: u16, a: &FakeUpstream, b: &FakeUpstream) -> PathBuf {
+fn config(dir: &Path, port: u16, a: &FakeUpstream, b: &FakeUpstream) -> PathBuf {
     let text = format!(
         r#"
 [server]
@@ -66,7 +66,7 @@ api_key_env = "TEST_UPSTREAM_KEY"
     path
 }
 
-fn serve(dir: &PathBuf, config: &PathBuf, key: Option<&str>) -> Child {
+fn serve(dir: &Path, config: &Path, key: Option<&str>) -> Child {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir)
         .args(["serve", "--config", config.to_str().unwrap()])
