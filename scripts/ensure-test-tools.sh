@@ -21,3 +21,11 @@ if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet aiosmtpd
 fi
+# pebble: Let's Encrypt's ACME test server, for the ACME client's test;
+# slowhttptest: slowloris / slow-POST attacks for `make slowloris`.
+for pkg in pebble slowhttptest; do
+  if ! command -v "$pkg" >/dev/null; then
+    echo "installing $pkg ..." >&2
+    apt-get install -y "$pkg" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$pkg" >/dev/null; }
+  fi
+done

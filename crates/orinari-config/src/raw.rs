@@ -187,6 +187,9 @@ pub struct RawAcme {
     pub directory: Option<String>,
     pub contact: Option<String>,
     pub cache_dir: Option<String>,
+    pub renew_before: Option<String>,
+    pub check_interval: Option<String>,
+    pub directory_ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

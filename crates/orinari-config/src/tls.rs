@@ -1,5 +1,5 @@
 //! `[server.tls]`, validated: a TLS listener with certificate files that are
-//! reloaded when they change. (ACME issuance is refused until implemented.)
+//! reloaded when they change, or certificates issued and renewed by ACME.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +19,37 @@ pub struct TlsConfig {
     /// TLS 1.3 only (Mozilla "modern"); otherwise 1.3 and 1.2 with ECDHE + AEAD
     /// suites only (Mozilla "intermediate").
     pub modern: bool,
+    /// Automatic certificates; `cert` and `key` are then files in its cache.
+    pub acme: Option<AcmeConfig>,
 }
+
+/// `[server.tls] acme = { … }`: issuance and renewal by ACME (HTTP-01).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// DNS names on the certificate.
+    pub domains: Vec<String>,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// Account contacts (`mailto:…`).
+    pub contact: Vec<String>,
+    /// Account, certificate and key (0600) live here.
+    pub cache_dir: PathBuf,
+    /// Renew when the certificate expires sooner than this.
+    pub renew_before: std::time::Duration,
+    /// How often the certificate's expiry is checked.
+    pub check_interval: std::time::Duration,
+    /// A PEM root to trust for the ACME server itself (private or test CAs).
+    pub directory_ca: Option<PathBuf>,
+}
+
+/// `acme.directory` default: Let's Encrypt production.
+pub const ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// `acme.cache_dir` default.
+pub const ACME_CACHE_DIR: &str = "orinari-data/acme";
+/// `acme.renew_before` default.
+pub const ACME_RENEW_BEFORE: &str = "30d";
+/// `acme.check_interval` default.
+pub const ACME_CHECK_INTERVAL: &str = "12h";
 
 /// `server.tls.listen` default.
 pub const TLS_LISTEN: &str = "0.0.0.0:8443";
@@ -30,13 +60,6 @@ fn err(name: &str, key: &str, why: impl std::fmt::Display) -> ConfigError {
 
 /// Validate `[server.tls]`.
 pub fn validate(raw: &RawTls, name: &str) -> Result<TlsConfig, ConfigError> {
-    if raw.acme.is_some() {
-        return Err(err(
-            name,
-            "server.tls.acme",
-            "automatic certificates (ACME) are not available in this version; give `cert` and `key` files (renewed by your ACME client; they are reloaded when they change)",
-        ));
-    }
     let listen_s = raw.listen.as_deref().unwrap_or(TLS_LISTEN);
     let listen: SocketAddr = listen_s.parse().map_err(|_| {
         err(
@@ -55,10 +78,89 @@ pub fn validate(raw: &RawTls, name: &str) -> Result<TlsConfig, ConfigError> {
             )),
         }
     };
+    let modern = raw.modern.unwrap_or(false);
+    if let Some(a) = &raw.acme {
+        if raw.cert.is_some() || raw.key.is_some() {
+            return Err(err(
+                name,
+                "server.tls.acme",
+                "give either `acme` or `cert` and `key`, not both",
+            ));
+        }
+        let acme = acme(a, name)?;
+        return Ok(TlsConfig {
+            listen,
+            cert: acme.cache_dir.join("cert.pem"),
+            key: acme.cache_dir.join("key.pem"),
+            modern,
+            acme: Some(acme),
+        });
+    }
     Ok(TlsConfig {
         listen,
         cert: file("cert", &raw.cert)?,
         key: file("key", &raw.key)?,
-        modern: raw.modern.unwrap_or(false),
+        modern,
+        acme: None,
+    })
+}
+
+fn acme(a: &crate::raw::RawAcme, name: &str) -> Result<AcmeConfig, ConfigError> {
+    if a.domains.is_empty() {
+        return Err(err(
+            name,
+            "server.tls.acme.domains",
+            "must list at least one DNS name",
+        ));
+    }
+    for (i, d) in a.domains.iter().enumerate() {
+        let ok = !d.is_empty()
+            && d.len() <= 253
+            && d.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !ok {
+            return Err(err(
+                name,
+                &format!("server.tls.acme.domains[{i}]"),
+                format!("`{d}` is not a DNS name like example.org"),
+            ));
+        }
+    }
+    let directory = a.directory.clone().unwrap_or_else(|| ACME_DIRECTORY.into());
+    if !directory.starts_with("https://") {
+        return Err(err(
+            name,
+            "server.tls.acme.directory",
+            "must be an https:// URL",
+        ));
+    }
+    let contact: Vec<String> = a.contact.iter().cloned().collect();
+    if let Some(c) = contact.iter().find(|c| !c.starts_with("mailto:")) {
+        return Err(err(
+            name,
+            "server.tls.acme.contact",
+            format!("`{c}` must start with mailto:"),
+        ));
+    }
+    let duration = |key: &str, v: &Option<String>, default: &str| {
+        crate::validate::duration(
+            name,
+            &format!("server.tls.acme.{key}"),
+            v.as_deref().unwrap_or(default),
+        )
+    };
+    Ok(AcmeConfig {
+        domains: a.domains.clone(),
+        directory,
+        contact,
+        cache_dir: PathBuf::from(a.cache_dir.as_deref().unwrap_or(ACME_CACHE_DIR)),
+        renew_before: duration("renew_before", &a.renew_before, ACME_RENEW_BEFORE)?,
+        check_interval: duration("check_interval", &a.check_interval, ACME_CHECK_INTERVAL)?,
+        directory_ca: a.directory_ca.as_ref().map(PathBuf::from),
     })
 }

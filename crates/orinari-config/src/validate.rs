@@ -132,7 +132,7 @@ fn positive<T: Into<u64> + Copy>(
     Ok(v)
 }
 
-fn duration(name: &str, key: &str, s: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn duration(name: &str, key: &str, s: &str) -> Result<Duration, ConfigError> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num.parse().map_err(|_| {
         err(

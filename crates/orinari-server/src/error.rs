@@ -63,7 +63,8 @@ pub fn from_balance(e: orinari_balance::BalanceError) -> HttpError {
         B::UnknownModel(m) => return HttpError(ApiError::model_not_found(m)),
         B::NotAPool(_) => ApiError::invalid("model", format!("{e}.")).with_code("not_a_pool"),
         B::UnknownBackend { .. } => {
-            let mut a = ApiError::invalid("backend", format!("{e}.")).with_code("backend_not_found");
+            let mut a =
+                ApiError::invalid("backend", format!("{e}.")).with_code("backend_not_found");
             a.status = 404;
             a
         }

@@ -4,6 +4,7 @@
 //! Handlers extract, call one domain function, and map the result; errors
 //! become responses only in [`error`].
 
+pub mod acme;
 pub mod edge;
 pub mod error;
 pub mod guard;
@@ -77,9 +78,15 @@ pub async fn serve_all(
         slots.clone(),
         rx.clone(),
     ));
-    let mut watcher = None;
+    // Background TLS tasks (file watcher, ACME client), stopped with the drain.
+    let mut tls_tasks = tokio::task::JoinSet::new();
     if let Some((l, t)) = https {
-        watcher = Some(tokio::spawn(t.certificates.clone().watch(rx.clone())));
+        tls_tasks.spawn(t.certificates.clone().watch(rx.clone()));
+        if let Some(a) = t.config.acme.clone() {
+            let client =
+                acme::Acme::new(a, state.acme_challenges().clone(), t.certificates.clone());
+            tls_tasks.spawn(client.run(rx.clone()));
+        }
         loops.spawn(listener::accept(
             l,
             app(state.clone()),
@@ -94,9 +101,7 @@ pub async fn serve_all(
     tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "draining");
     let _ = tx.send(true);
     while loops.join_next().await.is_some() {}
-    if let Some(w) = watcher {
-        let _ = w.await;
-    }
+    while tls_tasks.join_next().await.is_some() {}
     // Every connection holds a slot until it has finished: all slots back
     // means every in-flight request and stream is done.
     let all = u32::try_from(max).unwrap_or(u32::MAX);

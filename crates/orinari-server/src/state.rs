@@ -42,6 +42,7 @@ struct Inner {
     status: Option<Arc<orinari_status::StatusService>>,
     edge: Arc<crate::edge::Edge>,
     gateway: Option<Arc<orinari_balance::Gateway>>,
+    acme_challenges: crate::acme::Challenges,
 }
 
 impl AppState {
@@ -73,6 +74,7 @@ impl AppState {
                 status: None,
                 edge,
                 gateway: None,
+                acme_challenges: crate::acme::Challenges::default(),
             }),
         }
     }
@@ -114,6 +116,11 @@ impl AppState {
             inner.edge = Arc::new(edge);
         }
         self
+    }
+
+    /// The ACME HTTP-01 challenges open right now (shared with the ACME client).
+    pub fn acme_challenges(&self) -> &crate::acme::Challenges {
+        &self.inner.acme_challenges
     }
 
     /// The admission edge.

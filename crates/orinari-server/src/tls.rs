@@ -36,6 +36,16 @@ pub enum TlsError {
     Config(String),
 }
 
+fn from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
+    let bad = |why: String| TlsError::Config(format!("placeholder certificate: {why}"));
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let der = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad(e.to_string()))?;
+    let signing = ring::sign::any_supported_type(&der).map_err(|e| bad(e.to_string()))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
 fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let file_err = |p: &Path, why: String| TlsError::File {
         path: p.display().to_string(),
@@ -87,11 +97,22 @@ impl ResolvesServerCert for Certificates {
 }
 
 impl Certificates {
-    /// Load the files now (an error here stops start-up).
-    pub fn open(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+    /// Load the files now (an error here stops start-up), or — when there
+    /// are no files yet and a `placeholder` (PEM certificate and key) is
+    /// given — serve that until the files appear.
+    pub fn open(
+        cert: &Path,
+        key: &Path,
+        placeholder: Option<(String, String)>,
+    ) -> Result<Self, TlsError> {
         let seen = (stamp(cert), stamp(key));
+        let current = match (load(cert, key), placeholder) {
+            (Ok(c), _) => c,
+            (Err(_), Some((c, k))) if !cert.exists() => from_pem(c.as_bytes(), k.as_bytes())?,
+            (Err(e), _) => return Err(e),
+        };
         Ok(Self {
-            current: RwLock::new(load(cert, key)?),
+            current: RwLock::new(current),
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             seen: RwLock::new(seen),
@@ -150,7 +171,16 @@ pub struct Tls {
 impl Tls {
     /// Load the certificate and build the rustls configuration.
     pub fn new(config: TlsConfig) -> Result<Self, TlsError> {
-        let certificates = Arc::new(Certificates::open(&config.cert, &config.key)?);
+        // With ACME the files may not exist yet: a self-signed placeholder
+        // for the configured names is served until the first issuance.
+        let placeholder = match &config.acme {
+            Some(a) => Some(
+                crate::acme::placeholder(&a.domains)
+                    .map_err(|e| TlsError::Config(format!("placeholder certificate: {e}")))?,
+            ),
+            None => None,
+        };
+        let certificates = Arc::new(Certificates::open(&config.cert, &config.key, placeholder)?);
         let versions: &[&rustls::SupportedProtocolVersion] = if config.modern {
             &[&rustls::version::TLS13]
         } else {

@@ -99,6 +99,7 @@ async fn start(ca: &Ca, modern: bool) -> Running {
         cert,
         key,
         modern,
+        acme: None,
     })
     .unwrap();
     let state = AppState::new(Vec::new(), 32_000, 1 << 20);

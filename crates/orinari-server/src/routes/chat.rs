@@ -15,8 +15,8 @@ use orinari_api::{ApiError, ChatRequest, sse};
 use orinari_models::{Event, GenerateRequest, Generation, Message, ModelError, Sampling};
 
 use crate::AppState;
-use crate::layers::rate_limit::Spent;
 use crate::error::{HttpError, from_model};
+use crate::layers::rate_limit::Spent;
 
 fn now() -> u64 {
     std::time::SystemTime::now()

@@ -49,3 +49,20 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         )
     }
 }
+
+/// `GET /.well-known/acme-challenge/{token}`: the key authorization of an
+/// open HTTP-01 challenge (plain text), or 404.
+pub async fn acme_challenge(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.acme_challenges().get(&token) {
+        Some(key_authorization) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            key_authorization,
+        )
+            .into_response(),
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
+}

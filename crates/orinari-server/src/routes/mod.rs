@@ -85,6 +85,7 @@ pub fn v1(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -92,6 +93,10 @@ pub fn v1(state: AppState) -> Router {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::live))
+        .route(
+            "/.well-known/acme-challenge/{token}",
+            get(health::acme_challenge),
+        )
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::render))
         .route("/api/v2/summary.json", get(status::summary))
