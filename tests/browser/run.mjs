@@ -132,7 +132,11 @@ test('page and assets: caching, compression and security headers', async () => {
   const missing = await raw(`${base}/assets/chat.0000000000000000.js`);
   assert(missing.status === 404, `unknown asset → ${missing.status}`);
   const api = await raw(`${base}/v1/models`, { 'accept-encoding': 'br, gzip' });
-  assert(!api.headers['content-encoding'] && !api.headers['content-security-policy'], '/v1 responses unchanged');
+  // API responses are not compressed (clients expect plain JSON and SSE) and
+  // carry the baseline headers: nothing may load from or frame them.
+  assert(!api.headers['content-encoding'], '/v1 responses are not compressed');
+  assert(api.headers['content-security-policy'] === "default-src 'none'; frame-ancestors 'none'", `/v1 CSP: ${api.headers['content-security-policy']}`);
+  assert(api.headers['x-content-type-options'] === 'nosniff', '/v1 nosniff');
 });
 
 test('first load is under 50 KB and loads no Markdown code until needed', async () => {
