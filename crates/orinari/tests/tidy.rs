@@ -99,7 +99,10 @@ fn crate_boundaries_hold() {
         // All SQL lives in orinari-store.
         ("orinari-server", &["sqlx"]),
         // Limits know nothing of models, HTTP or SQL.
-        ("orinari-limits", &["orinari-models", "axum", "hyper", "tower", "sqlx"]),
+        (
+            "orinari-limits",
+            &["orinari-models", "axum", "hyper", "tower", "sqlx"],
+        ),
         ("orinari-models", &["sqlx"]),
         ("orinari-api", &["sqlx"]),
         ("orinari", &["sqlx"]),

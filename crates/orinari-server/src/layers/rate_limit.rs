@@ -110,12 +110,20 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
             Err(e) => return HttpError(e).into_response(),
         };
         let peek: Peek = serde_json::from_slice(&bytes).unwrap_or_default();
+        // No answer can be longer than the model's window: a larger
+        // max_tokens is the handler's 400, not a token-limit 429.
+        let window = peek
+            .model
+            .as_deref()
+            .and_then(|m| state.model(m))
+            .map_or(u32::MAX, |m| m.backend.info().context_window);
         let completion = peek
             .max_completion_tokens
             .or(peek.max_tokens)
             .map_or(edge.config().limits.default_completion_estimate, |n| {
                 u32::try_from(n).unwrap_or(u32::MAX)
-            });
+            })
+            .min(window);
         let prompt = u32::try_from(bytes.len() / 4).unwrap_or(u32::MAX);
         let estimate = prompt.saturating_add(completion);
         (
