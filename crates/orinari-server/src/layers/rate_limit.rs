@@ -31,13 +31,9 @@ use orinari_api::{ApiError, ErrorType};
 use orinari_limits::queue::{Permit, Refused};
 use orinari_limits::{Decision, LimitKind, Policy, Source, reset_text, retry_after_secs};
 
-use orinari_models::{Event, Generation};
-
 use crate::AppState;
 use crate::edge::Caller;
 
-/// Events buffered between a generation and its watcher.
-const WATCH_BUFFER: usize = 16;
 use crate::error::HttpError;
 
 /// Tokens a request really used, recorded by the handler when it knows
@@ -51,30 +47,6 @@ impl Spent {
         let total = u64::from(prompt) + u64::from(completion);
         // Stored +1 so that 0 means "not recorded".
         self.0.store(total + 1, Ordering::Relaxed);
-    }
-
-    /// The same generation, recording its usage when it reports `Done`.
-    /// Events pass through one bounded channel; dropping the returned
-    /// generation drops the original one, which cancels the work.
-    pub fn watch(&self, mut g: Generation) -> Generation {
-        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
-        let spent = self.clone();
-        // Owned by the returned generation: it ends when the source ends or
-        // the receiver is dropped.
-        tokio::spawn(async move {
-            while let Some(ev) = g.events.recv().await {
-                if let Ok(Event::Done { usage, .. }) = &ev {
-                    spent.record(usage.prompt_tokens, usage.completion_tokens);
-                }
-                if tx.send(ev).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Generation {
-            prompt_tokens: g.prompt_tokens,
-            events: rx,
-        }
     }
 
     fn get(&self) -> Option<u32> {

@@ -44,10 +44,7 @@ pub async fn completions(
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
     let generation = model.backend.start(generate_request(&req)).await?;
     // Real usage settles the caller's token reservation when the answer ends.
-    let generation = match spent {
-        Some(axum::Extension(s)) => s.watch(generation),
-        None => generation,
-    };
+    let spent = spent.map(|axum::Extension(s)| s).unwrap_or_default();
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     if req.stream {
         let chunks = ChunkBuilder {
@@ -57,9 +54,9 @@ pub async fn completions(
             fingerprint: state.fingerprint().to_string(),
             include_usage: req.include_usage,
         };
-        Ok(screened.mark(stream_response(chunks, generation, state.aborted())))
+        Ok(screened.mark(stream_response(chunks, generation, state.aborted(), spent)))
     } else {
-        whole(id, &state, req.model, generation)
+        whole(id, &state, req.model, generation, &spent)
             .await
             .map(|r| screened.mark(r.into_response()))
     }
@@ -96,8 +93,10 @@ async fn whole(
     state: &AppState,
     model: String,
     generation: Generation,
+    spent: &Spent,
 ) -> Result<axum::Json<ChatCompletion>, HttpError> {
     let answer = generation.collect().await?;
+    spent.record(answer.usage.prompt_tokens, answer.usage.completion_tokens);
     Ok(axum::Json(ChatCompletion::new(
         id,
         now(),
@@ -122,8 +121,9 @@ fn stream_response(
     chunks: ChunkBuilder,
     generation: Generation,
     aborted: impl Future<Output = ()> + Send + 'static,
+    spent: Spent,
 ) -> Response {
-    let body = Body::from_stream(sse_events(chunks, generation, Box::pin(aborted)));
+    let body = Body::from_stream(sse_events(chunks, generation, Box::pin(aborted), spent));
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -138,27 +138,34 @@ fn sse_events(
     chunks: ChunkBuilder,
     generation: Generation,
     aborted: Pin<Box<dyn Future<Output = ()> + Send>>,
+    spent: Spent,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
-    let start = (Phase::Start, chunks, generation, aborted);
-    stream::unfold(start, |(phase, chunks, mut g, mut aborted)| async move {
-        let (out, next) = match phase {
-            Phase::Start => (
-                sse::data(&chunks.delta(true, String::new(), None)),
-                Phase::Tokens,
-            ),
-            Phase::Tokens => {
-                let event = tokio::select! {
-                    ev = g.events.recv() => ev,
-                    () = &mut aborted => Some(Err(ModelError::ShuttingDown)),
-                };
-                token_event(&chunks, event)
-            }
-            Phase::Usage(u) => (sse::data(&chunks.usage(u)), Phase::Done),
-            Phase::Done => (sse::DONE.to_string(), Phase::End),
-            Phase::End => return None,
-        };
-        Some((Ok(Bytes::from(out)), (next, chunks, g, aborted)))
-    })
+    let start = (Phase::Start, chunks, generation, aborted, spent);
+    stream::unfold(
+        start,
+        |(phase, chunks, mut g, mut aborted, spent)| async move {
+            let (out, next) = match phase {
+                Phase::Start => (
+                    sse::data(&chunks.delta(true, String::new(), None)),
+                    Phase::Tokens,
+                ),
+                Phase::Tokens => {
+                    let event = tokio::select! {
+                        ev = g.events.recv() => ev,
+                        () = &mut aborted => Some(Err(ModelError::ShuttingDown)),
+                    };
+                    if let Some(Ok(Event::Done { usage, .. })) = &event {
+                        spent.record(usage.prompt_tokens, usage.completion_tokens);
+                    }
+                    token_event(&chunks, event)
+                }
+                Phase::Usage(u) => (sse::data(&chunks.usage(u)), Phase::Done),
+                Phase::Done => (sse::DONE.to_string(), Phase::End),
+                Phase::End => return None,
+            };
+            Some((Ok(Bytes::from(out)), (next, chunks, g, aborted, spent)))
+        },
+    )
 }
 
 /// One backend event as an SSE event, and what comes after it.
