@@ -79,7 +79,8 @@ async fn page_and_assets_are_cache_friendly_compressed_and_locked_down() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    // The API is untouched by the page layers.
+    // The API is untouched by the page layers (no compression, no page
+    // CSP); it carries only the baseline headers.
     let r = s
         .client
         .get(format!("{}/v1/models", s.base))
@@ -88,7 +89,11 @@ async fn page_and_assets_are_cache_friendly_compressed_and_locked_down() {
         .await
         .unwrap();
     assert!(!r.headers().contains_key("content-encoding"));
-    assert!(!r.headers().contains_key("content-security-policy"));
+    assert_eq!(
+        r.headers()["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 }
 
 #[tokio::test]
