@@ -9,6 +9,7 @@ use ipnet::IpNet;
 
 use crate::ConfigError;
 use crate::raw::{Raw, RawIpRule, defaults as d};
+use crate::validate::{err, positive};
 
 /// Everything the edge needs to admit, limit or refuse a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,10 +150,6 @@ impl Default for AdmissionConfig {
     }
 }
 
-fn err(name: &str, key: &str, why: impl std::fmt::Display) -> ConfigError {
-    ConfigError(format!("{name}: `{key}`: {why}"))
-}
-
 fn nets(name: &str, key: &str, list: &[String]) -> Result<Vec<IpNet>, ConfigError> {
     list.iter()
         .enumerate()
@@ -222,19 +219,6 @@ fn rule(
     Ok(IpRule { allow, deny })
 }
 
-fn at_least_one<T: Into<u64> + Copy>(
-    name: &str,
-    key: &str,
-    v: Option<T>,
-    default: T,
-) -> Result<T, ConfigError> {
-    let v = v.unwrap_or(default);
-    if v.into() == 0 {
-        return Err(err(name, key, "must be at least 1"));
-    }
-    Ok(v)
-}
-
 /// Validate the admission settings; `loopback_only` says whether every
 /// listener is on a loopback address (the default for `[auth] required`).
 pub fn validate(
@@ -244,41 +228,40 @@ pub fn validate(
 ) -> Result<AdmissionConfig, ConfigError> {
     let l = &raw.limits;
     let ms = |key: &str, v: Option<u64>, default: u64| {
-        at_least_one(name, key, v, default).map(Duration::from_millis)
+        positive(name, key, v, default).map(Duration::from_millis)
     };
     let limits = LimitsConfig {
-        requests_per_minute: at_least_one(
+        requests_per_minute: positive(
             name,
             "limits.requests_per_minute",
             l.requests_per_minute,
             d::REQUESTS_PER_MINUTE,
         )?,
-        tokens_per_minute: at_least_one(
+        tokens_per_minute: positive(
             name,
             "limits.tokens_per_minute",
             l.tokens_per_minute,
             d::TOKENS_PER_MINUTE,
         )?,
-        max_concurrent_per_key: at_least_one(
+        max_concurrent_per_key: positive(
             name,
             "limits.max_concurrent_per_key",
             l.max_concurrent_per_key,
             d::MAX_CONCURRENT_PER_KEY,
         )? as usize,
-        max_concurrent_per_model: at_least_one(
+        max_concurrent_per_model: positive(
             name,
             "limits.max_concurrent_per_model",
             l.max_concurrent_per_model,
             d::MAX_CONCURRENT_PER_MODEL,
         )? as usize,
-        queue_depth: at_least_one(name, "limits.queue_depth", l.queue_depth, d::QUEUE_DEPTH)?
-            as usize,
+        queue_depth: positive(name, "limits.queue_depth", l.queue_depth, d::QUEUE_DEPTH)? as usize,
         queue_timeout: ms(
             "limits.queue_timeout_ms",
             l.queue_timeout_ms,
             d::QUEUE_TIMEOUT_MS,
         )?,
-        default_completion_estimate: at_least_one(
+        default_completion_estimate: positive(
             name,
             "limits.default_completion_estimate",
             l.default_completion_estimate,
@@ -287,13 +270,13 @@ pub fn validate(
     };
     let s = &raw.server;
     let connections = ConnectionConfig {
-        max_connections: at_least_one(
+        max_connections: positive(
             name,
             "server.max_connections",
             s.max_connections,
             d::MAX_CONNECTIONS,
         )? as usize,
-        max_connections_per_ip: at_least_one(
+        max_connections_per_ip: positive(
             name,
             "server.max_connections_per_ip",
             s.max_connections_per_ip,
@@ -310,7 +293,7 @@ pub fn validate(
             d::BODY_READ_TIMEOUT_MS,
         )?,
         max_header_bytes: {
-            let v = at_least_one(
+            let v = positive(
                 name,
                 "server.max_header_bytes",
                 s.max_header_bytes,
@@ -325,9 +308,8 @@ pub fn validate(
             }
             v as usize
         },
-        max_headers: at_least_one(name, "server.max_headers", s.max_headers, d::MAX_HEADERS)?
-            as usize,
-        http2_max_concurrent_streams: at_least_one(
+        max_headers: positive(name, "server.max_headers", s.max_headers, d::MAX_HEADERS)? as usize,
+        http2_max_concurrent_streams: positive(
             name,
             "server.http2_max_concurrent_streams",
             s.http2_max_concurrent_streams,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::ConfigError;
 use crate::raw::{RawModel, defaults as d};
+use crate::validate::err;
 
 /// An upstream provider's API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +97,6 @@ pub struct UpstreamModelConfig {
     pub health_interval: Duration,
     /// `context_size`: reported by `/v1/models` (0 when not set).
     pub context_window: u32,
-}
-
-fn err(name: &str, key: &str, why: impl std::fmt::Display) -> ConfigError {
-    ConfigError(format!("{name}: `{key}`: {why}"))
 }
 
 fn ms(name: &str, key: &str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::ConfigError;
 use crate::raw::{RawStatus, defaults as d};
+use crate::validate::err;
 
 /// `[status]`, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,10 +116,6 @@ pub struct WebhookSettings {
     pub url: String,
     /// The environment variable holding the signing secret.
     pub secret_env: Option<String>,
-}
-
-fn err(name: &str, key: &str, why: impl std::fmt::Display) -> ConfigError {
-    ConfigError(format!("{name}: `{key}`: {why}"))
 }
 
 /// A stable id from a name: lowercase letters and digits, `-` between words.

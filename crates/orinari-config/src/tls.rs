@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::ConfigError;
 use crate::raw::RawTls;
+use crate::validate::err;
 
 /// The TLS listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,10 +54,6 @@ pub const ACME_CHECK_INTERVAL: &str = "12h";
 
 /// `server.tls.listen` default.
 pub const TLS_LISTEN: &str = "0.0.0.0:8443";
-
-fn err(name: &str, key: &str, why: impl std::fmt::Display) -> ConfigError {
-    ConfigError(format!("{name}: `{key}`: {why}"))
-}
 
 /// Validate `[server.tls]`.
 pub fn validate(raw: &RawTls, name: &str) -> Result<TlsConfig, ConfigError> {

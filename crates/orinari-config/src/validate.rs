@@ -115,11 +115,13 @@ pub struct LocalModelConfig {
     pub requantize: bool,
 }
 
-fn err(name: &str, key: &str, why: impl std::fmt::Display) -> ConfigError {
+/// An error naming the file, the key and why.
+pub(crate) fn err(name: &str, key: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("{name}: `{key}`: {why}"))
 }
 
-fn positive<T: Into<u64> + Copy>(
+/// `v` or its default, refused when zero.
+pub(crate) fn positive<T: Into<u64> + Copy>(
     name: &str,
     key: &str,
     v: Option<T>,

@@ -566,17 +566,7 @@ fn healthz_with_defaults_and_no_stray_output_on_stdout() {
 }
 
 fn admin_call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Response {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    parse_response(&raw)
+    call(addr, method, path, token, "")
 }
 
 #[test]
