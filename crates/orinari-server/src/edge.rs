@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use orinari_api::ApiError;
+use orinari_config::PromptInjection;
 use orinari_config::admission::{AdmissionConfig, canonical};
 use orinari_limits::queue::{Admission, Ticket};
 use orinari_limits::{Limiter, Policy};
@@ -38,6 +39,8 @@ pub struct Caller {
     pub max_concurrent: usize,
     /// Models it may use; `None` = all.
     pub allowed_models: Option<Arc<[String]>>,
+    /// Its prompt-injection policy; `None` = the instance's `[guard]`.
+    pub prompt_injection: Option<PromptInjection>,
 }
 
 impl Caller {
@@ -167,6 +170,7 @@ impl Edge {
             priority: 0,
             max_concurrent: l.max_concurrent_per_key,
             allowed_models: None,
+            prompt_injection: None,
         }
     }
 
@@ -216,6 +220,7 @@ impl Edge {
                 .max_concurrent
                 .map_or(l.max_concurrent_per_key, |n| n as usize),
             allowed_models: key.allowed_models.clone().map(Arc::from),
+            prompt_injection: key.prompt_injection.as_deref().and_then(policy),
         })
     }
 
@@ -272,6 +277,26 @@ pub struct KeySpec {
     pub priority: i32,
     /// Requests running at once (default: `[limits] max_concurrent_per_key`).
     pub max_concurrent: Option<u32>,
+    /// Prompt-injection policy (default: `[guard] prompt_injection`).
+    pub prompt_injection: Option<PromptInjection>,
+}
+
+/// `block`, `flag` or `off`.
+pub fn policy(s: &str) -> Option<PromptInjection> {
+    match s {
+        "block" => Some(PromptInjection::Block),
+        "flag" => Some(PromptInjection::Flag),
+        "off" => Some(PromptInjection::Off),
+        _ => None,
+    }
+}
+
+fn policy_name(p: PromptInjection) -> &'static str {
+    match p {
+        PromptInjection::Block => "block",
+        PromptInjection::Flag => "flag",
+        PromptInjection::Off => "off",
+    }
 }
 
 impl KeySpec {
@@ -336,6 +361,7 @@ pub async fn create_key(store: &Store, spec: KeySpec) -> Result<CreatedKey, Stor
             allowed_models: spec.allowed_models,
             priority: spec.priority,
             max_concurrent: spec.max_concurrent,
+            prompt_injection: spec.prompt_injection.map(|p| policy_name(p).to_string()),
         })
         .await?;
     Ok(CreatedKey { record, secret })

@@ -67,21 +67,24 @@ impl Outcome {
 }
 
 /// Screen user messages, given as (`param` name, text). Returns the error to
-/// send when the configured action is `block` and one of them is an attack.
+/// send when the action — the caller's own `policy` (an API key's), else
+/// the configured one — is `block` and one of them is an attack.
 pub fn screen<'a>(
     state: &AppState,
+    policy: Option<PromptInjection>,
     user_messages: impl IntoIterator<Item = (String, &'a str)>,
 ) -> Result<Outcome, ApiError> {
     let Some(s) = state.screening() else {
         return Ok(Outcome::Clean);
     };
-    if s.action == PromptInjection::Off {
+    let action = policy.unwrap_or(s.action);
+    if action == PromptInjection::Off {
         return Ok(Outcome::Clean);
     }
     for (param, text) in user_messages {
         let verdict = s.guard.screen(text);
         let Some(rule) = verdict.rule else { continue };
-        match s.action {
+        match action {
             PromptInjection::Block => {
                 state.metrics().guard.record(rule, "block");
                 tracing::info!(rule, param = %param, "prompt injection blocked");

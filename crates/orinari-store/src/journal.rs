@@ -35,6 +35,9 @@ pub enum Change {
         /// Per-key concurrency cap.
         #[serde(default)]
         max_concurrent: Option<i64>,
+        /// Per-key prompt-injection policy.
+        #[serde(default)]
+        prompt_injection: Option<String>,
         /// Unix ms.
         created_at: i64,
     },
@@ -206,12 +209,13 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
             allowed_models,
             priority,
             max_concurrent,
+            prompt_injection,
             created_at,
         } => vec![
             sqlx::query(
                 "INSERT INTO api_keys (id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, \
-                 allowed_models, priority, max_concurrent, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 allowed_models, priority, max_concurrent, prompt_injection, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(id)
             .bind(name)
@@ -222,6 +226,7 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
             .bind(allowed_models.as_deref())
             .bind(*priority)
             .bind(*max_concurrent)
+            .bind(prompt_injection.as_deref())
             .bind(*created_at)
             .execute(&mut *conn)
             .await?

@@ -28,6 +28,8 @@ pub struct ApiKey {
     pub priority: i32,
     /// Per-key concurrency cap, if set.
     pub max_concurrent: Option<u32>,
+    /// Per-key prompt-injection policy (`block`, `flag`, `off`), if set.
+    pub prompt_injection: Option<String>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms, once revoked.
@@ -55,10 +57,12 @@ pub struct NewApiKey {
     pub priority: i32,
     /// Per-key concurrency cap.
     pub max_concurrent: Option<u32>,
+    /// Per-key prompt-injection policy (`block`, `flag`, `off`).
+    pub prompt_injection: Option<String>,
 }
 
 const COLUMNS: &str = "id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, \
-     allowed_models, priority, max_concurrent, created_at, revoked_at";
+     allowed_models, priority, max_concurrent, prompt_injection, created_at, revoked_at";
 
 fn limit(v: Option<i64>, what: &str) -> Result<Option<u32>, StoreError> {
     v.map(|n| u32::try_from(n).map_err(|_| StoreError::Invalid(format!("{what} = {n}"))))
@@ -84,6 +88,7 @@ fn row(r: &AnyRow) -> Result<ApiKey, StoreError> {
         priority: i32::try_from(r.try_get::<i64, _>("priority")?)
             .map_err(|_| StoreError::Invalid("priority out of range".into()))?,
         max_concurrent: limit(r.try_get("max_concurrent")?, "max_concurrent")?,
+        prompt_injection: r.try_get("prompt_injection")?,
         created_at: r.try_get("created_at")?,
         revoked_at: r.try_get("revoked_at")?,
     })
@@ -106,6 +111,7 @@ impl Store {
                 .map(|m| serde_json::to_string(m).unwrap_or_default()),
             priority: i64::from(k.priority),
             max_concurrent: k.max_concurrent.map(i64::from),
+            prompt_injection: k.prompt_injection.clone(),
             created_at,
         })
         .await?;
@@ -119,6 +125,7 @@ impl Store {
             allowed_models: k.allowed_models,
             priority: k.priority,
             max_concurrent: k.max_concurrent,
+            prompt_injection: k.prompt_injection,
             created_at,
             revoked_at: None,
         })

@@ -63,6 +63,7 @@ fn key(id: &str) -> NewApiKey {
         allowed_models: None,
         priority: 0,
         max_concurrent: None,
+        prompt_injection: None,
     }
 }
 

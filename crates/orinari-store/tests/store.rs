@@ -67,6 +67,7 @@ fn key(id: &str, hash: &str) -> NewApiKey {
         allowed_models: Some(vec!["orinari-small".into(), "gpt-4o-mini".into()]),
         priority: 2,
         max_concurrent: Some(4),
+        prompt_injection: Some("flag".into()),
     }
 }
 

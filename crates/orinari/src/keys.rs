@@ -30,6 +30,10 @@ pub enum KeysCommand {
         /// Requests running at once (default: [limits] max_concurrent_per_key).
         #[arg(long)]
         max_concurrent: Option<u32>,
+        /// Prompt-injection policy for this key: block, flag or off
+        /// (default: [guard] prompt_injection).
+        #[arg(long, value_parser = ["block", "flag", "off"])]
+        prompt_injection: Option<String>,
     },
     /// List keys (never the keys themselves).
     List,
@@ -65,6 +69,7 @@ pub async fn command(config: &Config, command: KeysCommand) -> Result<(), Failur
             models,
             priority,
             max_concurrent,
+            prompt_injection,
         } => {
             let spec = KeySpec {
                 name,
@@ -73,6 +78,9 @@ pub async fn command(config: &Config, command: KeysCommand) -> Result<(), Failur
                 allowed_models: models,
                 priority,
                 max_concurrent,
+                prompt_injection: prompt_injection
+                    .as_deref()
+                    .and_then(orinari_server::edge::policy),
             };
             spec.validate().map_err(|(field, why)| {
                 let flag = match field {

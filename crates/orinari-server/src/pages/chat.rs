@@ -77,6 +77,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
 /// `POST /`: apply the form's action and answer with the whole page.
 pub async fn submit(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::edge::Caller>>,
     form: Result<Form<ChatForm>, FormRejection>,
 ) -> Response {
     let models = model_names(&state);
@@ -102,6 +103,7 @@ pub async fn submit(
     let action = Action::parse(form.action.as_deref());
     let screened = match crate::guard::screen(
         &state,
+        caller.and_then(|axum::Extension(c)| c.prompt_injection),
         conversation::user_texts(&turns, action, &form.message),
     ) {
         Ok(screened) => screened,

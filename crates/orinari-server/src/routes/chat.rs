@@ -28,6 +28,7 @@ fn now() -> u64 {
 pub async fn completions(
     State(state): State<AppState>,
     spent: Option<axum::Extension<Spent>>,
+    caller: Option<axum::Extension<crate::edge::Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let body = body.map_err(|r| {
@@ -38,7 +39,8 @@ pub async fn completions(
         }
     })?;
     let req = ChatRequest::parse(&body, state.limits())?;
-    let screened = crate::guard::screen(&state, crate::guard::user_messages(&req))?;
+    let policy = caller.and_then(|axum::Extension(c)| c.prompt_injection);
+    let screened = crate::guard::screen(&state, policy, crate::guard::user_messages(&req))?;
     let model = state
         .model(&req.model)
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;

@@ -39,6 +39,7 @@ pub fn view(k: &ApiKey) -> Value {
         "allowed_models": k.allowed_models,
         "priority": k.priority,
         "max_concurrent": k.max_concurrent,
+        "prompt_injection": k.prompt_injection,
         "created_at_ms": k.created_at,
         "revoked_at_ms": k.revoked_at,
     })
@@ -80,6 +81,7 @@ fn parse_spec(body: &[u8]) -> Result<KeySpec, HttpError> {
         "allowed_models",
         "priority",
         "max_concurrent",
+        "prompt_injection",
     ];
     if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(invalid(unknown, "is not a key field"));
@@ -112,6 +114,14 @@ fn parse_spec(body: &[u8]) -> Result<KeySpec, HttpError> {
             .filter(|p| (-100..=100).contains(p))
             .ok_or_else(|| invalid("priority", "must be a whole number from -100 to 100"))?,
     };
+    let prompt_injection = match v.get("prompt_injection") {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(
+            p.as_str()
+                .and_then(crate::edge::policy)
+                .ok_or_else(|| invalid("prompt_injection", "must be one of block, flag, off"))?,
+        ),
+    };
     let spec = KeySpec {
         name,
         requests_per_minute: opt_u32(&v, "requests_per_minute")?,
@@ -119,6 +129,7 @@ fn parse_spec(body: &[u8]) -> Result<KeySpec, HttpError> {
         allowed_models,
         priority,
         max_concurrent: opt_u32(&v, "max_concurrent")?,
+        prompt_injection,
     };
     spec.validate()
         .map_err(|(field, why)| invalid(field, why))?;

@@ -34,6 +34,8 @@ pub struct Options {
     /// Admission settings (keys, limits, queue, connections, firewall);
     /// `None` keeps the loopback defaults.
     pub admission: Option<orinari_config::admission::AdmissionConfig>,
+    /// Prompt-injection screening with this instance-wide action.
+    pub screening: Option<orinari_config::PromptInjection>,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             drain: Duration::from_secs(30),
             store: None,
             admission: None,
+            screening: None,
         }
     }
 }
@@ -70,6 +73,12 @@ pub async fn start(o: Options) -> Server {
     );
     let state = match o.store {
         Some(store) => state.with_store(store),
+        None => state,
+    };
+    let state = match o.screening {
+        Some(action) => state.with_screening(
+            orinari_server::guard::Screening::embedded(action).expect("the guard loads"),
+        ),
         None => state,
     };
     let state = match o.admission {
