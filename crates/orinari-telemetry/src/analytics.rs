@@ -1,5 +1,5 @@
-//! Privacy-first analytics: aggregate counts only — requests per route and
-//! page views per page, per UTC day — with no cookies, no IP addresses, no
+//! Privacy-first analytics: aggregate counts only — requests per route,
+//! chat requests per model and page views per page, per UTC day — with no cookies, no IP addresses, no
 //! user or key ids, and no paths beyond the matched route pattern. In memory,
 //! per instance, for the last 30 days.
 
@@ -17,6 +17,8 @@ pub struct Day {
     pub requests: BTreeMap<String, u64>,
     /// Successful page loads per page.
     pub page_views: BTreeMap<String, u64>,
+    /// Chat requests per served model.
+    pub models: BTreeMap<String, u64>,
     /// Web vitals from the pages' beacons: `(page, metric)` → counts of
     /// good, needs-improvement and poor readings (web.dev thresholds).
     pub vitals: BTreeMap<(String, String), [u64; 3]>,
@@ -50,6 +52,21 @@ impl Analytics {
             *d.page_views.entry(route.to_string()).or_insert(0) += 1;
         }
         days.retain(|day, _| *day > today - DAYS);
+    }
+
+    /// Count a chat request for `model` (a served model's name, so the set
+    /// of keys stays bounded).
+    pub fn model_request(&self, model: &str, now_ms: i64) {
+        let Ok(mut days) = self.days.lock() else {
+            return;
+        };
+        let today = now_ms.div_euclid(DAY_MS);
+        *days
+            .entry(today)
+            .or_default()
+            .models
+            .entry(model.to_string())
+            .or_insert(0) += 1;
     }
 
     /// Label these counts with the instance's region (`server.region`), once.
@@ -103,6 +120,17 @@ impl Analytics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_chat_requests_per_model() {
+        let a = Analytics::default();
+        a.model_request("orinari-small", 0);
+        a.model_request("orinari-small", 1);
+        a.model_request("gpt-4o-mini", DAY_MS);
+        let days = a.days();
+        assert_eq!(days[0].1.models["orinari-small"], 2);
+        assert_eq!(days[1].1.models["gpt-4o-mini"], 1);
+    }
 
     #[test]
     fn counts_per_day_and_forgets_after_30() {

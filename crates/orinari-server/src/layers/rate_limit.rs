@@ -131,6 +131,12 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         return res;
     }
 
+    if let Some(m) = model.as_deref().filter(|m| state.model(m).is_some()) {
+        state
+            .metrics()
+            .analytics
+            .model_request(m, orinari_store::now_ms());
+    }
     let permit = match model.as_deref().and_then(|m| edge.queue(m)) {
         Some(queue) => {
             state

@@ -36,6 +36,7 @@ pub async fn analytics(State(state): State<AppState>) -> Json<Value> {
                 "date": orinari_status::PageClock::utc().date(day * 86_400_000),
                 "requests": d.requests,
                 "page_views": d.page_views,
+                "models": d.models,
                 "web_vitals": d.vitals.iter().map(|((page, metric), [good, ni, poor])| json!({
                     "page": page, "metric": metric, "good": good, "needs_improvement": ni, "poor": poor,
                 })).collect::<Vec<_>>(),
