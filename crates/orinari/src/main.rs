@@ -323,28 +323,32 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
-    eprintln!("orinari is serving on http://{addr}/v1 (chat API)");
-
     let https = match &config.tls {
         Some(t) => {
             let tls = orinari_server::tls::Tls::new(t.clone()).context("[server.tls]")?;
             let l = tokio::net::TcpListener::bind(t.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", t.listen))?;
-            let addr = l.local_addr()?;
-            tracing::info!(%addr, modern = t.modern, "listening (TLS)");
-            eprintln!("orinari is serving on https://{addr}/v1 (chat API; http redirects here)");
             Some((l, tls))
         }
         None => None,
     };
     let certificates = https.as_ref().map(|(_, t)| t.certificates.clone());
+    // Signal handlers are installed before the address is announced, so a
+    // SIGTERM sent as soon as it is announced drains instead of killing.
+    let shutdown = shutdown_signal(certificates);
+    tracing::info!(%addr, "listening");
+    eprintln!("orinari is serving on http://{addr}/v1 (chat API)");
+    if let Some((l, t)) = &https {
+        let addr = l.local_addr()?;
+        tracing::info!(%addr, modern = t.config.modern, "listening (TLS)");
+        eprintln!("orinari is serving on https://{addr}/v1 (chat API; http redirects here)");
+    }
     orinari_server::serve_all(
         listener,
         https,
         state,
-        shutdown_signal(certificates),
+        shutdown,
         config.server.shutdown_timeout,
     )
     .await?;
@@ -419,35 +423,41 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// Resolves on SIGTERM. SIGINT exits at once; SIGHUP reloads the TLS
-/// certificate (other configuration needs a restart).
-async fn shutdown_signal(certificates: Option<std::sync::Arc<orinari_server::tls::Certificates>>) {
+/// Installs the signal handlers now and resolves on SIGTERM. SIGINT exits at
+/// once; SIGHUP reloads the TLS certificate (other configuration needs a
+/// restart).
+fn shutdown_signal(
+    certificates: Option<std::sync::Arc<orinari_server::tls::Certificates>>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: draining");
-                return;
-            }
-            _ = int.recv() => {
-                tracing::info!("SIGINT: exiting now");
-                std::process::exit(130);
-            }
-            _ = hup.recv() => match &certificates {
-                Some(c) => match c.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                    Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the current one"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = handlers else {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: draining");
+                    return;
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: exiting now");
+                    std::process::exit(130);
+                }
+                _ = hup.recv() => match &certificates {
+                    Some(c) => match c.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the current one"),
+                    },
+                    None => tracing::warn!("SIGHUP: only the TLS certificate reloads in this version; restart to apply other changes"),
                 },
-                None => tracing::warn!("SIGHUP: only the TLS certificate reloads in this version; restart to apply other changes"),
-            },
+            }
         }
     }
 }

@@ -667,9 +667,11 @@ fn generated_admin_token_is_shown_once_and_kept_as_a_hash() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("backups_not_configured"));
     srv.sigterm();
+    let status = srv.wait_for_exit(Duration::from_secs(20));
     assert!(
-        srv.wait_for_exit(Duration::from_secs(20))
-            .is_some_and(|s| s.success())
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        srv.log()
     );
     // Next start: not printed again, and the same token still works.
     let srv = Server::start("admin-generated", &[]);
