@@ -328,7 +328,11 @@ impl Drop for Finish {
         let (policy, estimate) = (self.caller.policy, self.estimate);
         // Settling is one bounded call (in memory, or one Redis round trip
         // under its timeout); it must not hold the slot or the response.
-        tokio::spawn(async move {
+        // A body dropped while the runtime shuts down has nothing to settle.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             state
                 .edge()
                 .limiter()
