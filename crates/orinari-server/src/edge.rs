@@ -175,7 +175,8 @@ impl Edge {
     }
 
     /// Who is calling: the API key in `Authorization: Bearer`, or — when
-    /// keys are not required and none is sent — the client IP.
+    /// keys are not required and none (or one that is not ours) is sent —
+    /// the client IP.
     pub async fn authenticate(
         &self,
         store: Option<&Store>,
@@ -191,6 +192,10 @@ impl Edge {
             })
             .map(str::trim)
             .filter(|t| !t.is_empty());
+        let anonymous = |ip: Option<IpAddr>| {
+            let subject = ip.map_or_else(|| "ip:unknown".to_string(), |ip| format!("ip:{ip}"));
+            self.default_caller(subject)
+        };
         let Some(token) = bearer else {
             if self.config.auth_required {
                 return Err(ApiError::unauthorized(
@@ -198,11 +203,15 @@ impl Edge {
                     "missing_api_key",
                 ));
             }
-            let subject = ip.map_or_else(|| "ip:unknown".to_string(), |ip| format!("ip:{ip}"));
-            return Ok(self.default_caller(subject));
+            return Ok(anonymous(ip));
         };
         let key = self.lookup(store, token).await?;
         let Some(key) = key else {
+            // Keys optional: OpenAI clients insist on sending some key, so
+            // one that is not ours is the anonymous caller, limited by IP.
+            if !self.config.auth_required {
+                return Ok(anonymous(ip));
+            }
             return Err(ApiError::unauthorized(
                 "The API key is not valid (unknown or revoked).",
                 "invalid_api_key",

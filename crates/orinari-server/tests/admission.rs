@@ -650,3 +650,19 @@ async fn api_keys_carry_their_own_guard_policy() {
             .any(|k| k.prompt_injection.as_deref() == Some("off"))
     );
 }
+
+/// With keys optional, OpenAI clients that must send some key (`sk-…`,
+/// "unused") are served as the anonymous caller, limited by IP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keys_optional_a_foreign_key_is_anonymous() {
+    let s = with(config(|c| c.limits.requests_per_minute = 7), None).await;
+    let r = s
+        .client
+        .get(format!("{}/v1/models", s.base))
+        .bearer_auth("sk-not-ours")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "7");
+}
