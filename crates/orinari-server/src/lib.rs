@@ -81,6 +81,7 @@ pub async fn serve_all(
     // Background TLS tasks (file watcher, ACME client), stopped with the drain.
     let mut tls_tasks = tokio::task::JoinSet::new();
     if let Some((l, t)) = https {
+        state.set_certificates(t.certificates.clone());
         tls_tasks.spawn(t.certificates.clone().watch(rx.clone()));
         if let Some(a) = t.config.acme.clone() {
             let client =

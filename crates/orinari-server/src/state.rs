@@ -43,6 +43,7 @@ struct Inner {
     edge: Arc<crate::edge::Edge>,
     gateway: Option<Arc<orinari_balance::Gateway>>,
     acme_challenges: crate::acme::Challenges,
+    certificates: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
 }
 
 impl AppState {
@@ -75,6 +76,7 @@ impl AppState {
                 edge,
                 gateway: None,
                 acme_challenges: crate::acme::Challenges::default(),
+                certificates: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -116,6 +118,17 @@ impl AppState {
             inner.edge = Arc::new(edge);
         }
         self
+    }
+
+    /// The TLS certificates `POST /admin/v1/reload` reloads (set once, by
+    /// `serve_all`, when HTTPS is on).
+    pub fn set_certificates(&self, certificates: Arc<crate::tls::Certificates>) {
+        let _ = self.inner.certificates.set(certificates);
+    }
+
+    /// The TLS certificates, when HTTPS is on.
+    pub fn certificates(&self) -> Option<&Arc<crate::tls::Certificates>> {
+        self.inner.certificates.get()
     }
 
     /// The ACME HTTP-01 challenges open right now (shared with the ACME client).

@@ -102,7 +102,8 @@ async fn start(ca: &Ca, modern: bool) -> Running {
         acme: None,
     })
     .unwrap();
-    let state = AppState::new(Vec::new(), 32_000, 1 << 20);
+    let state = AppState::new(Vec::new(), 32_000, 1 << 20)
+        .with_admin_token_hash(orinari_server::hash_token("adm"));
     let (tx, rx) = oneshot::channel();
     tokio::spawn(orinari_server::serve_all(
         plain,
@@ -301,4 +302,36 @@ async fn a_renewed_certificate_is_picked_up_without_dropping_connections() {
     }
     // The connection opened before the renewal still works.
     assert!(ask(&mut old).await.starts_with("HTTP/1.1 200"));
+    // POST /admin/v1/reload reloads at once; a broken key file is refused
+    // and the current certificate stays.
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let reload = || {
+        client
+            .post(format!(
+                "https://localhost:{}/admin/v1/reload",
+                s.https_port
+            ))
+            .bearer_auth("adm")
+            .send()
+    };
+    let r = reload().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tls_certificate"], "reloaded");
+    std::fs::write(s._dir.0.join("key.pem"), "not a key").unwrap();
+    let r = reload().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let text = r.text().await.unwrap();
+    assert!(
+        !text.contains("key.pem"),
+        "no file paths in responses: {text}"
+    );
+    let fresh = handshake(&ca, s.https_port, &[&rustls::version::TLS13])
+        .await
+        .unwrap();
+    assert_eq!(common_name(&fresh), "second");
 }

@@ -89,3 +89,24 @@ pub async fn verify(State(state): State<AppState>) -> Result<Json<Value>, HttpEr
         "destination": r.destination.display().to_string(),
     })))
 }
+
+/// `POST /admin/v1/reload`: reload what can change without a restart — the
+/// TLS certificate and key files. Other configuration is read at start.
+pub async fn reload(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+    let tls = match state.certificates() {
+        Some(c) => {
+            c.reload().map_err(|e| {
+                tracing::warn!(error = %e, "TLS certificate not reloaded; keeping the current one");
+                HttpError(ApiError::internal(
+                    "The TLS certificate was not reloaded (the current one stays); see the server log.",
+                ))
+            })?;
+            "reloaded"
+        }
+        None => "not configured",
+    };
+    Ok(Json(json!({
+        "tls_certificate": tls,
+        "configuration": "read at start: restart to apply other changes",
+    })))
+}

@@ -46,6 +46,7 @@ pub fn admin(state: AppState) -> Router {
     Router::new()
         .route("/admin/v1/backups", get(admin::list).post(admin::create))
         .route("/admin/v1/backups/verify", post(admin::verify))
+        .route("/admin/v1/reload", post(admin::reload))
         .route("/admin/v1/backends", get(backends::list))
         .route(
             "/admin/v1/backends/{model}/{backend}",
