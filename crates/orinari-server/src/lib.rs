@@ -61,6 +61,8 @@ pub async fn serve_all(
     let (tx, rx) = watch::channel(false);
     let max = state.edge().config().connections.max_connections;
     let slots = Arc::new(Semaphore::new(max));
+    // Caps hold across the plain and HTTPS listeners together.
+    let per_ip = Arc::new(listener::PerIp::default());
     let secure_port = https
         .as_ref()
         .and_then(|(l, _)| l.local_addr().ok())
@@ -76,6 +78,7 @@ pub async fn serve_all(
         state.clone(),
         None,
         slots.clone(),
+        per_ip.clone(),
         rx.clone(),
     ));
     // Background TLS tasks (file watcher, ACME client), stopped with the drain.
@@ -94,6 +97,7 @@ pub async fn serve_all(
             state.clone(),
             Some(t.acceptor),
             slots.clone(),
+            per_ip,
             rx,
         ));
     }

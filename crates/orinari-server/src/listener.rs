@@ -31,9 +31,9 @@ const H2_MAX_PENDING_RESETS: usize = 20;
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections open per client IP.
+/// Connections open per client IP, shared by every listener.
 #[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+pub struct PerIp(Mutex<HashMap<IpAddr, usize>>);
 
 impl PerIp {
     fn enter(&self, ip: IpAddr, max: usize) -> bool {
@@ -110,11 +110,11 @@ pub async fn accept(
     state: AppState,
     tls: Option<TlsAcceptor>,
     slots: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
     mut stop: watch::Receiver<bool>,
 ) {
     let c = state.edge().config().connections.clone();
     let builder = Arc::new(builder(&c));
-    let per_ip = Arc::new(PerIp::default());
     loop {
         // At the cap, wait for a connection to close before accepting more:
         // the rest wait in the kernel's backlog instead of being refused.

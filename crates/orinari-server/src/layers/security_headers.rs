@@ -72,17 +72,14 @@ pub async fn baseline(req: Request, next: Next) -> Response<Body> {
     let secure = req.extensions().get::<Secure>().is_some();
     let mut res = next.run(req).await;
     let headers = res.headers_mut();
-    for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, API_CSP),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (HeaderName::from_static("permissions-policy"), PERMISSIONS),
-        (
-            HeaderName::from_static("cross-origin-opener-policy"),
-            "same-origin",
-        ),
-    ] {
+    // The page set, with the API's CSP and without the resource policy
+    // (other origins may be allowed to read the API by CORS).
+    for (name, value) in HEADERS {
+        let value = match name {
+            header::CONTENT_SECURITY_POLICY => API_CSP,
+            n if n == "cross-origin-resource-policy" => continue,
+            _ => value,
+        };
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
         }
