@@ -326,6 +326,55 @@ test('without JavaScript the form answers with a page, turn after turn', async (
   await context.close();
 });
 
+test('with keys required: the API key field (JS and no-JS), kept in the tab only', async () => {
+  const keyed = process.env.KEYED_BASE;
+  const key = process.env.API_KEY;
+  assert(keyed && key, 'run.sh starts a server that requires keys (KEYED_BASE, API_KEY)');
+  {
+    const { context, page } = await open();
+    await page.goto(`${keyed}/`);
+    assert(await page.locator('#api_key').count() === 1, 'the page has an API key field');
+    await axe(page, 'key field');
+    // Without a key the page says what is missing and sends nothing.
+    await page.fill('#message', `${canary} hello`);
+    await page.click('#send');
+    const error = await page.locator('#error').textContent();
+    assert(/API key/.test(error), `asks for the key: ${error}`);
+    // A wrong key: the server's 401 reason is shown, the draft is not lost.
+    await page.fill('#api_key', 'ork_wrong');
+    await page.dispatchEvent('#api_key', 'change');
+    await page.fill('#message', `${canary} hello`);
+    await page.click('#send');
+    await page.waitForSelector('#error:not([hidden])', { timeout: ANSWER_MS });
+    assert(/key/i.test(await page.locator('#error').textContent()), 'a wrong key is explained');
+    // The right key answers, and stays in this tab only (sessionStorage).
+    await page.fill('#api_key', key);
+    await page.dispatchEvent('#api_key', 'change');
+    await send(page, `${canary} Say hello.`);
+    await waitAnswered(page);
+    assert(await q(page).assistant().count() >= 1, 'answered with the key');
+    const stored = await page.evaluate(() => ({ s: sessionStorage.getItem('orinari.key'), l: localStorage.length, c: document.cookie }));
+    assert(stored.s === key && stored.l === 0 && stored.c === '', `key only in sessionStorage: ${JSON.stringify(stored)}`);
+    await page.reload();
+    assert(await page.inputValue('#api_key') === key, 'a reload in the same tab keeps the key');
+    await context.close();
+  }
+  {
+    const { context, page } = await open({ javaScriptEnabled: false });
+    await page.goto(`${keyed}/`);
+    await page.fill('#message', `${canary} What is two plus two?`);
+    await page.fill('#api_key', 'ork_wrong');
+    await submitForm(page, '#send');
+    assert(/key/i.test(await page.locator('#error').textContent()), 'no-JS: a wrong key is explained on the page');
+    assert((await page.inputValue('#message')).includes('two plus two'), 'no-JS: the draft is kept');
+    await page.fill('#api_key', key);
+    await submitForm(page, '#send');
+    assert(await q(page).messages().count() === 2, 'no-JS: answered with the key');
+    assert(await page.inputValue('#api_key') === key, 'no-JS: the page carries the key to the next post');
+    await context.close();
+  }
+});
+
 test('accessibility: axe-core finds 0 violations (light, dark, phone, with a conversation)', async () => {
   for (const [label, options] of [
     ['light desktop', { colorScheme: 'light' }],

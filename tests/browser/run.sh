@@ -38,7 +38,9 @@ mkdir -p "$here/artifacts"
 source "$here/../lib/serve.sh"
 work="$(mktemp -d)"
 log="$work/serve.log"
+keyed_pid=""
 cleanup() {
+    [[ -n "$keyed_pid" ]] && kill -KILL "$keyed_pid" 2>/dev/null
     serve_stop
     rm -rf "$work"
 }
@@ -57,11 +59,28 @@ fi
 pid="$serve_pid"
 addr="$serve_url"
 
+# A second server that requires API keys, with one key made by the CLI, for
+# the page's API key field.
+mkdir "$work/keyed"
+keyed_env=(ORINARI_AUTH_REQUIRED=true ORINARI_ADMIN_TOKEN="$admin_token")
+api_key="$(cd "$work/keyed" && env "${keyed_env[@]}" "$bin" keys create --name browser --rpm 1000 2>>"$work/keyed.log" | grep -o 'ork_[A-Za-z0-9_-]*' | head -n1)"
+first_pid="$serve_pid"
+if [[ -z "$api_key" ]] || ! serve_start browser-keyed "$bin" "$work/keyed" "$work/keyed.log" ORINARI_LOG=debug "${keyed_env[@]}"; then
+    echo "browser: could not start the server that requires keys" >&2
+    cat "$work/keyed.log" >&2
+    echo "browser: 0 passed, 1 failed"
+    exit 1
+fi
+keyed_pid="$serve_pid"
+keyed_addr="$serve_url"
+serve_pid="$first_pid"
+
 # --- the tests --------------------------------------------------------------
 canary="orinari-canary-$RANDOM$RANDOM"
 out="$work/node.out"
 set +e
-CANARY="$canary" ADMIN_TOKEN="$admin_token" node "$here/run.mjs" "$addr" | tee "$out"
+CANARY="$canary" ADMIN_TOKEN="$admin_token" KEYED_BASE="$keyed_addr" API_KEY="$api_key" \
+    node "$here/run.mjs" "$addr" | tee "$out"
 set -e
 passed="$(sed -n 's/^node: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out")"
 failed="$(sed -n 's/^node: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out")"
@@ -79,7 +98,10 @@ for _ in $(seq 1 300); do
 done
 wait "$pid" 2>/dev/null || true
 serve_pid=""
-if grep -rqF "$canary" "$log" "$work/cwd"; then
+kill -TERM "$keyed_pid" 2>/dev/null || true
+wait "$keyed_pid" 2>/dev/null || true
+keyed_pid=""
+if grep -rqF "$canary" "$log" "$work/cwd" "$work/keyed.log" "$work/keyed"; then
     failed=$((failed + 1))
     echo "FAIL - conversation text (the canary) was written to the log or to disk" >&2
 else

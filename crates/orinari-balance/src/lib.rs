@@ -20,8 +20,8 @@ mod select;
 mod status;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use orinari_models::{GenerateRequest, Generation, ModelBackend, ModelError};
 use orinari_telemetry::models::ModelMetrics;
@@ -109,22 +109,32 @@ impl Entry {
     }
 }
 
-/// Models by name, for fallbacks (filled once, after every model is built).
+/// Models by name, for fallbacks. Shared by every generation of the
+/// gateway, so a pool kept across a reload resolves its fallbacks against
+/// the models served now.
 #[derive(Default)]
 pub struct Directory {
-    models: OnceLock<HashMap<String, Entry>>,
+    models: arc_swap::ArcSwap<HashMap<String, Entry>>,
 }
 
 impl Directory {
-    fn get(&self, name: &str) -> Option<&Entry> {
-        self.models.get()?.get(name)
+    fn get(&self, name: &str) -> Option<Entry> {
+        self.models.load().get(name).cloned()
     }
 }
+
+/// A health-check task and the model it belongs to.
+type HealthTask = (String, tokio::task::JoinHandle<()>);
 
 /// Every served model, in config order.
 pub struct Gateway {
     models: Vec<(String, Entry)>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: Mutex<Vec<HealthTask>>,
+    directory: Arc<Directory>,
+    metrics: ModelMetrics,
+    /// Set by [`Gateway::retire`]: the pools kept by the next gateway must
+    /// go on (rollouts included) when this one is dropped.
+    retired: AtomicBool,
 }
 
 /// Builds a [`Gateway`].
@@ -132,6 +142,10 @@ pub struct GatewayBuilder {
     directory: Arc<Directory>,
     models: Vec<(String, Entry)>,
     metrics: ModelMetrics,
+    /// Health checks of pools carried over from the previous gateway.
+    kept: Vec<HealthTask>,
+    /// Pools built here, whose health checks start in `build`.
+    fresh: Vec<String>,
 }
 
 impl GatewayBuilder {
@@ -145,30 +159,52 @@ impl GatewayBuilder {
     pub fn pool(&mut self, config: PoolConfig, backends: Vec<BackendSpec>) -> &mut Self {
         let name = config.name.clone();
         let pool = Pool::new(config, backends, self.directory.clone(), &self.metrics);
+        self.fresh.push(name.clone());
         self.models.push((name, Entry::Pool(Arc::new(pool))));
         self
     }
 
-    /// Finish: resolve fallbacks and start the active health checks
-    /// (inside a tokio runtime). The gateway owns those tasks.
+    /// Serve `name` exactly as `previous` serves it: the same pool, with its
+    /// health, circuit breakers, weights and any running rollout, and its
+    /// health checks. `false` when `previous` does not serve `name`.
+    pub fn keep(&mut self, name: &str, previous: &Gateway) -> bool {
+        let Some((_, entry)) = previous.models.iter().find(|(n, _)| n == name) else {
+            return false;
+        };
+        if let Ok(mut tasks) = previous.tasks.lock() {
+            let (mine, rest): (Vec<_>, Vec<_>) = tasks.drain(..).partition(|(n, _)| n == name);
+            *tasks = rest;
+            self.kept.extend(mine);
+        }
+        self.models.push((name.into(), entry.clone()));
+        true
+    }
+
+    /// Finish: resolve fallbacks and start the active health checks of the
+    /// pools built here (inside a tokio runtime). The gateway owns those
+    /// tasks and the ones it kept.
     pub fn build(self) -> Arc<Gateway> {
         let map: HashMap<String, Entry> = self.models.iter().cloned().collect();
-        let _ = self.directory.models.set(map);
-        let mut tasks = Vec::new();
+        self.directory.models.store(Arc::new(map));
+        let mut tasks = self.kept;
         for (name, entry) in &self.models {
-            if let Entry::Pool(p) = entry {
+            if let Entry::Pool(p) = entry
+                && self.fresh.contains(name)
+            {
                 for m in &p.members {
-                    tasks.push(tokio::spawn(health::run(
+                    tasks.push((
                         name.clone(),
-                        m.clone(),
-                        p.config.health,
-                    )));
+                        tokio::spawn(health::run(name.clone(), m.clone(), p.config.health)),
+                    ));
                 }
             }
         }
         Arc::new(Gateway {
             models: self.models,
             tasks: Mutex::new(tasks),
+            directory: self.directory,
+            metrics: self.metrics,
+            retired: AtomicBool::new(false),
         })
     }
 }
@@ -180,6 +216,66 @@ impl Gateway {
             directory: Arc::new(Directory::default()),
             models: Vec::new(),
             metrics,
+            kept: Vec::new(),
+            fresh: Vec::new(),
+        }
+    }
+
+    /// Start building the gateway that replaces this one (a configuration
+    /// reload): [`GatewayBuilder::keep`] carries unchanged models over, the
+    /// rest are built anew. Fallbacks resolve against the new models as soon
+    /// as it is built; then serve it and [`Gateway::retire`] this one.
+    pub fn next(&self) -> GatewayBuilder {
+        GatewayBuilder {
+            directory: self.directory.clone(),
+            models: Vec::new(),
+            metrics: self.metrics.clone(),
+            kept: Vec::new(),
+            fresh: Vec::new(),
+        }
+    }
+
+    /// This gateway has been replaced by `next`: stop the health checks and
+    /// rollouts of the pools `next` did not keep. Requests still running on
+    /// a dropped pool finish on it.
+    pub fn retire(&self, next: &Gateway) {
+        self.retired.store(true, Ordering::Release);
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.drain(..).for_each(|(_, t)| t.abort());
+        }
+        for (name, e) in &self.models {
+            if let Entry::Pool(p) = e {
+                let kept = next
+                    .models
+                    .iter()
+                    .any(|(_, n)| matches!(n, Entry::Pool(q) if Arc::ptr_eq(p, q)));
+                if !kept {
+                    p.stop_rollout();
+                    self.forget_gauges(name, p, next);
+                    tracing::info!(model = %name, "backend pool retired");
+                }
+            }
+        }
+    }
+
+    /// A retired pool's backends that `next` no longer serves leave the
+    /// state gauges (their counters stay: totals never go back).
+    fn forget_gauges(&self, model: &str, pool: &Pool, next: &Gateway) {
+        let served_next = |backend: &str| {
+            next.models.iter().any(|(n, e)| {
+                n == model
+                    && matches!(e, Entry::Pool(q) if q.members.iter().any(|m| m.spec.name == backend))
+            })
+        };
+        for m in &pool.members {
+            if !served_next(&m.spec.name) {
+                let labels = orinari_telemetry::models::BackendLabels {
+                    model: model.to_string(),
+                    backend: m.spec.name.clone(),
+                };
+                self.metrics.backend_up.remove(&labels);
+                self.metrics.circuit_state.remove(&labels);
+            }
         }
     }
 
@@ -263,7 +359,7 @@ impl Gateway {
     /// Stop the health checks and any running rollout.
     pub fn shutdown(&self) {
         if let Ok(mut tasks) = self.tasks.lock() {
-            tasks.drain(..).for_each(|t| t.abort());
+            tasks.drain(..).for_each(|(_, t)| t.abort());
         }
         for (_, e) in &self.models {
             if let Entry::Pool(p) = e {
@@ -275,6 +371,8 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        self.shutdown();
+        if !self.retired.load(Ordering::Acquire) {
+            self.shutdown();
+        }
     }
 }

@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod models;
 mod raw;
+pub mod reload;
 mod status;
 pub mod tls;
 mod validate;

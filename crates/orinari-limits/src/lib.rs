@@ -17,6 +17,8 @@
 pub mod memory;
 pub mod queue;
 pub mod redis;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use std::time::Duration;
 

@@ -200,6 +200,15 @@ impl Admission {
         }
     }
 
+    /// Its settings: `(max_concurrent, max_waiting, timeout)`.
+    pub fn settings(&self) -> (usize, usize, Duration) {
+        (
+            self.shared.max_concurrent,
+            self.shared.max_waiting,
+            self.shared.timeout,
+        )
+    }
+
     /// Requests waiting now.
     pub fn waiting(&self) -> usize {
         self.shared.lock().waiting

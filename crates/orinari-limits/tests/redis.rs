@@ -7,62 +7,11 @@
     reason = "tests"
 )]
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orinari_limits::redis::RedisLimiter;
+use orinari_limits::testing::RedisProcess;
 use orinari_limits::{LimitKind, Limiter, Policy, Source};
-
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Self { port, child: None };
-        r.up();
-        r
-    }
-
-    fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (make test installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
 
 const P30: Policy = Policy {
     requests_per_minute: 30,
@@ -71,7 +20,7 @@ const P30: Policy = Policy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_limit() {
-    let redis = Redis::start();
+    let redis = RedisProcess::start().unwrap();
     let a = Limiter::Redis(Box::new(RedisLimiter::new(&redis.url(), "t").unwrap()));
     let b = Limiter::Redis(Box::new(RedisLimiter::new(&redis.url(), "t").unwrap()));
     // 40 requests alternating between the two instances: 30 pass in all.
@@ -94,7 +43,7 @@ async fn two_instances_share_one_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_reserve_and_settle_through_redis() {
-    let redis = Redis::start();
+    let redis = RedisProcess::start().unwrap();
     let l = Limiter::Redis(Box::new(RedisLimiter::new(&redis.url(), "t").unwrap()));
     let policy = Policy {
         requests_per_minute: 1000,
@@ -113,7 +62,7 @@ async fn tokens_reserve_and_settle_through_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_falls_back_locally_and_recovers() {
-    let mut redis = Redis::start();
+    let mut redis = RedisProcess::start().unwrap();
     let l = Limiter::Redis(Box::new(RedisLimiter::new(&redis.url(), "t").unwrap()));
     assert_eq!(l.check("k", P30, 1).await.source, Source::Shared);
     redis.down();
@@ -130,7 +79,7 @@ async fn redis_down_falls_back_locally_and_recovers() {
         );
     }
     assert!(!l.healthy());
-    redis.up();
+    redis.up().unwrap();
     // Within the retry period the shared limiter is back.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

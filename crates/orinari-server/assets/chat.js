@@ -16,6 +16,10 @@ const status = $('status');
 const errorBox = $('error');
 const empty = $('empty');
 const KEY = 'orinari.chat';
+// When the server asks for an API key, the page has a field for it; the key
+// is kept in this tab's sessionStorage only and sent as a bearer token.
+const apiKey = $('api_key');
+const API_KEY = 'orinari.key';
 const MAX_TOKENS = Number(main.dataset.maxTokens) || 512;
 const TEMPERATURE = Number(main.dataset.temperature) || 0.7;
 
@@ -31,6 +35,23 @@ function restore() {
   } catch {
     return [];
   }
+}
+
+function auth() {
+  const key = apiKey?.value.trim();
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
+if (apiKey) {
+  // The script checks the field itself and says so in the page's error line.
+  apiKey.required = false;
+  try { apiKey.value ||= sessionStorage.getItem(API_KEY) || ''; } catch { /* storage off */ }
+  apiKey.addEventListener('change', () => {
+    try {
+      if (apiKey.value.trim()) sessionStorage.setItem(API_KEY, apiKey.value.trim());
+      else sessionStorage.removeItem(API_KEY);
+    } catch { /* storage off: this page only */ }
+  });
 }
 
 function save() {
@@ -164,7 +185,7 @@ async function ask() {
   try {
     const res = await fetch('/v1/chat/completions', {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...auth() },
       body: JSON.stringify({ model: modelSelect.value, stream: true, messages, max_tokens: MAX_TOKENS, temperature: TEMPERATURE }),
       signal: controller.signal,
     });
@@ -225,6 +246,11 @@ form.addEventListener('submit', (e) => {
     messages.pop();
     log.lastElementChild?.remove();
   } else {
+    if (apiKey && !apiKey.value.trim()) {
+      showError('Enter your API key first.');
+      apiKey.focus();
+      return;
+    }
     const text = box.value.trim();
     if (!text) {
       showError('Type a message first.');
@@ -252,7 +278,7 @@ box.addEventListener('keydown', (e) => {
 });
 
 // The model list comes from the API, so the picker matches what it serves.
-fetch('/v1/models').then((r) => (r.ok ? r.json() : null)).then((list) => {
+fetch('/v1/models', { headers: auth() }).then((r) => (r.ok ? r.json() : null)).then((list) => {
   const ids = list?.data?.map((m) => m.id) ?? [];
   if (!ids.length) return;
   const current = modelSelect.value;

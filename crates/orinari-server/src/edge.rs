@@ -61,10 +61,11 @@ impl Caller {
     }
 }
 
-/// Everything the edge layers share; built once at start-up.
+/// Everything the edge layers share; built at start-up and again, from the
+/// previous one, on a configuration reload ([`Edge::next`]).
 pub struct Edge {
     config: AdmissionConfig,
-    limiter: Limiter,
+    limiter: Arc<Limiter>,
     queues: HashMap<String, Admission>,
     keys: Mutex<KeyCache>,
 }
@@ -87,17 +88,30 @@ impl Edge {
             },
             None => Limiter::Memory(orinari_limits::memory::MemoryLimiter::new()),
         };
+        Self::with_limiter(config, Arc::new(limiter), models, &HashMap::new())
+    }
+
+    fn with_limiter(
+        config: AdmissionConfig,
+        limiter: Arc<Limiter>,
+        models: &[(String, Option<usize>)],
+        previous: &HashMap<String, Admission>,
+    ) -> Self {
         let l = config.limits;
         let queues = models
             .iter()
             .map(|(name, cap)| {
-                let concurrent = cap.map_or(l.max_concurrent_per_model, |c| {
-                    c.min(l.max_concurrent_per_model)
-                });
-                (
-                    name.clone(),
-                    Admission::new(concurrent, l.queue_depth, l.queue_timeout),
-                )
+                let concurrent = cap
+                    .map_or(l.max_concurrent_per_model, |c| {
+                        c.min(l.max_concurrent_per_model)
+                    })
+                    .max(1);
+                let wanted = (concurrent, l.queue_depth, l.queue_timeout);
+                let queue = match previous.get(name) {
+                    Some(q) if q.settings() == wanted => q.clone(),
+                    _ => Admission::new(concurrent, l.queue_depth, l.queue_timeout),
+                };
+                (name.clone(), queue)
             })
             .collect();
         Self {
@@ -106,6 +120,16 @@ impl Edge {
             queues,
             keys: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The edge for new settings (a configuration reload), keeping what
+    /// callers have used so far: the rate limiter and its counts (so
+    /// `redis_url` must not change; that takes a restart) and each model's
+    /// queue whose settings did not change (its running and waiting requests
+    /// stay in it). A queue whose settings changed starts empty; requests
+    /// already admitted to the old one finish there.
+    pub fn next(&self, config: AdmissionConfig, models: &[(String, Option<usize>)]) -> Self {
+        Self::with_limiter(config, self.limiter.clone(), models, &self.queues)
     }
 
     /// The settings.

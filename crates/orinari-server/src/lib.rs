@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 
 use tokio::sync::{Semaphore, watch};
 
-pub use state::{AppState, ServedModel, hash_token};
+pub use state::{AppState, Live, Reload, ReloadError, ReloadReport, ServedModel, hash_token};
 
 /// Build the full application (routes inside the layer stack).
 pub fn app(state: AppState) -> axum::Router {

@@ -1,4 +1,8 @@
-//! Shared application state, built once at start-up.
+//! Shared application state, built once at start-up. What a configuration
+//! reload may change (models, the admission edge, screening, validation
+//! limits) sits in one [`Live`] value that is swapped as a whole, so a
+//! request sees either the old configuration or the new one, never a mix;
+//! requests already running keep the value they started with.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,15 +24,116 @@ pub struct ServedModel {
     pub backend: Arc<dyn ModelBackend>,
 }
 
+impl Live {
+    /// The same with new admission, screening and input limits (a reload).
+    pub fn reconfigured(
+        self,
+        edge: crate::edge::Edge,
+        screening: Option<crate::guard::Screening>,
+        max_input_chars: usize,
+    ) -> Self {
+        Self {
+            edge: Arc::new(edge),
+            screening,
+            limits: ValidationLimits { max_input_chars },
+            ..self
+        }
+    }
+
+    /// The same, serving the gateway's models (pools of upstream backends
+    /// and single ones, in config order).
+    pub fn serve(self, gateway: Arc<orinari_balance::Gateway>) -> Self {
+        Self {
+            models: gateway
+                .models()
+                .map(|(name, backend)| ServedModel {
+                    name: name.to_string(),
+                    backend,
+                })
+                .collect(),
+            gateway: Some(gateway),
+            ..self
+        }
+    }
+}
+
 /// Everything handlers need; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
 }
 
+/// The part of the state that a configuration reload replaces.
+#[derive(Clone)]
+pub struct Live {
+    /// Served models, in config order.
+    pub models: Vec<ServedModel>,
+    /// The gateway serving them (absent in tests that serve models directly).
+    pub gateway: Option<Arc<orinari_balance::Gateway>>,
+    /// API keys, rate limits, queues, firewall.
+    pub edge: Arc<crate::edge::Edge>,
+    /// Prompt-injection screening, when configured.
+    pub screening: Option<crate::guard::Screening>,
+    /// Validation limits for requests.
+    pub limits: ValidationLimits,
+}
+
+impl Live {
+    /// Look a model up by name.
+    pub fn model(&self, name: &str) -> Option<&ServedModel> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}
+
+/// Applies a new configuration to a running server (SIGHUP and
+/// `POST /admin/v1/reload`). The binary implements it: it alone knows where
+/// the configuration comes from and how backends are built.
+pub trait Reload: Send + Sync {
+    /// Read the configuration again and apply what can change while serving.
+    fn reload<'a>(
+        &'a self,
+        state: &'a AppState,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ReloadReport, String>> + Send + 'a>,
+    >;
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    /// Sections applied now.
+    pub applied: Vec<String>,
+    /// Sections that changed but take effect only after a restart.
+    pub restart_required: Vec<String>,
+    /// `reloaded`, or `not configured` without HTTPS.
+    pub tls_certificate: &'static str,
+}
+
+impl Default for ReloadReport {
+    fn default() -> Self {
+        Self {
+            applied: Vec::new(),
+            restart_required: Vec::new(),
+            tls_certificate: "not configured",
+        }
+    }
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration does not validate (the message names the key and
+    /// why, never a file path); the running one stays.
+    #[error("{0}")]
+    Config(String),
+    /// The certificate or key file was refused; the current certificate stays.
+    #[error("the TLS certificate was not reloaded")]
+    Tls,
+}
+
 struct Inner {
-    models: Vec<ServedModel>,
-    limits: ValidationLimits,
+    live: arc_swap::ArcSwap<Live>,
+    reloader: std::sync::OnceLock<Arc<dyn Reload>>,
     max_body_bytes: usize,
     created: u64,
     fingerprint: String,
@@ -38,10 +143,7 @@ struct Inner {
     metrics: Metrics,
     admin_token_sha256: Option<[u8; 32]>,
     backups: Option<(Arc<Backups>, watch::Receiver<Health>)>,
-    screening: Option<crate::guard::Screening>,
     status: Option<Arc<orinari_status::StatusService>>,
-    edge: Arc<crate::edge::Edge>,
-    gateway: Option<Arc<orinari_balance::Gateway>>,
     acme_challenges: crate::acme::Challenges,
     certificates: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
 }
@@ -60,8 +162,14 @@ impl AppState {
             .map_or(0, |d| d.as_secs());
         Self {
             inner: Arc::new(Inner {
-                models,
-                limits: ValidationLimits { max_input_chars },
+                live: arc_swap::ArcSwap::from_pointee(Live {
+                    models,
+                    gateway: None,
+                    edge,
+                    screening: None,
+                    limits: ValidationLimits { max_input_chars },
+                }),
+                reloader: std::sync::OnceLock::new(),
                 max_body_bytes,
                 created,
                 fingerprint: format!("fp_orinari_{}", env!("CARGO_PKG_VERSION").replace('.', "_")),
@@ -71,10 +179,7 @@ impl AppState {
                 metrics: Metrics::new(),
                 admin_token_sha256: None,
                 backups: None,
-                screening: None,
                 status: None,
-                edge,
-                gateway: None,
                 acme_challenges: crate::acme::Challenges::default(),
                 certificates: std::sync::OnceLock::new(),
             }),
@@ -84,23 +189,53 @@ impl AppState {
     /// The same state serving the gateway's models (pools of upstream
     /// backends and single ones, in config order) in place of those given
     /// to [`AppState::new`] (set once, before serving).
-    pub fn with_gateway(mut self, gateway: Arc<orinari_balance::Gateway>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.models = gateway
-                .models()
-                .map(|(name, backend)| ServedModel {
-                    name: name.to_string(),
-                    backend,
-                })
-                .collect();
-            inner.gateway = Some(gateway);
-        }
+    pub fn with_gateway(self, gateway: Arc<orinari_balance::Gateway>) -> Self {
+        self.update(|live| live.serve(gateway));
         self
     }
 
     /// The gateway, for the admin API (absent in tests that serve models directly).
-    pub fn gateway(&self) -> Option<&orinari_balance::Gateway> {
-        self.inner.gateway.as_deref()
+    pub fn gateway(&self) -> Option<Arc<orinari_balance::Gateway>> {
+        self.inner.live.load().gateway.clone()
+    }
+
+    /// What a reload may change, as it is now. Hold it for the length of
+    /// one request so the request sees one configuration.
+    pub fn live(&self) -> Arc<Live> {
+        self.inner.live.load_full()
+    }
+
+    /// Replace the reloadable part: `change` gets a copy of the current
+    /// value and returns the new one. Requests already running keep theirs.
+    pub fn update(&self, change: impl FnOnce(Live) -> Live) {
+        let next = change(Live::clone(&self.inner.live.load()));
+        self.inner.live.store(Arc::new(next));
+    }
+
+    /// The same state reloading its configuration with `reloader` (set once,
+    /// before serving).
+    pub fn with_reloader(self, reloader: Arc<dyn Reload>) -> Self {
+        let _ = self.inner.reloader.set(reloader);
+        self
+    }
+
+    /// SIGHUP and `POST /admin/v1/reload`: read the configuration again and
+    /// apply what can change while serving (when a reloader is set), then
+    /// reload the TLS certificate files (when HTTPS is on). A configuration
+    /// that does not validate changes nothing.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let mut report = match self.inner.reloader.get().cloned() {
+            Some(r) => r.reload(self).await.map_err(ReloadError::Config)?,
+            None => ReloadReport::default(),
+        };
+        if let Some(c) = self.certificates() {
+            c.reload().map_err(|e| {
+                tracing::warn!(error = %e, "TLS certificate not reloaded; keeping the current one");
+                ReloadError::Tls
+            })?;
+            report.tls_certificate = "reloaded";
+        }
+        Ok(report)
     }
 
     /// The same state with the store that readiness checks (set once, before serving).
@@ -113,10 +248,9 @@ impl AppState {
 
     /// The same state with this admission edge: API keys, rate limits,
     /// queues, connection protection, firewall (set once, before serving).
-    pub fn with_edge(mut self, edge: crate::edge::Edge) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.edge = Arc::new(edge);
-        }
+    pub fn with_edge(self, edge: crate::edge::Edge) -> Self {
+        let edge = Arc::new(edge);
+        self.update(|live| Live { edge, ..live });
         self
     }
 
@@ -137,22 +271,23 @@ impl AppState {
     }
 
     /// The admission edge.
-    pub fn edge(&self) -> &crate::edge::Edge {
-        &self.inner.edge
+    pub fn edge(&self) -> Arc<crate::edge::Edge> {
+        self.inner.live.load().edge.clone()
     }
 
     /// The same state screening user messages for prompt injection (set
     /// once, before serving; without it nothing is screened).
-    pub fn with_screening(mut self, screening: crate::guard::Screening) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.screening = Some(screening);
-        }
+    pub fn with_screening(self, screening: crate::guard::Screening) -> Self {
+        self.update(|live| Live {
+            screening: Some(screening),
+            ..live
+        });
         self
     }
 
     /// Prompt-injection screening, when configured.
-    pub fn screening(&self) -> Option<&crate::guard::Screening> {
-        self.inner.screening.as_ref()
+    pub fn screening(&self) -> Option<crate::guard::Screening> {
+        self.inner.live.load().screening.clone()
     }
 
     /// The same state guarding `/admin/*` with this token (set once, before serving).
@@ -211,18 +346,18 @@ impl AppState {
     }
 
     /// Look a model up by name.
-    pub fn model(&self, name: &str) -> Option<&ServedModel> {
-        self.inner.models.iter().find(|m| m.name == name)
+    pub fn model(&self, name: &str) -> Option<ServedModel> {
+        self.inner.live.load().model(name).cloned()
     }
 
-    /// All served models.
-    pub fn models(&self) -> &[ServedModel] {
-        &self.inner.models
+    /// All served models, in config order.
+    pub fn models(&self) -> Vec<ServedModel> {
+        self.inner.live.load().models.clone()
     }
 
     /// Validation limits for requests.
     pub fn limits(&self) -> ValidationLimits {
-        self.inner.limits
+        self.inner.live.load().limits
     }
 
     /// The body size limit.

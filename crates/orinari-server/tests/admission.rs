@@ -11,11 +11,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Options, Server, start};
 use orinari_config::admission::AdmissionConfig;
+use orinari_limits::testing::RedisProcess;
 use orinari_server::edge::{KeySpec, create_key};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -398,66 +398,12 @@ async fn slow_clients_do_not_starve_normal_ones() {
     assert!(closed >= 290, "{closed} of 300 closed");
 }
 
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Self { port, child: None };
-        r.up();
-        r
-    }
-    fn up(&mut self) {
-        self.child = Some(
-            Command::new("redis-server")
-                .args([
-                    "--port",
-                    &self.port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server (make test installs it)"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_limit_and_survive_redis_restarts() {
-    let mut redis = Redis::start();
+    let mut redis = RedisProcess::start().unwrap();
     let c = config(|c| {
         c.limits.requests_per_minute = 30;
-        c.redis_url = Some(format!("redis://127.0.0.1:{}", redis.port));
+        c.redis_url = Some(redis.url());
     });
     let a = with(c.clone(), None).await;
     let b = with(c, None).await;
@@ -494,7 +440,7 @@ async fn two_instances_share_one_limit_and_survive_redis_restarts() {
         "{text}"
     );
     // Redis returns (empty: it keeps nothing): limits are shared again.
-    redis.up();
+    redis.up().unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut ok = 0;
     for i in 0..40 {
@@ -531,6 +477,80 @@ async fn the_chat_form_is_rate_limited_like_the_api() {
     // Reading the page is not limited.
     let (code, _) = s.get("/").await;
     assert_eq!(code, 200);
+}
+
+/// With keys required, the chat page has an API key field; the no-JS form
+/// sends it as a field, a missing or wrong key is the same page with the
+/// reason (the conversation and draft kept, the refused key not carried
+/// back), and a 429 keeps its headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_form_sends_its_api_key_field() {
+    let (store, _dir) = sqlite().await;
+    let key = create_key(
+        &store,
+        KeySpec {
+            name: "page".into(),
+            requests_per_minute: Some(2),
+            ..KeySpec::default()
+        },
+    )
+    .await
+    .unwrap();
+    let s = with(config(|c| c.auth_required = true), Some(store)).await;
+    let page = s.client.get(format!("{}/", s.base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains(r#"id="api_key" name="api_key" type="password""#),
+        "{page}"
+    );
+    let conversation = r#"[{"role":"user","content":"earlier question"},{"role":"assistant","content":"earlier answer"}]"#;
+    // `clear` answers without running the model; refusals come first anyway.
+    let post = |api_key: &str| {
+        s.client.post(format!("{}/", s.base)).form(&[
+            ("message", "my draft"),
+            ("conversation", conversation),
+            ("action", "clear"),
+            ("api_key", api_key),
+        ])
+    };
+    for wrong in ["", "ork_wrong"] {
+        let r = post(wrong).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let html = r.text().await.unwrap();
+        assert!(html.contains("API key"), "{html}");
+        assert!(
+            html.contains("earlier answer") && html.contains("my draft"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("ork_wrong"),
+            "a refused key is not carried back"
+        );
+    }
+    let r = post(&key.secret).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains(&key.secret),
+        "the page carries the key to the next post"
+    );
+    assert_eq!(post(&key.secret).send().await.unwrap().status(), 200);
+    let r = post(&key.secret).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "2");
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("earlier answer") && html.contains("my draft"),
+        "{html}"
+    );
 }
 
 /// CORS: no headers by default; with an allowlist, preflights for listed

@@ -41,6 +41,51 @@ pub fn build(
     Ok(gw.build())
 }
 
+/// The gateway that replaces `previous` after a reload to `next`: models
+/// whose settings are unchanged since `current` keep their pools (health,
+/// circuit state, weights, rollouts); changed and new upstream models get
+/// new pools. Every fallible step (secrets, clients) runs before anything
+/// is taken from `previous`, so an error leaves it serving as it was.
+pub fn rebuild(
+    previous: &Gateway,
+    current: &Config,
+    next: &Config,
+) -> anyhow::Result<Arc<Gateway>> {
+    enum Plan {
+        Keep(String),
+        New(Box<PoolConfig>, Vec<BackendSpec>),
+    }
+    let mut plans = Vec::new();
+    for m in &next.models {
+        let unchanged = current.models.iter().any(|o| o == m);
+        match &m.upstream {
+            Some(u) if !unchanged => plans.push(Plan::New(
+                Box::new(pool_config(m, u, &next.server.region)),
+                backends(m, u)?,
+            )),
+            _ => {
+                if !previous.models().any(|(n, _)| n == m.name) {
+                    anyhow::bail!("model `{}` is not served now; restart to add it", m.name);
+                }
+                plans.push(Plan::Keep(m.name.clone()));
+            }
+        }
+    }
+    let mut gw = previous.next();
+    for plan in plans {
+        match plan {
+            Plan::Keep(name) => {
+                gw.keep(&name, previous);
+            }
+            Plan::New(config, backends) => {
+                tracing::info!(model = %config.name, backends = backends.len(), "backend pool rebuilt");
+                gw.pool(*config, backends);
+            }
+        }
+    }
+    Ok(gw.build())
+}
+
 fn backends(m: &ModelConfig, u: &UpstreamModelConfig) -> anyhow::Result<Vec<BackendSpec>> {
     u.backends
         .iter()

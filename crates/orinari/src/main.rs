@@ -10,6 +10,7 @@ use std::time::Duration;
 mod backup;
 mod gateway;
 mod keys;
+mod reload;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -147,12 +148,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve => {
-            let config = match load_config(cli.config) {
+            let path = orinari_config::discover(cli.config);
+            let config = match load_config(path.clone()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             init_logging();
-            match serve(config) {
+            match serve(config, path) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "orinari stopped");
@@ -188,11 +190,11 @@ fn init_logging() {
         .init();
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let locals = runtime.block_on(run(config))?;
+    let locals = runtime.block_on(run(config, path))?;
     // The server has drained, or its deadline passed with streams still
     // running in their connection tasks: drop those tasks now (cancelling
     // their generations) rather than wait for them to finish.
@@ -203,7 +205,22 @@ fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
+/// Each served model with its own concurrency cap (an embedded model's
+/// `parallel`), for the admission queues.
+fn model_caps(config: &Config) -> Vec<(String, Option<usize>)> {
+    config
+        .models
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                m.upstream.is_none().then_some(m.local.parallel),
+            )
+        })
+        .collect()
+}
+
+async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<LocalModel>>> {
     for section in &config.inactive {
         tracing::warn!(section, "configured but not active in this version");
     }
@@ -271,16 +288,7 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
     .with_admin_token_hash(admin_hash)
     .with_edge(orinari_server::edge::Edge::new(
         config.admission.clone(),
-        &config
-            .models
-            .iter()
-            .map(|m| {
-                (
-                    m.name.clone(),
-                    m.upstream.is_none().then_some(m.local.parallel),
-                )
-            })
-            .collect::<Vec<_>>(),
+        &model_caps(&config),
     ))
     .with_screening(orinari_server::guard::Screening::embedded(
         config.prompt_injection,
@@ -298,7 +306,9 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
         },
         state.metrics().models.clone(),
     )?;
-    state = state.with_gateway(gateway.clone());
+    state = state
+        .with_gateway(gateway)
+        .with_reloader(reload::reloader(path, config.clone()));
     // The backup scheduler is owned here and stopped after the server drains,
     // with a last journal shipment on its way out.
     let (stop_backups, stopped) = tokio::sync::watch::channel(false);
@@ -333,10 +343,9 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
         }
         None => None,
     };
-    let certificates = https.as_ref().map(|(_, t)| t.certificates.clone());
     // Signal handlers are installed before the address is announced, so a
     // SIGTERM sent as soon as it is announced drains instead of killing.
-    let shutdown = shutdown_signal(certificates);
+    let shutdown = shutdown_signal(state.clone());
     tracing::info!(%addr, "listening");
     eprintln!("orinari is serving on http://{addr}/v1 (chat API)");
     if let Some((l, t)) = &https {
@@ -347,12 +356,15 @@ async fn run(config: Config) -> anyhow::Result<Vec<Arc<LocalModel>>> {
     orinari_server::serve_all(
         listener,
         https,
-        state,
+        state.clone(),
         shutdown,
         config.server.shutdown_timeout,
     )
     .await?;
-    gateway.shutdown();
+    // The gateway serving now (a reload may have replaced the first one).
+    if let Some(gateway) = state.gateway() {
+        gateway.shutdown();
+    }
     let _ = stop_status.send(true);
     if tokio::time::timeout(Duration::from_secs(10), status_task)
         .await
@@ -424,11 +436,8 @@ fn redact_url(url: &str) -> String {
 }
 
 /// Installs the signal handlers now and resolves on SIGTERM. SIGINT exits at
-/// once; SIGHUP reloads the TLS certificate (other configuration needs a
-/// restart).
-fn shutdown_signal(
-    certificates: Option<std::sync::Arc<orinari_server::tls::Certificates>>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
+/// once; SIGHUP reloads the configuration and the TLS certificate.
+fn shutdown_signal(state: AppState) -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let handlers = (
         signal(SignalKind::terminate()),
@@ -450,13 +459,11 @@ fn shutdown_signal(
                     tracing::info!("SIGINT: exiting now");
                     std::process::exit(130);
                 }
-                _ = hup.recv() => match &certificates {
-                    Some(c) => match c.reload() {
-                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                        Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the current one"),
-                    },
-                    None => tracing::warn!("SIGHUP: only the TLS certificate reloads in this version; restart to apply other changes"),
-                },
+                // The outcome is logged by the reload itself.
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    let _ = state.reload().await;
+                }
             }
         }
     }

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use orinari_api::{ApiError, ErrorType};
@@ -73,9 +73,11 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         // `api_auth` always runs first; without a caller there is nothing to limit.
         return next.run(req).await;
     };
-    let edge = state.edge();
+    // One configuration for the whole request, even across a reload.
+    let live = state.live();
+    let edge = &live.edge;
     let chat = req.method() == Method::POST && req.uri().path() == "/v1/chat/completions";
-    let (req, model, estimate) = if chat {
+    let (req, model, estimate, served) = if chat {
         let (parts, body) = req.into_parts();
         let bytes = match read_body(body, state.max_body_bytes()).await {
             Ok(b) => b,
@@ -84,11 +86,8 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         let peek: Peek = serde_json::from_slice(&bytes).unwrap_or_default();
         // No answer can be longer than the model's window: a larger
         // max_tokens is the handler's 400, not a token-limit 429.
-        let window = peek
-            .model
-            .as_deref()
-            .and_then(|m| state.model(m))
-            .map_or(u32::MAX, |m| m.backend.info().context_window);
+        let served = peek.model.as_deref().and_then(|m| live.model(m));
+        let window = served.map_or(u32::MAX, |m| m.backend.info().context_window);
         let completion = peek
             .max_completion_tokens
             .or(peek.max_tokens)
@@ -102,9 +101,10 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
             Request::from_parts(parts, Body::from(bytes)),
             peek.model,
             estimate,
+            served.is_some(),
         )
     } else {
-        (req, None, 0)
+        (req, None, 0, false)
     };
     if let Some(m) = &model
         && !caller.may_use(m)
@@ -131,7 +131,7 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         return res;
     }
 
-    if let Some(m) = model.as_deref().filter(|m| state.model(m).is_some()) {
+    if let Some(m) = model.as_deref().filter(|_| served) {
         state
             .metrics()
             .analytics
@@ -212,25 +212,74 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
 /// The no-JS chat form (`POST /`) runs the model too, so it meets the same
 /// caller resolution and limits as `/v1` (per client IP when keys are
 /// optional); other page requests pass through.
-pub async fn limit_form_posts(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn limit_form_posts(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
     }
+    // A page without script sends its API key as the form field `api_key`
+    // (the page has no other place to keep it); it counts as the bearer
+    // token, unless the request carries one of its own.
+    let (mut parts, body) = req.into_parts();
+    let bytes = match read_body(body, state.max_body_bytes()).await {
+        Ok(b) => b,
+        Err(e) => return HttpError(e).into_response(),
+    };
+    if !parts.headers.contains_key(header::AUTHORIZATION)
+        && let Some(key) = form_field(&bytes, "api_key").filter(|k| !k.trim().is_empty())
+        && let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+    {
+        parts.headers.insert(header::AUTHORIZATION, value);
+    }
+    let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    match super::api_auth::caller(&state, peer, req.headers()).await {
+    let res = match super::api_auth::caller(&state, peer, req.headers()).await {
         Ok(caller) => {
             req.extensions_mut().insert::<Caller>(caller);
-            limit(State(state), req, next).await
+            limit(State(state.clone()), req, next).await
         }
         Err(res) => res,
+    };
+    as_page(&state, &bytes, res).await
+}
+
+/// The handler answers with a page; a refusal by the edge (JSON in the
+/// OpenAI envelope) becomes the same page with the reason, keeping the
+/// refusal's status and headers (`Retry-After`, `x-ratelimit-*`).
+async fn as_page(state: &AppState, form: &[u8], res: Response) -> Response {
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json {
+        return res;
     }
+    let (parts, body) = res.into_parts();
+    let message = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "The request was refused.".into());
+    let mut page = crate::pages::chat::refused(state, form, parts.status, &message);
+    for (name, value) in &parts.headers {
+        let keep = name == header::RETRY_AFTER
+            || name == header::WWW_AUTHENTICATE
+            || name.as_str().starts_with("x-ratelimit-");
+        if keep {
+            page.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    page
+}
+
+/// The first value of `name` in a URL-encoded form body.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {

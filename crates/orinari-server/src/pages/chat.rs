@@ -33,6 +33,8 @@ struct ChatPage<'a> {
     can_regenerate: bool,
     max_tokens: u32,
     temperature: f32,
+    key_required: bool,
+    api_key: &'a str,
 }
 
 /// The fields of the chat form.
@@ -46,12 +48,17 @@ pub struct ChatForm {
     conversation: String,
     #[serde(default)]
     action: Option<String>,
+    /// Sent when `[auth] required = true`: the form's own API key field (the
+    /// page carries it back, since a page without script keeps no state).
+    /// The `limit_form_posts` layer has already checked it.
+    #[serde(default)]
+    api_key: String,
 }
 
 /// `GET /`: an empty conversation.
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let models = model_names(&state);
-    let html = match render(&models, "", &[], "", None) {
+    let page = Page::new(&state, "");
+    let html = match page.render("", &[], "", None) {
         Ok(html) => html,
         Err(e) => return e.into_response(),
     };
@@ -80,12 +87,12 @@ pub async fn submit(
     caller: Option<axum::Extension<crate::edge::Caller>>,
     form: Result<Form<ChatForm>, FormRejection>,
 ) -> Response {
-    let models = model_names(&state);
     let max_chars = state.limits().max_input_chars;
     let (form, rejected) = match form {
         Ok(Form(form)) => (form, None),
         Err(r) => (ChatForm::default(), Some(rejection_message(r.status()))),
     };
+    let page = Page::new(&state, &form.api_key);
     let decoded = match rejected {
         Some(message) => Err((StatusCode::BAD_REQUEST, message.to_string())),
         None => conversation::decode(&form.conversation, max_chars).map_err(page_error),
@@ -93,12 +100,15 @@ pub async fn submit(
     let turns = match decoded {
         Ok(turns) => turns,
         Err((status, message)) => {
-            return respond(status, render(&models, "", &[], "", Some(&message)));
+            return respond(status, page.render("", &[], "", Some(&message)));
         }
     };
-    let Some(model) = state.model(&form.model).or_else(|| state.models().first()) else {
+    let Some(model) = state
+        .model(&form.model)
+        .or_else(|| state.models().into_iter().next())
+    else {
         let e = (StatusCode::SERVICE_UNAVAILABLE, "No model is configured.");
-        return respond(e.0, render(&models, "", &turns, &form.message, Some(e.1)));
+        return respond(e.0, page.render("", &turns, &form.message, Some(e.1)));
     };
     let action = Action::parse(form.action.as_deref());
     let screened = match crate::guard::screen(
@@ -109,8 +119,8 @@ pub async fn submit(
         Ok(screened) => screened,
         Err(e) => {
             let (status, message) = page_error(e);
-            let page = render(&models, &model.name, &turns, &form.message, Some(&message));
-            return respond(status, page);
+            let html = page.render(&model.name, &turns, &form.message, Some(&message));
+            return respond(status, html);
         }
     };
     let result = conversation::step(
@@ -124,14 +134,38 @@ pub async fn submit(
     match result {
         Ok(turns) => screened.mark(respond(
             StatusCode::OK,
-            render(&models, &model.name, &turns, "", None),
+            page.render(&model.name, &turns, "", None),
         )),
         Err(e) => {
             let (status, message) = page_error(e);
-            let page = render(&models, &model.name, &turns, &form.message, Some(&message));
-            respond(status, page)
+            let html = page.render(&model.name, &turns, &form.message, Some(&message));
+            respond(status, html)
         }
     }
+}
+
+/// A form post that the edge refused before the handler ran (no or a wrong
+/// API key, a rate limit, a full queue): the same page with the reason in
+/// it and the conversation and draft kept, so nothing typed is lost. A
+/// refused key is not carried back.
+pub fn refused(state: &AppState, body: &[u8], status: StatusCode, message: &str) -> Response {
+    let mut form = ChatForm::default();
+    for (k, v) in form_urlencoded::parse(body) {
+        match &*k {
+            "model" => form.model = v.into_owned(),
+            "message" => form.message = v.into_owned(),
+            "conversation" => form.conversation = v.into_owned(),
+            "api_key" if status != StatusCode::UNAUTHORIZED => form.api_key = v.into_owned(),
+            _ => {}
+        }
+    }
+    let turns = conversation::decode(&form.conversation, state.limits().max_input_chars)
+        .unwrap_or_default();
+    let page = Page::new(state, &form.api_key);
+    respond(
+        status,
+        page.render(&form.model, &turns, &form.message, Some(message)),
+    )
 }
 
 /// `GET /assets/{name}`: an embedded file under its hashed name.
@@ -167,33 +201,48 @@ pub async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-fn model_names(state: &AppState) -> Vec<&str> {
-    state.models().iter().map(|m| m.name.as_str()).collect()
+/// What every rendering of the page shares.
+struct Page<'a> {
+    models: Vec<String>,
+    key_required: bool,
+    api_key: &'a str,
 }
 
-fn render(
-    models: &[&str],
-    selected: &str,
-    turns: &[Turn],
-    draft: &str,
-    error: Option<&str>,
-) -> Result<String, RenderFailed> {
-    let page = ChatPage {
-        assets: &ASSETS,
-        models: models.to_vec(),
-        selected,
-        turns,
-        state: conversation::encode(turns),
-        draft,
-        error,
-        can_regenerate: turns.last().is_some_and(|t| t.role == Role::Assistant),
-        max_tokens: MAX_TOKENS,
-        temperature: TEMPERATURE,
-    };
-    page.render().map_err(|e| {
-        tracing::error!(error = %e, "page template failed");
-        RenderFailed
-    })
+impl<'a> Page<'a> {
+    fn new(state: &AppState, api_key: &'a str) -> Self {
+        Self {
+            models: state.models().into_iter().map(|m| m.name).collect(),
+            key_required: state.edge().config().auth_required,
+            api_key,
+        }
+    }
+
+    fn render(
+        &self,
+        selected: &str,
+        turns: &[Turn],
+        draft: &str,
+        error: Option<&str>,
+    ) -> Result<String, RenderFailed> {
+        let page = ChatPage {
+            assets: &ASSETS,
+            models: self.models.iter().map(String::as_str).collect(),
+            selected,
+            turns,
+            state: conversation::encode(turns),
+            draft,
+            error,
+            can_regenerate: turns.last().is_some_and(|t| t.role == Role::Assistant),
+            max_tokens: MAX_TOKENS,
+            temperature: TEMPERATURE,
+            key_required: self.key_required,
+            api_key: self.api_key,
+        };
+        page.render().map_err(|e| {
+            tracing::error!(error = %e, "page template failed");
+            RenderFailed
+        })
+    }
 }
 
 /// A template failed to render (a bug, not a client error).

@@ -90,23 +90,23 @@ pub async fn verify(State(state): State<AppState>) -> Result<Json<Value>, HttpEr
     })))
 }
 
-/// `POST /admin/v1/reload`: reload what can change without a restart — the
-/// TLS certificate and key files. Other configuration is read at start.
+/// `POST /admin/v1/reload`: read the configuration again and apply what can
+/// change while serving (upstream models and backends, limits, auth,
+/// firewall, guard), and reload the TLS certificate files. The answer lists
+/// what was applied and what changed but waits for a restart. An invalid
+/// configuration is a 400 naming the key and why; nothing changes.
 pub async fn reload(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
-    let tls = match state.certificates() {
-        Some(c) => {
-            c.reload().map_err(|e| {
-                tracing::warn!(error = %e, "TLS certificate not reloaded; keeping the current one");
-                HttpError(ApiError::internal(
-                    "The TLS certificate was not reloaded (the current one stays); see the server log.",
-                ))
-            })?;
-            "reloaded"
-        }
-        None => "not configured",
-    };
-    Ok(Json(json!({
-        "tls_certificate": tls,
-        "configuration": "read at start: restart to apply other changes",
-    })))
+    match state.reload().await {
+        Ok(report) => Ok(Json(json!(report))),
+        Err(crate::state::ReloadError::Config(reason)) => Err(HttpError(
+            ApiError::invalid(
+                "config",
+                format!("The configuration was not reloaded: {reason}"),
+            )
+            .with_code("invalid_config"),
+        )),
+        Err(crate::state::ReloadError::Tls) => Err(HttpError(ApiError::internal(
+            "The TLS certificate was not reloaded (the current one stays); see the server log.",
+        ))),
+    }
 }

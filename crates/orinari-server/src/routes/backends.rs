@@ -17,7 +17,7 @@ use crate::error::{HttpError, from_balance};
 /// Steps a gradual rollout may have.
 const MAX_STEPS: u64 = 100;
 
-fn gateway(state: &AppState) -> Result<&orinari_balance::Gateway, HttpError> {
+fn gateway(state: &AppState) -> Result<std::sync::Arc<orinari_balance::Gateway>, HttpError> {
     state.gateway().ok_or_else(|| {
         HttpError(
             ApiError::invalid("model", "No model is served by upstream backends.")

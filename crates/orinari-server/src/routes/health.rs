@@ -32,11 +32,11 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             );
         }
     }
-    let down: Vec<&str> = state
+    let down: Vec<String> = state
         .models()
-        .iter()
+        .into_iter()
         .filter(|m| !m.backend.ready())
-        .map(|m| m.name.as_str())
+        .map(|m| m.name)
         .collect();
     if down.is_empty() {
         (StatusCode::OK, Json(json!({"status": "ready"})))

@@ -27,5 +27,5 @@ pub async fn get(
     let m = state
         .model(&id)
         .ok_or_else(|| ApiError::model_not_found(&id))?;
-    Ok(Json(entry(&state, m)))
+    Ok(Json(entry(&state, &m)))
 }
