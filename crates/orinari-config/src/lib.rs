@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub use raw::defaults;
 pub use status::{
     AlertKind, AlertSettings, CheckSettings, ComponentSettings, SmtpSettings, StatusSettings,
-    WebhookSettings, slug,
+    VisitorWebhookSettings, WEBHOOK_MAX_FAILURES, WebhookSettings, slug,
 };
 pub use validate::{
     BackupSettings, Config, KeySource, LocalModelConfig, ModelConfig, PromptInjection, ServerConfig,

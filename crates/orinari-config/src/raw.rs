@@ -321,6 +321,9 @@ pub struct RawStatus {
     pub alerts: Vec<RawAlert>,
     #[serde(default)]
     pub alert_emails: Vec<String>,
+    pub webhook_subscriptions: Option<bool>,
+    pub webhook_allow: Option<Vec<String>>,
+    pub webhook_max_failures: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,6 +429,8 @@ const OVERRIDABLE: &[(&str, &[&str])] = &[
             "connectivity_check",
             "smtp",
             "smtp_from",
+            "webhook_subscriptions",
+            "webhook_max_failures",
         ],
     ),
     (

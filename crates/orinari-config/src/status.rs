@@ -31,7 +31,26 @@ pub struct StatusSettings {
     pub alerts: Vec<AlertSettings>,
     /// `alert_emails`: operators emailed when an alert fires or resolves.
     pub alert_emails: Vec<String>,
+    /// Visitors' webhook subscriptions (`webhook_subscriptions`,
+    /// `webhook_allow`, `webhook_max_failures`).
+    pub visitor_webhooks: VisitorWebhookSettings,
 }
+
+/// Visitors' webhook subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisitorWebhookSettings {
+    /// `webhook_subscriptions`: visitors may subscribe a webhook (default true).
+    pub enabled: bool,
+    /// `webhook_allow`: non-public networks that webhooks may still reach
+    /// (loopback, private…); default none.
+    pub allow: Vec<ipnet::IpNet>,
+    /// `webhook_max_failures`: consecutive undelivered notifications that
+    /// disable a subscription (default 10).
+    pub max_failures: u32,
+}
+
+/// Default `webhook_max_failures`.
+pub const WEBHOOK_MAX_FAILURES: u32 = 10;
 
 /// What an alert rule measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -494,6 +513,33 @@ pub(crate) fn validate(
             "needs status.smtp and status.smtp_from",
         ));
     }
+    let mut allow = Vec::new();
+    for (i, a) in raw.webhook_allow.unwrap_or_default().iter().enumerate() {
+        let net = a
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                err(
+                    name,
+                    &format!("status.webhook_allow[{i}]"),
+                    format!("`{a}` must be an IP address or a network like 10.0.0.0/8 or fd00::/8"),
+                )
+            })?;
+        allow.push(net.trunc());
+    }
+    let max_failures = raw.webhook_max_failures.unwrap_or(WEBHOOK_MAX_FAILURES);
+    if max_failures == 0 {
+        return Err(err(
+            name,
+            "status.webhook_max_failures",
+            "must be at least 1",
+        ));
+    }
+    let visitor_webhooks = VisitorWebhookSettings {
+        enabled: raw.webhook_subscriptions.unwrap_or(true),
+        allow,
+        max_failures,
+    };
     let page_name = raw.page_name.unwrap_or_else(|| d::STATUS_PAGE_NAME.into());
     if page_name.trim().is_empty() {
         return Err(err(name, "status.page_name", "must not be empty"));
@@ -509,5 +555,6 @@ pub(crate) fn validate(
         smtp,
         alerts,
         alert_emails: raw.alert_emails,
+        visitor_webhooks,
     })
 }

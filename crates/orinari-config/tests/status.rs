@@ -296,3 +296,49 @@ fn json_conditions_need_both_keys() {
         assert!(e.contains(&format!("`{key}`")), "{text}\n→ {e}");
     }
 }
+
+#[test]
+fn visitor_webhook_settings() {
+    let s = parse("").unwrap();
+    assert!(s.visitor_webhooks.enabled);
+    assert!(s.visitor_webhooks.allow.is_empty());
+    assert_eq!(
+        s.visitor_webhooks.max_failures,
+        orinari_config::WEBHOOK_MAX_FAILURES
+    );
+    let s = parse(
+        "[status]\nwebhook_subscriptions = false\nwebhook_allow = [\"127.0.0.1\", \"10.1.2.3/8\", \"fd00::/8\"]\nwebhook_max_failures = 3\n",
+    )
+    .unwrap();
+    assert!(!s.visitor_webhooks.enabled);
+    let allow: Vec<String> = s
+        .visitor_webhooks
+        .allow
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(allow, ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]);
+    assert_eq!(s.visitor_webhooks.max_failures, 3);
+    for (text, key) in [
+        (
+            "[status]\nwebhook_allow = [\"intranet\"]\n",
+            "status.webhook_allow[0]",
+        ),
+        (
+            "[status]\nwebhook_allow = [\"10.0.0.0/33\"]\n",
+            "status.webhook_allow[0]",
+        ),
+        (
+            "[status]\nwebhook_max_failures = 0\n",
+            "status.webhook_max_failures",
+        ),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.contains(key), "{text}: {e}");
+    }
+    assert!(
+        parse("[status]\nwebhook_allowlist = []\n")
+            .unwrap_err()
+            .contains("webhook_allowlist")
+    );
+}

@@ -2,7 +2,9 @@
 //! Statuspage's public API (v2): components and groups, the page indicator,
 //! incidents and scheduled maintenances with their lifecycles and updates,
 //! probes that drive component status, time-based uptime, the Statuspage
-//! JSON, an Atom feed, SVG badges, and webhook notifications.
+//! JSON, an Atom feed, SVG badges, webhook notifications (operators' and
+//! visitors' subscriptions), and the election of the one instance that runs
+//! the singleton jobs when several share a PostgreSQL store.
 //!
 //! This crate never renders HTML: the page lives in `orinari-server`, which
 //! reads a [`Snapshot`] and subscribes to its changes for live updates.
@@ -11,18 +13,22 @@ pub mod alerts;
 mod badge;
 mod clock;
 mod feed;
+mod leader;
 pub mod model;
 mod notify;
+pub mod outbound;
 pub mod probe;
 mod service;
 pub mod smtp;
 pub mod statuspage;
 pub mod tls;
 pub mod uptime;
+pub mod webhooks;
 
 pub use badge::{badge, colour_of};
 pub use clock::PageClock;
 pub use feed::atom;
+pub use leader::ELECTION_EVERY;
 pub use notify::{Notifier, Webhook, sign};
 pub use service::{
     Component, IncidentInput, MaintenanceInput, PageInfo, Snapshot, StatusService, UpdateInput,
@@ -50,6 +56,12 @@ pub enum StatusError {
     /// A notification could not be delivered (e.g. the SMTP relay refused).
     #[error("could not deliver: {0}")]
     Delivery(String),
+    /// Too many requests of this kind; try again after this many seconds.
+    #[error("too many subscription requests; try again in {retry_after_s} s")]
+    Limited {
+        /// Seconds to wait.
+        retry_after_s: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] orinari_store::StoreError),

@@ -4,13 +4,19 @@
 //! the scheme Stripe and others use, so receivers can reject replays).
 //! Delivery runs in the service's own task from a bounded queue, with
 //! retries; a full queue drops the oldest news rather than block a write.
+//!
+//! Visitors' webhook subscriptions (see [`crate::webhooks`]) get the same
+//! news in Statuspage's webhook shape, through the SSRF-safe client of
+//! [`crate::outbound`], a few at a time; each notification is retried with
+//! back-off, and a subscription whose notifications keep failing
+//! (`[status] webhook_max_failures` in a row) is disabled.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use orinari_config::{SmtpSettings, StatusSettings};
-use orinari_store::Store;
+use orinari_store::{Store, WebhookRow};
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::{mpsc, watch};
@@ -21,6 +27,19 @@ const QUEUE: usize = 256;
 const ATTEMPTS: u32 = 3;
 /// Time limit per attempt.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Visitor webhooks notified at once.
+const CONCURRENT: usize = 8;
+
+/// What delivering to visitors' webhooks needs.
+#[derive(Clone, Debug)]
+pub(crate) struct Visitors {
+    pub(crate) store: Store,
+    pub(crate) outbound: crate::outbound::Outbound,
+    pub(crate) page_url: String,
+    pub(crate) max_failures: i64,
+    /// First retry after this; each next one waits one more step.
+    pub(crate) backoff: Duration,
+}
 
 /// One subscriber.
 #[derive(Clone)]
@@ -63,6 +82,7 @@ pub struct Notifier {
     hooks: Arc<Vec<Webhook>>,
     email: Option<(SmtpSettings, Store, String)>,
     operators: Arc<Vec<String>>,
+    visitors: Option<Visitors>,
     tx: Option<mpsc::Sender<serde_json::Value>>,
     rx: Arc<Mutex<Option<mpsc::Receiver<serde_json::Value>>>>,
     http: reqwest::Client,
@@ -84,7 +104,20 @@ impl Notifier {
                     .map(String::into_bytes),
             })
             .collect();
-        let mut n = Self::with_hooks(hooks, settings.smtp.is_some());
+        let v = &settings.visitor_webhooks;
+        let mut n = Self::with_hooks(hooks, settings.smtp.is_some() || v.enabled);
+        if v.enabled {
+            n.visitors = Some(Visitors {
+                store: store.clone(),
+                outbound: crate::outbound::Outbound {
+                    allow: v.allow.clone(),
+                    ..crate::outbound::Outbound::default()
+                },
+                page_url: settings.page_url.clone(),
+                max_failures: i64::from(v.max_failures),
+                backoff: Duration::from_millis(500),
+            });
+        }
         n.operators = Arc::new(settings.alert_emails.clone());
         n.email = settings
             .smtp
@@ -109,6 +142,7 @@ impl Notifier {
         Self {
             hooks: Arc::new(hooks),
             email: None,
+            visitors: None,
             operators: Arc::new(Vec::new()),
             tx,
             rx: Arc::new(Mutex::new(rx)),
@@ -117,6 +151,11 @@ impl Notifier {
                 .build()
                 .unwrap_or_default(),
         }
+    }
+
+    /// Visitors' webhook subscriptions, when enabled.
+    pub(crate) fn visitors(&self) -> Option<&Visitors> {
+        self.visitors.as_ref()
     }
 
     /// Queue a notification (dropped, with a warning, when the queue is full).
@@ -149,6 +188,7 @@ impl Notifier {
                 self.post(h, &body).await;
             }
             self.mail(&event).await;
+            self.notify_visitors(&event).await;
         }
     }
 
@@ -217,6 +257,42 @@ impl Notifier {
                 tracing::warn!(error = %e, "notification email not sent");
             }
         }
+    }
+
+    /// Send one notification to every visitor webhook it concerns, a few at
+    /// a time, and record each outcome.
+    pub(crate) async fn notify_visitors(&self, event: &Value) {
+        let Some(v) = &self.visitors else { return };
+        if crate::webhooks::visitor_payload(event, "").is_none() {
+            return;
+        }
+        let subscribers = match v.store.webhooks().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list webhook subscribers");
+                return;
+            }
+        };
+        let mut running = tokio::task::JoinSet::new();
+        for s in subscribers {
+            let unsubscribe = crate::webhooks::unsubscribe_url(&v.page_url, &s.unsubscribe_token);
+            let Some((payload, concerns)) = crate::webhooks::visitor_payload(event, &unsubscribe)
+            else {
+                continue;
+            };
+            let wanted = s.components.is_empty()
+                || concerns.is_empty()
+                || s.components.iter().any(|c| concerns.contains(c));
+            if !wanted {
+                continue;
+            }
+            while running.len() >= CONCURRENT {
+                running.join_next().await;
+            }
+            let v = v.clone();
+            running.spawn(async move { deliver_visitor(&v, &s, &payload).await });
+        }
+        while running.join_next().await.is_some() {}
     }
 
     /// POST one notification to one subscriber, retrying with back-off.
@@ -306,5 +382,53 @@ fn email_for(event: &Value) -> Option<(String, String, Vec<String>)> {
             ))
         }
         _ => None,
+    }
+}
+
+/// One notification to one visitor's webhook: the URL is checked (and its
+/// host resolved) again for every attempt, then the outcome is recorded.
+async fn deliver_visitor(v: &Visitors, s: &WebhookRow, payload: &Value) {
+    let body = payload.to_string();
+    let event = payload["event"].as_str().unwrap_or("notification");
+    let mut ok = false;
+    for attempt in 1..=ATTEMPTS {
+        let sent = match v.outbound.check(&s.url).await {
+            Ok(to) => {
+                let headers = crate::webhooks::headers(&s.secret, event, &s.id, &body);
+                v.outbound.post(&to, &headers, &body).await
+            }
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(r) if (200..300).contains(&r.status) => {
+                ok = true;
+                break;
+            }
+            Ok(r) => {
+                tracing::warn!(subscription = %s.id, status = r.status, attempt, "webhook subscriber refused")
+            }
+            Err(e) => {
+                tracing::warn!(subscription = %s.id, error = %e, attempt, "webhook subscriber failed")
+            }
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(v.backoff * attempt).await;
+        }
+    }
+    if ok && s.failures == 0 {
+        return;
+    }
+    match v
+        .store
+        .webhook_delivered(&s.id, ok, orinari_store::now_ms(), v.max_failures)
+        .await
+    {
+        Ok(true) => {
+            tracing::warn!(subscription = %s.id, failures = v.max_failures, "webhook subscription disabled after repeated failures")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(subscription = %s.id, error = %e, "cannot record a webhook delivery")
+        }
     }
 }

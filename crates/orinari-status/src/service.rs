@@ -174,6 +174,9 @@ pub struct StatusService {
     snapshot: watch::Sender<Arc<Snapshot>>,
     writing: Mutex<()>,
     alerts: crate::alerts::Alerts,
+    attempts: crate::webhooks::Attempts,
+    leader: watch::Sender<bool>,
+    lock: std::sync::Mutex<Option<orinari_store::LeaderLock>>,
 }
 
 impl StatusService {
@@ -250,7 +253,15 @@ impl StatusService {
             status: page_status([], [], false),
             version: 0,
         });
+        let single = store.backend() == orinari_store::Backend::Sqlite;
+        let lock = store.leader_lock(
+            "status",
+            crate::leader::grace(crate::leader::ELECTION_EVERY),
+        );
         let svc = Self {
+            attempts: crate::webhooks::Attempts::default(),
+            leader: watch::channel(single).0,
+            lock: std::sync::Mutex::new(Some(lock)),
             prober: Prober::new(Some(store.clone())),
             store,
             page,
@@ -273,6 +284,33 @@ impl StatusService {
     /// Changes to the snapshot, for live updates.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.snapshot.subscribe()
+    }
+
+    /// Whether this instance runs the singleton jobs now (always with
+    /// SQLite; with PostgreSQL, while it holds the leader lock).
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Changes of leadership (for other singleton jobs to follow).
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.leader.subscribe()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn page(&self) -> &PageInfo {
+        &self.page
+    }
+
+    pub(crate) fn attempts(&self) -> &crate::webhooks::Attempts {
+        &self.attempts
+    }
+
+    pub(crate) fn visitor_webhooks(&self) -> Option<&crate::notify::Visitors> {
+        self.notifier.visitors()
     }
 
     /// The notifier (its queue is drained by [`StatusService::run`]).
@@ -301,7 +339,7 @@ impl StatusService {
                 tracing::warn!(alert = %rule.name, state, value = reading.value, requests = reading.requests, "alert");
                 self.notifier.notify(json!({
                     "event": format!("alert.{state}"),
-                    "page": crate::statuspage::page(&self.snapshot()),
+                    "page": crate::webhooks::notice_page(&self.snapshot()),
                     "alert": {
                         "id": rule.id,
                         "name": rule.name,
@@ -411,9 +449,16 @@ impl StatusService {
             .await?)
     }
 
-    /// End a subscription by the token in every email; false when unknown.
+    /// End a subscription (email or webhook) by the token in every
+    /// notification; false when unknown.
     pub async fn unsubscribe(&self, token: &str, now: i64) -> Result<bool, StatusError> {
-        Ok(self.store.unsubscribe(token, now).await?)
+        if token.is_empty() {
+            return Ok(false);
+        }
+        if self.store.unsubscribe(token, now).await? {
+            return Ok(true);
+        }
+        Ok(self.store.unsubscribe_webhook(token, now).await?)
     }
 
     /// Open an incident.
@@ -645,7 +690,7 @@ impl StatusService {
         let snap = self.snapshot();
         self.notifier.notify(json!({
             "event": event,
-            "page": crate::statuspage::page(&snap),
+            "page": crate::webhooks::notice_page(&snap),
             "incident": crate::statuspage::incident(&snap, &row),
         }));
         Ok(row)
@@ -759,7 +804,7 @@ impl StatusService {
         {
             self.notifier.notify(json!({
                 "event": "component.status_changed",
-                "page": crate::statuspage::page(&snap),
+                "page": crate::webhooks::notice_page(&snap),
                 "component": crate::statuspage::component(&snap, c),
                 "old_status": before.map(ComponentStatus::as_str),
                 "new_status": c.status.as_str(),
@@ -800,7 +845,7 @@ impl StatusService {
                 self.notifier.notify(json!({
                     "event": "maintenance.reminder",
                     "hours_before": hours,
-                    "page": crate::statuspage::page(&snap),
+                    "page": crate::webhooks::notice_page(&snap),
                     "scheduled_maintenance": crate::statuspage::incident(&snap, m),
                 }));
             }
@@ -996,9 +1041,21 @@ impl StatusService {
 
     /// Run the probes, move maintenances on time and refresh the snapshot
     /// until `stop` turns true; owns every task it starts and deliver the
-    /// notifications queue.
+    /// notifications queue. With several instances on one PostgreSQL store,
+    /// only the elected leader ([`StatusService::is_leader`]) probes, moves
+    /// maintenances, sends reminders and prunes; every instance refreshes
+    /// its snapshot from the store and delivers the notifications of the
+    /// changes it made itself (each decided once across instances).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tasks = JoinSet::new();
+        let lock = self.lock.lock().ok().and_then(|mut l| l.take());
+        if let Some(lock) = lock {
+            let leader = self.leader.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                crate::leader::run(lock, leader, crate::leader::ELECTION_EVERY, stop).await;
+            });
+        }
         for i in 0..self.checks.len() {
             let svc = self.clone();
             let stop = stop.clone();
@@ -1018,13 +1075,15 @@ impl StatusService {
                 _ = stop.wait_for(|s| *s) => break,
             }
             let now = orinari_store::now_ms();
-            if let Err(e) = self.tick(now).await {
+            n += 1;
+            let leads = self.is_leader();
+            if leads && let Err(e) = self.tick(now).await {
                 tracing::warn!(error = %e, "status tick failed");
             }
-            n += 1;
             // Raw probe results are kept 14 days (daily rollups 400): pruned
             // at start and hourly.
-            if n % 3600 == 1
+            if leads
+                && n % 3600 == 1
                 && let Err(e) = self
                     .store
                     .prune(now, orinari_store::Retention::default())
@@ -1059,6 +1118,9 @@ impl StatusService {
             tokio::select! {
                 _ = every.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
+            }
+            if !self.is_leader() {
+                continue;
             }
             let a = self.prober.attempt(&c.target, c.timeout).await;
             let now = orinari_store::now_ms();

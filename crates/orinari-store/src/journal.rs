@@ -187,6 +187,39 @@ pub enum Change {
         /// Unix ms.
         at: i64,
     },
+    /// A visitor's webhook subscription, verified.
+    SubscribeWebhook {
+        /// Subscription id.
+        id: String,
+        /// Where notifications are POSTed.
+        url: String,
+        /// Component ids, comma-separated; empty for all.
+        components: String,
+        /// The signing secret.
+        secret: String,
+        /// The unsubscribe token.
+        unsubscribe_token: String,
+        /// Unix ms.
+        at: i64,
+    },
+    /// The outcome of one notification to a webhook subscriber.
+    WebhookDelivery {
+        /// Subscription id.
+        id: String,
+        /// 1 delivered, 0 not.
+        ok: i64,
+        /// Unix ms.
+        at: i64,
+        /// Consecutive failures that disable the subscription.
+        max_failures: i64,
+    },
+    /// A webhook subscription ended by its unsubscribe token.
+    UnsubscribeWebhook {
+        /// The token.
+        token: String,
+        /// Unix ms.
+        at: i64,
+    },
     /// Retention applied.
     Prune {
         /// Raw results before this Unix ms are deleted.
@@ -292,6 +325,9 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
         | Change::Subscribe { .. }
         | Change::ConfirmSubscription { .. }
         | Change::Unsubscribe { .. }) => crate::status::apply(conn, c).await?,
+        c @ (Change::SubscribeWebhook { .. }
+        | Change::WebhookDelivery { .. }
+        | Change::UnsubscribeWebhook { .. }) => crate::webhooks::apply(conn, c).await?,
         Change::Prune { raw_before, day_before } => vec![
             sqlx::query("DELETE FROM probe_results WHERE at < $1")
                 .bind(*raw_before)

@@ -11,8 +11,10 @@
 pub mod backup;
 mod journal;
 mod keys;
+pub mod leader;
 mod probes;
 mod status;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -24,11 +26,13 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 pub use journal::Change;
 pub use keys::{ApiKey, NewApiKey};
+pub use leader::LeaderLock;
 pub use probes::{DailyUptime, ProbeResult, PruneStats, Retention};
 pub use status::{
     ComponentDef, ComponentRow, IncidentRow, NewIncident, NewSubscription, NewUpdate, Subscriber,
     UpdateRow,
 };
+pub use webhooks::{NewWebhook, WebhookRow};
 
 /// Errors at the storage boundary.
 #[derive(Debug, thiserror::Error)]

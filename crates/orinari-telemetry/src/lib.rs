@@ -29,6 +29,9 @@ pub struct Metrics {
     /// Unix seconds of the last backup shipment that reached every destination
     /// (0 when backups are not configured or none has succeeded yet).
     pub backup_last_success: Gauge<f64, AtomicU64>,
+    /// `orinari_leader`: 1 while this instance runs the singleton jobs
+    /// (probes, the maintenance clock, reminders), else 0.
+    pub leader: Gauge,
     /// Model backends and the gateway ([`models::ModelMetrics`]).
     pub models: models::ModelMetrics,
     /// Prompt-injection screening ([`guard::GuardMetrics`]).
@@ -61,6 +64,12 @@ impl Metrics {
             "Unix time of the last backup shipment that reached every destination",
             backup_last_success.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "orinari_leader",
+            "Whether this instance runs the singleton jobs (1) or not (0)",
+            leader.clone(),
+        );
         let models = models::ModelMetrics::register(&mut registry);
         let guard = guard::GuardMetrics::register(&mut registry);
         let limits = limits::LimitMetrics::register(&mut registry);
@@ -70,6 +79,7 @@ impl Metrics {
         Self {
             registry,
             backup_last_success,
+            leader,
             models,
             guard,
             limits,
@@ -105,6 +115,14 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn renders_leader_gauge() {
+        let m = Metrics::new();
+        assert!(m.render().contains("orinari_leader 0"));
+        m.leader.set(1);
+        assert!(m.render().contains("orinari_leader 1"));
     }
 
     #[test]

@@ -36,6 +36,7 @@ struct StatusPage<'a> {
     maintenance: Vec<IncidentView>,
     past: Vec<IncidentView>,
     emails: bool,
+    webhooks: bool,
 }
 
 #[derive(Template)]
@@ -134,7 +135,7 @@ fn capitalise(s: &str) -> String {
         .unwrap_or_default()
 }
 
-fn view(snap: &Snapshot, emails: bool) -> StatusPage<'_> {
+fn view(snap: &Snapshot, emails: bool, webhooks: bool) -> StatusPage<'_> {
     let clock = &snap.page.clock;
     let (banner_class, banner_symbol) = match snap.status.indicator {
         Impact::Critical => ("critical", "✕"),
@@ -219,6 +220,7 @@ fn view(snap: &Snapshot, emails: bool) -> StatusPage<'_> {
             .map(|i| incident_view(clock, i))
             .collect(),
         emails,
+        webhooks,
     }
 }
 
@@ -233,7 +235,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
             .into_response();
     };
     let snap = svc.snapshot();
-    let html = match view(&snap, svc.emails_enabled()).render() {
+    let html = match view(&snap, svc.emails_enabled(), svc.webhooks_enabled()).render() {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "status template failed");
@@ -272,6 +274,15 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
 pub struct SubscribeForm {
     #[serde(default)]
     email: String,
+    #[serde(default)]
+    component: String,
+}
+
+/// The webhook subscription form's fields.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct WebhookForm {
+    #[serde(default)]
+    endpoint: String,
     #[serde(default)]
     component: String,
 }
@@ -364,6 +375,78 @@ pub async fn subscribe(
     }
 }
 
+/// `POST /status/subscribe/webhook`: the no-JavaScript form for
+/// `POST /api/v2/subscribers.json`; the answer shows the signing secret once.
+pub async fn subscribe_webhook(
+    State(state): State<AppState>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    form: Result<axum::extract::Form<WebhookForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Some(svc) = state.status().cloned() else {
+        return message(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The status page is not running on this instance.",
+        );
+    };
+    let Ok(axum::extract::Form(f)) = form else {
+        return message(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Not subscribed",
+            "The form could not be read.",
+        );
+    };
+    let input = orinari_status::webhooks::WebhookInput {
+        endpoint: f.endpoint,
+        components: Some(f.component)
+            .filter(|c| !c.is_empty())
+            .into_iter()
+            .collect(),
+        secret: None,
+    };
+    let client = crate::routes::client_ip(&state, &extensions, &headers);
+    match svc
+        .subscribe_webhook(input, client, orinari_store::now_ms())
+        .await
+    {
+        Ok(c) => message(
+            &state,
+            StatusCode::OK,
+            "Webhook subscribed",
+            &format!(
+                "Your endpoint answered the verification and will receive notifications. \
+                 Signing secret (shown only now; check x-orinari-signature with it): {}. \
+                 To unsubscribe, open {}",
+                c.secret, c.unsubscribe_url
+            ),
+        ),
+        Err(orinari_status::StatusError::Invalid { message: m, .. }) => message(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Not subscribed",
+            &capitalise(&format!("{m}.")),
+        ),
+        Err(orinari_status::StatusError::Limited { .. }) => message(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Not subscribed",
+            "Too many subscription requests from here; try again later.",
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook subscription failed");
+            message(
+                &state,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Not subscribed",
+                "The subscription could not be stored; try again later.",
+            )
+        }
+    }
+}
+
 /// `GET /status/subscriptions/confirm?token=…`.
 pub async fn confirm(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> Response {
     token_action(&state, &q.token, true).await
@@ -400,7 +483,7 @@ async fn token_action(state: &AppState, token: &str, confirm: bool) -> Response 
             state,
             StatusCode::OK,
             "Unsubscribed",
-            "You will get no more emails from this status page.",
+            "You will get no more notifications from this status page.",
         ),
         (Ok(false), _) => message(
             state,

@@ -15,6 +15,7 @@ pub async fn render(State(state): State<AppState>, headers: HeaderMap) -> impl I
             .set(health.last_success_ms as f64 / 1000.0);
     }
     if let Some(status) = state.status() {
+        m.leader.set(i64::from(status.is_leader()));
         for (check, up) in status.probe_states() {
             m.probes.set(&check, up);
         }

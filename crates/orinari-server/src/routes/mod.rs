@@ -11,6 +11,8 @@ mod observability;
 mod status;
 mod status_admin;
 
+pub(crate) use status::client_ip;
+
 use axum::Router;
 use axum::extract::OriginalUri;
 use axum::http::Method;
@@ -29,6 +31,10 @@ pub fn pages(state: AppState) -> Router {
         .route("/assets/{name}", get(chat_page::asset))
         .route("/status", get(crate::pages::status::page))
         .route("/status/subscribe", post(crate::pages::status::subscribe))
+        .route(
+            "/status/subscribe/webhook",
+            post(crate::pages::status::subscribe_webhook),
+        )
         .route("/status/vitals", post(observability::vitals))
         .route(
             "/status/subscriptions/confirm",
@@ -116,6 +122,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v2/scheduled-maintenances/active.json",
             get(status::active),
+        )
+        .route("/api/v2/subscribers.json", post(status::subscribe))
+        .route(
+            "/api/v2/subscribers/{token}",
+            axum::routing::delete(status::unsubscribe),
         )
         .route("/status/feed.atom", get(status::feed))
         .route("/status/badge.svg", get(status::badge))

@@ -194,3 +194,111 @@ fn live(
         }
     })
 }
+
+/// The client's address as the edge sees it (the peer, or the forwarded
+/// address behind a trusted proxy), for the subscription rate limits.
+pub fn client_ip(
+    state: &AppState,
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+) -> Option<std::net::IpAddr> {
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    state.edge().client_ip(peer, headers)
+}
+
+/// `POST /api/v2/subscribers.json` `{"endpoint": URL, "components": [ID…],
+/// "secret": "…"}`: subscribe a webhook. The endpoint is verified first (it
+/// must echo the `challenge` of a signed `subscription.verify` event); the
+/// answer, 201, carries the signing secret (once) and the unsubscribe token.
+pub async fn subscribe(
+    State(state): State<AppState>,
+    extensions: axum::http::Extensions,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    use super::status_admin::{failed, known, object, string};
+    let svc = service(&state)?.clone();
+    let o = object(&body)?;
+    known(&o, &["endpoint", "components", "secret"])?;
+    let endpoint = string(&o, "endpoint")?.ok_or_else(|| {
+        HttpError(ApiError::invalid(
+            "endpoint",
+            "`endpoint` is required: the URL notifications are POSTed to.",
+        ))
+    })?;
+    let components = match o.get("components") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    HttpError(ApiError::invalid(
+                        format!("components[{i}]"),
+                        format!("`components[{i}]` must be a component id (a string)."),
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(HttpError(ApiError::invalid(
+                "components",
+                "`components` must be an array of component ids.",
+            )));
+        }
+    };
+    let input = orinari_status::webhooks::WebhookInput {
+        endpoint,
+        components,
+        secret: string(&o, "secret")?,
+    };
+    let client = client_ip(&state, &extensions, &headers);
+    let now = orinari_store::now_ms();
+    let created = svc
+        .subscribe_webhook(input, client, now)
+        .await
+        .map_err(failed)?;
+    let body = serde_json::json!({
+        "subscriber": {
+            "id": created.id,
+            "mode": "webhook",
+            "endpoint": created.endpoint,
+            "components": created.components,
+            "secret": created.secret,
+            "unsubscribe_token": created.unsubscribe_token,
+            "unsubscribe_url": created.unsubscribe_url,
+            "created_at": svc.snapshot().page.clock.format(now),
+        }
+    });
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+/// `DELETE /api/v2/subscribers/{token}`: end a subscription (webhook or
+/// email) by its unsubscribe token; 204, or 404 when none is active.
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Result<Response, HttpError> {
+    let svc = service(&state)?.clone();
+    let done = svc
+        .unsubscribe(&token, orinari_store::now_ms())
+        .await
+        .map_err(super::status_admin::failed)?;
+    if done {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        let mut e = ApiError::invalid("token", "No active subscription has this token.");
+        e.status = 404;
+        Err(HttpError(e.with_code("not_found")))
+    }
+}

@@ -15,8 +15,8 @@ use super::status::service;
 use crate::AppState;
 use crate::error::HttpError;
 
-/// Classify a status error once.
-fn failed(e: StatusError) -> HttpError {
+/// Classify a status error once (admin and public status routes).
+pub(super) fn failed(e: StatusError) -> HttpError {
     match e {
         StatusError::Invalid { field, message } => HttpError(ApiError::invalid(
             field.clone(),
@@ -33,6 +33,11 @@ fn failed(e: StatusError) -> HttpError {
                 "A notification could not be delivered.",
             ))
         }
+        StatusError::Limited { retry_after_s } => HttpError(ApiError::rate_limited(
+            format!("{e}."),
+            "subscription_rate_limited",
+            retry_after_s,
+        )),
         StatusError::Store(_) => {
             tracing::error!(error = %e, "status write failed");
             HttpError(ApiError::internal("The change could not be stored."))
@@ -40,7 +45,7 @@ fn failed(e: StatusError) -> HttpError {
     }
 }
 
-fn object(body: &Bytes) -> Result<Map<String, Value>, HttpError> {
+pub(super) fn object(body: &Bytes) -> Result<Map<String, Value>, HttpError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(o)) => Ok(o),
         Ok(_) => Err(HttpError(ApiError::invalid_json(
@@ -52,7 +57,7 @@ fn object(body: &Bytes) -> Result<Map<String, Value>, HttpError> {
     }
 }
 
-fn string(o: &Map<String, Value>, key: &str) -> Result<Option<String>, HttpError> {
+pub(super) fn string(o: &Map<String, Value>, key: &str) -> Result<Option<String>, HttpError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -63,7 +68,7 @@ fn string(o: &Map<String, Value>, key: &str) -> Result<Option<String>, HttpError
     }
 }
 
-fn known(o: &Map<String, Value>, allowed: &[&str]) -> Result<(), HttpError> {
+pub(super) fn known(o: &Map<String, Value>, allowed: &[&str]) -> Result<(), HttpError> {
     match o.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(HttpError(ApiError::invalid(
             k.clone(),
