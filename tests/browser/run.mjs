@@ -62,8 +62,9 @@ async function waitAnswered(page) {
 // Without JavaScript a submit is a navigation that lasts as long as the
 // model takes to answer in full.
 async function submitForm(page, selector) {
+  const target = `${new URL(page.url()).origin}/`;
   await Promise.all([
-    page.waitForResponse((r) => r.url() === `${base}/` && r.request().method() === 'POST', { timeout: ANSWER_MS }),
+    page.waitForResponse((r) => r.url() === target && r.request().method() === 'POST', { timeout: ANSWER_MS }),
     page.click(selector, { timeout: ANSWER_MS }),
   ]);
   await page.waitForLoadState('load');
@@ -330,6 +331,10 @@ test('with keys required: the API key field (JS and no-JS), kept in the tab only
   const keyed = process.env.KEYED_BASE;
   const key = process.env.API_KEY;
   assert(keyed && key, 'run.sh starts a server that requires keys (KEYED_BASE, API_KEY)');
+  // The 401s this test provokes on purpose are logged by the browser; they
+  // are not problems of the page.
+  const seen = problems.length;
+  const expected = (p) => p.includes('status of 401');
   {
     const { context, page } = await open();
     await page.goto(`${keyed}/`);
@@ -345,13 +350,16 @@ test('with keys required: the API key field (JS and no-JS), kept in the tab only
     await page.dispatchEvent('#api_key', 'change');
     await page.fill('#message', `${canary} hello`);
     await page.click('#send');
-    await page.waitForSelector('#error:not([hidden])', { timeout: ANSWER_MS });
-    assert(/key/i.test(await page.locator('#error').textContent()), 'a wrong key is explained');
+    await page.waitForFunction(() => /not valid/.test(document.getElementById('error').textContent), null, { timeout: ANSWER_MS });
+    assert((await page.inputValue('#message')).includes('hello') || await q(page).messages().count() >= 1, 'the question is not lost');
     // The right key answers, and stays in this tab only (sessionStorage).
     await page.fill('#api_key', key);
     await page.dispatchEvent('#api_key', 'change');
+    await page.evaluate(() => { document.getElementById('error').textContent = ''; });
     await send(page, `${canary} Say hello.`);
-    await waitAnswered(page);
+    await page.waitForSelector('#send:not([hidden])', { timeout: ANSWER_MS });
+    const failure = await page.locator('#error').textContent();
+    assert(failure === '', `answered with the key, not: ${failure}`);
     assert(await q(page).assistant().count() >= 1, 'answered with the key');
     const stored = await page.evaluate(() => ({ s: sessionStorage.getItem('orinari.key'), l: localStorage.length, c: document.cookie }));
     assert(stored.s === key && stored.l === 0 && stored.c === '', `key only in sessionStorage: ${JSON.stringify(stored)}`);
@@ -365,7 +373,7 @@ test('with keys required: the API key field (JS and no-JS), kept in the tab only
     await page.fill('#message', `${canary} What is two plus two?`);
     await page.fill('#api_key', 'ork_wrong');
     await submitForm(page, '#send');
-    assert(/key/i.test(await page.locator('#error').textContent()), 'no-JS: a wrong key is explained on the page');
+    assert(/not valid/.test(await page.locator('#error').textContent()), 'no-JS: a wrong key is explained on the page');
     assert((await page.inputValue('#message')).includes('two plus two'), 'no-JS: the draft is kept');
     await page.fill('#api_key', key);
     await submitForm(page, '#send');
@@ -373,6 +381,8 @@ test('with keys required: the API key field (JS and no-JS), kept in the tab only
     assert(await page.inputValue('#api_key') === key, 'no-JS: the page carries the key to the next post');
     await context.close();
   }
+  const mine = problems.splice(seen);
+  problems.push(...mine.filter((p) => !expected(p)));
 });
 
 test('accessibility: axe-core finds 0 violations (light, dark, phone, with a conversation)', async () => {
