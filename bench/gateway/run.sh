@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Side-by-side gateway benchmark on this machine, one run:
 #   mock direct | ORINARI -> mock | nginx proxy_pass -> mock | TensorZero -> mock
+#   | LiteLLM proxy -> mock
 # Whole and streamed chat completions; closed-loop throughput (wrk) and a
 # fixed 2,000 req/s (hey) for latency; peak memory; 1,000 open streams.
 #
-#   bash bench/gateway/run.sh            (DURATION=10 RATE=2000 TOKENS=16 GUARD=off)
+#   bash bench/gateway/run.sh            (DURATION=10 RATE=2000 TOKENS=16 GUARD=off ONLY=)
 #
-# Needs: wrk, hey, nginx-light (apt), python3 venv; TensorZero is installed
-# into bench/.venv (pip install tensorzero==2026.6.0) when missing.
+# Needs: wrk, hey, nginx-light (apt), python3 venv; TensorZero and the
+# LiteLLM proxy are installed into bench/.venv when missing. Every gateway
+# gets both cores (nginx 2 workers, LiteLLM 2 workers, ORINARI and
+# TensorZero their multi-threaded runtimes) and the same load and mock.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -16,6 +19,9 @@ RATE=${RATE:-2000}
 TOKENS=${TOKENS:-16}
 GUARD=${GUARD:-off}
 STREAMS=${STREAMS:-1000}
+# ONLY=orinari,nginx runs a subset (for iterating; the published table is one full run).
+ONLY=${ONLY:-}
+want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 DIR=$(mktemp -d /tmp/orinari-gw-bench.XXXXXX)
 ulimit -n 65536 || true
 
@@ -23,8 +29,9 @@ for tool in wrk hey nginx; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk hey nginx-light" >&2; exit 1; }
 done
 VENV=$ROOT/bench/.venv
-if ! "$VENV/bin/python" -c 'import tensorzero' 2>/dev/null; then
-  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q 'tensorzero==2026.6.0'
+if ! "$VENV/bin/python" -c 'import tensorzero, litellm' 2>/dev/null; then
+  [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q 'tensorzero==2026.6.0' 'litellm[proxy]==1.108.7'
 fi
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -q -p orinari -p orinari-fake-upstream
 
@@ -38,6 +45,15 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# Peak RSS of a process and all its descendants (worker processes), summed.
+tree_hwm_mb() {
+  local pids=($1) i=0
+  while [ $i -lt ${#pids[@]} ]; do
+    pids+=($(cat /proc/${pids[$i]}/task/*/children 2>/dev/null)); i=$((i+1))
+  done
+  for p in "${pids[@]}"; do awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null; done |
+    awk '{s+=$1} END {printf "%.1f", s/1024}'
+}
 
 target/release/orinari-fake-upstream --listen 127.0.0.1:19101 --tokens "$TOKENS" 2>"$DIR/mock.log" & pids+=($!)
 target/release/orinari-fake-upstream --listen 127.0.0.1:19102 --tokens 100 --chunk-delay-ms 50 2>"$DIR/slow.log" & pids+=($!)
@@ -48,13 +64,26 @@ ORINARI_LOG=warn ORINARI_ADMIN_TOKEN=bench target/release/orinari serve --config
 sed -e "s#BENCH_DIR#$DIR#g" bench/gateway/nginx.conf >"$DIR/nginx.conf"
 nginx -c "$DIR/nginx.conf" -p "$DIR" -g 'daemon off;' & NGX=$!; pids+=($NGX)
 
-"$VENV/bin/python" bench/gateway/tensorzero_gateway.py "$ROOT/bench/gateway/tensorzero.toml" >"$DIR/tz.out" 2>"$DIR/tz.log" & TZP=$!; pids+=($TZP)
-for _ in $(seq 1 300); do grep -q http "$DIR/tz.out" 2>/dev/null && break; sleep 0.1; done
-TZ_BASE=$(grep -o 'http[^ ]*' "$DIR/tz.out" | head -1)
+LLP=$$ TZP=$$ TZ_BASE=http://127.0.0.1:1/
+if want litellm; then
+  LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR LITELLM_TELEMETRY=False \
+    "$VENV/bin/litellm" --config bench/gateway/litellm.yaml --host 127.0.0.1 --port 19401 --num_workers 2 \
+    >"$DIR/litellm.log" 2>&1 & LLP=$!; pids+=($LLP)
+fi
+
+if want tensorzero; then
+  "$VENV/bin/python" bench/gateway/tensorzero_gateway.py "$ROOT/bench/gateway/tensorzero.toml" >"$DIR/tz.out" 2>"$DIR/tz.log" & TZP=$!; pids+=($TZP)
+  for _ in $(seq 1 300); do grep -q http "$DIR/tz.out" 2>/dev/null && break; sleep 0.1; done
+  TZ_BASE=$(grep -o 'http[^ ]*' "$DIR/tz.out" | head -1)
+fi
 
 wait_port http://127.0.0.1:19101/v1/models
 wait_port http://127.0.0.1:19201/healthz
 wait_port http://127.0.0.1:19301/v1/models
+if want litellm; then
+  for _ in $(seq 1 600); do curl -s -o /dev/null http://127.0.0.1:19401/health/liveliness && break; sleep 0.1; done
+  wait_port http://127.0.0.1:19401/health/liveliness
+fi
 # TensorZero's gateway runs inside the Python process that started it.
 TZ_PID=$TZP
 
@@ -63,6 +92,7 @@ TARGETS=(
   "orinari|http://127.0.0.1:19201/v1/chat/completions|bench|$ORI"
   "nginx|http://127.0.0.1:19301/v1/chat/completions|fake|$NGX"
   "tensorzero|${TZ_BASE%/}/chat/completions|tensorzero::model_name::bench|$TZ_PID"
+  "litellm|http://127.0.0.1:19401/v1/chat/completions|bench|$LLP"
 )
 
 body() { # model stream
@@ -76,6 +106,7 @@ RESULTS="$DIR/results.tsv"
 printf 'target\tmode\tmax_rps\tclosed_p50_ms\tclosed_p99_ms\tclosed_errors\trate_rps\trate_p50_ms\trate_p99_ms\trate_errors\n' >"$RESULTS"
 for t in "${TARGETS[@]}"; do
   IFS='|' read -r name url model pid <<<"$t"
+  want "$name" || continue
   for stream in false true; do
     mode=$([ "$stream" = true ] && echo stream || echo whole)
     body "$model" "$stream" >"$DIR/body.json"
@@ -100,7 +131,7 @@ for t in "${TARGETS[@]}"; do
   done
 done
 
-echo "peak RSS (MB): orinari $(hwm_mb $ORI), nginx master $(hwm_mb $NGX) (+2 workers), tensorzero (python host) $(hwm_mb $TZ_PID)" | tee "$DIR/memory.txt" >&2
+echo "peak RSS (MB): orinari $(hwm_mb $ORI), nginx (master + 2 workers) $(tree_hwm_mb $NGX), tensorzero (python host) $(hwm_mb $TZ_PID), litellm (all processes) $(tree_hwm_mb $LLP)" | tee "$DIR/memory.txt" >&2
 curl -s http://127.0.0.1:19201/metrics | awk '/^orinari_gateway_overhead_seconds_(sum|count)/ {print}' >"$DIR/overhead.txt"
 awk '/_sum/ {s=$2} /_count/ {c=$2} END {if (c>0) printf "orinari_gateway_overhead_seconds mean over %d requests: %.1f us\n", c, s/c*1e6}' "$DIR/overhead.txt" | tee -a "$DIR/memory.txt" >&2
 

@@ -657,9 +657,79 @@ pub struct ChunkBuilder {
     pub fingerprint: String,
     /// Whether usage was requested.
     pub include_usage: bool,
+    /// `data: {"id":…,"system_fingerprint":…,"choices":[{"index":0,"delta":{"content":`,
+    /// encoded once per stream: every content chunk starts with it.
+    content_head: Vec<u8>,
+}
+
+/// The fields every chunk of a stream shares, in the order a
+/// [`ChatCompletionChunk`] writes them.
+#[derive(Serialize)]
+struct ChunkHead<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: &'a str,
 }
 
 impl ChunkBuilder {
+    /// A builder for one stream.
+    pub fn new(
+        id: String,
+        created: u64,
+        model: String,
+        fingerprint: String,
+        include_usage: bool,
+    ) -> Self {
+        let mut content_head = b"data: ".to_vec();
+        let head = ChunkHead {
+            id: &id,
+            object: "chat.completion.chunk",
+            created,
+            model: &model,
+            system_fingerprint: &fingerprint,
+        };
+        // Plain strings and a number always encode; the fallback (an empty
+        // head) is caught by `content_sse`.
+        if serde_json::to_writer(&mut content_head, &head).is_ok() {
+            content_head.pop(); // the closing brace
+            content_head.extend_from_slice(br#","choices":[{"index":0,"delta":{"content":"#);
+        } else {
+            content_head.clear();
+        }
+        Self {
+            id,
+            created,
+            model,
+            fingerprint,
+            include_usage,
+            content_head,
+        }
+    }
+
+    /// A content chunk (not the first) as a whole SSE event, byte for byte
+    /// what `sse::data(&self.delta(false, content, None))` writes, without
+    /// building the chunk: only the text is encoded per token.
+    pub fn content_sse(&self, content: &str) -> Vec<u8> {
+        if content.is_empty() || self.content_head.is_empty() {
+            return crate::sse::data(&self.delta(false, content.to_string(), None)).into_bytes();
+        }
+        let tail: &[u8] = if self.include_usage {
+            br#"},"logprobs":null,"finish_reason":null}],"usage":null}"#
+        } else {
+            br#"},"logprobs":null,"finish_reason":null}]}"#
+        };
+        let mut out = Vec::with_capacity(self.content_head.len() + content.len() + 64);
+        out.extend_from_slice(&self.content_head);
+        if serde_json::to_writer(&mut out, content).is_err() {
+            return crate::sse::data(&self.delta(false, content.to_string(), None)).into_bytes();
+        }
+        out.extend_from_slice(tail);
+        out.extend_from_slice(b"\n\n");
+        out
+    }
+
     fn chunk(&self, choices: Vec<ChunkChoice>, usage: UsageField) -> ChatCompletionChunk {
         ChatCompletionChunk {
             id: self.id.clone(),
@@ -718,5 +788,36 @@ impl ChunkBuilder {
     /// The usage chunk (only with `include_usage`): no choices.
     pub fn usage(&self, usage: Usage) -> ChatCompletionChunk {
         self.chunk(Vec::new(), UsageField::Counts(usage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use super::*;
+
+    #[test]
+    fn content_chunks_encode_exactly_like_the_chunk_struct() {
+        for usage in [false, true] {
+            let b = ChunkBuilder::new(
+                "chatcmpl-1".into(),
+                1_700_000_000,
+                "m\"odel".into(),
+                "fp_1".into(),
+                usage,
+            );
+            for text in [
+                "Hi",
+                " there",
+                "quote \" and \\ and \n",
+                "é 日本 🎉",
+                "\u{1}",
+            ] {
+                let want = crate::sse::data(&b.delta(false, text.to_string(), None));
+                assert_eq!(String::from_utf8(b.content_sse(text)).unwrap(), want);
+            }
+            let empty = crate::sse::data(&b.delta(false, String::new(), None));
+            assert_eq!(String::from_utf8(b.content_sse("")).unwrap(), empty);
+        }
     }
 }

@@ -244,7 +244,7 @@ impl Pool {
         let now = Instant::now();
         member.first_token(now - t0, now);
         if stream {
-            Ok(relay::spawn(guard, generation, first, timeouts, t0))
+            Ok(relay::stream(guard, generation, first, timeouts, t0))
         } else {
             relay::whole(guard, generation, first, t0, timeouts.total).await
         }

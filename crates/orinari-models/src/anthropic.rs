@@ -2,10 +2,11 @@
 //! OpenAI shape (system messages lifted out, consecutive turns of one role
 //! merged, `max_tokens` always set, stream events mapped to deltas).
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::sse::SseEvent;
 use crate::upstream::{self, Flow, Translate, UpstreamConfig};
+use crate::wire::{AnyError, Count, Text, Turn};
 use crate::{
     BoxFuture, Event, FinishReason, GenerateRequest, Generation, ModelBackend, ModelError,
     ModelInfo, Usage,
@@ -21,7 +22,8 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 pub struct AnthropicBackend {
     config: UpstreamConfig,
     client: reqwest::Client,
-    url: String,
+    /// Parsed once, not per request.
+    url: reqwest::Url,
     info: ModelInfo,
 }
 
@@ -30,7 +32,7 @@ impl AnthropicBackend {
     pub fn new(config: UpstreamConfig) -> Result<Self, ModelError> {
         let client = upstream::client(&config)?;
         Ok(Self {
-            url: upstream::join(&config.base_url, "messages"),
+            url: upstream::parse_url(&upstream::join(&config.base_url, "messages"))?,
             info: ModelInfo {
                 context_window: config.context_window,
                 owned_by: "anthropic".into(),
@@ -50,7 +52,7 @@ impl AnthropicBackend {
 
     async fn start_inner(&self, request: GenerateRequest) -> Result<Generation, ModelError> {
         let body = request_body(&self.config.model, &request);
-        let builder = self.authed(self.client.post(&self.url).json(&body));
+        let builder = self.authed(self.client.post(self.url.clone()).json(&body));
         let response = upstream::send(builder).await?;
         if request.stream {
             Ok(upstream::relay(response, Messages::default()))
@@ -85,10 +87,28 @@ impl ModelBackend for AnthropicBackend {
     }
 }
 
+/// The Messages API request body, written straight from the request.
+#[derive(Serialize)]
+pub struct RequestBody<'a> {
+    model: &'a str,
+    messages: Vec<Turn<'a>>,
+    max_tokens: u32,
+    stream: bool,
+    temperature: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+}
+
 /// The Messages API request body for an OpenAI-shaped request.
-pub fn request_body(model: &str, r: &GenerateRequest) -> Value {
-    let mut system = Vec::new();
-    let mut turns: Vec<(String, String)> = Vec::new();
+pub fn request_body<'a>(model: &'a str, r: &'a GenerateRequest) -> RequestBody<'a> {
+    let mut system: Vec<&str> = Vec::new();
+    // Consecutive turns of one role merge; most requests have no such pair,
+    // so a turn borrows its text until a merge needs a new string.
+    let mut turns: Vec<(&str, std::borrow::Cow<'a, str>)> = Vec::new();
     for m in &r.messages {
         if m.role == "system" || m.role == "developer" {
             system.push(m.content.as_str());
@@ -100,39 +120,33 @@ pub fn request_body(model: &str, r: &GenerateRequest) -> Value {
             "user"
         };
         match turns.last_mut() {
-            Some((last, text)) if last == role => {
+            Some((last, text)) if *last == role => {
+                let text = text.to_mut();
                 text.push_str("\n\n");
                 text.push_str(&m.content);
             }
-            _ => turns.push((role.to_string(), m.content.clone())),
+            _ => turns.push((role, std::borrow::Cow::Borrowed(&m.content))),
         }
     }
     // The Messages API starts with a user turn.
-    if turns.first().is_some_and(|(role, _)| role == "assistant") {
-        turns.insert(0, ("user".into(), String::new()));
+    if turns.first().is_some_and(|(role, _)| *role == "assistant") {
+        turns.insert(0, ("user", std::borrow::Cow::Borrowed("")));
     }
-    let messages: Vec<Value> = turns
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect();
-    let mut body = json!({
-        "model": model,
-        "messages": messages,
-        "max_tokens": r.sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-        "stream": r.stream,
+    RequestBody {
+        model,
+        messages: turns.into_iter().map(owned_turn).collect(),
+        max_tokens: r.sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        stream: r.stream,
         // OpenAI allows temperatures up to 2, Anthropic up to 1.
-        "temperature": r.sampling.temperature.clamp(0.0, 1.0),
-    });
-    if !system.is_empty() {
-        body["system"] = json!(system.join("\n\n"));
+        temperature: r.sampling.temperature.clamp(0.0, 1.0),
+        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        top_p: (r.sampling.top_p > 0.0 && r.sampling.top_p < 1.0).then_some(r.sampling.top_p),
+        stop_sequences: &r.sampling.stop,
     }
-    if r.sampling.top_p > 0.0 && r.sampling.top_p < 1.0 {
-        body["top_p"] = json!(r.sampling.top_p);
-    }
-    if !r.sampling.stop.is_empty() {
-        body["stop_sequences"] = json!(r.sampling.stop);
-    }
-    body
+}
+
+fn owned_turn<'a>((role, content): (&'a str, std::borrow::Cow<'a, str>)) -> Turn<'a> {
+    Turn { role, content }
 }
 
 fn finish_reason(s: &str) -> FinishReason {
@@ -142,17 +156,59 @@ fn finish_reason(s: &str) -> FinishReason {
     }
 }
 
-fn error_of(v: &Value) -> Option<ModelError> {
-    let e = v.get("error")?;
-    let m = e
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("an error event");
-    Some(ModelError::Upstream(m.chars().take(300).collect()))
+/// A stream event or a whole answer, read without building a `Value`.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Text<'a>,
+    /// `message_start`.
+    #[serde(default)]
+    message: Option<WireMessage>,
+    /// `content_block_delta`, `message_delta`.
+    #[serde(default, borrow)]
+    delta: Option<WireDelta<'a>>,
+    /// `message_delta`, whole answers.
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default, borrow)]
+    error: AnyError<'a>,
+    /// Whole answers.
+    #[serde(default, borrow)]
+    content: Option<Vec<WireBlock<'a>>>,
+    #[serde(default, borrow)]
+    stop_reason: Text<'a>,
 }
 
-fn tokens(v: Option<&Value>, key: &str) -> Option<u32> {
-    v?.get(key)?.as_u64().map(|n| n as u32)
+#[derive(Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireDelta<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Text<'a>,
+    #[serde(default, borrow)]
+    text: Text<'a>,
+    #[serde(default, borrow)]
+    stop_reason: Text<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireBlock<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Text<'a>,
+    #[serde(default, borrow)]
+    text: Text<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: Count,
+    #[serde(default)]
+    output_tokens: Count,
 }
 
 /// State of one streamed answer.
@@ -173,36 +229,32 @@ impl Messages {
 
 impl Translate for Messages {
     fn event(&mut self, ev: SseEvent, out: &mut Vec<Event>) -> Result<Flow, ModelError> {
-        let v: Value = serde_json::from_str(&ev.data)
+        let v: Wire<'_> = serde_json::from_str(&ev.data)
             .map_err(|_| ModelError::Upstream("a stream event is not JSON".into()))?;
-        let kind = v.get("type").and_then(Value::as_str).unwrap_or(&ev.event);
+        let kind = v.kind.as_str().unwrap_or(&ev.event);
         match kind {
             "message_start" => {
-                let usage = v.get("message").and_then(|m| m.get("usage"));
-                if let Some(n) = tokens(usage, "input_tokens") {
+                let usage = v.message.as_ref().and_then(|m| m.usage.as_ref());
+                if let Some(n) = usage.and_then(|u| u.input_tokens.tokens()) {
                     self.usage.prompt_tokens = n;
                 }
             }
             "content_block_delta" => {
                 if let Some(t) = v
-                    .get("delta")
-                    .filter(|d| d.get("type").and_then(Value::as_str) == Some("text_delta"))
-                    .and_then(|d| d.get("text"))
-                    .and_then(Value::as_str)
+                    .delta
+                    .as_ref()
+                    .filter(|d| d.kind.as_str() == Some("text_delta"))
+                    .and_then(|d| d.text.as_str())
                     .filter(|t| !t.is_empty())
                 {
                     out.push(Event::Delta(t.to_string()));
                 }
             }
             "message_delta" => {
-                if let Some(r) = v
-                    .get("delta")
-                    .and_then(|d| d.get("stop_reason"))
-                    .and_then(Value::as_str)
-                {
+                if let Some(r) = v.delta.as_ref().and_then(|d| d.stop_reason.as_str()) {
                     self.finish = Some(finish_reason(r));
                 }
-                if let Some(n) = tokens(v.get("usage"), "output_tokens") {
+                if let Some(n) = v.usage.as_ref().and_then(|u| u.output_tokens.tokens()) {
                     self.usage.completion_tokens = n;
                 }
             }
@@ -210,7 +262,12 @@ impl Translate for Messages {
                 out.push(self.done());
                 return Ok(Flow::Finished);
             }
-            "error" => return Err(error_of(&v).unwrap_or(ModelError::Upstream("error".into()))),
+            "error" => {
+                return Err(v
+                    .error
+                    .to_model_error()
+                    .unwrap_or(ModelError::Upstream("error".into())));
+            }
             _ => {}
         }
         Ok(Flow::Continue)
@@ -223,30 +280,23 @@ impl Translate for Messages {
     }
 
     fn whole(&mut self, body: &[u8]) -> Result<Vec<Event>, ModelError> {
-        let v: Value = serde_json::from_slice(body)
+        let v: Wire<'_> = serde_json::from_slice(body)
             .map_err(|_| ModelError::Upstream("the answer is not JSON".into()))?;
-        if let Some(e) = error_of(&v) {
+        if let Some(e) = v.error.to_model_error() {
             return Err(e);
         }
         let text: String = v
-            .get("content")
-            .and_then(Value::as_array)
-            .map(|blocks| {
-                blocks
-                    .iter()
-                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
-                    .filter_map(|b| b.get("text").and_then(Value::as_str))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.finish = v
-            .get("stop_reason")
-            .and_then(Value::as_str)
-            .map(finish_reason);
-        let usage = v.get("usage");
+            .content
+            .iter()
+            .flatten()
+            .filter(|b| b.kind.as_str() == Some("text"))
+            .filter_map(|b| b.text.as_str())
+            .collect();
+        self.finish = v.stop_reason.as_str().map(finish_reason);
+        let usage = v.usage.as_ref();
         self.usage = Usage {
-            prompt_tokens: tokens(usage, "input_tokens").unwrap_or(0),
-            completion_tokens: tokens(usage, "output_tokens").unwrap_or(0),
+            prompt_tokens: usage.and_then(|u| u.input_tokens.tokens()).unwrap_or(0),
+            completion_tokens: usage.and_then(|u| u.output_tokens.tokens()).unwrap_or(0),
         };
         let mut out = Vec::with_capacity(2);
         if !text.is_empty() {
@@ -287,14 +337,14 @@ mod tests {
             },
             stream: true,
         };
-        let b = request_body("claude", &r);
+        let b = serde_json::to_value(request_body("claude", &r)).unwrap();
         assert_eq!(b["system"], "be brief");
         assert_eq!(b["max_tokens"], DEFAULT_MAX_TOKENS);
         assert_eq!(b["temperature"], 1.0);
         assert_eq!(b["stop_sequences"][0], "END");
         assert_eq!(
             b["messages"],
-            json!([
+            serde_json::json!([
                 {"role": "user", "content": ""},
                 {"role": "assistant", "content": "hello"},
                 {"role": "user", "content": "a\n\nb"},

@@ -16,11 +16,13 @@ pub mod local;
 pub mod openai;
 mod sse;
 mod upstream;
+mod wire;
 
 pub use upstream::{UpstreamConfig, UpstreamSecret};
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 
@@ -120,7 +122,73 @@ pub struct Generation {
     /// Exact prompt token count, known before the first token.
     pub prompt_tokens: u32,
     /// Events in order; ends after `Event::Done` or an error.
-    pub events: mpsc::Receiver<Result<Event, ModelError>>,
+    pub events: Events,
+}
+
+/// One event of a generation, or the error that ended it.
+pub type EventResult = Result<Event, ModelError>;
+
+/// A source of events that is polled in place, in the reader's own task:
+/// an upstream body parsed as it arrives, or a wrapper that adds timeouts
+/// and bookkeeping around another generation. No task and no channel sit
+/// between the bytes and the reader; dropping the source cancels the work.
+pub trait EventSource: Send {
+    /// The next event, `Ready(None)` once the generation has ended.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<EventResult>>;
+}
+
+/// The events of a [`Generation`], from wherever they come.
+pub struct Events(Source);
+
+enum Source {
+    /// Another thread produces them (the embedded model's engine).
+    Channel(mpsc::Receiver<EventResult>),
+    /// Produced when polled (upstream adapters, the balancer's relay).
+    Polled(Box<dyn EventSource>),
+    /// Already known (a whole answer read before anything is handed on).
+    Ready(std::vec::IntoIter<EventResult>),
+}
+
+impl Events {
+    /// Events produced on demand by `source`, in the reader's task.
+    pub fn polled(source: impl EventSource + 'static) -> Self {
+        Self(Source::Polled(Box::new(source)))
+    }
+
+    /// Events that are all known already.
+    pub fn ready(events: Vec<EventResult>) -> Self {
+        Self(Source::Ready(events.into_iter()))
+    }
+
+    /// Poll for the next event; `Ready(None)` once the generation has ended.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<EventResult>> {
+        match &mut self.0 {
+            Source::Channel(rx) => rx.poll_recv(cx),
+            Source::Polled(source) => source.poll_event(cx),
+            Source::Ready(events) => Poll::Ready(events.next()),
+        }
+    }
+
+    /// The next event; `None` once the generation has ended.
+    pub async fn recv(&mut self) -> Option<EventResult> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+}
+
+impl From<mpsc::Receiver<EventResult>> for Events {
+    fn from(rx: mpsc::Receiver<EventResult>) -> Self {
+        Self(Source::Channel(rx))
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Source::Channel(_) => "Events::Channel",
+            Source::Polled(_) => "Events::Polled",
+            Source::Ready(_) => "Events::Ready",
+        })
+    }
 }
 
 /// A whole answer, collected from a [`Generation`].
@@ -275,7 +343,7 @@ mod tests {
         }
         Generation {
             prompt_tokens: 3,
-            events: rx,
+            events: rx.into(),
         }
     }
 

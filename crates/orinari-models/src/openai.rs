@@ -5,10 +5,11 @@
 //! are exact when the upstream supports it; otherwise completion tokens are
 //! counted as content chunks.
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::sse::SseEvent;
 use crate::upstream::{self, Flow, Translate, UpstreamConfig};
+use crate::wire::{AnyError, Count, First, Messages, Text};
 use crate::{
     BoxFuture, Event, FinishReason, GenerateRequest, Generation, ModelBackend, ModelError,
     ModelInfo, Usage,
@@ -19,7 +20,8 @@ use crate::{
 pub struct OpenAiBackend {
     config: UpstreamConfig,
     client: reqwest::Client,
-    url: String,
+    /// Parsed once, not per request.
+    url: reqwest::Url,
     info: ModelInfo,
 }
 
@@ -28,7 +30,7 @@ impl OpenAiBackend {
     pub fn new(config: UpstreamConfig) -> Result<Self, ModelError> {
         let client = upstream::client(&config)?;
         Ok(Self {
-            url: upstream::join(&config.base_url, "chat/completions"),
+            url: upstream::parse_url(&upstream::join(&config.base_url, "chat/completions"))?,
             info: ModelInfo {
                 context_window: config.context_window,
                 owned_by: "openai-compatible".into(),
@@ -40,7 +42,7 @@ impl OpenAiBackend {
 
     async fn start_inner(&self, request: GenerateRequest) -> Result<Generation, ModelError> {
         let body = request_body(&self.config.model, &request);
-        let mut builder = self.client.post(&self.url).json(&body);
+        let mut builder = self.client.post(self.url.clone()).json(&body);
         if let Some(key) = &self.config.api_key {
             builder = builder.bearer_auth(key.expose());
         }
@@ -82,35 +84,46 @@ impl ModelBackend for OpenAiBackend {
     }
 }
 
+/// The upstream request body, written straight from the request.
+#[derive(Serialize)]
+pub struct RequestBody<'a> {
+    model: &'a str,
+    messages: Messages<'a>,
+    stream: bool,
+    temperature: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
 /// The upstream request body.
-pub fn request_body(model: &str, r: &GenerateRequest) -> Value {
-    let messages: Vec<Value> = r
-        .messages
-        .iter()
-        .map(|m| json!({"role": m.role, "content": m.content}))
-        .collect();
-    let mut body = json!({
-        "model": model,
-        "messages": messages,
-        "stream": r.stream,
-        "temperature": r.sampling.temperature,
-    });
-    if r.stream {
-        body["stream_options"] = json!({"include_usage": true});
+pub fn request_body<'a>(model: &'a str, r: &'a GenerateRequest) -> RequestBody<'a> {
+    let s = &r.sampling;
+    RequestBody {
+        model,
+        messages: Messages(&r.messages),
+        stream: r.stream,
+        temperature: s.temperature,
+        stream_options: r.stream.then_some(StreamOptions {
+            include_usage: true,
+        }),
+        top_p: (s.top_p > 0.0 && s.top_p < 1.0).then_some(s.top_p),
+        max_tokens: s.max_tokens,
+        seed: s.seed,
+        stop: &s.stop,
     }
-    if r.sampling.top_p > 0.0 && r.sampling.top_p < 1.0 {
-        body["top_p"] = json!(r.sampling.top_p);
-    }
-    if let Some(n) = r.sampling.max_tokens {
-        body["max_tokens"] = json!(n);
-    }
-    if let Some(seed) = r.sampling.seed {
-        body["seed"] = json!(seed);
-    }
-    if !r.sampling.stop.is_empty() {
-        body["stop"] = json!(r.sampling.stop);
-    }
-    body
 }
 
 fn finish_reason(s: &str) -> FinishReason {
@@ -120,27 +133,55 @@ fn finish_reason(s: &str) -> FinishReason {
     }
 }
 
-fn usage_of(v: &Value) -> Option<Usage> {
-    let u = v.get("usage").filter(|u| u.is_object())?;
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
-    Some(Usage {
-        prompt_tokens: n("prompt_tokens"),
-        completion_tokens: n("completion_tokens"),
-    })
+/// A stream chunk or a whole answer, read without building a `Value`.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(default, borrow)]
+    choices: First<WireChoice<'a>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default, borrow)]
+    error: AnyError<'a>,
 }
 
-fn upstream_error(v: &Value) -> Option<ModelError> {
-    let e = v.get("error")?;
-    let m = e
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("an error event");
-    Some(ModelError::Upstream(m.chars().take(300).collect()))
+#[derive(Deserialize)]
+struct WireChoice<'a> {
+    /// Streams.
+    #[serde(default, borrow)]
+    delta: Option<WireText<'a>>,
+    /// Whole answers.
+    #[serde(default, borrow)]
+    message: Option<WireText<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Text<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireText<'a> {
+    #[serde(default, borrow)]
+    content: Text<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Count,
+    #[serde(default)]
+    completion_tokens: Count,
+}
+
+impl WireUsage {
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.tokens().unwrap_or(0),
+            completion_tokens: self.completion_tokens.tokens().unwrap_or(0),
+        }
+    }
 }
 
 /// State of one streamed answer.
 #[derive(Debug, Default)]
-struct Chunks {
+pub(crate) struct Chunks {
     finish: Option<FinishReason>,
     usage: Option<Usage>,
     deltas: u32,
@@ -164,25 +205,25 @@ impl Translate for Chunks {
             out.push(self.done());
             return Ok(Flow::Finished);
         }
-        let v: Value = serde_json::from_str(&ev.data)
+        let v: Wire<'_> = serde_json::from_str(&ev.data)
             .map_err(|_| ModelError::Upstream("a stream chunk is not JSON".into()))?;
-        if let Some(e) = upstream_error(&v) {
+        if let Some(e) = v.error.to_model_error() {
             return Err(e);
         }
-        if let Some(u) = usage_of(&v) {
-            self.usage = Some(u);
+        if let Some(u) = &v.usage {
+            self.usage = Some(u.usage());
         }
-        if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
+        if let Some(choice) = &v.choices.0 {
             if let Some(t) = choice
-                .get("delta")
-                .and_then(|d| d.get("content"))
-                .and_then(Value::as_str)
+                .delta
+                .as_ref()
+                .and_then(|d| d.content.as_str())
                 .filter(|t| !t.is_empty())
             {
                 self.deltas += 1;
                 out.push(Event::Delta(t.to_string()));
             }
-            if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
+            if let Some(r) = choice.finish_reason.as_str() {
                 self.finish = Some(finish_reason(r));
             }
         }
@@ -201,27 +242,25 @@ impl Translate for Chunks {
     }
 
     fn whole(&mut self, body: &[u8]) -> Result<Vec<Event>, ModelError> {
-        let v: Value = serde_json::from_slice(body)
+        let v: Wire<'_> = serde_json::from_slice(body)
             .map_err(|_| ModelError::Upstream("the answer is not JSON".into()))?;
-        if let Some(e) = upstream_error(&v) {
+        if let Some(e) = v.error.to_model_error() {
             return Err(e);
         }
         let choice = v
-            .get("choices")
-            .and_then(|c| c.get(0))
+            .choices
+            .0
+            .as_ref()
             .ok_or_else(|| ModelError::Upstream("the answer has no choices".into()))?;
         let text = choice
-            .get("message")
-            .and_then(|m| m.get("content"))
-            .and_then(Value::as_str)
+            .message
+            .as_ref()
+            .and_then(|m| m.content.as_str())
             .unwrap_or("");
         self.finish = Some(finish_reason(
-            choice
-                .get("finish_reason")
-                .and_then(Value::as_str)
-                .unwrap_or("stop"),
+            choice.finish_reason.as_str().unwrap_or("stop"),
         ));
-        self.usage = usage_of(&v);
+        self.usage = v.usage.as_ref().map(WireUsage::usage);
         self.deltas = u32::from(!text.is_empty());
         let mut out = Vec::with_capacity(2);
         if !text.is_empty() {
@@ -261,7 +300,7 @@ mod tests {
             },
             stream: true,
         };
-        let b = request_body("m", &r);
+        let b = serde_json::to_value(request_body("m", &r)).unwrap();
         assert_eq!(b["model"], "m");
         assert_eq!(b["messages"][0]["content"], "hi");
         assert_eq!(b["stream_options"]["include_usage"], true);

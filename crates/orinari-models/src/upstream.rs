@@ -1,20 +1,21 @@
 //! What the upstream adapters share: their settings, the pooled HTTP client,
-//! error classification, and the relay task that turns a provider's response
-//! into [`Event`]s as bytes arrive.
+//! error classification, and the relay that turns a provider's response into
+//! [`Event`]s as bytes arrive, polled in the reader's own task.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use bytes::Bytes;
+use futures::Stream;
 
 use crate::sse::{Parser, SseEvent};
-use crate::{Event, Generation, ModelError};
-
-/// Events buffered between the relay task and the reader.
-const CHANNEL: usize = 64;
+use crate::{Event, EventResult, EventSource, Events, Generation, ModelError};
 /// A whole (non-streamed) answer larger than this is refused.
 const MAX_WHOLE_BYTES: usize = 16 << 20;
 /// Upstream error text shown to clients is cut to this many characters.
-const MAX_REASON_CHARS: usize = 300;
+pub(crate) const MAX_REASON_CHARS: usize = 300;
 
 /// A secret (an upstream API key). Its `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -73,6 +74,13 @@ pub(crate) fn join(base: &str, path: &str) -> String {
         base.trim_end_matches('/'),
         path.trim_start_matches('/')
     )
+}
+
+/// A URL parsed once when the backend is built; the error never shows the
+/// URL (it could carry credentials).
+pub(crate) fn parse_url(url: &str) -> Result<reqwest::Url, ModelError> {
+    reqwest::Url::parse(url)
+        .map_err(|e| ModelError::Internal(format!("the backend's `base_url` is not a URL: {e}")))
 }
 
 /// A transport error, classified. The message names what failed, never a URL
@@ -153,74 +161,202 @@ pub(crate) async fn whole(
         body.extend_from_slice(&chunk);
     }
     let events = t.whole(&body)?;
-    let (tx, rx) = mpsc::channel(events.len().max(1));
-    for e in events {
-        let _ = tx.try_send(Ok(e));
-    }
     Ok(Generation {
         prompt_tokens: 0,
-        events: rx,
+        events: Events::ready(events.into_iter().map(Ok).collect()),
     })
 }
 
-/// Relay a streamed answer: a task reads the body as it arrives and sends
-/// each translated event on at once. The task is owned by the returned
-/// [`Generation`]: it ends when the body ends, or as soon as the reader drops
-/// the generation (which closes the upstream connection and so cancels the
-/// upstream's work).
-pub(crate) fn relay(mut response: reqwest::Response, mut t: impl Translate) -> Generation {
-    let (tx, rx) = mpsc::channel(CHANNEL);
-    tokio::spawn(async move {
-        let mut parser = Parser::default();
-        let mut raw = Vec::new();
-        let mut events = Vec::new();
-        loop {
-            let chunk = tokio::select! {
-                c = response.chunk() => c,
-                () = tx.closed() => return,
-            };
-            let bytes = match chunk {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => {
-                    let _ = tx.send(t.end()).await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(transport(&e))).await;
-                    return;
-                }
-            };
-            if let Err(e) = parser.push(&bytes, &mut raw) {
-                let _ = tx.send(Err(ModelError::Upstream(e.0.into()))).await;
-                return;
+/// Relay a streamed answer: the body is read and translated inside the
+/// reader's own poll, as bytes arrive, with no task or channel in between.
+/// Dropping the returned [`Generation`] drops the response, which closes the
+/// upstream connection and so cancels the upstream's work.
+pub(crate) fn relay(response: reqwest::Response, t: impl Translate) -> Generation {
+    Generation {
+        prompt_tokens: 0,
+        events: Events::polled(Relay {
+            body: response.bytes_stream(),
+            parser: Parser::default(),
+            raw: Vec::new(),
+            out: Vec::new(),
+            queue: VecDeque::new(),
+            t,
+            ended: false,
+        }),
+    }
+}
+
+/// A streamed upstream body being translated (see [`relay`]).
+struct Relay<S, T> {
+    body: S,
+    parser: Parser,
+    /// SSE events parsed from the latest piece of body.
+    raw: Vec<SseEvent>,
+    /// Events translated from one SSE event.
+    out: Vec<Event>,
+    /// Translated events not yet handed on (one body piece often holds several).
+    queue: VecDeque<EventResult>,
+    t: T,
+    /// The answer is complete, failed, or the body ended: nothing more is read.
+    ended: bool,
+}
+
+impl<S, T> Relay<S, T>
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Unpin + Send,
+    T: Translate,
+{
+    /// Translate one piece of body into `queue`; returns whether the answer ended.
+    fn piece(&mut self, bytes: &[u8]) -> bool {
+        if let Err(e) = self.parser.push(bytes, &mut self.raw) {
+            self.raw.clear();
+            self.queue.push_back(Err(ModelError::Upstream(e.0.into())));
+            return true;
+        }
+        let mut ended = false;
+        for ev in self.raw.drain(..) {
+            if ended {
+                continue;
             }
-            for ev in raw.drain(..) {
-                let flow = t.event(ev, &mut events);
-                for e in events.drain(..) {
-                    if tx.send(Ok(e)).await.is_err() {
-                        return;
-                    }
-                }
-                match flow {
-                    Ok(Flow::Continue) => {}
-                    Ok(Flow::Finished) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
+            let flow = self.t.event(ev, &mut self.out);
+            self.queue.extend(self.out.drain(..).map(Ok));
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Finished) => ended = true,
+                Err(e) => {
+                    self.queue.push_back(Err(e));
+                    ended = true;
                 }
             }
         }
-    });
-    Generation {
-        prompt_tokens: 0,
-        events: rx,
+        ended
+    }
+
+    /// After the last event: read the body's end if it is already here, so
+    /// the connection goes back to the pool instead of being closed.
+    fn drain_tail(&mut self, cx: &mut Context<'_>) {
+        for _ in 0..2 {
+            match Pin::new(&mut self.body).poll_next(cx) {
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(None | Some(Err(_))) | Poll::Pending => return,
+            }
+        }
+    }
+}
+
+impl<S, T> EventSource for Relay<S, T>
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Unpin + Send,
+    T: Translate,
+{
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<EventResult>> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.body).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    if self.piece(&bytes) {
+                        self.ended = true;
+                        self.drain_tail(cx);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.ended = true;
+                    self.queue.push_back(Err(transport(&e)));
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    self.queue.push_back(self.t.end());
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
     use super::*;
+
+    /// A relay over a body that arrives in the given pieces.
+    fn relay_of(
+        pieces: &[&str],
+    ) -> Relay<impl Stream<Item = reqwest::Result<Bytes>> + Unpin + Send, crate::openai::Chunks>
+    {
+        let body: Vec<reqwest::Result<Bytes>> = pieces
+            .iter()
+            .map(|p| Ok(Bytes::copy_from_slice(p.as_bytes())))
+            .collect();
+        Relay {
+            body: futures::stream::iter(body),
+            parser: Parser::default(),
+            raw: Vec::new(),
+            out: Vec::new(),
+            queue: VecDeque::new(),
+            t: crate::openai::Chunks::default(),
+            ended: false,
+        }
+    }
+
+    fn drain(mut r: impl EventSource) -> Vec<EventResult> {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(e)) = r.poll_event(&mut cx) {
+            out.push(e);
+        }
+        out
+    }
+
+    #[test]
+    fn the_relay_translates_events_split_and_batched_in_any_way() {
+        let text = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"He\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"llo\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\ndata: {\"ignored\":true}\n\n",
+        );
+        let done = Event::Done {
+            finish_reason: crate::FinishReason::Stop,
+            usage: crate::Usage {
+                prompt_tokens: 0,
+                completion_tokens: 2,
+            },
+        };
+        let want = vec![
+            Ok(Event::Delta("He".into())),
+            Ok(Event::Delta("llo".into())),
+            Ok(done),
+        ];
+        for piece in [1, 7, 40, text.len()] {
+            let pieces: Vec<&str> = text
+                .as_bytes()
+                .chunks(piece)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            assert_eq!(drain(relay_of(&pieces)), want, "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn a_body_that_ends_early_ends_the_relay_with_an_error() {
+        let got = drain(relay_of(&[
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+        ]));
+        assert_eq!(got.len(), 2);
+        assert!(matches!(got[1], Err(ModelError::Upstream(_))));
+        let bad = drain(relay_of(&["data: not json\n\n", "data: [DONE]\n\n"]));
+        assert_eq!(
+            bad,
+            vec![Err(ModelError::Upstream(
+                "a stream chunk is not JSON".into()
+            ))]
+        );
+    }
 
     #[test]
     fn secrets_never_print() {

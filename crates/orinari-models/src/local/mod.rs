@@ -169,7 +169,7 @@ impl LocalModel {
         }
         Ok(Generation {
             prompt_tokens,
-            events,
+            events: events.into(),
         })
     }
 }

@@ -49,13 +49,13 @@ pub async fn completions(
     let spent = spent.map(|axum::Extension(s)| s).unwrap_or_default();
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     if req.stream {
-        let chunks = ChunkBuilder {
+        let chunks = ChunkBuilder::new(
             id,
-            created: now(),
-            model: req.model,
-            fingerprint: state.fingerprint().to_string(),
-            include_usage: req.include_usage,
-        };
+            now(),
+            req.model,
+            state.fingerprint().to_string(),
+            req.include_usage,
+        );
         Ok(screened.mark(stream_response(chunks, generation, state.aborted(), spent)))
     } else {
         whole(id, &state, req.model, generation, &spent)
@@ -148,7 +148,7 @@ fn sse_events(
         |(phase, chunks, mut g, mut aborted, spent)| async move {
             let (out, next) = match phase {
                 Phase::Start => (
-                    sse::data(&chunks.delta(true, String::new(), None)),
+                    Bytes::from(sse::data(&chunks.delta(true, String::new(), None))),
                     Phase::Tokens,
                 ),
                 Phase::Tokens => {
@@ -161,19 +161,20 @@ fn sse_events(
                     }
                     token_event(&chunks, event)
                 }
-                Phase::Usage(u) => (sse::data(&chunks.usage(u)), Phase::Done),
-                Phase::Done => (sse::DONE.to_string(), Phase::End),
+                Phase::Usage(u) => (Bytes::from(sse::data(&chunks.usage(u))), Phase::Done),
+                Phase::Done => (Bytes::from_static(sse::DONE.as_bytes()), Phase::End),
                 Phase::End => return None,
             };
-            Some((Ok(Bytes::from(out)), (next, chunks, g, aborted, spent)))
+            Some((Ok(out), (next, chunks, g, aborted, spent)))
         },
     )
 }
 
 /// One backend event as an SSE event, and what comes after it.
-fn token_event(chunks: &ChunkBuilder, event: Option<Result<Event, ModelError>>) -> (String, Phase) {
-    match event {
-        Some(Ok(Event::Delta(t))) => (sse::data(&chunks.delta(false, t, None)), Phase::Tokens),
+fn token_event(chunks: &ChunkBuilder, event: Option<Result<Event, ModelError>>) -> (Bytes, Phase) {
+    let (text, next) = match event {
+        // The hot path: only the text is encoded per token.
+        Some(Ok(Event::Delta(t))) => return (Bytes::from(chunks.content_sse(&t)), Phase::Tokens),
         Some(Ok(Event::Done {
             finish_reason,
             usage,
@@ -188,7 +189,8 @@ fn token_event(chunks: &ChunkBuilder, event: Option<Result<Event, ModelError>>) 
         }
         Some(Err(e)) => (sse::error(&from_model(e)), Phase::Done),
         None => (sse::error(&stopped_early()), Phase::Done),
-    }
+    };
+    (Bytes::from(text), next)
 }
 
 fn stopped_early() -> ApiError {
