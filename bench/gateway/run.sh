@@ -33,6 +33,7 @@ if ! "$VENV/bin/python" -c 'import tensorzero, litellm' 2>/dev/null; then
   [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q 'tensorzero==2026.6.0' 'litellm[proxy]==1.108.7'
 fi
+BIN=${BIN:-target/release} # where the release binaries are
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -q -p orinari -p orinari-fake-upstream
 
 pids=()
@@ -55,11 +56,11 @@ tree_hwm_mb() {
     awk '{s+=$1} END {printf "%.1f", s/1024}'
 }
 
-target/release/orinari-fake-upstream --listen 127.0.0.1:19101 --tokens "$TOKENS" 2>"$DIR/mock.log" & pids+=($!)
-target/release/orinari-fake-upstream --listen 127.0.0.1:19102 --tokens 100 --chunk-delay-ms 50 2>"$DIR/slow.log" & pids+=($!)
+"$BIN"/orinari-fake-upstream --listen 127.0.0.1:19101 --tokens "$TOKENS" 2>"$DIR/mock.log" & pids+=($!)
+"$BIN"/orinari-fake-upstream --listen 127.0.0.1:19102 --tokens 100 --chunk-delay-ms 50 2>"$DIR/slow.log" & pids+=($!)
 
 sed -e "s#BENCH_DIR#$DIR#" -e "s#GUARD_MODE#$GUARD#" bench/gateway/orinari.toml >"$DIR/orinari.toml"
-ORINARI_LOG=warn ORINARI_ADMIN_TOKEN=bench target/release/orinari serve --config "$DIR/orinari.toml" 2>"$DIR/orinari.log" & ORI=$!; pids+=($ORI)
+ORINARI_LOG=warn ORINARI_ADMIN_TOKEN=bench "$BIN"/orinari serve --config "$DIR/orinari.toml" 2>"$DIR/orinari.log" & ORI=$!; pids+=($ORI)
 
 sed -e "s#BENCH_DIR#$DIR#g" bench/gateway/nginx.conf >"$DIR/nginx.conf"
 nginx -c "$DIR/nginx.conf" -p "$DIR" -g 'daemon off;' & NGX=$!; pids+=($NGX)
