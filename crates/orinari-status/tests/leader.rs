@@ -129,6 +129,10 @@ async fn only_the_leader_probes_and_leadership_moves_on_stop() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!leader.is_leader());
+    eprintln!(
+        "the follower led {:?} after the leader stopped",
+        stopped.elapsed()
+    );
     let f1 = count(&hits, fw);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(count(&hits, fw) > f1, "the new leader probes");

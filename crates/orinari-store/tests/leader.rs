@@ -180,6 +180,7 @@ async fn one_leader_and_takeover_when_the_leader_dies() {
         .await
         .expect("a leader again within the bound");
     assert!(took < bound(), "takeover took {took:?}");
+    eprintln!("leader after the session was killed: {took:?}");
 
     // Now the leader's process "dies": its task and its lock's connection
     // are dropped; the other takes over.
@@ -193,6 +194,7 @@ async fn one_leader_and_takeover_when_the_leader_dies() {
         .await
         .expect("the survivor takes over");
     assert!(took < bound(), "takeover took {took:?}");
+    eprintln!("leader after the leader's process died: {took:?}");
 
     stops[other].store(true, Ordering::SeqCst);
     let mut lock = alive.await.unwrap();
