@@ -147,7 +147,11 @@ impl LeaderLock {
                 .await
                 .map_err(|e| StoreError::Open(e.to_string()))?;
             let idle = format!("SET idle_session_timeout = {}", SESSION_IDLE.as_millis());
-            sqlx::query(&idle).execute(&mut conn).await?;
+            // PostgreSQL 14+; on older servers only a closed socket frees
+            // the lock, so a leader that hangs without exiting keeps it.
+            if let Err(e) = sqlx::query(&idle).execute(&mut conn).await {
+                tracing::warn!(error = %e, "idle_session_timeout not available (PostgreSQL < 14)");
+            }
             self.conn = Some(conn);
             self.held = false;
             self.since = None;
