@@ -228,27 +228,7 @@ pub async fn subscribe(
             "`endpoint` is required: the URL notifications are POSTed to.",
         ))
     })?;
-    let components = match o.get("components") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    HttpError(ApiError::invalid(
-                        format!("components[{i}]"),
-                        format!("`components[{i}]` must be a component id (a string)."),
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => {
-            return Err(HttpError(ApiError::invalid(
-                "components",
-                "`components` must be an array of component ids.",
-            )));
-        }
-    };
+    let components = super::status_admin::component_ids(&o)?;
     let input = orinari_status::webhooks::WebhookInput {
         endpoint,
         components,

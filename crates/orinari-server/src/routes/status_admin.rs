@@ -82,6 +82,31 @@ pub(super) fn known(o: &Map<String, Value>, allowed: &[&str]) -> Result<(), Http
 }
 
 /// `{"id": "status", …}`.
+/// `components`: absent, `null`, or an array of component id strings.
+pub(super) fn component_ids(o: &Map<String, Value>) -> Result<Vec<String>, HttpError> {
+    Ok(match o.get("components") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    HttpError(ApiError::invalid(
+                        format!("components[{i}]"),
+                        format!("`components[{i}]` must be a component id (a string)."),
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(HttpError(ApiError::invalid(
+                "components",
+                "`components` must be an array of component ids.",
+            )));
+        }
+    })
+}
+
 fn component_map(o: &Map<String, Value>) -> Result<Vec<(String, String)>, HttpError> {
     match o.get("components") {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -197,27 +222,7 @@ pub async fn create_maintenance(
             "components",
         ],
     )?;
-    let components = match o.get("components") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    HttpError(ApiError::invalid(
-                        format!("components[{i}]"),
-                        format!("`components[{i}]` must be a component id string."),
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => {
-            return Err(HttpError(ApiError::invalid(
-                "components",
-                "`components` must be an array of component ids.",
-            )));
-        }
-    };
+    let components = component_ids(&o)?;
     let input = MaintenanceInput {
         name: string(&o, "name")?.unwrap_or_default(),
         scheduled_for: string(&o, "scheduled_for")?.unwrap_or_default(),
