@@ -322,19 +322,22 @@ impl Notifier {
     }
 }
 
+/// The `id`s in an event's component list (an incident's or a
+/// maintenance's `components`); empty when there is none.
+pub(crate) fn component_ids(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Subject, text and the component ids an event concerns.
 fn email_for(event: &Value) -> Option<(String, String, Vec<String>)> {
     let page = event["page"]["name"].as_str().unwrap_or("Status");
     let words = |s: &str| s.replace('_', " ");
-    let ids = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c["id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     match event["event"].as_str()? {
         "incident.created" | "incident.updated" | "maintenance.created" | "maintenance.updated" => {
             let i = &event["incident"];
@@ -349,7 +352,7 @@ fn email_for(event: &Value) -> Option<(String, String, Vec<String>)> {
             Some((
                 format!("[{page}] {name}: {status}"),
                 text,
-                ids(&i["components"]),
+                component_ids(&i["components"]),
             ))
         }
         "maintenance.reminder" => {
@@ -365,7 +368,7 @@ fn email_for(event: &Value) -> Option<(String, String, Vec<String>)> {
             Some((
                 format!("[{page}] Maintenance in {hours} {unit}: {name}"),
                 text,
-                ids(&m["components"]),
+                component_ids(&m["components"]),
             ))
         }
         "component.status_changed" => {

@@ -166,15 +166,6 @@ pub(crate) fn unsubscribe_url(page_url: &str, token: &str) -> String {
 /// A visitor's notification for `event`, with the components it concerns;
 /// `None` for events that are not for visitors (alerts).
 pub(crate) fn visitor_payload(event: &Value, unsubscribe: &str) -> Option<(Value, Vec<String>)> {
-    let ids = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c["id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let name = event["event"].as_str()?;
     let mut out = json!({
         "event": name,
@@ -188,12 +179,12 @@ pub(crate) fn visitor_payload(event: &Value, unsubscribe: &str) -> Option<(Value
     let components = match name {
         "incident.created" | "incident.updated" | "maintenance.created" | "maintenance.updated" => {
             out["incident"] = event["incident"].clone();
-            ids(&event["incident"]["components"])
+            crate::notify::component_ids(&event["incident"]["components"])
         }
         "maintenance.reminder" => {
             out["incident"] = event["scheduled_maintenance"].clone();
             out["reminder"] = json!({"hours_before": event["hours_before"]});
-            ids(&event["scheduled_maintenance"]["components"])
+            crate::notify::component_ids(&event["scheduled_maintenance"]["components"])
         }
         "component.status_changed" => {
             let c = &event["component"];

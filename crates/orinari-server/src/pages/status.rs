@@ -325,26 +325,36 @@ fn message(state: &AppState, status: StatusCode, title: &str, text: &str) -> Res
     }
 }
 
+/// The page saying the status page does not run on this instance.
+fn unavailable(state: &AppState) -> Response {
+    message(
+        state,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        "The status page is not running on this instance.",
+    )
+}
+
+/// The page saying a subscription form could not be read.
+fn unreadable(state: &AppState) -> Response {
+    message(
+        state,
+        StatusCode::BAD_REQUEST,
+        "Not subscribed",
+        "The form could not be read.",
+    )
+}
+
 /// `POST /status/subscribe`: email double opt-in (a confirmation link is mailed).
 pub async fn subscribe(
     State(state): State<AppState>,
     form: Result<axum::extract::Form<SubscribeForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Some(svc) = state.status().cloned() else {
-        return message(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The status page is not running on this instance.",
-        );
+        return unavailable(&state);
     };
     let Ok(axum::extract::Form(f)) = form else {
-        return message(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Not subscribed",
-            "The form could not be read.",
-        );
+        return unreadable(&state);
     };
     let component = Some(f.component.as_str()).filter(|c| !c.is_empty());
     match svc
@@ -384,20 +394,10 @@ pub async fn subscribe_webhook(
     form: Result<axum::extract::Form<WebhookForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Some(svc) = state.status().cloned() else {
-        return message(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The status page is not running on this instance.",
-        );
+        return unavailable(&state);
     };
     let Ok(axum::extract::Form(f)) = form else {
-        return message(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Not subscribed",
-            "The form could not be read.",
-        );
+        return unreadable(&state);
     };
     let input = orinari_status::webhooks::WebhookInput {
         endpoint: f.endpoint,
@@ -459,12 +459,7 @@ pub async fn unsubscribe(State(state): State<AppState>, Query(q): Query<TokenQue
 
 async fn token_action(state: &AppState, token: &str, confirm: bool) -> Response {
     let Some(svc) = state.status().cloned() else {
-        return message(
-            state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The status page is not running on this instance.",
-        );
+        return unavailable(state);
     };
     let now = orinari_store::now_ms();
     let done = if confirm {

@@ -38,10 +38,12 @@ pub async fn completions(
             ApiError::invalid_json("The request body could not be read.")
         }
     })?;
-    let req = ChatRequest::parse(&body, state.limits())?;
+    // One configuration for the whole request, even across a reload.
+    let live = state.live();
+    let req = ChatRequest::parse(&body, live.limits)?;
     let policy = caller.and_then(|axum::Extension(c)| c.prompt_injection);
     let screened = crate::guard::screen(&state, policy, crate::guard::user_messages(&req))?;
-    let model = state
+    let model = live
         .model(&req.model)
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
     let generation = model.backend.start(generate_request(&req)).await?;
