@@ -2,8 +2,10 @@
 # Side-by-side gateway benchmark on this machine, one run:
 #   mock direct | ORINARI -> mock | nginx proxy_pass -> mock | TensorZero -> mock
 #   | LiteLLM proxy -> mock
-# Whole and streamed chat completions; closed-loop throughput (wrk) and a
-# fixed 2,000 req/s (hey) for latency; peak memory; 1,000 open streams.
+# Whole and streamed chat completions; closed-loop throughput (wrk); latency
+# at a fixed 2,000 req/s, open loop with evenly spaced requests (orinari-load,
+# in this repository) and hey's per-worker rate limit (bursts of 20); peak
+# memory; 1,000 open streams (ORINARI and nginx).
 #
 #   bash bench/gateway/run.sh            (DURATION=10 RATE=2000 TOKENS=16 GUARD=off ONLY=)
 #
@@ -104,7 +106,7 @@ body() { # model stream
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); printf "%.3f", v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); printf "%.3f", v} else if (v ~ /s$/) {sub(/s$/,"",v); printf "%.3f", v*1000} else print v}'; }
 
 RESULTS="$DIR/results.tsv"
-printf 'target\tmode\tmax_rps\tclosed_p50_ms\tclosed_p99_ms\tclosed_errors\trate_rps\trate_p50_ms\trate_p99_ms\trate_errors\n' >"$RESULTS"
+printf 'target\tmode\tmax_rps\tclosed_p50_ms\tclosed_p99_ms\tclosed_errors\trate_rps\trate_p50_ms\trate_p99_ms\trate_errors\topen_p50_ms\topen_p99_ms\topen_errors\n' >"$RESULTS"
 for t in "${TARGETS[@]}"; do
   IFS='|' read -r name url model pid <<<"$t"
   want "$name" || continue
@@ -127,8 +129,13 @@ for t in "${TARGETS[@]}"; do
       s && /\[[0-9]+\]/ {c=$1; gsub(/[][]/,"",c); if (c!="200") n+=$2}
       e && /\[[0-9]+\]/ {c=$1; gsub(/[][]/,"",c); n+=c}
       END {print n+0}' "$DIR/hey.txt")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$max_rps" "$c50" "$c99" "$cerr" "$rate" "$r50" "$r99" "$rerr" >>"$RESULTS"
-    echo "$name $mode: max ${max_rps} req/s (p50 ${c50} ms, p99 ${c99} ms, errors ${cerr}); at ${rate} req/s p50 ${r50} ms p99 ${r99} ms, errors ${rerr}" >&2
+    # Open loop, evenly spaced: whole answers to the last byte, streams to
+    # the first token (the mock's tokens are tok0, tok1, ...).
+    "$BIN"/orinari-load "$url" "$DIR/body.json" --rate "$RATE" --seconds "$DURATION" --connections 32 --mark tok0 >"$DIR/load.json"
+    key=$([ "$stream" = true ] && echo mark_ms || echo total_ms)
+    read -r o50 o99 oerr < <(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); t=r[sys.argv[2]]; print(t['p50'], t['p99'], r['errors'])" "$DIR/load.json" "$key")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$max_rps" "$c50" "$c99" "$cerr" "$rate" "$r50" "$r99" "$rerr" "$o50" "$o99" "$oerr" >>"$RESULTS"
+    echo "$name $mode: max ${max_rps} req/s (p50 ${c50} ms, p99 ${c99} ms, errors ${cerr}); hey at ${rate} req/s p50 ${r50} ms p99 ${r99} ms, errors ${rerr}; open loop p50 ${o50} ms p99 ${o99} ms, errors ${oerr}" >&2
   done
 done
 
@@ -136,21 +143,39 @@ echo "peak RSS (MB): orinari $(hwm_mb $ORI), nginx (master + 2 workers) $(tree_h
 curl -s http://127.0.0.1:19201/metrics | awk '/^orinari_gateway_overhead_seconds_(sum|count)/ {print}' >"$DIR/overhead.txt"
 awk '/_sum/ {s=$2} /_count/ {c=$2} END {if (c>0) printf "orinari_gateway_overhead_seconds mean over %d requests: %.1f us\n", c, s/c*1e6}' "$DIR/overhead.txt" | tee -a "$DIR/memory.txt" >&2
 
-# Many open streams: RSS of ORINARI while $STREAMS streams (5 s each) are open.
-before=$(rss_mb $ORI)
+# Many open streams: memory of ORINARI, then of nginx, while $STREAMS streams
+# (5 s each) are open. RSS, and of it the anonymous part (heap: what the
+# streams cost; the rest is the mapped binary's pages).
+anon_mb() { awk '/RssAnon/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+tree_mb() { # RSS and anonymous RSS of a process and its children, summed
+  local pids=($1) i=0
+  while [ $i -lt ${#pids[@]} ]; do
+    pids+=($(cat /proc/${pids[$i]}/task/*/children 2>/dev/null)); i=$((i+1))
+  done
+  for p in "${pids[@]}"; do awk '/VmRSS/ {r=$2} /RssAnon/ {a=$2} END {print r, a}' "/proc/$p/status" 2>/dev/null; done |
+    awk '{r+=$1; a+=$2} END {printf "%.1f MB (anonymous %.1f MB)", r/1024, a/1024}'
+}
+before="$(rss_mb $ORI) MB (anonymous $(anon_mb $ORI) MB)"
 "$VENV/bin/python" bench/gateway/streams.py http://127.0.0.1:19201/v1/chat/completions slow "$STREAMS" >"$DIR/streams.txt" &
 SP=$!
 sleep 3
-during=$(rss_mb $ORI)
+during="$(rss_mb $ORI) MB (anonymous $(anon_mb $ORI) MB)"
 open=$(ls /proc/$ORI/fd | wc -l)
 wait $SP
-echo "$STREAMS open streams: orinari RSS ${before} MB before, ${during} MB with them open (${open} fds); $(cat "$DIR/streams.txt")" | tee -a "$DIR/memory.txt" >&2
+echo "$STREAMS open streams: orinari RSS ${before} before, ${during} with them open (${open} fds); $(cat "$DIR/streams.txt")" | tee -a "$DIR/memory.txt" >&2
+nbefore=$(tree_mb $NGX)
+"$VENV/bin/python" bench/gateway/streams.py http://127.0.0.1:19302/v1/chat/completions fake "$STREAMS" >"$DIR/nstreams.txt" &
+SP=$!
+sleep 3
+nduring=$(tree_mb $NGX)
+wait $SP
+echo "$STREAMS open streams: nginx (master + 2 workers) RSS ${nbefore} before, ${nduring} with them open; $(cat "$DIR/nstreams.txt")" | tee -a "$DIR/memory.txt" >&2
 
 echo
-echo "| target | mode | max req/s (wrk -c32) | p50 / p99 ms at max | errors | req/s (hey, target ${RATE}) | p50 / p99 ms | errors |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-tail -n +2 "$RESULTS" | while IFS=$'\t' read -r n m mr c50 c99 ce r r50 r99 re; do
-  echo "| $n | $m | $mr | $c50 / $c99 | $ce | $r | $r50 / $r99 | $re |"
+echo "| target | mode | max req/s (wrk -c32) | p50 / p99 ms at max | errors | req/s (hey, target ${RATE}) | p50 / p99 ms | errors | open loop ${RATE}/s p50 / p99 ms (whole: answer, stream: first token) | errors |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+tail -n +2 "$RESULTS" | while IFS=$'\t' read -r n m mr c50 c99 ce r r50 r99 re o50 o99 oe; do
+  echo "| $n | $m | $mr | $c50 / $c99 | $ce | $r | $r50 / $r99 | $re | $o50 / $o99 | $oe |"
 done
 echo
 cat "$DIR/memory.txt"

@@ -8,6 +8,7 @@ pub mod acme;
 pub mod edge;
 pub mod error;
 pub mod guard;
+mod ids;
 mod layers;
 mod listener;
 mod pages;
@@ -26,14 +27,16 @@ use tokio::sync::{Semaphore, watch};
 
 pub use state::{AppState, Live, Reload, ReloadError, ReloadReport, ServedModel, hash_token};
 
-/// Build the full application (routes inside the layer stack).
-pub fn app(state: AppState) -> axum::Router {
+/// Build the full application (routes inside the layer stack); `secure`
+/// for the HTTPS listener's.
+pub fn app(state: AppState, secure: bool) -> impl stack::App {
     stack::wrap(
         routes::v1(state.clone()),
         routes::router(state.clone()),
         routes::admin(state.clone()),
         routes::pages(state.clone()),
         &state,
+        secure,
     )
 }
 
@@ -67,20 +70,28 @@ pub async fn serve_all(
         .as_ref()
         .and_then(|(l, _)| l.local_addr().ok())
         .map(|a| a.port());
-    let plain_app = match secure_port {
-        Some(port) => stack::redirect_to_https(app(state.clone()), port),
-        None => app(state.clone()),
-    };
     let mut loops = tokio::task::JoinSet::new();
-    loops.spawn(listener::accept(
-        plain,
-        plain_app,
-        state.clone(),
-        None,
-        slots.clone(),
-        per_ip.clone(),
-        rx.clone(),
-    ));
+    let plain_app = app(state.clone(), false);
+    match secure_port {
+        Some(port) => loops.spawn(listener::accept(
+            plain,
+            stack::redirect_to_https(plain_app, port),
+            state.clone(),
+            None,
+            slots.clone(),
+            per_ip.clone(),
+            rx.clone(),
+        )),
+        None => loops.spawn(listener::accept(
+            plain,
+            plain_app,
+            state.clone(),
+            None,
+            slots.clone(),
+            per_ip.clone(),
+            rx.clone(),
+        )),
+    };
     // Background TLS tasks (file watcher, ACME client), stopped with the drain.
     let mut tls_tasks = tokio::task::JoinSet::new();
     if let Some((l, t)) = https {
@@ -93,7 +104,7 @@ pub async fn serve_all(
         }
         loops.spawn(listener::accept(
             l,
-            app(state.clone()),
+            app(state.clone(), true),
             state.clone(),
             Some(t.acceptor),
             slots.clone(),

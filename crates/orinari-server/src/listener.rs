@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::AppState;
+use crate::stack::App;
 
 /// HTTP/2 streams a client may reset before the connection is closed
 /// (rapid-reset floods).
@@ -96,17 +97,13 @@ where
     conn.await
 }
 
-/// Marks a request that arrived over TLS (for HSTS).
-#[derive(Debug, Clone, Copy)]
-pub struct Secure;
-
 /// Accept connections and serve `app` on them until `stop` turns true;
 /// then stop accepting and return the handle that drains the open ones.
 /// With `tls`, each connection completes a TLS handshake first (within the
-/// head timeout) and its requests carry [`Secure`].
+/// head timeout).
 pub async fn accept(
     listener: TcpListener,
-    app: axum::Router,
+    app: impl App,
     state: AppState,
     tls: Option<TlsAcceptor>,
     slots: Arc<Semaphore>,
@@ -145,15 +142,11 @@ pub async fn accept(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let secure = tls.is_some();
         let svc = app
             .clone()
             .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
-                if secure {
-                    req.extensions_mut().insert(Secure);
-                }
                 req
             });
         let svc = TowerToHyperService::new(svc);

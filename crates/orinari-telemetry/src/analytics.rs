@@ -39,6 +39,16 @@ pub struct Analytics {
     region: std::sync::OnceLock<String>,
 }
 
+/// Count one for `key`, allocating only the first time it is seen.
+fn bump(counts: &mut BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
+    }
+}
+
 impl Analytics {
     /// Count a request (and a page view, when it was one).
     pub fn record(&self, route: &str, page_view: bool, now_ms: i64) {
@@ -47,9 +57,9 @@ impl Analytics {
         };
         let today = now_ms.div_euclid(DAY_MS);
         let d = days.entry(today).or_default();
-        *d.requests.entry(route.to_string()).or_insert(0) += 1;
+        bump(&mut d.requests, route);
         if page_view {
-            *d.page_views.entry(route.to_string()).or_insert(0) += 1;
+            bump(&mut d.page_views, route);
         }
         days.retain(|day, _| *day > today - DAYS);
     }

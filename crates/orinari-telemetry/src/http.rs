@@ -1,6 +1,13 @@
 //! HTTP metrics, recorded by the server's `http_metrics` layer: requests by
 //! matched route (never the raw path, so ids in URLs do not explode the label
 //! set), method and status, and their duration by route.
+//!
+//! Route patterns are interned (each distinct pattern is stored once for the
+//! life of the process; the set is the server's routes, so it is bounded),
+//! which lets a request be counted without allocating its labels.
+
+use std::collections::BTreeSet;
+use std::sync::{PoisonError, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,9 +19,9 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The matched route pattern (`/v1/models/{id}`), or `unmatched`.
-    pub route: String,
+    pub route: &'static str,
     /// The method.
-    pub method: String,
+    pub method: &'static str,
     /// The status code.
     pub status: u16,
 }
@@ -23,7 +30,28 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// The matched route pattern.
-    pub route: String,
+    pub route: &'static str,
+}
+
+/// Route patterns seen so far.
+static ROUTES: RwLock<BTreeSet<&'static str>> = RwLock::new(BTreeSet::new());
+
+/// `route` as a `'static` string: the stored copy, made on first sight.
+fn intern(route: &str) -> &'static str {
+    if let Some(r) = ROUTES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(route)
+    {
+        return r;
+    }
+    let mut routes = ROUTES.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(r) = routes.get(route) {
+        return r;
+    }
+    let r: &'static str = Box::leak(route.into());
+    routes.insert(r);
+    r
 }
 
 /// 0.5 ms … ~33 s: page and API latencies at the low end, whole model
@@ -63,19 +91,19 @@ impl HttpMetrics {
         m
     }
 
-    /// Record one finished request.
-    pub fn record(&self, route: &str, method: &str, status: u16, seconds: f64) {
+    /// Record one finished request. `route` must come from a bounded set
+    /// (route patterns, never raw paths): each distinct one is kept forever.
+    pub fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        let route = intern(route);
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_string(),
-                method: method.to_string(),
+                route,
+                method,
                 status,
             })
             .inc();
         self.duration
-            .get_or_create(&RouteLabels {
-                route: route.to_string(),
-            })
+            .get_or_create(&RouteLabels { route })
             .observe(seconds);
     }
 }

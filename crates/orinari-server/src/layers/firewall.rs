@@ -5,10 +5,15 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use std::future::{Ready, ready};
+use std::task::{Context, Poll};
+
+use axum::extract::ConnectInfo;
+use axum::http::Request;
 use axum::response::{IntoResponse, Response};
+use futures::future::Either;
 use orinari_api::ApiError;
+use tower::{Layer, Service};
 
 use crate::AppState;
 use crate::error::HttpError;
@@ -38,32 +43,77 @@ fn group(path: &str) -> Group {
     }
 }
 
-/// The middleware behind the layer built in `stack.rs`.
-pub async fn filter(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The layer; see the module docs.
+#[derive(Clone)]
+pub struct FirewallLayer {
+    state: AppState,
+}
+
+impl FirewallLayer {
+    /// Apply `state`'s `[firewall]` (the live one: a reload applies at once).
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for FirewallLayer {
+    type Service = Firewall<S>;
+    fn layer(&self, inner: S) -> Firewall<S> {
+        Firewall {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The service behind [`FirewallLayer`].
+#[derive(Clone)]
+pub struct Firewall<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S, B> Service<Request<B>> for Firewall<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if permits(&self.state, &req) {
+            Either::Right(self.inner.call(req))
+        } else {
+            self.state.metrics().limits.rejected("firewall");
+            Either::Left(ready(Ok(HttpError(ApiError::forbidden(
+                "Requests from your address are not allowed on this route.",
+                "address_not_allowed",
+            ))
+            .into_response())))
+        }
+    }
+}
+
+fn permits<B>(state: &AppState, req: &Request<B>) -> bool {
     let edge = state.edge();
-    let group = group(req.uri().path());
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let Some(ip) = edge.client_ip(peer, req.headers()) else {
-        return next.run(req).await;
+        return true;
     };
     let fw = &edge.config().firewall;
-    let rule = match group {
+    let rule = match group(req.uri().path()) {
         Group::Api => &fw.api,
         Group::Admin => &fw.admin,
         Group::Pages => &fw.pages,
         Group::Ops => &fw.ops,
     };
-    if rule.permits(ip) {
-        next.run(req).await
-    } else {
-        state.metrics().limits.rejected("firewall");
-        HttpError(ApiError::forbidden(
-            "Requests from your address are not allowed on this route.",
-            "address_not_allowed",
-        ))
-        .into_response()
-    }
+    rule.permits(ip)
 }

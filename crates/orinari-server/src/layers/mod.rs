@@ -7,4 +7,5 @@ pub mod firewall;
 pub mod http_metrics;
 pub mod https_redirect;
 pub mod rate_limit;
+pub mod route;
 pub mod security_headers;

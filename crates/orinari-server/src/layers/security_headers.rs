@@ -1,6 +1,6 @@
 //! Security headers: the strict set for HTML pages and their assets
 //! ([`layer`]), and a baseline for every other response, errors included
-//! ([`baseline`]), with HSTS on responses sent over TLS.
+//! ([`baseline`]), with HSTS on responses of the HTTPS listener.
 //!
 //! The policy allows scripts, styles, images and fetches from this origin
 //! only: no inline script or style, no `eval`, no framing, no plugins, and
@@ -10,12 +10,8 @@
 //! window access.
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Response, header};
-use axum::middleware::Next;
 use tower::util::MapResponseLayer;
-
-use crate::listener::Secure;
 
 /// HSTS: one year, subdomains included.
 pub const HSTS: &str = "max-age=31536000; includeSubDomains";
@@ -66,11 +62,29 @@ fn set(mut res: Response<Body>) -> Response<Body> {
     res
 }
 
+/// The response mapper behind [`baseline`].
+pub type Baseline<B> = fn(Response<B>) -> Response<B>;
+
 /// Every response gets these unless an inner layer set its own (pages set
-/// the stricter page set); responses over TLS also get HSTS.
-pub async fn baseline(req: Request, next: Next) -> Response<Body> {
-    let secure = req.extensions().get::<Secure>().is_some();
-    let mut res = next.run(req).await;
+/// the stricter page set); responses of the HTTPS listener (`secure`) also
+/// get HSTS.
+pub fn baseline<B>(secure: bool) -> MapResponseLayer<Baseline<B>> {
+    MapResponseLayer::new(if secure {
+        with_hsts::<B> as Baseline<B>
+    } else {
+        without_hsts::<B> as Baseline<B>
+    })
+}
+
+fn with_hsts<B>(mut res: Response<B>) -> Response<B> {
+    res.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(HSTS),
+    );
+    without_hsts(res)
+}
+
+fn without_hsts<B>(mut res: Response<B>) -> Response<B> {
     let headers = res.headers_mut();
     // The page set, with the API's CSP and without the resource policy
     // (other origins may be allowed to read the API by CORS).
@@ -83,12 +97,6 @@ pub async fn baseline(req: Request, next: Next) -> Response<Body> {
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
         }
-    }
-    if secure {
-        headers.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static(HSTS),
-        );
     }
     res
 }

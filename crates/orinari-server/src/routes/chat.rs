@@ -49,7 +49,7 @@ pub async fn completions(
     let generation = model.backend.start(generate_request(&req)).await?;
     // Real usage settles the caller's token reservation when the answer ends.
     let spent = spent.map(|axum::Extension(s)| s).unwrap_or_default();
-    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let id = format!("chatcmpl-{}", crate::ids::uuid().simple());
     if req.stream {
         let chunks = ChunkBuilder::new(
             id,
