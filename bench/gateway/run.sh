@@ -106,7 +106,7 @@ body() { # model stream
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); printf "%.3f", v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); printf "%.3f", v} else if (v ~ /s$/) {sub(/s$/,"",v); printf "%.3f", v*1000} else print v}'; }
 
 RESULTS="$DIR/results.tsv"
-printf 'target\tmode\tmax_rps\tclosed_p50_ms\tclosed_p99_ms\tclosed_errors\trate_rps\trate_p50_ms\trate_p99_ms\trate_errors\topen_p50_ms\topen_p99_ms\topen_errors\n' >"$RESULTS"
+printf 'target\tmode\tmax_rps\tclosed_p50_ms\tclosed_p99_ms\tclosed_errors\trate_rps\trate_p50_ms\trate_p99_ms\trate_errors\topen_rps\topen_p50_ms\topen_p99_ms\topen_errors\n' >"$RESULTS"
 for t in "${TARGETS[@]}"; do
   IFS='|' read -r name url model pid <<<"$t"
   want "$name" || continue
@@ -133,9 +133,9 @@ for t in "${TARGETS[@]}"; do
     # the first token (the mock's tokens are tok0, tok1, ...).
     "$BIN"/orinari-load "$url" "$DIR/body.json" --rate "$RATE" --seconds "$DURATION" --connections 32 --mark tok0 >"$DIR/load.json"
     key=$([ "$stream" = true ] && echo mark_ms || echo total_ms)
-    read -r o50 o99 oerr < <(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); t=r[sys.argv[2]]; print(t['p50'], t['p99'], r['errors'])" "$DIR/load.json" "$key")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$max_rps" "$c50" "$c99" "$cerr" "$rate" "$r50" "$r99" "$rerr" "$o50" "$o99" "$oerr" >>"$RESULTS"
-    echo "$name $mode: max ${max_rps} req/s (p50 ${c50} ms, p99 ${c99} ms, errors ${cerr}); hey at ${rate} req/s p50 ${r50} ms p99 ${r99} ms, errors ${rerr}; open loop p50 ${o50} ms p99 ${o99} ms, errors ${oerr}" >&2
+    read -r o50 o99 oerr orate < <(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); t=r[sys.argv[2]]; print(t['p50'], t['p99'], r['errors'], round(r['rate']))" "$DIR/load.json" "$key")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$max_rps" "$c50" "$c99" "$cerr" "$rate" "$r50" "$r99" "$rerr" "$orate" "$o50" "$o99" "$oerr" >>"$RESULTS"
+    echo "$name $mode: max ${max_rps} req/s (p50 ${c50} ms, p99 ${c99} ms, errors ${cerr}); hey at ${rate} req/s p50 ${r50} ms p99 ${r99} ms, errors ${rerr}; open loop at ${orate} req/s p50 ${o50} ms p99 ${o99} ms, errors ${oerr}" >&2
   done
 done
 
@@ -172,10 +172,10 @@ wait $SP
 echo "$STREAMS open streams: nginx (master + 2 workers) RSS ${nbefore} before, ${nduring} with them open; $(cat "$DIR/nstreams.txt")" | tee -a "$DIR/memory.txt" >&2
 
 echo
-echo "| target | mode | max req/s (wrk -c32) | p50 / p99 ms at max | errors | req/s (hey, target ${RATE}) | p50 / p99 ms | errors | open loop ${RATE}/s p50 / p99 ms (whole: answer, stream: first token) | errors |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-tail -n +2 "$RESULTS" | while IFS=$'\t' read -r n m mr c50 c99 ce r r50 r99 re o50 o99 oe; do
-  echo "| $n | $m | $mr | $c50 / $c99 | $ce | $r | $r50 / $r99 | $re | $o50 / $o99 | $oe |"
+echo "| target | mode | max req/s (wrk -c32) | p50 / p99 ms at max | errors | req/s (hey, target ${RATE}) | p50 / p99 ms | errors | req/s (open loop, target ${RATE}) | p50 / p99 ms (whole: answer, stream: first token) | errors |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+tail -n +2 "$RESULTS" | while IFS=$'\t' read -r n m mr c50 c99 ce r r50 r99 re orr o50 o99 oe; do
+  echo "| $n | $m | $mr | $c50 / $c99 | $ce | $r | $r50 / $r99 | $re | $orr | $o50 / $o99 | $oe |"
 done
 echo
 cat "$DIR/memory.txt"

@@ -712,22 +712,32 @@ impl ChunkBuilder {
     /// what `sse::data(&self.delta(false, content, None))` writes, without
     /// building the chunk: only the text is encoded per token.
     pub fn content_sse(&self, content: &str) -> Vec<u8> {
-        if content.is_empty() || self.content_head.is_empty() {
-            return crate::sse::data(&self.delta(false, content.to_string(), None)).into_bytes();
-        }
-        let tail: &[u8] = if self.include_usage {
-            br#"},"logprobs":null,"finish_reason":null}],"usage":null}"#
-        } else {
-            br#"},"logprobs":null,"finish_reason":null}]}"#
-        };
         let mut out = Vec::with_capacity(self.content_head.len() + content.len() + 64);
-        out.extend_from_slice(&self.content_head);
-        if serde_json::to_writer(&mut out, content).is_err() {
-            return crate::sse::data(&self.delta(false, content.to_string(), None)).into_bytes();
-        }
-        out.extend_from_slice(tail);
-        out.extend_from_slice(b"\n\n");
+        self.write_content_sse(&mut out, content);
         out
+    }
+
+    /// [`content_sse`](Self::content_sse), appended to `out` (several
+    /// events that are ready together leave in one buffer).
+    pub fn write_content_sse(&self, out: &mut Vec<u8>, content: &str) {
+        let start = out.len();
+        if !content.is_empty() && !self.content_head.is_empty() {
+            let tail: &[u8] = if self.include_usage {
+                br#"},"logprobs":null,"finish_reason":null}],"usage":null}"#
+            } else {
+                br#"},"logprobs":null,"finish_reason":null}]}"#
+            };
+            out.extend_from_slice(&self.content_head);
+            if serde_json::to_writer(&mut *out, content).is_ok() {
+                out.extend_from_slice(tail);
+                out.extend_from_slice(b"\n\n");
+                return;
+            }
+            out.truncate(start);
+        }
+        out.extend_from_slice(
+            crate::sse::data(&self.delta(false, content.to_string(), None)).as_bytes(),
+        );
     }
 
     fn chunk(&self, choices: Vec<ChunkChoice>, usage: UsageField) -> ChatCompletionChunk {

@@ -16,8 +16,9 @@
 //! its response is complete; with `--mark TEXT`, the time to the first
 //! appearance of `TEXT` in the response (a streamed answer's first token) is
 //! reported too. A request whose slot came while its connection was still
-//! busy leaves late and is counted in `late` (more than 1 ms behind), so a
-//! saturated target shows up instead of hiding behind a slower send rate.
+//! busy leaves late and is counted in `late` (more than 1 ms behind), and
+//! nothing new is sent once the run's time is up, so a target that cannot
+//! keep the rate shows it in `late` and in the achieved `rate`.
 //!
 //! Prints one JSON object: counts, achieved rate, and p50/p90/p99/max in
 //! milliseconds.
@@ -133,6 +134,10 @@ async fn connection(o: std::sync::Arc<Options>, k: usize, start: tokio::time::In
     let mut buf = vec![0u8; 64 * 1024];
     while due < end {
         let now = tokio::time::Instant::now();
+        if now >= end {
+            // A target slower than the rate: the slots left are not sent.
+            break;
+        }
         if now > due + Duration::from_millis(1) {
             s.late += 1;
         }

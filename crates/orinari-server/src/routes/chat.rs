@@ -3,13 +3,14 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::stream::{self, Stream};
+use futures::stream::Stream;
 use orinari_api::chat::{ChatCompletion, ChunkBuilder, Usage};
 use orinari_api::{ApiError, ChatRequest, sse};
 use orinari_models::{Event, GenerateRequest, Generation, Message, ModelError, Sampling};
@@ -127,7 +128,13 @@ fn stream_response(
     aborted: impl Future<Output = ()> + Send + 'static,
     spent: Spent,
 ) -> Response {
-    let body = Body::from_stream(sse_events(chunks, generation, Box::pin(aborted), spent));
+    let body = Body::from_stream(SseEvents {
+        chunks,
+        generation,
+        aborted: Box::pin(aborted),
+        spent,
+        phase: Phase::Start,
+    });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -136,47 +143,87 @@ fn stream_response(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// The SSE body. Dropping it (client gone) drops the generation, which
-/// cancels the work in the backend.
-fn sse_events(
+/// Ready events are gathered into one body frame up to about this size.
+const MAX_BATCH: usize = 16 * 1024;
+
+/// The SSE body. Every event that is ready when it is polled leaves in one
+/// piece (an upstream read often carries several tokens: one body frame and
+/// one write instead of one each). Dropping it (client gone) drops the
+/// generation, which cancels the work in the backend.
+struct SseEvents {
     chunks: ChunkBuilder,
     generation: Generation,
     aborted: Pin<Box<dyn Future<Output = ()> + Send>>,
     spent: Spent,
-) -> impl Stream<Item = Result<Bytes, Infallible>> {
-    let start = (Phase::Start, chunks, generation, aborted, spent);
-    stream::unfold(
-        start,
-        |(phase, chunks, mut g, mut aborted, spent)| async move {
-            let (out, next) = match phase {
-                Phase::Start => (
-                    Bytes::from(sse::data(&chunks.delta(true, String::new(), None))),
-                    Phase::Tokens,
-                ),
-                Phase::Tokens => {
-                    let event = tokio::select! {
-                        ev = g.events.recv() => ev,
-                        () = &mut aborted => Some(Err(ModelError::ShuttingDown)),
-                    };
-                    if let Some(Ok(Event::Done { usage, .. })) = &event {
-                        spent.record(usage.prompt_tokens, usage.completion_tokens);
-                    }
-                    token_event(&chunks, event)
-                }
-                Phase::Usage(u) => (Bytes::from(sse::data(&chunks.usage(u))), Phase::Done),
-                Phase::Done => (Bytes::from_static(sse::DONE.as_bytes()), Phase::End),
-                Phase::End => return None,
-            };
-            Some((Ok(out), (next, chunks, g, aborted, spent)))
-        },
-    )
+    phase: Phase,
 }
 
-/// One backend event as an SSE event, and what comes after it.
-fn token_event(chunks: &ChunkBuilder, event: Option<Result<Event, ModelError>>) -> (Bytes, Phase) {
+impl Stream for SseEvents {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let mut out = Vec::new();
+        while out.len() < MAX_BATCH {
+            match std::mem::replace(&mut this.phase, Phase::End) {
+                Phase::Start => {
+                    out.extend_from_slice(
+                        sse::data(&this.chunks.delta(true, String::new(), None)).as_bytes(),
+                    );
+                    this.phase = Phase::Tokens;
+                }
+                Phase::Tokens => {
+                    let event = if this.aborted.as_mut().poll(cx).is_ready() {
+                        Some(Err(ModelError::ShuttingDown))
+                    } else {
+                        match this.generation.events.poll_recv(cx) {
+                            Poll::Ready(event) => event,
+                            Poll::Pending => {
+                                this.phase = Phase::Tokens;
+                                break;
+                            }
+                        }
+                    };
+                    if let Some(Ok(Event::Done { usage, .. })) = &event {
+                        this.spent
+                            .record(usage.prompt_tokens, usage.completion_tokens);
+                    }
+                    this.phase = token_event(&this.chunks, event, &mut out);
+                }
+                Phase::Usage(u) => {
+                    out.extend_from_slice(sse::data(&this.chunks.usage(u)).as_bytes());
+                    this.phase = Phase::Done;
+                }
+                Phase::Done => {
+                    out.extend_from_slice(sse::DONE.as_bytes());
+                    this.phase = Phase::End;
+                }
+                Phase::End => break,
+            }
+        }
+        if !out.is_empty() {
+            Poll::Ready(Some(Ok(Bytes::from(out))))
+        } else if matches!(this.phase, Phase::End) {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// One backend event as an SSE event appended to `out`, and what comes
+/// after it.
+fn token_event(
+    chunks: &ChunkBuilder,
+    event: Option<Result<Event, ModelError>>,
+    out: &mut Vec<u8>,
+) -> Phase {
     let (text, next) = match event {
         // The hot path: only the text is encoded per token.
-        Some(Ok(Event::Delta(t))) => return (Bytes::from(chunks.content_sse(&t)), Phase::Tokens),
+        Some(Ok(Event::Delta(t))) => {
+            chunks.write_content_sse(out, &t);
+            return Phase::Tokens;
+        }
         Some(Ok(Event::Done {
             finish_reason,
             usage,
@@ -192,9 +239,70 @@ fn token_event(chunks: &ChunkBuilder, event: Option<Result<Event, ModelError>>) 
         Some(Err(e)) => (sse::error(&from_model(e)), Phase::Done),
         None => (sse::error(&stopped_early()), Phase::Done),
     };
-    (Bytes::from(text), next)
+    out.extend_from_slice(text.as_bytes());
+    next
 }
 
 fn stopped_early() -> ApiError {
     ApiError::internal("The model stopped without finishing its answer.")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use futures::StreamExt;
+    use orinari_models::{Events, FinishReason};
+
+    use super::*;
+
+    fn events(tokens: &[&str]) -> SseEvents {
+        let mut list: Vec<orinari_models::EventResult> = tokens
+            .iter()
+            .map(|t| Ok(Event::Delta((*t).to_string())))
+            .collect();
+        list.push(Ok(Event::Done {
+            finish_reason: FinishReason::Stop,
+            usage: orinari_models::Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+            },
+        }));
+        SseEvents {
+            chunks: ChunkBuilder::new("chatcmpl-t".into(), 0, "m".into(), "fp".into(), true),
+            generation: Generation {
+                prompt_tokens: 3,
+                events: Events::ready(list),
+            },
+            aborted: Box::pin(std::future::pending()),
+            spent: Spent::default(),
+            phase: Phase::Start,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_that_are_ready_together_leave_in_one_frame() {
+        let mut s = events(&["Hel", "lo"]);
+        let frame = s.next().await.unwrap().unwrap();
+        assert!(s.next().await.is_none(), "everything was in the first frame");
+        let text = std::str::from_utf8(&frame).unwrap();
+        // role, two tokens, finish, usage, [DONE]: each a whole SSE event.
+        assert_eq!(text.matches("data: ").count(), 6, "{text}");
+        assert!(text.contains(r#""content":"Hel""#) && text.contains(r#""content":"lo""#));
+        assert!(text.contains(r#""total_tokens":5"#));
+        assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+
+    #[tokio::test]
+    async fn a_long_burst_is_cut_into_bounded_frames() {
+        let token = "x".repeat(500);
+        let tokens: Vec<&str> = std::iter::repeat_n(token.as_str(), 200).collect();
+        let frames: Vec<Bytes> = events(&tokens).map(Result::unwrap).collect().await;
+        assert!(frames.len() > 1);
+        // A frame stops growing at the first event past the cap.
+        assert!(frames.iter().all(|f| f.len() < MAX_BATCH + 2048));
+        let all: Vec<u8> = frames.concat();
+        let text = std::str::from_utf8(&all).unwrap();
+        assert_eq!(text.matches(token.as_str()).count(), 200);
+        assert!(text.ends_with("data: [DONE]\n\n"));
+    }
 }
