@@ -686,3 +686,62 @@ async fn with_keys_optional_a_foreign_key_is_anonymous() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-ratelimit-limit-requests"], "7");
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and
+/// cancels each at once is cut off with `GOAWAY (ENHANCE_YOUR_CALM)` after a
+/// bounded number of them, and the server goes on answering everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_floods_are_cut_off() {
+    let s = with(config(|_| {}), None).await;
+    let tcp = TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // HTTP/2 with prior knowledge on the plain listener (h2c).
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut sent = 0;
+    for _ in 0..10_000 {
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(_) => break,
+        };
+        let req = axum::http::Request::get(format!("{}/v1/models", s.base))
+            .body(())
+            .unwrap();
+        match client.send_request(req, false) {
+            Ok((_response, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                sent += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the server ends the flooding connection")
+        .unwrap();
+    // GOAWAY, or the closed socket when the client was still writing.
+    let e = ended.expect_err("ended by the server, with an error");
+    assert!(
+        e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) || e.is_io(),
+        "{e}"
+    );
+    assert!(sent < 10_000, "cut off after {sent} resets");
+    eprintln!("cut off after {sent} streams opened and reset ({e})");
+    // Everyone else is still served, over HTTP/1.1 and HTTP/2; an HTTP/2
+    // client that does not reset its streams is not cut off.
+    assert_eq!(s.get("/healthz").await.0, 200);
+    let tcp = TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..200 {
+        client = client.ready().await.unwrap();
+        let req = axum::http::Request::get(format!("{}/healthz", s.base))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(req, true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+    }
+}

@@ -283,7 +283,10 @@ mod tests {
     async fn events_that_are_ready_together_leave_in_one_frame() {
         let mut s = events(&["Hel", "lo"]);
         let frame = s.next().await.unwrap().unwrap();
-        assert!(s.next().await.is_none(), "everything was in the first frame");
+        assert!(
+            s.next().await.is_none(),
+            "everything was in the first frame"
+        );
         let text = std::str::from_utf8(&frame).unwrap();
         // role, two tokens, finish, usage, [DONE]: each a whole SSE event.
         assert_eq!(text.matches("data: ").count(), 6, "{text}");
