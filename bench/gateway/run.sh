@@ -48,13 +48,17 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
-# Peak RSS of a process and all its descendants (worker processes), summed.
-tree_hwm_mb() {
+# A process and all its descendants (worker processes).
+tree_pids() {
   local pids=($1) i=0
   while [ $i -lt ${#pids[@]} ]; do
     pids+=($(cat /proc/${pids[$i]}/task/*/children 2>/dev/null)); i=$((i+1))
   done
-  for p in "${pids[@]}"; do awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null; done |
+  echo "${pids[@]}"
+}
+# Peak RSS of a process and all its descendants, summed.
+tree_hwm_mb() {
+  for p in $(tree_pids "$1"); do awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null; done |
     awk '{s+=$1} END {printf "%.1f", s/1024}'
 }
 
@@ -147,12 +151,8 @@ awk '/_sum/ {s=$2} /_count/ {c=$2} END {if (c>0) printf "orinari_gateway_overhea
 # (5 s each) are open. RSS, and of it the anonymous part (heap: what the
 # streams cost; the rest is the mapped binary's pages).
 anon_mb() { awk '/RssAnon/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
-tree_mb() { # RSS and anonymous RSS of a process and its children, summed
-  local pids=($1) i=0
-  while [ $i -lt ${#pids[@]} ]; do
-    pids+=($(cat /proc/${pids[$i]}/task/*/children 2>/dev/null)); i=$((i+1))
-  done
-  for p in "${pids[@]}"; do awk '/VmRSS/ {r=$2} /RssAnon/ {a=$2} END {print r, a}' "/proc/$p/status" 2>/dev/null; done |
+tree_mb() { # RSS and anonymous RSS of a process and its descendants, summed
+  for p in $(tree_pids "$1"); do awk '/VmRSS/ {r=$2} /RssAnon/ {a=$2} END {print r, a}' "/proc/$p/status" 2>/dev/null; done |
     awk '{r+=$1; a+=$2} END {printf "%.1f MB (anonymous %.1f MB)", r/1024, a/1024}'
 }
 before="$(rss_mb $ORI) MB (anonymous $(anon_mb $ORI) MB)"
