@@ -13,6 +13,12 @@ const OVERLOAD_RETRY_AFTER_S: u64 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorKind(pub &'static str);
 
+/// The envelope's `message` of an error response, carried as a response
+/// extension so a layer can show it another way (the no-JS chat form turns
+/// an edge refusal into its page) without parsing the body back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorMessage(pub String);
+
 /// An error on its way to the client.
 #[derive(Debug)]
 pub struct HttpError(pub ApiError);
@@ -101,6 +107,7 @@ impl IntoResponse for HttpError {
         if let Some(code) = e.code {
             res.extensions_mut().insert(ErrorKind(code));
         }
+        res.extensions_mut().insert(ErrorMessage(e.message));
         if let Some(secs) = e.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -34,7 +34,7 @@ use orinari_limits::{Decision, LimitKind, Policy, Source, reset_text, retry_afte
 use crate::AppState;
 use crate::edge::Caller;
 
-use crate::error::HttpError;
+use crate::error::{ErrorMessage, HttpError};
 
 /// Tokens a request really used, recorded by the handler when it knows
 /// (prompt + completion); settles the reservation when the answer ends.
@@ -242,27 +242,18 @@ pub async fn limit_form_posts(State(state): State<AppState>, req: Request, next:
         }
         Err(res) => res,
     };
-    as_page(&state, &bytes, res).await
+    as_page(&state, &bytes, res)
 }
 
-/// The handler answers with a page; a refusal by the edge (JSON in the
-/// OpenAI envelope) becomes the same page with the reason, keeping the
-/// refusal's status and headers (`Retry-After`, `x-ratelimit-*`).
-async fn as_page(state: &AppState, form: &[u8], res: Response) -> Response {
-    let json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !json {
+/// The handler answers with a page; a refusal by the edge (an error in the
+/// OpenAI envelope, which carries its message as [`ErrorMessage`]) becomes
+/// the same page with the reason, keeping the refusal's status and headers
+/// (`Retry-After`, `x-ratelimit-*`).
+fn as_page(state: &AppState, form: &[u8], res: Response) -> Response {
+    let Some(ErrorMessage(message)) = res.extensions().get::<ErrorMessage>().cloned() else {
         return res;
-    }
-    let (parts, body) = res.into_parts();
-    let message = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "The request was refused.".into());
+    };
+    let parts = res.into_parts().0;
     let mut page = crate::pages::chat::refused(state, form, parts.status, &message);
     for (name, value) in &parts.headers {
         let keep = name == header::RETRY_AFTER
