@@ -71,12 +71,7 @@ impl Analytics {
             return;
         };
         let today = now_ms.div_euclid(DAY_MS);
-        *days
-            .entry(today)
-            .or_default()
-            .models
-            .entry(model.to_string())
-            .or_insert(0) += 1;
+        bump(&mut days.entry(today).or_default().models, model);
     }
 
     /// Label these counts with the instance's region (`server.region`), once.

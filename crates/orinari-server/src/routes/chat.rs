@@ -41,13 +41,13 @@ pub async fn completions(
     })?;
     // One configuration for the whole request, even across a reload.
     let live = state.live();
-    let req = ChatRequest::parse(&body, live.limits)?;
+    let mut req = ChatRequest::parse(&body, live.limits)?;
     let policy = caller.and_then(|axum::Extension(c)| c.prompt_injection);
     let screened = crate::guard::screen(&state, policy, crate::guard::user_messages(&req))?;
     let model = live
         .model(&req.model)
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-    let generation = model.backend.start(generate_request(&req)).await?;
+    let generation = model.backend.start(generate_request(&mut req)).await?;
     // Real usage settles the caller's token reservation when the answer ends.
     let spent = spent.map(|axum::Extension(s)| s).unwrap_or_default();
     let id = format!("chatcmpl-{}", crate::ids::uuid().simple());
@@ -67,14 +67,15 @@ pub async fn completions(
     }
 }
 
-fn generate_request(req: &ChatRequest) -> GenerateRequest {
+/// The backend's request; the messages move into it (nothing reads them
+/// after screening), so the conversation is not copied.
+fn generate_request(req: &mut ChatRequest) -> GenerateRequest {
     GenerateRequest {
-        messages: req
-            .messages
-            .iter()
+        messages: std::mem::take(&mut req.messages)
+            .into_iter()
             .map(|m| Message {
                 role: m.role.as_str().to_string(),
-                content: m.content.clone(),
+                content: m.content,
             })
             .collect(),
         sampling: Sampling {
