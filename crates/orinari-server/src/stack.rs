@@ -21,7 +21,8 @@
 //!    not a dropped connection (and never a stack trace).
 //! 7. `firewall` — `[firewall]` allow/deny lists by route group (`/v1`,
 //!    `/admin`, ops, pages): a refused address gets 403 before any work,
-//!    after the request id and trace so refusals are logged with their id.
+//!    after the request id and trace so refusals are logged with their id;
+//!    inside `CatchPanic`, whose boxed body type its refusals could not name.
 //! 8. `RequestBodyTimeout` — a body must arrive within
 //!    `server.body_read_timeout_ms` (slow POST); the head's own timeout is a
 //!    listener setting (`listener.rs`).
