@@ -263,6 +263,12 @@ fn canary_leaves_no_trace_in_sqlite_backups_logs_or_redis() {
         "debug logging ran"
     );
     assert!(!log.contains(&canary), "canary found in the logs");
+    // What the logs do carry: the request span's matched route, recorded
+    // once the router has matched (the span opens before routing).
+    assert!(
+        log.contains(r#""route":"/v1/chat/completions""#),
+        "no request span with its route in the logs"
+    );
     assert!(redis_contains(&canary).is_empty(), "canary found in Redis");
     let _ = std::fs::remove_dir_all(&dir);
 }
