@@ -735,9 +735,7 @@ impl ChunkBuilder {
             }
             out.truncate(start);
         }
-        out.extend_from_slice(
-            crate::sse::data(&self.delta(false, content.to_string(), None)).as_bytes(),
-        );
+        crate::sse::write_data(out, &self.delta(false, content.to_string(), None));
     }
 
     fn chunk(&self, choices: Vec<ChunkChoice>, usage: UsageField) -> ChatCompletionChunk {

@@ -9,16 +9,24 @@ pub const DONE: &str = "data: [DONE]\n\n";
 
 /// `data: <json>\n\n`.
 pub fn data<T: Serialize>(value: &T) -> String {
-    // One buffer for the whole event (no second copy for the framing).
     let mut out = Vec::with_capacity(256);
+    write_data(&mut out, value);
+    String::from_utf8(out)
+        .unwrap_or_else(|_| error(&ApiError::internal("could not encode a stream chunk")))
+}
+
+/// [`data`], appended to `out` (a stream gathers the events that are ready
+/// together into one buffer); an `error` event if `value` cannot be encoded.
+pub fn write_data<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    let start = out.len();
     out.extend_from_slice(b"data: ");
-    match serde_json::to_writer(&mut out, value) {
-        Ok(()) => {
-            out.extend_from_slice(b"\n\n");
-            String::from_utf8(out)
-                .unwrap_or_else(|_| error(&ApiError::internal("could not encode a stream chunk")))
-        }
-        Err(_) => error(&ApiError::internal("could not encode a stream chunk")),
+    if serde_json::to_writer(&mut *out, value).is_ok() {
+        out.extend_from_slice(b"\n\n");
+    } else {
+        out.truncate(start);
+        out.extend_from_slice(
+            error(&ApiError::internal("could not encode a stream chunk")).as_bytes(),
+        );
     }
 }
 

@@ -70,27 +70,23 @@ pub async fn serve_all(
         .as_ref()
         .and_then(|(l, _)| l.local_addr().ok())
         .map(|a| a.port());
+    let shared = listener::Shared {
+        state: state.clone(),
+        slots: slots.clone(),
+        per_ip,
+        stop: rx.clone(),
+    };
     let mut loops = tokio::task::JoinSet::new();
     let plain_app = app(state.clone(), false);
+    // Two app types (with and without the redirect), one call each.
     match secure_port {
         Some(port) => loops.spawn(listener::accept(
             plain,
             stack::redirect_to_https(plain_app, port),
-            state.clone(),
             None,
-            slots.clone(),
-            per_ip.clone(),
-            rx.clone(),
+            shared.clone(),
         )),
-        None => loops.spawn(listener::accept(
-            plain,
-            plain_app,
-            state.clone(),
-            None,
-            slots.clone(),
-            per_ip.clone(),
-            rx.clone(),
-        )),
+        None => loops.spawn(listener::accept(plain, plain_app, None, shared.clone())),
     };
     // Background TLS tasks (file watcher, ACME client), stopped with the drain.
     let mut tls_tasks = tokio::task::JoinSet::new();
@@ -105,11 +101,8 @@ pub async fn serve_all(
         loops.spawn(listener::accept(
             l,
             app(state.clone(), true),
-            state.clone(),
             Some(t.acceptor),
-            slots.clone(),
-            per_ip,
-            rx,
+            shared,
         ));
     }
     shutdown.await;

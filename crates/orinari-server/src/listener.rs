@@ -97,6 +97,16 @@ where
     conn.await
 }
 
+/// What every listener shares: the state, the connection caps (total and
+/// per IP, across listeners) and the stop signal.
+#[derive(Clone)]
+pub struct Shared {
+    pub state: AppState,
+    pub slots: Arc<Semaphore>,
+    pub per_ip: Arc<PerIp>,
+    pub stop: watch::Receiver<bool>,
+}
+
 /// Accept connections and serve `app` on them until `stop` turns true;
 /// then stop accepting and return the handle that drains the open ones.
 /// With `tls`, each connection completes a TLS handshake first (within the
@@ -104,12 +114,15 @@ where
 pub async fn accept(
     listener: TcpListener,
     app: impl App,
-    state: AppState,
     tls: Option<TlsAcceptor>,
-    slots: Arc<Semaphore>,
-    per_ip: Arc<PerIp>,
-    mut stop: watch::Receiver<bool>,
+    shared: Shared,
 ) {
+    let Shared {
+        state,
+        slots,
+        per_ip,
+        mut stop,
+    } = shared;
     let c = state.edge().config().connections.clone();
     let builder = Arc::new(builder(&c));
     loop {

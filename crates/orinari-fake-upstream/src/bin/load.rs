@@ -92,6 +92,7 @@ fn options() -> Result<Options, String> {
             "--rate" => o.rate = number(&value)?,
             "--seconds" => o.seconds = number(&value)?,
             "--connections" => o.connections = number(&value)? as usize,
+            "--mark" if value.is_empty() => return Err("--mark: the text is empty".into()),
             "--mark" => o.mark = Some(value.into_bytes()),
             _ => return Err(format!("unknown option {flag}\n{usage}")),
         }
@@ -170,53 +171,70 @@ async fn connection(o: std::sync::Arc<Options>, k: usize, start: tokio::time::In
 }
 
 /// Send one request and read its whole response: (total ms, mark ms), or
-/// None on any error or a status other than 200.
+/// None on any error or a status other than 200. Each byte is looked at a
+/// bounded number of times (the generator shares the cores it measures).
 async fn exchange(c: &mut TcpStream, o: &Options, buf: &mut [u8]) -> Option<(f64, Option<f64>)> {
     let sent = Instant::now();
     c.write_all(&o.request).await.ok()?;
     let mut got: Vec<u8> = Vec::with_capacity(4096);
+    let mut head: Option<Head> = None;
     let mut mark_at = None;
     loop {
         let n = c.read(buf).await.ok()?;
         if n == 0 {
             return None;
         }
+        // Only the new bytes (and the few before them a match could span).
+        let from = got.len();
         got.extend_from_slice(&buf[..n]);
         if mark_at.is_none()
             && let Some(m) = &o.mark
-            && got.windows(m.len()).any(|w| w == m.as_slice())
+            && got[from.saturating_sub(m.len() - 1)..]
+                .windows(m.len())
+                .any(|w| w == m.as_slice())
         {
             mark_at = Some(ms(sent.elapsed()));
         }
-        if let Some(done) = complete(&got) {
-            if !done {
-                return None;
-            }
-            return Some((ms(sent.elapsed()), mark_at));
+        if head.is_none() {
+            head = Head::parse(&got);
+        }
+        let Some(h) = &head else { continue };
+        let body = &got[h.len..];
+        let done = match h.length {
+            Some(len) => body.len() >= len,
+            None => body.ends_with(b"0\r\n\r\n"),
+        };
+        if done {
+            return h.ok.then(|| (ms(sent.elapsed()), mark_at));
         }
     }
 }
 
-/// Whether `r` holds a whole response: Some(true) for a complete 200,
-/// Some(false) for a complete other status, None while incomplete.
-fn complete(r: &[u8]) -> Option<bool> {
-    let head_end = r.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&r[..head_end])
-        .ok()?
-        .to_ascii_lowercase();
-    let ok = head.starts_with("http/1.1 200");
-    let body = &r[head_end..];
-    if let Some(len) = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    {
-        return (body.len() >= len).then_some(ok);
+/// A response head: its length, whether it is a 200, and the body's length
+/// (`None`: chunked, ends with the zero-size chunk).
+struct Head {
+    len: usize,
+    ok: bool,
+    length: Option<usize>,
+}
+
+impl Head {
+    /// The head at the start of `r`, once all of it is there.
+    fn parse(r: &[u8]) -> Option<Head> {
+        let len = r.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let text = std::str::from_utf8(&r[..len]).ok()?.to_ascii_lowercase();
+        let length = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let chunked = text.contains("transfer-encoding: chunked");
+        Some(Head {
+            len,
+            // Neither a length nor chunks: nothing to wait for, a failure.
+            ok: text.starts_with("http/1.1 200") && (length.is_some() || chunked),
+            length: length.or(if chunked { None } else { Some(0) }),
+        })
     }
-    if head.contains("transfer-encoding: chunked") {
-        return body.ends_with(b"0\r\n\r\n").then_some(ok);
-    }
-    Some(false)
 }
 
 fn ms(d: Duration) -> f64 {

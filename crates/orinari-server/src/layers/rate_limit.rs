@@ -250,10 +250,10 @@ pub async fn limit_form_posts(State(state): State<AppState>, req: Request, next:
 /// the same page with the reason, keeping the refusal's status and headers
 /// (`Retry-After`, `x-ratelimit-*`).
 fn as_page(state: &AppState, form: &[u8], res: Response) -> Response {
-    let Some(ErrorMessage(message)) = res.extensions().get::<ErrorMessage>().cloned() else {
-        return res;
+    let (mut parts, body) = res.into_parts();
+    let Some(ErrorMessage(message)) = parts.extensions.remove::<ErrorMessage>() else {
+        return Response::from_parts(parts, body);
     };
-    let parts = res.into_parts().0;
     let mut page = crate::pages::chat::refused(state, form, parts.status, &message);
     for (name, value) in &parts.headers {
         let keep = name == header::RETRY_AFTER

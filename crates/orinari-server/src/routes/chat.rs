@@ -168,9 +168,7 @@ impl Stream for SseEvents {
         while out.len() < MAX_BATCH {
             match std::mem::replace(&mut this.phase, Phase::End) {
                 Phase::Start => {
-                    out.extend_from_slice(
-                        sse::data(&this.chunks.delta(true, String::new(), None)).as_bytes(),
-                    );
+                    sse::write_data(&mut out, &this.chunks.delta(true, String::new(), None));
                     this.phase = Phase::Tokens;
                 }
                 Phase::Tokens => {
@@ -192,7 +190,7 @@ impl Stream for SseEvents {
                     this.phase = token_event(&this.chunks, event, &mut out);
                 }
                 Phase::Usage(u) => {
-                    out.extend_from_slice(sse::data(&this.chunks.usage(u)).as_bytes());
+                    sse::write_data(&mut out, &this.chunks.usage(u));
                     this.phase = Phase::Done;
                 }
                 Phase::Done => {
@@ -219,7 +217,7 @@ fn token_event(
     event: Option<Result<Event, ModelError>>,
     out: &mut Vec<u8>,
 ) -> Phase {
-    let (text, next) = match event {
+    let error = match event {
         // The hot path: only the text is encoded per token.
         Some(Ok(Event::Delta(t))) => {
             chunks.write_content_sse(out, &t);
@@ -229,19 +227,19 @@ fn token_event(
             finish_reason,
             usage,
         })) => {
+            sse::write_data(out, &chunks.finish(finish_reason.as_str()));
             let usage = Usage::new(usage.prompt_tokens, usage.completion_tokens);
-            let next = if chunks.include_usage {
+            return if chunks.include_usage {
                 Phase::Usage(usage)
             } else {
                 Phase::Done
             };
-            (sse::data(&chunks.finish(finish_reason.as_str())), next)
         }
-        Some(Err(e)) => (sse::error(&from_model(e)), Phase::Done),
-        None => (sse::error(&stopped_early()), Phase::Done),
+        Some(Err(e)) => from_model(e),
+        None => stopped_early(),
     };
-    out.extend_from_slice(text.as_bytes());
-    next
+    out.extend_from_slice(sse::error(&error).as_bytes());
+    Phase::Done
 }
 
 fn stopped_early() -> ApiError {
