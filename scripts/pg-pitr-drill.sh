@@ -26,7 +26,11 @@ set -Eeuo pipefail
 
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 WAIT_S=60          # upper bound for every wait (server start, archiving, promotion)
-FIRST_PORT=55432   # free ports are searched upward from here
+# Free ports are searched upward from here. Below Linux's ephemeral range
+# (32768-60999 by default), so no outgoing connection of a busy machine can
+# hold the port between the free check (which only sees listeners) and the
+# server's bind: that race once failed `make test` with "Address already in use".
+FIRST_PORT=25432
 CONTROL=1
 for arg in "$@"; do
   case "$arg" in
