@@ -2,10 +2,11 @@
 //! OpenAI shape (system messages lifted out, consecutive turns of one role
 //! merged, `max_tokens` always set, stream events mapped to deltas).
 
+use http::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use crate::sse::SseEvent;
-use crate::upstream::{self, Flow, Translate, UpstreamConfig};
+use crate::upstream::{self, Flow, Http, Translate, UpstreamConfig};
 use crate::wire::{AnyError, Count, Text, Turn};
 use crate::{
     BoxFuture, Event, FinishReason, GenerateRequest, Generation, ModelBackend, ModelError,
@@ -21,39 +22,38 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 #[derive(Debug)]
 pub struct AnthropicBackend {
     config: UpstreamConfig,
-    client: reqwest::Client,
-    /// Parsed once, not per request.
-    url: reqwest::Url,
+    http: Http,
     info: ModelInfo,
 }
 
 impl AnthropicBackend {
     /// A backend with its own connection pool.
     pub fn new(config: UpstreamConfig) -> Result<Self, ModelError> {
-        let client = upstream::client(&config)?;
+        let mut headers = vec![(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(API_VERSION),
+        )];
+        if let Some(key) = &config.api_key {
+            headers.push((
+                HeaderName::from_static("x-api-key"),
+                upstream::secret_header("", key)?,
+            ));
+        }
         Ok(Self {
-            url: upstream::parse_url(&upstream::join(&config.base_url, "messages"))?,
+            http: Http::new(&config, "messages", headers)?,
             info: ModelInfo {
                 context_window: config.context_window,
                 owned_by: "anthropic".into(),
             },
             config,
-            client,
         })
     }
 
-    fn authed(&self, b: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let b = b.header("anthropic-version", API_VERSION);
-        match &self.config.api_key {
-            Some(key) => b.header("x-api-key", key.expose()),
-            None => b,
-        }
-    }
-
     async fn start_inner(&self, request: GenerateRequest) -> Result<Generation, ModelError> {
-        let body = request_body(&self.config.model, &request);
-        let builder = self.authed(self.client.post(self.url.clone()).json(&body));
-        let response = upstream::send(builder).await?;
+        let response = self
+            .http
+            .post(&request_body(&self.config.model, &request))
+            .await?;
         if request.stream {
             Ok(upstream::relay(response, Messages::default()))
         } else {
@@ -62,10 +62,7 @@ impl AnthropicBackend {
     }
 
     async fn probe_inner(&self) -> Result<(), ModelError> {
-        let url = upstream::join(&self.config.base_url, &self.config.health_path);
-        upstream::send(self.authed(self.client.get(url)))
-            .await
-            .map(|_| ())
+        self.http.probe().await
     }
 }
 

@@ -5,10 +5,11 @@
 //! are exact when the upstream supports it; otherwise completion tokens are
 //! counted as content chunks.
 
+use http::header::AUTHORIZATION;
 use serde::{Deserialize, Serialize};
 
 use crate::sse::SseEvent;
-use crate::upstream::{self, Flow, Translate, UpstreamConfig};
+use crate::upstream::{self, Flow, Http, Translate, UpstreamConfig};
 use crate::wire::{AnyError, Count, First, Messages, Text};
 use crate::{
     BoxFuture, Event, FinishReason, GenerateRequest, Generation, ModelBackend, ModelError,
@@ -19,34 +20,32 @@ use crate::{
 #[derive(Debug)]
 pub struct OpenAiBackend {
     config: UpstreamConfig,
-    client: reqwest::Client,
-    /// Parsed once, not per request.
-    url: reqwest::Url,
+    http: Http,
     info: ModelInfo,
 }
 
 impl OpenAiBackend {
     /// A backend with its own connection pool.
     pub fn new(config: UpstreamConfig) -> Result<Self, ModelError> {
-        let client = upstream::client(&config)?;
+        let headers = match &config.api_key {
+            Some(key) => vec![(AUTHORIZATION, upstream::secret_header("Bearer ", key)?)],
+            None => Vec::new(),
+        };
         Ok(Self {
-            url: upstream::parse_url(&upstream::join(&config.base_url, "chat/completions"))?,
+            http: Http::new(&config, "chat/completions", headers)?,
             info: ModelInfo {
                 context_window: config.context_window,
                 owned_by: "openai-compatible".into(),
             },
             config,
-            client,
         })
     }
 
     async fn start_inner(&self, request: GenerateRequest) -> Result<Generation, ModelError> {
-        let body = request_body(&self.config.model, &request);
-        let mut builder = self.client.post(self.url.clone()).json(&body);
-        if let Some(key) = &self.config.api_key {
-            builder = builder.bearer_auth(key.expose());
-        }
-        let response = upstream::send(builder).await?;
+        let response = self
+            .http
+            .post(&request_body(&self.config.model, &request))
+            .await?;
         if request.stream {
             Ok(upstream::relay(response, Chunks::default()))
         } else {
@@ -55,14 +54,7 @@ impl OpenAiBackend {
     }
 
     async fn probe_inner(&self) -> Result<(), ModelError> {
-        let mut builder = self.client.get(upstream::join(
-            &self.config.base_url,
-            &self.config.health_path,
-        ));
-        if let Some(key) = &self.config.api_key {
-            builder = builder.bearer_auth(key.expose());
-        }
-        upstream::send(builder).await.map(|_| ())
+        self.http.probe().await
     }
 }
 

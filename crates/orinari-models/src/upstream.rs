@@ -4,18 +4,35 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body_util::{BodyDataStream, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 use crate::sse::{Parser, SseEvent};
-use crate::{Event, EventResult, EventSource, Events, Generation, ModelError};
+use crate::{BoxFuture, Event, EventResult, EventSource, Events, Generation, ModelError};
+
+/// A connector's error.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A whole (non-streamed) answer larger than this is refused.
 const MAX_WHOLE_BYTES: usize = 16 << 20;
 /// Upstream error text shown to clients is cut to this many characters.
 pub(crate) const MAX_REASON_CHARS: usize = 300;
+/// At most this much of an error answer's body is read for its reason.
+const REASON_BODY_BYTES: usize = 64 << 10;
 
 /// A secret (an upstream API key). Its `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -55,16 +72,170 @@ pub struct UpstreamConfig {
     pub context_window: u32,
 }
 
-/// The pooled client one backend uses: keep-alive connections, HTTP/2 where
-/// the upstream offers it over TLS (ALPN), no Nagle delay.
-pub(crate) fn client(config: &UpstreamConfig) -> Result<reqwest::Client, ModelError> {
-    reqwest::Client::builder()
-        .connect_timeout(config.connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(4096)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| ModelError::Internal(format!("cannot build the HTTP client: {e}")))
+/// What a connection to an upstream reads into at a time. hyper's default
+/// read buffer starts at 8 KiB and grows; an upstream sends small SSE
+/// chunks, and a long stream holds its connection (and this buffer) for
+/// its whole life, so a 1,000-stream gateway keeps 1,000 of them.
+const READ_BUF_BYTES: usize = 4096;
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// The connector: TCP (no Nagle delay, the backend's connect timeout),
+/// through the environment's proxy where it names one, then TLS for `https`
+/// URLs with HTTP/2 where the upstream offers it (ALPN).
+type Connector = HttpsConnector<Egress>;
+
+/// TCP to the upstream, or a CONNECT tunnel through the proxy that
+/// `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` names (either case; not for
+/// hosts in `NO_PROXY`), read once when the backend is built.
+#[derive(Clone)]
+pub(crate) struct Egress {
+    tcp: HttpConnector,
+    proxies: Arc<Matcher>,
+}
+
+impl Egress {
+    fn new(tcp: HttpConnector, proxies: Matcher) -> Self {
+        Self {
+            tcp,
+            proxies: Arc::new(proxies),
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for Egress {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let mut tcp = self.tcp.clone();
+        match self.proxies.intercept(&dst) {
+            None => Box::pin(async move { tcp.call(dst).await.map_err(Into::into) }),
+            Some(proxy) => {
+                let mut tunnel = Tunnel::new(proxy.uri().clone(), tcp);
+                if let Some(auth) = proxy.basic_auth() {
+                    tunnel = tunnel.with_auth(auth.clone());
+                }
+                Box::pin(async move { tunnel.call(dst).await.map_err(Into::into) })
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The proxy URL may carry credentials.
+        f.write_str("Egress")
+    }
+}
+/// A request body: the JSON, written once.
+type ReqBody = Full<Bytes>;
+
+/// One backend's HTTP side: a pool of keep-alive connections, its URLs
+/// parsed once, and the headers every request carries (the API key among
+/// them, marked sensitive so it is never printed).
+#[derive(Debug)]
+pub(crate) struct Http {
+    client: Client<Connector, ReqBody>,
+    generate: Uri,
+    health: Uri,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Http {
+    /// A pool for one backend; requests go to `base_url` + `path`.
+    pub(crate) fn new(
+        config: &UpstreamConfig,
+        path: &str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Result<Self, ModelError> {
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(config.connect_timeout));
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
+        let tls = HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| ModelError::Internal(format!("cannot load the system's CA roots: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(Egress::new(tcp, Matcher::from_env()));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(4096)
+            .http1_read_buf_exact_size(READ_BUF_BYTES)
+            .build(tls);
+        Ok(Self {
+            client,
+            generate: parse_url(&join(&config.base_url, path))?,
+            health: parse_url(&join(&config.base_url, &config.health_path))?,
+            headers,
+        })
+    }
+
+    /// POST `body` as JSON; a non-2xx answer becomes a classified error.
+    pub(crate) async fn post(
+        &self,
+        body: &impl serde::Serialize,
+    ) -> Result<Response<Incoming>, ModelError> {
+        let json = serde_json::to_vec(body)
+            .map_err(|e| ModelError::Internal(format!("cannot write the request: {e}")))?;
+        let mut request = Request::new(Full::new(Bytes::from(json)));
+        *request.method_mut() = Method::POST;
+        request
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.send(request, self.generate.clone()).await
+    }
+
+    /// GET the health path.
+    pub(crate) async fn probe(&self) -> Result<(), ModelError> {
+        let response = self
+            .send(Request::new(Full::default()), self.health.clone())
+            .await?;
+        // Read the (small) answer so the connection goes back to the pool.
+        let _ = Limited::new(response.into_body(), REASON_BODY_BYTES)
+            .collect()
+            .await;
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        mut request: Request<ReqBody>,
+        uri: Uri,
+    ) -> Result<Response<Incoming>, ModelError> {
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        for (name, value) in &self.headers {
+            headers.insert(name, value.clone());
+        }
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| transport(&e))?;
+        if !response.status().is_success() {
+            return Err(status_error(response).await);
+        }
+        Ok(response)
+    }
+}
+
+/// A header carrying a secret: refused if it is not a valid header value
+/// (without saying what it is), and marked sensitive.
+pub(crate) fn secret_header(prefix: &str, key: &UpstreamSecret) -> Result<HeaderValue, ModelError> {
+    let mut v = HeaderValue::try_from(format!("{prefix}{}", key.expose())).map_err(|_| {
+        ModelError::Internal("the API key holds characters a header cannot carry".into())
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// `base_url` + `path`, with exactly one slash between them.
@@ -78,33 +249,63 @@ pub(crate) fn join(base: &str, path: &str) -> String {
 
 /// A URL parsed once when the backend is built; the error never shows the
 /// URL (it could carry credentials).
-pub(crate) fn parse_url(url: &str) -> Result<reqwest::Url, ModelError> {
-    reqwest::Url::parse(url)
-        .map_err(|e| ModelError::Internal(format!("the backend's `base_url` is not a URL: {e}")))
+pub(crate) fn parse_url(url: &str) -> Result<Uri, ModelError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| ModelError::Internal(format!("the backend's `base_url` is not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(uri),
+        _ => Err(ModelError::Internal(
+            "the backend's `base_url` is not an http:// or https:// URL".into(),
+        )),
+    }
 }
 
 /// A transport error, classified. The message names what failed, never a URL
 /// (which could carry credentials) or a header.
-pub(crate) fn transport(e: &reqwest::Error) -> ModelError {
-    if e.is_timeout() {
-        ModelError::Timeout("the connection timed out".into())
-    } else if e.is_connect() {
-        ModelError::Upstream("cannot connect".into())
-    } else if e.is_body() || e.is_decode() {
-        ModelError::Upstream("the response broke off".into())
+pub(crate) fn transport(e: &hyper_util::client::legacy::Error) -> ModelError {
+    if e.is_connect() {
+        if timed_out(e) {
+            ModelError::Timeout("the connection timed out".into())
+        } else {
+            ModelError::Upstream("cannot connect".into())
+        }
     } else {
         ModelError::Upstream("the request failed".into())
     }
 }
 
+/// Whether an I/O timeout is among an error's causes.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The answer's body broke off (reset, or not valid HTTP framing).
+fn broke_off() -> ModelError {
+    ModelError::Upstream("the response broke off".into())
+}
+
 /// A non-2xx answer, classified: a refusal of the request itself (400, 413,
 /// 422) is the client's to fix and is not retried; anything else (401/403 of
 /// a misconfigured backend, 404, 408, 429, 5xx) is this backend's fault.
-pub(crate) async fn status_error(response: reqwest::Response) -> ModelError {
+pub(crate) async fn status_error(response: Response<Incoming>) -> ModelError {
     let status = response.status().as_u16();
     match status {
         400 | 413 | 422 => {
-            let body = response.bytes().await.unwrap_or_default();
+            let body = Limited::new(response.into_body(), REASON_BODY_BYTES)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             ModelError::Rejected(reason(&body).unwrap_or_else(|| format!("HTTP {status}")))
         }
         _ => ModelError::Upstream(format!("HTTP {status}")),
@@ -135,24 +336,17 @@ pub(crate) enum Flow {
     Finished,
 }
 
-/// Send the request; a non-2xx answer becomes a classified error.
-pub(crate) async fn send(
-    request: reqwest::RequestBuilder,
-) -> Result<reqwest::Response, ModelError> {
-    let response = request.send().await.map_err(|e| transport(&e))?;
-    if !response.status().is_success() {
-        return Err(status_error(response).await);
-    }
-    Ok(response)
-}
-
 /// Read a whole answer (bounded) and translate it.
 pub(crate) async fn whole(
-    mut response: reqwest::Response,
+    response: Response<Incoming>,
     mut t: impl Translate,
 ) -> Result<Generation, ModelError> {
+    let mut incoming = response.into_body();
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| transport(&e))? {
+    while let Some(frame) = incoming.frame().await {
+        let Ok(chunk) = frame.map_err(|_| broke_off())?.into_data() else {
+            continue; // trailers
+        };
         if body.len() + chunk.len() > MAX_WHOLE_BYTES {
             return Err(ModelError::Upstream(
                 "the answer is larger than 16 MiB".into(),
@@ -171,11 +365,11 @@ pub(crate) async fn whole(
 /// reader's own poll, as bytes arrive, with no task or channel in between.
 /// Dropping the returned [`Generation`] drops the response, which closes the
 /// upstream connection and so cancels the upstream's work.
-pub(crate) fn relay(response: reqwest::Response, t: impl Translate) -> Generation {
+pub(crate) fn relay(response: Response<Incoming>, t: impl Translate) -> Generation {
     Generation {
         prompt_tokens: 0,
         events: Events::polled(Relay {
-            body: response.bytes_stream(),
+            body: BodyDataStream::new(response.into_body()),
             parser: Parser::default(),
             raw: Vec::new(),
             out: Vec::new(),
@@ -203,7 +397,7 @@ struct Relay<S, T> {
 
 impl<S, T> Relay<S, T>
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Unpin + Send,
+    S: Stream<Item = Result<Bytes, hyper::Error>> + Unpin + Send,
     T: Translate,
 {
     /// Translate one piece of body into `queue`; returns whether the answer ended.
@@ -246,7 +440,7 @@ where
 
 impl<S, T> EventSource for Relay<S, T>
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Unpin + Send,
+    S: Stream<Item = Result<Bytes, hyper::Error>> + Unpin + Send,
     T: Translate,
 {
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<EventResult>> {
@@ -265,9 +459,9 @@ where
                         self.drain_tail(cx);
                     }
                 }
-                Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(_))) => {
                     self.ended = true;
-                    self.queue.push_back(Err(transport(&e)));
+                    self.queue.push_back(Err(broke_off()));
                 }
                 Poll::Ready(None) => {
                     self.ended = true;
@@ -286,9 +480,9 @@ mod tests {
     /// A relay over a body that arrives in the given pieces.
     fn relay_of(
         pieces: &[&str],
-    ) -> Relay<impl Stream<Item = reqwest::Result<Bytes>> + Unpin + Send, crate::openai::Chunks>
+    ) -> Relay<impl Stream<Item = Result<Bytes, hyper::Error>> + Unpin + Send, crate::openai::Chunks>
     {
-        let body: Vec<reqwest::Result<Bytes>> = pieces
+        let body: Vec<Result<Bytes, hyper::Error>> = pieces
             .iter()
             .map(|p| Ok(Bytes::copy_from_slice(p.as_bytes())))
             .collect();

@@ -6,18 +6,24 @@
 //! each finishes its requests in flight and closes.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::BoxError;
 use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use http_body::Body as HttpBody;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use orinari_config::admission::{ConnectionConfig, canonical};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -58,23 +64,179 @@ impl PerIp {
     }
 }
 
-fn builder(c: &ConnectionConfig) -> Builder<TokioExecutor> {
-    let mut b = Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(c.header_read_timeout)
-        .max_buf_size(c.max_header_bytes.max(8192))
-        .max_headers(c.max_headers)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(c.http2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-        .max_local_error_reset_streams(H2_MAX_PENDING_RESETS)
-        .max_header_list_size(u32::try_from(c.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(H2_KEEP_ALIVE)
-        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
-    b
+/// The first bytes of an HTTP/2 connection without TLS (prior knowledge).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// One builder per protocol. A connection is served by the one its protocol
+/// needs, chosen before hyper reads anything (ALPN, or a peek at the first
+/// bytes), so hyper's HTTP/1 connection reads the socket itself: no
+/// replayed prefix, whose partial first read doubles the read buffer.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(c: &ConnectionConfig) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(c.header_read_timeout)
+            .max_buf_size(c.max_header_bytes.max(8192))
+            .max_headers(c.max_headers)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(c.http2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_header_list_size(u32::try_from(c.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(H2_KEEP_ALIVE)
+            .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+        Self { http1, http2 }
+    }
+
+    /// Serve `io` with `protocol` until it closes or `stop` turns true. The
+    /// HTTP/2 connection (the rarer one, and larger) is boxed, so every
+    /// connection task is only as large as an HTTP/1 connection.
+    async fn serve<I>(
+        &self,
+        protocol: Protocol,
+        io: I,
+        svc: impl Svc,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), hyper::Error>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(io);
+        match protocol {
+            Protocol::Http1 => drive(self.http1.serve_connection(io, svc), stop).await,
+            Protocol::Http2 => Box::pin(drive(self.http2.serve_connection(io, svc), stop)).await,
+        }
+    }
+}
+
+/// The hyper service one connection is served with: the app, given the
+/// client's address.
+trait Svc:
+    hyper::service::Service<
+        hyper::Request<Incoming>,
+        Response = hyper::Response<Self::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    type Body: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> Svc for S
+where
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<B>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
+{
+    type Body = B;
+}
+
+/// Which protocol a connection without TLS speaks, from its first bytes
+/// (peeked, not read): the HTTP/2 preface, or anything else for HTTP/1.
+/// `None` when the client closes or sends nothing within `within`.
+async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let look = async {
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(Protocol::Http1);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(Protocol::Http2);
+            }
+            // Part of the preface so far: a peek returns at once while
+            // those bytes wait, so look again shortly for the rest.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(within, look).await.ok().flatten()
+}
+
+/// A connection's hold on its slot and on its client IP's count, given
+/// back when the connection task ends.
+struct Held {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.per_ip.leave(self.ip);
+    }
+}
+
+/// Serve a connection without TLS.
+async fn serve_plain(
+    stream: TcpStream,
+    svc: impl Svc,
+    builders: Arc<Builders>,
+    head_timeout: Duration,
+    stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error> {
+    match sniff(&stream, head_timeout).await {
+        Some(protocol) => builders.serve(protocol, stream, svc, stop).await,
+        None => {
+            tracing::debug!("no request head in time; closing");
+            Ok(())
+        }
+    }
+}
+
+/// Serve a connection over TLS: the handshake (within the head timeout),
+/// then the protocol ALPN agreed on.
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    svc: impl Svc,
+    builders: Arc<Builders>,
+    head_timeout: Duration,
+    stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error> {
+    let stream = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            return Ok(());
+        }
+    };
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    builders.serve(protocol, stream, svc, stop).await
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
@@ -124,7 +286,7 @@ pub async fn accept(
         mut stop,
     } = shared;
     let c = state.edge().config().connections.clone();
-    let builder = Arc::new(builder(&c));
+    let builders = Arc::new(Builders::new(&c));
     loop {
         // At the cap, wait for a connection to close before accepting more:
         // the rest wait in the kernel's backlog instead of being refused.
@@ -163,42 +325,40 @@ pub async fn accept(
                 req
             });
         let svc = TowerToHyperService::new(svc);
-        let (per_ip, builder, conn_stop) = (per_ip.clone(), builder.clone(), stop.clone());
-        let (tls, handshake_timeout) = (tls.clone(), c.header_read_timeout);
+        let held = Held {
+            per_ip: per_ip.clone(),
+            ip,
+            _slot: slot,
+        };
+        let (builders, conn_stop, tls, head_timeout) = (
+            builders.clone(),
+            stop.clone(),
+            tls.clone(),
+            c.header_read_timeout,
+        );
         // Each task holds a connection slot: the drain waits until every
         // slot is back, so no connection task outlives `serve`'s deadline.
-        tokio::spawn(async move {
+        // The TLS handshake is boxed: plain connections' tasks stay small.
+        let served = async move {
+            let _held = held;
             let served = match tls {
-                None => {
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .into_owned();
-                    drive(conn, conn_stop).await
-                }
+                None => serve_plain(stream, svc, builders, head_timeout, conn_stop).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                                .into_owned();
-                            drive(conn, conn_stop).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!("TLS handshake timed out");
-                            Ok(())
-                        }
-                    }
+                    Box::pin(serve_tls(
+                        stream,
+                        acceptor,
+                        svc,
+                        builders,
+                        head_timeout,
+                        conn_stop,
+                    ))
+                    .await
                 }
             };
             if let Err(e) = served {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            per_ip.leave(ip);
-            drop(slot);
-        });
+        };
+        tokio::spawn(served);
     }
 }

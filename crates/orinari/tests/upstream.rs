@@ -66,7 +66,8 @@ api_key_env = "TEST_UPSTREAM_KEY"
     path
 }
 
-fn serve(dir: &Path, config: &Path, key: Option<&str>) -> Child {
+/// `orinari serve` with `config`, its log on stderr (piped).
+fn command(dir: &Path, config: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir)
         .args(["serve", "--config", config.to_str().unwrap()])
@@ -74,6 +75,11 @@ fn serve(dir: &Path, config: &Path, key: Option<&str>) -> Child {
         .env("ORINARI_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    cmd
+}
+
+fn serve(dir: &Path, config: &Path, key: Option<&str>) -> Child {
+    let mut cmd = command(dir, config);
     match key {
         Some(k) => cmd.env("TEST_UPSTREAM_KEY", k),
         None => cmd.env_remove("TEST_UPSTREAM_KEY"),
@@ -99,6 +105,23 @@ fn post(port: u16, body: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, out)
+}
+
+const BODY: &str = r#"{"model":"pooled","messages":[{"role":"user","content":"hi"}]}"#;
+
+/// Wait for the server to listen, then send four chat requests: each is
+/// answered in full.
+async fn four_answers(port: u16) {
+    tokio::task::spawn_blocking(move || wait_ready(port))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let (status, text) = tokio::task::spawn_blocking(move || post(port, BODY))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("tok7"), "{text}");
+    }
 }
 
 fn wait_ready(port: u16) {
@@ -127,24 +150,13 @@ async fn pooled_model_serves_fails_over_and_needs_its_key() {
     assert!(err.contains("TEST_UPSTREAM_KEY"), "{err}");
 
     let mut child = serve(&dir, &cfg, Some("sk-from-env"));
-    let p = port;
-    tokio::task::spawn_blocking(move || wait_ready(p))
-        .await
-        .unwrap();
-    let body = r#"{"model":"pooled","messages":[{"role":"user","content":"hi"}]}"#;
-    for _ in 0..4 {
-        let (status, text) = tokio::task::spawn_blocking(move || post(p, body))
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "{text}");
-        assert!(text.contains("tok7"), "{text}");
-    }
+    four_answers(port).await;
     assert_eq!((a.requests(), b.requests()), (2, 2));
     assert_eq!(a.last_auth().as_deref(), Some("Bearer sk-from-env"));
 
     a.stop().await;
     for _ in 0..6 {
-        let (status, text) = tokio::task::spawn_blocking(move || post(p, body))
+        let (status, text) = tokio::task::spawn_blocking(move || post(port, BODY))
             .await
             .unwrap();
         assert_eq!(status, 200, "{text}");
@@ -156,4 +168,93 @@ async fn pooled_model_serves_fails_over_and_needs_its_key() {
         !String::from_utf8_lossy(&out.stderr).contains("sk-from-env"),
         "the key never reaches the log"
     );
+}
+
+/// A minimal HTTP CONNECT proxy on its own threads: records each CONNECT
+/// target, answers 200 and splices the bytes both ways.
+fn connect_proxy() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read_exact(&mut byte).is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(target) = head
+                    .strip_prefix("CONNECT ")
+                    .and_then(|rest| rest.split(' ').next())
+                else {
+                    let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n");
+                    return;
+                };
+                log.lock().unwrap().push(target.to_string());
+                let Ok(upstream) = TcpStream::connect(target) else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                    return;
+                };
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .unwrap();
+                let (mut c_in, mut u_out) =
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut u_out);
+                    let _ = u_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut u_in, mut c_out) = (upstream, client);
+                let _ = std::io::copy(&mut u_in, &mut c_out);
+                let _ = c_out.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_are_reached_through_the_environments_proxy() {
+    let a = FakeUpstream::start(Faults::default()).await.unwrap();
+    let b = FakeUpstream::start(Faults::default()).await.unwrap();
+    let (proxy, seen) = connect_proxy();
+    let dir = scratch("proxy");
+    let port = free_port();
+    let cfg = config(&dir, port, &a, &b);
+    // b is named `localhost`, which NO_PROXY exempts: only a's connections
+    // are tunnelled.
+    let b_url = b.base_url().replace("127.0.0.1", "localhost");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace(&b.base_url(), &b_url)).unwrap();
+    let a_host = a.base_url().split('/').nth(2).unwrap().to_string();
+    let mut child = command(&dir, &cfg)
+        .env("TEST_UPSTREAM_KEY", "sk-proxied")
+        .env("HTTP_PROXY", format!("http://127.0.0.1:{proxy}"))
+        .env("NO_PROXY", "localhost")
+        .env_remove("http_proxy")
+        .env_remove("no_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    four_answers(port).await;
+    assert_eq!((a.requests(), b.requests()), (2, 2));
+    assert_eq!(a.last_auth().as_deref(), Some("Bearer sk-proxied"));
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "nothing went through the proxy");
+    assert!(
+        seen.iter().all(|t| *t == a_host),
+        "only a's host is tunnelled ({a_host}), not b ({b_url}): {seen:?}"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
 }
