@@ -362,3 +362,53 @@ pub async fn accept(
         tokio::spawn(served);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use std::io::Write;
+
+    use super::*;
+
+    /// A connected pair: the client's (blocking) stream and the server's.
+    async fn pair() -> (std::net::TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn the_protocol_is_told_from_the_first_bytes() {
+        let within = Duration::from_secs(2);
+        for (first, want) in [
+            (&b"GET / HTTP/1.1\r\n"[..], Protocol::Http1),
+            // Starts like the preface, then is not: HTTP/1.
+            (&b"POST / HTTP/1.1\r\n"[..], Protocol::Http1),
+            (&H2_PREFACE[..], Protocol::Http2),
+        ] {
+            let (mut client, server) = pair().await;
+            client.write_all(first).unwrap();
+            assert_eq!(sniff(&server, within).await, Some(want));
+        }
+
+        // The preface in two pieces: the first alone cannot tell, so the
+        // sniff waits for the rest.
+        let (mut client, server) = pair().await;
+        client.write_all(&H2_PREFACE[..10]).unwrap();
+        let rest = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            client.write_all(&H2_PREFACE[10..]).unwrap();
+            client
+        });
+        assert_eq!(sniff(&server, within).await, Some(Protocol::Http2));
+        drop(rest.join().unwrap());
+
+        // Nothing within the time allowed, or a closed connection: neither.
+        let (_client, server) = pair().await;
+        assert_eq!(sniff(&server, Duration::from_millis(50)).await, None);
+        let (client, server) = pair().await;
+        drop(client);
+        assert_eq!(sniff(&server, within).await, None);
+    }
+}
