@@ -143,7 +143,10 @@ for t in "${TARGETS[@]}"; do
   done
 done
 
-echo "peak RSS (MB): orinari $(hwm_mb $ORI), nginx (master + 2 workers) $(tree_hwm_mb $NGX), tensorzero (python host) $(hwm_mb $TZ_PID), litellm (all processes) $(tree_hwm_mb $LLP)" | tee "$DIR/memory.txt" >&2
+# TensorZero and LiteLLM only when this run started them (ONLY= may leave them out).
+tz_mb=$(want tensorzero && hwm_mb "$TZ_PID" || echo "not run")
+ll_mb=$(want litellm && tree_hwm_mb "$LLP" || echo "not run")
+echo "peak RSS (MB): orinari $(hwm_mb $ORI), nginx (master + 2 workers) $(tree_hwm_mb $NGX), tensorzero (python host) $tz_mb, litellm (all processes) $ll_mb" | tee "$DIR/memory.txt" >&2
 curl -s http://127.0.0.1:19201/metrics | awk '/^orinari_gateway_overhead_seconds_(sum|count)/ {print}' >"$DIR/overhead.txt"
 awk '/_sum/ {s=$2} /_count/ {c=$2} END {if (c>0) printf "orinari_gateway_overhead_seconds mean over %d requests: %.1f us\n", c, s/c*1e6}' "$DIR/overhead.txt" | tee -a "$DIR/memory.txt" >&2
 
