@@ -559,6 +559,32 @@ mod tests {
     }
 
     #[test]
+    fn base_urls_must_be_http_with_a_host_and_errors_never_show_them() {
+        assert!(parse_url("https://api.example.com/v1/chat/completions").is_ok());
+        assert!(parse_url("http://10.0.0.7:8000/v1/messages").is_ok());
+        for bad in [
+            "ftp://user:pw@h/v1",
+            "user:pw@h/v1",
+            "http:///v1",
+            "not a url",
+        ] {
+            let e = parse_url(bad).unwrap_err().to_string();
+            assert!(!e.contains("pw") && !e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_key_a_header_cannot_carry_is_refused_without_showing_it() {
+        let ok = secret_header("Bearer ", &UpstreamSecret::new("sk-fine")).unwrap();
+        assert!(ok.is_sensitive());
+        assert_eq!(ok.to_str().unwrap(), "Bearer sk-fine");
+        let e = secret_header("", &UpstreamSecret::new("sk-bad\nkey"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("sk-bad"), "{e}");
+    }
+
+    #[test]
     fn urls_join_with_one_slash() {
         assert_eq!(join("http://h/v1/", "/models"), "http://h/v1/models");
         assert_eq!(
