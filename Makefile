@@ -6,7 +6,7 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test model services pg-pitr-drill build-release build-test lint unit clients browser slowloris tls-scan bench-model bench-limits bench-guard
+.PHONY: serve test model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris tls-scan bench-model bench-limits bench-guard
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
@@ -26,18 +26,33 @@ services:
 build-release:
 	$(CARGO) build --release -p orinari
 
+# Clippy compiles the workspace's own crates while the tests are built
+# (`cargo clippy` is `cargo check` with the same driver), so `make test`
+# compiles every crate once instead of checking it and then building it. A
+# lint is an error (-D warnings); CLIPPY_ARGS is how cargo-clippy itself
+# hands arguments to the driver. Every cargo command of `make test` uses it,
+# or the workspace's crates would be compiled again without it.
+WITH_CLIPPY = RUSTC_WORKSPACE_WRAPPER="$$($(CARGO) clippy --version >/dev/null && rustc --print sysroot)/bin/clippy-driver" \
+	CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+
 lint:
 	$(CARGO) fmt --all -- --check
+
+# The same lints on their own (what `make test` enforces while it builds).
+clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Build every test binary and the server binary once.
+# Build every test binary, and with them the server binary
+# (target/debug/orinari, which the integration tests run), once. A separate
+# `cargo build -p orinari` would resolve features for that package alone and
+# compile a dozen crates a second time.
 build-test:
 	scripts/ensure-test-tools.sh
-	$(CARGO) build -p orinari
-	$(CARGO) nextest run --workspace --no-run
+	$(WITH_CLIPPY) $(CARGO) nextest run --workspace --no-run
+	test -x target/debug/orinari
 
 unit:
-	$(CARGO) nextest run --workspace --no-fail-fast
+	$(WITH_CLIPPY) $(CARGO) nextest run --workspace --no-fail-fast
 
 # The official OpenAI Python and Node clients against the real server.
 clients:

@@ -158,14 +158,25 @@ tree_mb() { # RSS and anonymous RSS of a process and its descendants, summed
   for p in $(tree_pids "$1"); do awk '/VmRSS/ {r=$2} /RssAnon/ {a=$2} END {print r, a}' "/proc/$p/status" 2>/dev/null; done |
     awk '{r+=$1; a+=$2} END {printf "%.1f MB (anonymous %.1f MB)", r/1024, a/1024}'
 }
-before="$(rss_mb $ORI) MB (anonymous $(anon_mb $ORI) MB)"
-"$VENV/bin/python" bench/gateway/streams.py http://127.0.0.1:19201/v1/chat/completions slow "$STREAMS" >"$DIR/streams.txt" &
-SP=$!
-sleep 3
-during="$(rss_mb $ORI) MB (anonymous $(anon_mb $ORI) MB)"
-open=$(ls /proc/$ORI/fd | wc -l)
-wait $SP
-echo "$STREAMS open streams: orinari RSS ${before} before, ${during} with them open (${open} fds); $(cat "$DIR/streams.txt")" | tee -a "$DIR/memory.txt" >&2
+# A fresh ORINARI for each upstream protocol, so neither inherits the
+# other's (or the load tests') heap.
+streams_mem() { # model label
+  ORINARI_LOG=warn ORINARI_ADMIN_TOKEN=bench ORINARI_SERVER_LISTEN=127.0.0.1:19202 \
+    "$BIN"/orinari serve --config "$DIR/orinari.toml" 2>"$DIR/orinari-$1.log" & local p=$!
+  wait_port http://127.0.0.1:19202/healthz
+  local before="$(rss_mb $p) MB (anonymous $(anon_mb $p) MB)"
+  "$VENV/bin/python" bench/gateway/streams.py http://127.0.0.1:19202/v1/chat/completions "$1" "$STREAMS" >"$DIR/streams-$1.txt" &
+  local sp=$!
+  sleep 3
+  local during="$(rss_mb $p) MB (anonymous $(anon_mb $p) MB)"
+  local open=$(ls /proc/$p/fd | wc -l)
+  local up=$(ss -Htn state established dst 127.0.0.1:19102 | wc -l)
+  wait $sp
+  kill $p; wait $p 2>/dev/null || true
+  echo "$STREAMS open streams: orinari, $2 upstream, RSS ${before} before, ${during} with them open (${open} fds, ${up} upstream connections); $(cat "$DIR/streams-$1.txt")" | tee -a "$DIR/memory.txt" >&2
+}
+streams_mem slow HTTP/1.1
+streams_mem slow-h2 HTTP/2
 nbefore=$(tree_mb $NGX)
 "$VENV/bin/python" bench/gateway/streams.py http://127.0.0.1:19302/v1/chat/completions fake "$STREAMS" >"$DIR/nstreams.txt" &
 SP=$!

@@ -33,6 +33,7 @@ fn upstream(base_url: String) -> UpstreamConfig {
         connect_timeout: Duration::from_millis(500),
         health_path: "models".into(),
         context_window: 8192,
+        http_version: orinari_models::HttpVersion::Auto,
     }
 }
 
@@ -115,6 +116,59 @@ async fn round_robin_spreads_and_relays_text_and_key() {
     }
     assert_eq!((a.requests(), b.requests()), (10, 10));
     assert_eq!(a.last_auth().as_deref(), Some("Bearer sk-test"));
+    // `http_version = "auto"` over plain http: HTTP/1.1, keep-alive.
+    assert_eq!((a.http2_requests(), a.connections()), (0, 1));
+}
+
+/// `http_version = "2"` (prior knowledge over plain http): streams share
+/// connections, at most 100 each, so 150 streams open at once take two
+/// (hyper-util's pool alone keeps one and would queue the streams past the
+/// server's limit behind the running ones). When the upstream dies, its
+/// connections are forgotten and new ones are made once it is back.
+#[tokio::test]
+async fn http2_streams_share_connections_and_overflow_into_new_ones() {
+    let mut fake = FakeUpstream::start(Faults {
+        chunk_delay: Duration::from_millis(20),
+        tokens: 4,
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let mut config = upstream(fake.base_url());
+    config.http_version = orinari_models::HttpVersion::Http2;
+    let backend = OpenAiBackend::new(config).unwrap();
+    let started = futures::future::join_all((0..150).map(|_| backend.start(ask(true)))).await;
+    let mut open = Vec::new();
+    for generation in started {
+        let mut g = generation.unwrap();
+        assert!(matches!(g.events.recv().await, Some(Ok(Event::Delta(_)))));
+        open.push(g);
+    }
+    assert_eq!((fake.connections(), fake.http2_requests()), (2, 150));
+    for mut g in open {
+        let mut events = 1;
+        while let Some(e) = g.events.recv().await {
+            e.unwrap();
+            events += 1;
+        }
+        assert_eq!(events, 5, "4 tokens and the end");
+    }
+    // Sequential requests reuse an open connection.
+    assert_eq!(
+        read(&backend, false).await.unwrap(),
+        orinari_fake_upstream::wire_text(4)
+    );
+    assert_eq!(fake.connections(), 2);
+
+    fake.stop().await;
+    assert!(read(&backend, true).await.is_err());
+    fake.restart().await.unwrap();
+    assert_eq!(
+        read(&backend, true).await.unwrap(),
+        orinari_fake_upstream::wire_text(4)
+    );
+    assert_eq!(fake.http2_requests(), 152);
+    assert!(backend.probe().await.is_ok());
 }
 
 #[tokio::test]

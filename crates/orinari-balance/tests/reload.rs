@@ -29,6 +29,7 @@ fn spec(name: &str, fake: &FakeUpstream) -> BackendSpec {
         connect_timeout: Duration::from_millis(500),
         health_path: "models".into(),
         context_window: 8192,
+        http_version: orinari_models::HttpVersion::Auto,
     };
     BackendSpec {
         name: name.into(),

@@ -28,6 +28,18 @@ impl Provider {
     }
 }
 
+/// Which HTTP version to speak to a backend (`http_version`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// `auto`: HTTP/2 over `https` where TLS agrees on it (ALPN), else HTTP/1.1.
+    #[default]
+    Auto,
+    /// `1.1`.
+    Http1,
+    /// `2`: HTTP/2 only (prior knowledge over plain `http`).
+    Http2,
+}
+
 /// Backend selection (`strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StrategyName {
@@ -58,6 +70,8 @@ pub struct BackendSettings {
     pub region: Option<String>,
     /// The model name the upstream knows (default: the served name).
     pub model: String,
+    /// `http_version`.
+    pub http_version: HttpVersion,
 }
 
 /// A model served by a pool of upstream backends.
@@ -203,6 +217,18 @@ pub fn upstream(name: &str, i: usize, m: &RawModel) -> Result<UpstreamModelConfi
                 format!("`{env}` is not an environment variable name"),
             ));
         }
+        let http_version = match b.http_version.as_deref().unwrap_or("auto") {
+            "auto" => HttpVersion::Auto,
+            "1.1" => HttpVersion::Http1,
+            "2" => HttpVersion::Http2,
+            other => {
+                return Err(err(
+                    name,
+                    &bkey("http_version"),
+                    format!("unknown HTTP version `{other}`; expected auto, 1.1 or 2"),
+                ));
+            }
+        };
         let group = b.group.clone().unwrap_or_else(|| d::BACKEND_GROUP.into());
         if group.trim().is_empty() {
             return Err(err(name, &bkey("group"), "must not be empty"));
@@ -216,6 +242,7 @@ pub fn upstream(name: &str, i: usize, m: &RawModel) -> Result<UpstreamModelConfi
             group,
             region: b.region.clone(),
             model: b.model.clone().unwrap_or_else(|| m.name.clone()),
+            http_version,
         });
     }
     let groups = m.groups.clone().unwrap_or_default();

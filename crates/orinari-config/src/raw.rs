@@ -289,6 +289,7 @@ pub struct RawBackend {
     pub group: Option<String>,
     pub region: Option<String>,
     pub model: Option<String>,
+    pub http_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -474,6 +474,7 @@ base_url = "https://api.anthropic.com/v1"
 model = "claude-3-5-haiku-latest"
 weight = 5
 group = "green"
+http_version = "2"
 [[models]]
 name = "orinari-small"
 backend = "local"
@@ -492,6 +493,11 @@ backend = "local"
     );
     assert_eq!(u.backends[0].base_url, "http://127.0.0.1:9001/v1");
     assert_eq!(u.backends[0].model, "gpt-4o-mini");
+    use orinari_config::models::HttpVersion;
+    assert_eq!(
+        (u.backends[0].http_version, u.backends[1].http_version),
+        (HttpVersion::Auto, HttpVersion::Http2)
+    );
     assert_eq!(
         u.backends[0].weight,
         orinari_config::defaults::BACKEND_WEIGHT
@@ -576,6 +582,13 @@ backend = "local"
             "provider = \"openai\"\nbase_url = \"http://x\"\napi_key_env = \"sk-live key\"",
         ),
         &["`models[0].backends[0].api_key_env`"],
+    );
+    assert_contains(
+        &bad_backend("provider = \"openai\"\nbase_url = \"http://x/v1\"\nhttp_version = \"3\""),
+        &[
+            "`models[0].backends[0].http_version`",
+            "unknown HTTP version `3`; expected auto, 1.1 or 2",
+        ],
     );
     let twice = format!("[[models]]\nname = \"m\"\n{backend}{backend}");
     assert_contains(&fails(&twice), &["`models[0].backends[1].name`", "twice"]);

@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::stream::{self, Stream, StreamExt};
@@ -82,6 +82,10 @@ pub struct Counters {
     pub requests: AtomicU64,
     /// Health checks received.
     pub probes: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Chat requests that came over HTTP/2.
+    pub http2_requests: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -131,10 +135,11 @@ impl FakeUpstream {
     fn spawn(&mut self, listener: TcpListener) {
         let (tx, rx) = oneshot::channel();
         self.stop = Some(tx);
-        self.task = Some(tokio::spawn(accept_loop(
+        self.task = Some(tokio::spawn(serve(
             listener,
             app(self.shared.clone()),
             rx,
+            Some(self.shared.counters.clone()),
         )));
     }
 
@@ -163,6 +168,16 @@ impl FakeUpstream {
     /// Health checks received so far.
     pub fn probes(&self) -> u64 {
         self.shared.counters.probes.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.counters.connections.load(Ordering::Relaxed)
+    }
+
+    /// Chat requests that came over HTTP/2 so far.
+    pub fn http2_requests(&self) -> u64 {
+        self.shared.counters.http2_requests.load(Ordering::Relaxed)
     }
 
     /// The credential of the last chat request (`Authorization` or `x-api-key`).
@@ -199,7 +214,17 @@ impl Drop for FakeUpstream {
 
 /// Serve `app` until `stop` fires. Every connection task lives in one
 /// `JoinSet`, so stopping drops them all at once, like a dead process.
-pub async fn accept_loop(listener: TcpListener, app: Router, mut stop: oneshot::Receiver<()>) {
+/// HTTP/1.1 and HTTP/2 (prior knowledge) are both served.
+pub async fn accept_loop(listener: TcpListener, app: Router, stop: oneshot::Receiver<()>) {
+    serve(listener, app, stop, None).await;
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    mut stop: oneshot::Receiver<()>,
+    counters: Option<Arc<Counters>>,
+) {
     let mut conns = JoinSet::new();
     loop {
         let (socket, _) = tokio::select! {
@@ -211,6 +236,9 @@ pub async fn accept_loop(listener: TcpListener, app: Router, mut stop: oneshot::
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
         let _ = socket.set_nodelay(true);
+        if let Some(c) = &counters {
+            c.connections.fetch_add(1, Ordering::Relaxed);
+        }
         let reset = Arc::new(Notify::new());
         let app = app.clone().layer(axum::Extension(reset.clone()));
         conns.spawn(async move {
@@ -265,19 +293,30 @@ async fn models(State(s): State<Shared>) -> Response {
 async fn openai(
     State(s): State<Shared>,
     axum::Extension(reset): axum::Extension<Arc<Notify>>,
+    version: Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    count(&s, version);
     answer(s, reset, headers, body, Dialect::OpenAi).await
 }
 
 async fn anthropic(
     State(s): State<Shared>,
     axum::Extension(reset): axum::Extension<Arc<Notify>>,
+    version: Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    count(&s, version);
     answer(s, reset, headers, body, Dialect::Anthropic).await
+}
+
+fn count(s: &Shared, version: Version) {
+    s.counters.requests.fetch_add(1, Ordering::Relaxed);
+    if version == Version::HTTP_2 {
+        s.counters.http2_requests.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 async fn answer(
@@ -287,7 +326,6 @@ async fn answer(
     body: Bytes,
     dialect: Dialect,
 ) -> Response {
-    s.counters.requests.fetch_add(1, Ordering::Relaxed);
     let auth = headers
         .get(header::AUTHORIZATION)
         .or_else(|| headers.get("x-api-key"))

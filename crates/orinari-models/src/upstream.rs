@@ -22,6 +22,7 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use crate::h2::{H2Pool, Lease};
 use crate::sse::{Parser, SseEvent};
 use crate::{BoxFuture, Event, EventResult, EventSource, Events, Generation, ModelError};
 
@@ -70,6 +71,22 @@ pub struct UpstreamConfig {
     pub health_path: String,
     /// Context window to report for `/v1/models` (0 when unknown).
     pub context_window: u32,
+    /// Which HTTP version to speak to it.
+    pub http_version: HttpVersion,
+}
+
+/// Which HTTP version to speak to an upstream (`http_version`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// `https`: HTTP/2 where TLS agrees on it (ALPN), else HTTP/1.1;
+    /// plain `http`: HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only: with prior knowledge over plain `http`; over `https` an
+    /// upstream that does not agree on it in ALPN is an error.
+    Http2,
 }
 
 /// What a connection to an upstream reads into at a time. hyper's default
@@ -82,8 +99,8 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 
 /// The connector: TCP (no Nagle delay, the backend's connect timeout),
 /// through the environment's proxy where it names one, then TLS for `https`
-/// URLs with HTTP/2 where the upstream offers it (ALPN).
-type Connector = HttpsConnector<Egress>;
+/// URLs, offering the HTTP versions that the pool using it speaks (ALPN).
+pub(crate) type Connector = HttpsConnector<Egress>;
 
 /// TCP to the upstream, or a CONNECT tunnel through the proxy that
 /// `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` names (either case; not for
@@ -134,14 +151,47 @@ impl std::fmt::Debug for Egress {
     }
 }
 /// A request body: the JSON, written once.
-type ReqBody = Full<Bytes>;
+pub(crate) type ReqBody = Full<Bytes>;
 
-/// One backend's HTTP side: a pool of keep-alive connections, its URLs
-/// parsed once, and the headers every request carries (the API key among
-/// them, marked sensitive so it is never printed).
+/// An upstream's response body; over HTTP/2 it holds the stream's place on
+/// its connection until it is dropped.
+#[derive(Debug)]
+pub(crate) struct UpBody {
+    inner: Incoming,
+    _lease: Option<Lease>,
+}
+
+impl hyper::body::Body for UpBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One backend's HTTP side: pools of keep-alive connections (HTTP/1.1, and
+/// HTTP/2 where it is spoken), its URLs parsed once, and the headers every
+/// request carries (the API key among them, marked sensitive so it is never
+/// printed).
 #[derive(Debug)]
 pub(crate) struct Http {
-    client: Client<Connector, ReqBody>,
+    /// HTTP/1.1 connections (hyper-util's pool; it only ever offers
+    /// HTTP/1.1 in ALPN, see [`H2Pool`] for why).
+    h1: Client<Connector, ReqBody>,
+    /// HTTP/2 connections, unless the backend speaks HTTP/1.1 only.
+    h2: Option<H2Pool>,
     generate: Uri,
     health: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -158,23 +208,41 @@ impl Http {
         tcp.set_connect_timeout(Some(config.connect_timeout));
         tcp.set_nodelay(true);
         tcp.enforce_http(false);
-        let tls = HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| ModelError::Internal(format!("cannot load the system's CA roots: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(Egress::new(tcp, Matcher::from_env()));
-        let client = Client::builder(TokioExecutor::new())
+        let egress = Egress::new(tcp, Matcher::from_env());
+        let tls = || {
+            HttpsConnectorBuilder::new()
+                .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+                .map_err(|e| {
+                    ModelError::Internal(format!("cannot load the system's CA roots: {e}"))
+                })
+                .map(|b| b.https_or_http())
+        };
+        let h1 = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(4096)
             .http1_read_buf_exact_size(READ_BUF_BYTES)
-            .build(tls);
+            .build(tls()?.enable_http1().wrap_connector(egress.clone()));
+        let generate = parse_url(&join(&config.base_url, path))?;
+        let https = generate.scheme_str() == Some("https");
+        let h2 = match (config.http_version, https) {
+            (HttpVersion::Http1, _) | (HttpVersion::Auto, false) => None,
+            (HttpVersion::Http2, _) => Some(tls()?.enable_http2().wrap_connector(egress)),
+            (HttpVersion::Auto, true) => Some(tls()?.enable_all_versions().wrap_connector(egress)),
+        }
+        .map(|connector| {
+            H2Pool::new(
+                connector,
+                generate.clone(),
+                config.http_version == HttpVersion::Http2,
+                POOL_IDLE,
+            )
+        });
         Ok(Self {
-            client,
-            generate: parse_url(&join(&config.base_url, path))?,
+            h1,
+            h2,
             health: parse_url(&join(&config.base_url, &config.health_path))?,
+            generate,
             headers,
         })
     }
@@ -183,7 +251,7 @@ impl Http {
     pub(crate) async fn post(
         &self,
         body: &impl serde::Serialize,
-    ) -> Result<Response<Incoming>, ModelError> {
+    ) -> Result<Response<UpBody>, ModelError> {
         let json = serde_json::to_vec(body)
             .map_err(|e| ModelError::Internal(format!("cannot write the request: {e}")))?;
         let mut request = Request::new(Full::new(Bytes::from(json)));
@@ -210,17 +278,35 @@ impl Http {
         &self,
         mut request: Request<ReqBody>,
         uri: Uri,
-    ) -> Result<Response<Incoming>, ModelError> {
+    ) -> Result<Response<UpBody>, ModelError> {
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
         for (name, value) in &self.headers {
             headers.insert(name, value.clone());
         }
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| transport(&e))?;
+        let h2 = match &self.h2 {
+            Some(pool) if !pool.declined() => pool.checkout().await?,
+            _ => None,
+        };
+        let response = match h2 {
+            Some((lease, mut sender)) => sender
+                .send_request(request)
+                .await
+                .map_err(|_| ModelError::Upstream("the request failed".into()))?
+                .map(|inner| UpBody {
+                    inner,
+                    _lease: Some(lease),
+                }),
+            None => self
+                .h1
+                .request(request)
+                .await
+                .map_err(|e| transport(&e))?
+                .map(|inner| UpBody {
+                    inner,
+                    _lease: None,
+                }),
+        };
         if !response.status().is_success() {
             return Err(status_error(response).await);
         }
@@ -265,13 +351,18 @@ pub(crate) fn parse_url(url: &str) -> Result<Uri, ModelError> {
 /// (which could carry credentials) or a header.
 pub(crate) fn transport(e: &hyper_util::client::legacy::Error) -> ModelError {
     if e.is_connect() {
-        if timed_out(e) {
-            ModelError::Timeout("the connection timed out".into())
-        } else {
-            ModelError::Upstream("cannot connect".into())
-        }
+        connect_error(e)
     } else {
         ModelError::Upstream("the request failed".into())
+    }
+}
+
+/// A connection that could not be made: timed out, or refused (or failed).
+pub(crate) fn connect_error(e: &(dyn std::error::Error + 'static)) -> ModelError {
+    if timed_out(e) {
+        ModelError::Timeout("the connection timed out".into())
+    } else {
+        ModelError::Upstream("cannot connect".into())
     }
 }
 
@@ -297,7 +388,7 @@ fn broke_off() -> ModelError {
 /// A non-2xx answer, classified: a refusal of the request itself (400, 413,
 /// 422) is the client's to fix and is not retried; anything else (401/403 of
 /// a misconfigured backend, 404, 408, 429, 5xx) is this backend's fault.
-pub(crate) async fn status_error(response: Response<Incoming>) -> ModelError {
+pub(crate) async fn status_error(response: Response<UpBody>) -> ModelError {
     let status = response.status().as_u16();
     match status {
         400 | 413 | 422 => {
@@ -338,7 +429,7 @@ pub(crate) enum Flow {
 
 /// Read a whole answer (bounded) and translate it.
 pub(crate) async fn whole(
-    response: Response<Incoming>,
+    response: Response<UpBody>,
     mut t: impl Translate,
 ) -> Result<Generation, ModelError> {
     let mut incoming = response.into_body();
@@ -364,8 +455,9 @@ pub(crate) async fn whole(
 /// Relay a streamed answer: the body is read and translated inside the
 /// reader's own poll, as bytes arrive, with no task or channel in between.
 /// Dropping the returned [`Generation`] drops the response, which closes the
-/// upstream connection and so cancels the upstream's work.
-pub(crate) fn relay(response: Response<Incoming>, t: impl Translate) -> Generation {
+/// upstream connection (HTTP/1.1) or resets the stream (HTTP/2) and so
+/// cancels the upstream's work.
+pub(crate) fn relay(response: Response<UpBody>, t: impl Translate) -> Generation {
     Generation {
         prompt_tokens: 0,
         events: Events::polled(Relay {

@@ -12,6 +12,7 @@ pub mod backup;
 mod journal;
 mod keys;
 pub mod leader;
+mod migrations;
 mod probes;
 mod status;
 mod webhooks;
@@ -134,11 +135,12 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let result = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await,
-        };
-        result.map_err(|e| StoreError::Migrate(e.to_string()))
+        migrations::migrator(self.backend)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))
     }
 
     /// Which backend this is.

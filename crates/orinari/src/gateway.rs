@@ -9,7 +9,7 @@ use orinari_balance::{
     BackendSpec, BreakerConfig, Gateway, HealthConfig, PoolConfig, Retry, Strategy, Timeouts,
 };
 use orinari_config::defaults as d;
-use orinari_config::models::{Provider, StrategyName, UpstreamModelConfig};
+use orinari_config::models::{HttpVersion, Provider, StrategyName, UpstreamModelConfig};
 use orinari_config::{Config, ModelConfig};
 use orinari_models::anthropic::AnthropicBackend;
 use orinari_models::openai::OpenAiBackend;
@@ -107,6 +107,11 @@ fn backends(m: &ModelConfig, u: &UpstreamModelConfig) -> anyhow::Result<Vec<Back
                 connect_timeout: u.connect_timeout,
                 health_path: u.health_path.clone(),
                 context_window: u.context_window,
+                http_version: match b.http_version {
+                    HttpVersion::Auto => orinari_models::HttpVersion::Auto,
+                    HttpVersion::Http1 => orinari_models::HttpVersion::Http1,
+                    HttpVersion::Http2 => orinari_models::HttpVersion::Http2,
+                },
             };
             let backend: Arc<dyn ModelBackend> = match b.provider {
                 Provider::OpenAi => Arc::new(OpenAiBackend::new(upstream)?),
