@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side gateway benchmark on this machine, one run:
-#   mock direct | ORINARI -> mock | nginx proxy_pass -> mock | TensorZero -> mock
-#   | LiteLLM proxy -> mock
+#   mock direct | ORINARI -> mock | ORINARI -> mock over HTTP/2 | nginx
+#   proxy_pass -> mock | TensorZero -> mock | LiteLLM proxy -> mock
 # Whole and streamed chat completions; closed-loop throughput (wrk); latency
 # at a fixed 2,000 req/s, open loop with evenly spaced requests (orinari-load,
 # in this repository) and hey's per-worker rate limit (bursts of 20); peak
@@ -97,6 +97,7 @@ TZ_PID=$TZP
 TARGETS=(
   "mock-direct|http://127.0.0.1:19101/v1/chat/completions|fake|"
   "orinari|http://127.0.0.1:19201/v1/chat/completions|bench|$ORI"
+  "orinari-h2|http://127.0.0.1:19201/v1/chat/completions|bench-h2|$ORI"
   "nginx|http://127.0.0.1:19301/v1/chat/completions|fake|$NGX"
   "tensorzero|${TZ_BASE%/}/chat/completions|tensorzero::model_name::bench|$TZ_PID"
   "litellm|http://127.0.0.1:19401/v1/chat/completions|bench|$LLP"

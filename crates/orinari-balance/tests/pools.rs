@@ -116,8 +116,10 @@ async fn round_robin_spreads_and_relays_text_and_key() {
     }
     assert_eq!((a.requests(), b.requests()), (10, 10));
     assert_eq!(a.last_auth().as_deref(), Some("Bearer sk-test"));
-    // `http_version = "auto"` over plain http: HTTP/1.1, keep-alive.
-    assert_eq!((a.http2_requests(), a.connections()), (0, 1));
+    // `http_version = "auto"` over plain http: HTTP/1.1, kept alive (a
+    // health check running alongside a request may take a second one).
+    assert_eq!(a.http2_requests(), 0);
+    assert!(a.connections() <= 2, "{} connections", a.connections());
 }
 
 /// `http_version = "2"` (prior knowledge over plain http): streams share

@@ -27,6 +27,7 @@ use futures::stream::{self, Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 pub use wire::Dialect;
 
@@ -101,6 +102,8 @@ pub struct FakeUpstream {
     shared: Shared,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Serving HTTPS (see [`FakeUpstream::start_tls`]).
+    tls: Option<TlsAcceptor>,
 }
 
 impl FakeUpstream {
@@ -115,6 +118,37 @@ impl FakeUpstream {
 
     /// Start on a given address.
     pub async fn start_on(addr: SocketAddr, faults: Faults) -> std::io::Result<Self> {
+        Self::start_with(addr, faults, None).await
+    }
+
+    /// Start on `127.0.0.1:0` behind TLS, with a new self-signed certificate
+    /// for `localhost`, offering the `alpn` protocols (`b"h2"`,
+    /// `b"http/1.1"`). Returns the certificate (PEM) a client must trust;
+    /// [`FakeUpstream::base_url`] is then `https://localhost:PORT/v1`.
+    pub async fn start_tls(faults: Faults, alpn: &[&[u8]]) -> std::io::Result<(Self, String)> {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .map_err(std::io::Error::other)?;
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .map_err(std::io::Error::other)?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let addr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
+        let me = Self::start_with(addr, faults, Some(TlsAcceptor::from(Arc::new(config)))).await?;
+        Ok((me, certified.cert.pem()))
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        faults: Faults,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let shared = Shared {
             faults: Arc::new(RwLock::new(faults)),
             counters: Arc::new(Counters::default()),
@@ -127,6 +161,7 @@ impl FakeUpstream {
             shared,
             stop: None,
             task: None,
+            tls,
         };
         me.spawn(listener);
         Ok(me)
@@ -140,6 +175,7 @@ impl FakeUpstream {
             app(self.shared.clone()),
             rx,
             Some(self.shared.counters.clone()),
+            self.tls.clone(),
         )));
     }
 
@@ -148,9 +184,13 @@ impl FakeUpstream {
         self.addr
     }
 
-    /// `http://ADDR/v1`, the `base_url` to configure.
+    /// `http://ADDR/v1` (or `https://localhost:PORT/v1` with TLS), the
+    /// `base_url` to configure.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        match self.tls {
+            None => format!("http://{}/v1", self.addr),
+            Some(_) => format!("https://localhost:{}/v1", self.addr.port()),
+        }
     }
 
     /// Change the faults; applies to requests that arrive from now on.
@@ -216,7 +256,7 @@ impl Drop for FakeUpstream {
 /// `JoinSet`, so stopping drops them all at once, like a dead process.
 /// HTTP/1.1 and HTTP/2 (prior knowledge) are both served.
 pub async fn accept_loop(listener: TcpListener, app: Router, stop: oneshot::Receiver<()>) {
-    serve(listener, app, stop, None).await;
+    serve(listener, app, stop, None, None).await;
 }
 
 async fn serve(
@@ -224,6 +264,7 @@ async fn serve(
     app: Router,
     mut stop: oneshot::Receiver<()>,
     counters: Option<Arc<Counters>>,
+    tls: Option<TlsAcceptor>,
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -241,18 +282,33 @@ async fn serve(
         }
         let reset = Arc::new(Notify::new());
         let app = app.clone().layer(axum::Extension(reset.clone()));
+        let tls = tls.clone();
         conns.spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(socket);
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let conn = builder.serve_connection(io, service);
-            // A `reset` fault ends the connection from inside a handler.
-            tokio::select! {
-                _ = conn => {}
-                () = reset.notified() => {}
+            match tls {
+                None => connection(socket, app, reset).await,
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(socket).await {
+                        connection(stream, app, reset).await;
+                    }
+                }
             }
         });
+    }
+}
+
+/// Serve one connection (HTTP/1.1, or HTTP/2 by its preface) until it ends
+/// or a `reset` fault ends it from inside a handler.
+async fn connection<S>(stream: S, app: Router, reset: Arc<Notify>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::select! {
+        _ = conn => {}
+        () = reset.notified() => {}
     }
 }
 

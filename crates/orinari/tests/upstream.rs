@@ -258,3 +258,54 @@ async fn upstreams_are_reached_through_the_environments_proxy() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// `https` upstreams, trusted through the system's store (`SSL_CERT_FILE`):
+/// with `http_version = "auto"` ORINARI speaks HTTP/2 to the one whose TLS
+/// offers it (ALPN) and HTTP/1.1 to the one that offers only that; with
+/// `"2"` the HTTP/1.1-only one is never sent a request (its requests fail
+/// over to the other backend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_speak_http2_where_tls_agrees() {
+    let (a, a_cert) = FakeUpstream::start_tls(Faults::default(), &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
+    let (b, b_cert) = FakeUpstream::start_tls(Faults::default(), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let dir = scratch("https");
+    let trust = dir.join("trust.pem");
+    std::fs::write(&trust, format!("{a_cert}{b_cert}")).unwrap();
+    let run = |cfg: &Path| {
+        command(&dir, cfg)
+            .env("TEST_UPSTREAM_KEY", "sk-tls")
+            .env("SSL_CERT_FILE", &trust)
+            .env_remove("SSL_CERT_DIR")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+
+    let port = free_port();
+    let cfg = config(&dir, port, &a, &b);
+    let mut child = run(&cfg);
+    four_answers(port).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!((a.requests(), a.http2_requests()), (2, 2));
+    assert_eq!((b.requests(), b.http2_requests()), (2, 0));
+
+    let port = free_port();
+    let cfg = config(&dir, port, &a, &b);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}http_version = \"2\"\n")).unwrap();
+    let mut child = run(&cfg);
+    four_answers(port).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!((a.requests(), a.http2_requests()), (6, 6));
+    assert_eq!(
+        b.requests(),
+        2,
+        "no request reached the HTTP/1.1-only upstream"
+    );
+}
