@@ -122,6 +122,34 @@ async fn round_robin_spreads_and_relays_text_and_key() {
     assert!(a.connections() <= 2, "{} connections", a.connections());
 }
 
+/// An `https` upstream that accepts TCP and then says nothing: the HTTP/2
+/// connection attempt (TCP, TLS, handshake) is bounded by the connect
+/// timeout, and the next request dials anew instead of waiting on the dead
+/// attempt.
+#[tokio::test]
+async fn a_silent_https_upstream_times_out_at_connect() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            // Held open, never answered.
+            let _ = tx.send(socket);
+        }
+    });
+    let mut config = upstream(format!("https://{addr}/v1"));
+    config.connect_timeout = Duration::from_millis(200);
+    let backend = OpenAiBackend::new(config).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let t0 = std::time::Instant::now();
+        let err = backend.start(ask(true)).await.unwrap_err();
+        assert!(matches!(err, ModelError::Timeout(_)), "{err:?}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        held.push(accepted.recv().await.unwrap());
+    }
+}
+
 /// `http_version = "2"` (prior knowledge over plain http): streams share
 /// connections, at most 100 each, so 150 streams open at once take two
 /// (hyper-util's pool alone keeps one and would queue the streams past the

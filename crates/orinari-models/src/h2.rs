@@ -101,6 +101,8 @@ pub(crate) struct H2Pool {
     required: bool,
     /// Set once the upstream declined HTTP/2 (`"auto"` only).
     declined: AtomicBool,
+    /// Bounds a whole connection attempt: TCP, TLS and the HTTP/2 handshake.
+    connect_timeout: Duration,
     idle: Duration,
     conns: Mutex<Vec<Arc<Conn>>>,
     epoch: Instant,
@@ -116,13 +118,20 @@ impl std::fmt::Debug for H2Pool {
 }
 
 impl H2Pool {
-    pub(crate) fn new(connector: Connector, target: Uri, required: bool, idle: Duration) -> Self {
+    pub(crate) fn new(
+        connector: Connector,
+        target: Uri,
+        required: bool,
+        connect_timeout: Duration,
+        idle: Duration,
+    ) -> Self {
         Self {
             connector,
             tls: target.scheme_str() == Some("https"),
             target,
             required,
             declined: AtomicBool::new(false),
+            connect_timeout,
             idle,
             conns: Mutex::new(Vec::new()),
             epoch: Instant::now(),
@@ -193,8 +202,17 @@ impl H2Pool {
             link.clone(),
         );
         let failed = link.clone();
+        let limit = self.connect_timeout;
         let ready: BoxFuture<'static, _> = Box::pin(async move {
-            let result = attempt.await;
+            // An upstream that accepts TCP and then says nothing must not
+            // hold the requests waiting on this connection forever.
+            let result = tokio::time::timeout(limit, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Dial::Failed(ModelError::Timeout(
+                        "the connection timed out".into(),
+                    )))
+                });
             if result.is_err() {
                 failed.closed.store(true, Ordering::Relaxed);
             }

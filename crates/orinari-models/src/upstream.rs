@@ -235,6 +235,7 @@ impl Http {
                 connector,
                 generate.clone(),
                 config.http_version == HttpVersion::Http2,
+                config.connect_timeout,
                 POOL_IDLE,
             )
         });
