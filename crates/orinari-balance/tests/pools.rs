@@ -122,10 +122,10 @@ async fn round_robin_spreads_and_relays_text_and_key() {
     assert!(a.connections() <= 2, "{} connections", a.connections());
 }
 
-/// An `https` upstream that accepts TCP and then says nothing: the HTTP/2
-/// connection attempt (TCP, TLS, handshake) is bounded by the connect
-/// timeout, and the next request dials anew instead of waiting on the dead
-/// attempt.
+/// An `https` upstream that accepts TCP and then says nothing: the
+/// connection attempt (TCP and TLS, and over HTTP/2 the handshake) is bounded
+/// by the connect timeout, over HTTP/1.1 and HTTP/2 alike, and the next
+/// request dials anew instead of waiting on the dead attempt.
 #[tokio::test]
 async fn a_silent_https_upstream_times_out_at_connect() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -137,16 +137,25 @@ async fn a_silent_https_upstream_times_out_at_connect() {
             let _ = tx.send(socket);
         }
     });
-    let mut config = upstream(format!("https://{addr}/v1"));
-    config.connect_timeout = Duration::from_millis(200);
-    let backend = OpenAiBackend::new(config).unwrap();
     let mut held = Vec::new();
-    for _ in 0..2 {
-        let t0 = std::time::Instant::now();
-        let err = backend.start(ask(true)).await.unwrap_err();
-        assert!(matches!(err, ModelError::Timeout(_)), "{err:?}");
-        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-        held.push(accepted.recv().await.unwrap());
+    for version in [
+        orinari_models::HttpVersion::Http1,
+        orinari_models::HttpVersion::Auto,
+    ] {
+        let mut config = upstream(format!("https://{addr}/v1"));
+        config.connect_timeout = Duration::from_millis(200);
+        config.http_version = version;
+        let backend = OpenAiBackend::new(config).unwrap();
+        for _ in 0..2 {
+            let t0 = std::time::Instant::now();
+            let err = backend.start(ask(true)).await.unwrap_err();
+            assert!(
+                matches!(err, ModelError::Timeout(_)),
+                "{version:?}: {err:?}"
+            );
+            assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+            held.push(accepted.recv().await.unwrap());
+        }
     }
 }
 

@@ -144,6 +144,45 @@ impl tower_service::Service<Uri> for Egress {
     }
 }
 
+/// A connector with the backend's connect timeout over the whole
+/// connection: TCP (or the proxy tunnel) and TLS. hyper-util's own timeout
+/// covers TCP only, so an upstream that accepts and then never answers the
+/// TLS handshake would otherwise hold the request until its first-token
+/// timeout.
+#[derive(Clone, Debug)]
+pub(crate) struct Timed<C> {
+    inner: C,
+    limit: Duration,
+}
+
+impl<C> tower_service::Service<Uri> for Timed<C>
+where
+    C: tower_service::Service<Uri, Error = BoxError>,
+    C::Future: Send + 'static,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<C::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let (limit, connecting) = (self.limit, self.inner.call(dst));
+        Box::pin(async move {
+            tokio::time::timeout(limit, connecting)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                            .into(),
+                    )
+                })
+        })
+    }
+}
+
 impl std::fmt::Debug for Egress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The proxy URL may carry credentials.
@@ -189,7 +228,7 @@ impl hyper::body::Body for UpBody {
 pub(crate) struct Http {
     /// HTTP/1.1 connections (hyper-util's pool; it only ever offers
     /// HTTP/1.1 in ALPN, see [`H2Pool`] for why).
-    h1: Client<Connector, ReqBody>,
+    h1: Client<Timed<Connector>, ReqBody>,
     /// HTTP/2 connections, unless the backend speaks HTTP/1.1 only.
     h2: Option<H2Pool>,
     generate: Uri,
@@ -222,7 +261,10 @@ impl Http {
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(4096)
             .http1_read_buf_exact_size(READ_BUF_BYTES)
-            .build(tls()?.enable_http1().wrap_connector(egress.clone()));
+            .build(Timed {
+                inner: tls()?.enable_http1().wrap_connector(egress.clone()),
+                limit: config.connect_timeout,
+            });
         let generate = parse_url(&join(&config.base_url, path))?;
         let https = generate.scheme_str() == Some("https");
         let h2 = match (config.http_version, https) {
