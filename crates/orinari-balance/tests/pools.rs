@@ -123,9 +123,9 @@ async fn round_robin_spreads_and_relays_text_and_key() {
 }
 
 /// An `https` upstream that accepts TCP and then says nothing: the
-/// connection attempt (TCP and TLS, and over HTTP/2 the handshake) is bounded
-/// by the connect timeout, over HTTP/1.1 and HTTP/2 alike, and the next
-/// request dials anew instead of waiting on the dead attempt.
+/// connection attempt (TCP and TLS) is bounded by the connect timeout, over
+/// HTTP/1.1 and HTTP/2 alike, and the next request dials anew instead of
+/// waiting on the dead attempt.
 #[tokio::test]
 async fn a_silent_https_upstream_times_out_at_connect() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -174,7 +174,7 @@ impl FakeUpstream {
             listener,
             app(self.shared.clone()),
             rx,
-            Some(self.shared.counters.clone()),
+            self.shared.counters.clone(),
             self.tls.clone(),
         )));
     }
@@ -256,14 +256,14 @@ impl Drop for FakeUpstream {
 /// `JoinSet`, so stopping drops them all at once, like a dead process.
 /// HTTP/1.1 and HTTP/2 (prior knowledge) are both served.
 pub async fn accept_loop(listener: TcpListener, app: Router, stop: oneshot::Receiver<()>) {
-    serve(listener, app, stop, None, None).await;
+    serve(listener, app, stop, Arc::default(), None).await;
 }
 
 async fn serve(
     listener: TcpListener,
     app: Router,
     mut stop: oneshot::Receiver<()>,
-    counters: Option<Arc<Counters>>,
+    counters: Arc<Counters>,
     tls: Option<TlsAcceptor>,
 ) {
     let mut conns = JoinSet::new();
@@ -277,9 +277,7 @@ async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
         let _ = socket.set_nodelay(true);
-        if let Some(c) = &counters {
-            c.connections.fetch_add(1, Ordering::Relaxed);
-        }
+        counters.connections.fetch_add(1, Ordering::Relaxed);
         let reset = Arc::new(Notify::new());
         let app = app.clone().layer(axum::Extension(reset.clone()));
         let tls = tls.clone();

@@ -28,7 +28,7 @@ use crate::{BoxFuture, ModelError};
 
 /// The most streams one connection carries, even where the server allows
 /// more: past this, a new connection spreads the work over more tasks.
-pub(crate) const MAX_STREAMS: usize = 100;
+const MAX_STREAMS: usize = 100;
 /// Ping a connection that carries streams this often, and close it when the
 /// answer takes longer than [`PING_TIMEOUT`].
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -101,8 +101,6 @@ pub(crate) struct H2Pool {
     required: bool,
     /// Set once the upstream declined HTTP/2 (`"auto"` only).
     declined: AtomicBool,
-    /// Bounds a whole connection attempt: TCP, TLS and the HTTP/2 handshake.
-    connect_timeout: Duration,
     idle: Duration,
     conns: Mutex<Vec<Arc<Conn>>>,
     epoch: Instant,
@@ -118,20 +116,13 @@ impl std::fmt::Debug for H2Pool {
 }
 
 impl H2Pool {
-    pub(crate) fn new(
-        connector: Connector,
-        target: Uri,
-        required: bool,
-        connect_timeout: Duration,
-        idle: Duration,
-    ) -> Self {
+    pub(crate) fn new(connector: Connector, target: Uri, required: bool, idle: Duration) -> Self {
         Self {
             connector,
             tls: target.scheme_str() == Some("https"),
             target,
             required,
             declined: AtomicBool::new(false),
-            connect_timeout,
             idle,
             conns: Mutex::new(Vec::new()),
             epoch: Instant::now(),
@@ -202,17 +193,8 @@ impl H2Pool {
             link.clone(),
         );
         let failed = link.clone();
-        let limit = self.connect_timeout;
         let ready: BoxFuture<'static, _> = Box::pin(async move {
-            // An upstream that accepts TCP and then says nothing must not
-            // hold the requests waiting on this connection forever.
-            let result = tokio::time::timeout(limit, attempt)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Dial::Failed(ModelError::Timeout(
-                        "the connection timed out".into(),
-                    )))
-                });
+            let result = attempt.await;
             if result.is_err() {
                 failed.closed.store(true, Ordering::Relaxed);
             }

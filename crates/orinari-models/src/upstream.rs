@@ -14,12 +14,13 @@ use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyDataStream, BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
 use tokio::net::TcpStream;
 
 use crate::h2::{H2Pool, Lease};
@@ -97,10 +98,11 @@ const READ_BUF_BYTES: usize = 4096;
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
-/// The connector: TCP (no Nagle delay, the backend's connect timeout),
-/// through the environment's proxy where it names one, then TLS for `https`
-/// URLs, offering the HTTP versions that the pool using it speaks (ALPN).
-pub(crate) type Connector = HttpsConnector<Egress>;
+/// The connector: TCP (no Nagle delay), through the environment's proxy
+/// where it names one, then TLS for `https` URLs, offering the HTTP versions
+/// that the pool using it speaks (ALPN); the backend's connect timeout
+/// bounds it whole.
+pub(crate) type Connector = Timed<HttpsConnector<Egress>>;
 
 /// TCP to the upstream, or a CONNECT tunnel through the proxy that
 /// `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` names (either case; not for
@@ -228,7 +230,7 @@ impl hyper::body::Body for UpBody {
 pub(crate) struct Http {
     /// HTTP/1.1 connections (hyper-util's pool; it only ever offers
     /// HTTP/1.1 in ALPN, see [`H2Pool`] for why).
-    h1: Client<Timed<Connector>, ReqBody>,
+    h1: Client<Connector, ReqBody>,
     /// HTTP/2 connections, unless the backend speaks HTTP/1.1 only.
     h2: Option<H2Pool>,
     generate: Uri,
@@ -248,36 +250,43 @@ impl Http {
         tcp.set_nodelay(true);
         tcp.enforce_http(false);
         let egress = Egress::new(tcp, Matcher::from_env());
-        let tls = || {
-            HttpsConnectorBuilder::new()
-                .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+        // The system's CA roots, read once for both pools.
+        let roots =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ModelError::Internal(format!("cannot set up TLS: {e}")))?
+                .with_native_roots()
                 .map_err(|e| {
                     ModelError::Internal(format!("cannot load the system's CA roots: {e}"))
-                })
-                .map(|b| b.https_or_http())
+                })?
+                .with_no_client_auth();
+        let tls = || {
+            HttpsConnectorBuilder::new()
+                .with_tls_config(roots.clone())
+                .https_or_http()
+        };
+        let timed = |inner| Timed {
+            inner,
+            limit: config.connect_timeout,
         };
         let h1 = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(4096)
             .http1_read_buf_exact_size(READ_BUF_BYTES)
-            .build(Timed {
-                inner: tls()?.enable_http1().wrap_connector(egress.clone()),
-                limit: config.connect_timeout,
-            });
+            .build(timed(tls().enable_http1().wrap_connector(egress.clone())));
         let generate = parse_url(&join(&config.base_url, path))?;
         let https = generate.scheme_str() == Some("https");
         let h2 = match (config.http_version, https) {
             (HttpVersion::Http1, _) | (HttpVersion::Auto, false) => None,
-            (HttpVersion::Http2, _) => Some(tls()?.enable_http2().wrap_connector(egress)),
-            (HttpVersion::Auto, true) => Some(tls()?.enable_all_versions().wrap_connector(egress)),
+            (HttpVersion::Http2, _) => Some(tls().enable_http2().wrap_connector(egress)),
+            (HttpVersion::Auto, true) => Some(tls().enable_all_versions().wrap_connector(egress)),
         }
         .map(|connector| {
             H2Pool::new(
-                connector,
+                timed(connector),
                 generate.clone(),
                 config.http_version == HttpVersion::Http2,
-                config.connect_timeout,
                 POOL_IDLE,
             )
         });

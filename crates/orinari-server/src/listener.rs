@@ -194,49 +194,29 @@ impl Drop for Held {
     }
 }
 
-/// Serve a connection without TLS.
-async fn serve_plain(
-    stream: TcpStream,
-    svc: impl Svc,
-    builders: Arc<Builders>,
-    head_timeout: Duration,
-    stop: watch::Receiver<bool>,
-) -> Result<(), hyper::Error> {
-    match sniff(&stream, head_timeout).await {
-        Some(protocol) => builders.serve(protocol, stream, svc, stop).await,
-        None => {
-            tracing::debug!("no request head in time; closing");
-            Ok(())
-        }
-    }
-}
-
-/// Serve a connection over TLS: the handshake (within the head timeout),
-/// then the protocol ALPN agreed on.
-async fn serve_tls(
+/// A TLS connection once its handshake is done (within `within`), with the
+/// protocol ALPN agreed on; `None` when the handshake fails or times out.
+async fn handshake(
     stream: TcpStream,
     acceptor: TlsAcceptor,
-    svc: impl Svc,
-    builders: Arc<Builders>,
-    head_timeout: Duration,
-    stop: watch::Receiver<bool>,
-) -> Result<(), hyper::Error> {
-    let stream = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+    within: Duration,
+) -> Option<(Protocol, tokio_rustls::server::TlsStream<TcpStream>)> {
+    let stream = match tokio::time::timeout(within, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
-            return Ok(());
+            return None;
         }
         Err(_) => {
             tracing::debug!("TLS handshake timed out");
-            return Ok(());
+            return None;
         }
     };
     let protocol = match stream.get_ref().1.alpn_protocol() {
         Some(b"h2") => Protocol::Http2,
         _ => Protocol::Http1,
     };
-    builders.serve(protocol, stream, svc, stop).await
+    Some((protocol, stream))
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
@@ -342,16 +322,22 @@ pub async fn accept(
         let served = async move {
             let _held = held;
             let served = match tls {
-                None => serve_plain(stream, svc, builders, head_timeout, conn_stop).await,
+                None => match sniff(&stream, head_timeout).await {
+                    Some(protocol) => builders.serve(protocol, stream, svc, conn_stop).await,
+                    None => {
+                        tracing::debug!("no request head in time; closing");
+                        Ok(())
+                    }
+                },
                 Some(acceptor) => {
-                    Box::pin(serve_tls(
-                        stream,
-                        acceptor,
-                        svc,
-                        builders,
-                        head_timeout,
-                        conn_stop,
-                    ))
+                    Box::pin(async move {
+                        match handshake(stream, acceptor, head_timeout).await {
+                            Some((protocol, stream)) => {
+                                builders.serve(protocol, stream, svc, conn_stop).await
+                            }
+                            None => Ok(()),
+                        }
+                    })
                     .await
                 }
             };
