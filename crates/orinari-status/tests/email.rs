@@ -83,13 +83,17 @@ async fn smtp_server() -> Smtp {
     panic!("aiosmtpd did not start on port {port}");
 }
 
-/// The messages received so far (aiosmtpd's Debugging handler prints each).
+/// The messages received in full so far (aiosmtpd's Debugging handler prints
+/// each line by line, so one still being printed has no end marker yet and is
+/// left for the next look).
 fn messages(s: &Smtp) -> Vec<String> {
     let out = s.out.lock().unwrap().clone();
     out.split("---------- MESSAGE FOLLOWS ----------")
         .skip(1)
-        .filter_map(|m| m.split("------------ END MESSAGE ------------").next())
-        .map(str::to_string)
+        .filter_map(|m| {
+            m.split_once("------------ END MESSAGE ------------")
+                .map(|(body, _)| body.to_string())
+        })
         .collect()
 }
 
