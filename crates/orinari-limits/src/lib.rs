@@ -122,6 +122,18 @@ impl Limiter {
         }
     }
 
+    /// Settle at once where that needs no I/O (the memory limiter) and say
+    /// so; `false` leaves it to [`Limiter::settle`] (a Redis round trip).
+    pub fn settle_now(&self, subject: &str, policy: Policy, estimate: u32, actual: u32) -> bool {
+        match self {
+            Self::Memory(m) => {
+                m.adjust_tokens(subject, policy, i64::from(actual) - i64::from(estimate));
+                true
+            }
+            Self::Redis(_) => false,
+        }
+    }
+
     /// Whether decisions are currently shared (Redis reachable); `true` for
     /// the memory limiter, which has nothing to share.
     pub fn healthy(&self) -> bool {
@@ -174,6 +186,21 @@ mod tests {
         assert_eq!(reset_text(Duration::from_millis(1500)), "1.5s");
         assert_eq!(reset_text(Duration::from_secs(360)), "6m0s");
         assert_eq!(reset_text(Duration::from_millis(61_250)), "1m1.25s");
+    }
+
+    #[tokio::test]
+    async fn the_memory_limiter_settles_at_once() {
+        let l = Limiter::Memory(memory::MemoryLimiter::new());
+        let policy = Policy {
+            requests_per_minute: 100,
+            tokens_per_minute: 1000,
+        };
+        assert!(l.check("k", policy, 600).await.admitted());
+        // 400 left: another 600 does not fit until 500 of the first come back.
+        assert!(!l.check("k", policy, 600).await.admitted());
+        assert!(l.settle_now("k", policy, 600, 100));
+        let after = l.check("k", policy, 600).await;
+        assert!(after.admitted(), "{after:?}");
     }
 
     #[test]
