@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyDataStream, BodyExt, Full, Limited};
@@ -513,7 +513,7 @@ pub(crate) fn relay(response: Response<UpBody>, t: impl Translate) -> Generation
     Generation {
         prompt_tokens: 0,
         events: Events::polled(Relay {
-            body: BodyDataStream::new(response.into_body()),
+            body: Some(BodyDataStream::new(response.into_body())),
             parser: Parser::default(),
             raw: Vec::new(),
             out: Vec::new(),
@@ -524,9 +524,15 @@ pub(crate) fn relay(response: Response<UpBody>, t: impl Translate) -> Generation
     }
 }
 
+/// How long a finished answer's body may take to end (HTTP/2's
+/// `END_STREAM`, HTTP/1.1's last chunk) after its last event before it is
+/// dropped (see [`Relay::drain_tail`]).
+const TAIL_GRACE: Duration = Duration::from_secs(1);
+
 /// A streamed upstream body being translated (see [`relay`]).
 struct Relay<S, T> {
-    body: S,
+    /// `None` once the body has ended or been handed to the tail task.
+    body: Option<S>,
     parser: Parser,
     /// SSE events parsed from the latest piece of body.
     raw: Vec<SseEvent>,
@@ -541,7 +547,7 @@ struct Relay<S, T> {
 
 impl<S, T> Relay<S, T>
 where
-    S: Stream<Item = Result<Bytes, hyper::Error>> + Unpin + Send,
+    S: Stream<Item = Result<Bytes, hyper::Error>> + Unpin + Send + 'static,
     T: Translate,
 {
     /// Translate one piece of body into `queue`; returns whether the answer ended.
@@ -570,21 +576,43 @@ where
         ended
     }
 
-    /// After the last event: read the body's end if it is already here, so
-    /// the connection goes back to the pool instead of being closed.
+    /// After the last event the body's end (HTTP/2's `END_STREAM`,
+    /// HTTP/1.1's last chunk) usually follows at once: read it if it is
+    /// here, or else let a small task wait for it, up to [`TAIL_GRACE`]. The
+    /// answer is complete either way; what this saves is the connection.
+    /// Dropped unfinished, an HTTP/1.1 body closes its connection instead of
+    /// returning it to the pool, and an HTTP/2 stream is reset — and the
+    /// frames still on their way for a reset stream, once h2 has forgotten
+    /// it, count as errors against h2's limit of 1,024, past which it closes
+    /// the whole connection with every stream on it.
     fn drain_tail(&mut self, cx: &mut Context<'_>) {
+        let Some(body) = self.body.as_mut() else {
+            return;
+        };
         for _ in 0..2 {
-            match Pin::new(&mut self.body).poll_next(cx) {
+            match Pin::new(&mut *body).poll_next(cx) {
                 Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(None | Some(Err(_))) | Poll::Pending => return,
+                Poll::Ready(None | Some(Err(_))) => {
+                    self.body = None;
+                    return;
+                }
+                Poll::Pending => break,
             }
+        }
+        if let (Some(mut body), Ok(runtime)) =
+            (self.body.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                let rest = async { while body.next().await.is_some() {} };
+                let _ = tokio::time::timeout(TAIL_GRACE, rest).await;
+            });
         }
     }
 }
 
 impl<S, T> EventSource for Relay<S, T>
 where
-    S: Stream<Item = Result<Bytes, hyper::Error>> + Unpin + Send,
+    S: Stream<Item = Result<Bytes, hyper::Error>> + Unpin + Send + 'static,
     T: Translate,
 {
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<EventResult>> {
@@ -592,10 +620,10 @@ where
             if let Some(event) = self.queue.pop_front() {
                 return Poll::Ready(Some(event));
             }
-            if self.ended {
+            let Some(body) = self.body.as_mut().filter(|_| !self.ended) else {
                 return Poll::Ready(None);
-            }
-            match Pin::new(&mut self.body).poll_next(cx) {
+            };
+            match Pin::new(body).poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => {
                     if self.piece(&bytes) {
@@ -609,6 +637,7 @@ where
                 }
                 Poll::Ready(None) => {
                     self.ended = true;
+                    self.body = None;
                     self.queue.push_back(self.t.end());
                 }
             }
@@ -624,14 +653,16 @@ mod tests {
     /// A relay over a body that arrives in the given pieces.
     fn relay_of(
         pieces: &[&str],
-    ) -> Relay<impl Stream<Item = Result<Bytes, hyper::Error>> + Unpin + Send, crate::openai::Chunks>
-    {
+    ) -> Relay<
+        impl Stream<Item = Result<Bytes, hyper::Error>> + Unpin + Send + use<>,
+        crate::openai::Chunks,
+    > {
         let body: Vec<Result<Bytes, hyper::Error>> = pieces
             .iter()
             .map(|p| Ok(Bytes::copy_from_slice(p.as_bytes())))
             .collect();
         Relay {
-            body: futures::stream::iter(body),
+            body: Some(futures::stream::iter(body)),
             parser: Parser::default(),
             raw: Vec::new(),
             out: Vec::new(),
@@ -678,6 +709,45 @@ mod tests {
                 .collect();
             assert_eq!(drain(relay_of(&pieces)), want, "pieces of {piece}");
         }
+    }
+
+    /// The answer is handed on as soon as `[DONE]` is read; the body's end,
+    /// still on its way, is read by the tail task rather than dropped (which
+    /// would reset an HTTP/2 stream or close an HTTP/1.1 connection).
+    #[tokio::test]
+    async fn a_finished_answer_reads_the_body_end_off_the_readers_path() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, hyper::Error>>();
+        tx.unbounded_send(Ok(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+        )))
+        .unwrap();
+        let end_read = Arc::new(AtomicBool::new(false));
+        let flag = end_read.clone();
+        let body = rx.chain(futures::stream::poll_fn(move |_| {
+            flag.store(true, Ordering::SeqCst);
+            Poll::Ready(None)
+        }));
+        let relay = Relay {
+            body: Some(body),
+            parser: Parser::default(),
+            raw: Vec::new(),
+            out: Vec::new(),
+            queue: VecDeque::new(),
+            t: crate::openai::Chunks::default(),
+            ended: false,
+        };
+        let got = drain(relay);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(!end_read.load(Ordering::SeqCst));
+        drop(tx);
+        for _ in 0..200 {
+            if end_read.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the body's end was never read");
     }
 
     #[test]
