@@ -512,15 +512,7 @@ pub(crate) async fn whole(
 pub(crate) fn relay(response: Response<UpBody>, t: impl Translate) -> Generation {
     Generation {
         prompt_tokens: 0,
-        events: Events::polled(Relay {
-            body: Some(BodyDataStream::new(response.into_body())),
-            parser: Parser::default(),
-            raw: Vec::new(),
-            out: Vec::new(),
-            queue: VecDeque::new(),
-            t,
-            ended: false,
-        }),
+        events: Events::polled(Relay::new(BodyDataStream::new(response.into_body()), t)),
     }
 }
 
@@ -543,6 +535,20 @@ struct Relay<S, T> {
     t: T,
     /// The answer is complete, failed, or the body ended: nothing more is read.
     ended: bool,
+}
+
+impl<S, T> Relay<S, T> {
+    fn new(body: S, t: T) -> Self {
+        Self {
+            body: Some(body),
+            parser: Parser::default(),
+            raw: Vec::new(),
+            out: Vec::new(),
+            queue: VecDeque::new(),
+            t,
+            ended: false,
+        }
+    }
 }
 
 impl<S, T> Relay<S, T>
@@ -661,15 +667,10 @@ mod tests {
             .iter()
             .map(|p| Ok(Bytes::copy_from_slice(p.as_bytes())))
             .collect();
-        Relay {
-            body: Some(futures::stream::iter(body)),
-            parser: Parser::default(),
-            raw: Vec::new(),
-            out: Vec::new(),
-            queue: VecDeque::new(),
-            t: crate::openai::Chunks::default(),
-            ended: false,
-        }
+        Relay::new(
+            futures::stream::iter(body),
+            crate::openai::Chunks::default(),
+        )
     }
 
     fn drain(mut r: impl EventSource) -> Vec<EventResult> {
@@ -728,16 +729,7 @@ mod tests {
             flag.store(true, Ordering::SeqCst);
             Poll::Ready(None)
         }));
-        let relay = Relay {
-            body: Some(body),
-            parser: Parser::default(),
-            raw: Vec::new(),
-            out: Vec::new(),
-            queue: VecDeque::new(),
-            t: crate::openai::Chunks::default(),
-            ended: false,
-        };
-        let got = drain(relay);
+        let got = drain(Relay::new(body, crate::openai::Chunks::default()));
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(!end_read.load(Ordering::SeqCst));
         drop(tx);
