@@ -210,6 +210,46 @@ async fn http2_streams_share_connections_and_overflow_into_new_ones() {
     assert!(backend.probe().await.is_ok());
 }
 
+/// Cancelled streams are reset; the frames the upstream had already sent
+/// for them keep arriving. h2 closes a connection after 1,024 such frames on
+/// streams it no longer remembers, with every stream on it, so it must
+/// remember all the streams a connection can carry.
+#[tokio::test]
+async fn cancelled_http2_streams_never_cost_the_connection() {
+    let fake = FakeUpstream::start(Faults {
+        tokens: 300,
+        chunk_delay: Duration::from_millis(1),
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let mut config = upstream(fake.base_url());
+    config.http_version = orinari_models::HttpVersion::Http2;
+    let backend = OpenAiBackend::new(config).unwrap();
+    let rounds = async {
+        for _ in 0..30 {
+            let started =
+                futures::future::join_all((0..99).map(|_| backend.start(ask(true)))).await;
+            let mut open = Vec::new();
+            for generation in started {
+                let mut g = generation.unwrap();
+                assert!(matches!(g.events.recv().await, Some(Ok(Event::Delta(_)))));
+                open.push(g);
+            }
+            // Every client hangs up at once, mid-answer.
+            drop(open);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), rounds)
+        .await
+        .unwrap();
+    assert_eq!(fake.connections(), 1, "the connection was closed");
+    assert_eq!(
+        read(&backend, true).await.unwrap(),
+        orinari_fake_upstream::wire_text(300)
+    );
+}
+
 #[tokio::test]
 async fn a_backend_killed_under_load_costs_no_client_errors_and_comes_back() {
     let slow = Faults {

@@ -33,6 +33,13 @@ const MAX_STREAMS: usize = 100;
 /// answer takes longer than [`PING_TIMEOUT`].
 const PING_EVERY: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reset streams each connection remembers (for h2's default 1 s), so the
+/// frames already on their way for them are dropped quietly. h2's default,
+/// 50, is less than the streams one connection carries: when more are
+/// cancelled at once, the late frames of the forgotten ones count as
+/// protocol errors, and after 1,024 of those in its life h2 closes the
+/// connection with every stream on it.
+const REMEMBERED_RESETS: usize = 10 * MAX_STREAMS;
 
 /// How a connection attempt ended, shared by every request waiting on it.
 #[derive(Clone)]
@@ -238,6 +245,7 @@ async fn open(
         .timer(TokioTimer::new())
         .keep_alive_interval(PING_EVERY)
         .keep_alive_timeout(PING_TIMEOUT)
+        .max_concurrent_reset_streams(REMEMBERED_RESETS)
         .handshake::<_, ReqBody>(io)
         .await
         .map_err(|_| Dial::Failed(ModelError::Upstream("the HTTP/2 handshake failed".into())))?;
