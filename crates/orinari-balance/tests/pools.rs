@@ -95,6 +95,22 @@ async fn read(model: &dyn ModelBackend, stream: bool) -> Result<String, ModelErr
     Ok(model.start(ask(stream)).await?.collect().await?.text)
 }
 
+/// A fake upstream streaming `tokens` tokens `chunk_delay` apart, and a
+/// backend speaking HTTP/2 to it (prior knowledge).
+async fn http2_fake(tokens: usize, chunk_delay: Duration) -> (FakeUpstream, OpenAiBackend) {
+    let fake = FakeUpstream::start(Faults {
+        chunk_delay,
+        tokens,
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let mut config = upstream(fake.base_url());
+    config.http_version = orinari_models::HttpVersion::Http2;
+    let backend = OpenAiBackend::new(config).unwrap();
+    (fake, backend)
+}
+
 fn only(gw: &Gateway, name: &str) -> Arc<dyn ModelBackend> {
     gw.models().find(|(n, _)| *n == name).unwrap().1
 }
@@ -166,16 +182,7 @@ async fn a_silent_https_upstream_times_out_at_connect() {
 /// connections are forgotten and new ones are made once it is back.
 #[tokio::test]
 async fn http2_streams_share_connections_and_overflow_into_new_ones() {
-    let mut fake = FakeUpstream::start(Faults {
-        chunk_delay: Duration::from_millis(20),
-        tokens: 4,
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
-    let mut config = upstream(fake.base_url());
-    config.http_version = orinari_models::HttpVersion::Http2;
-    let backend = OpenAiBackend::new(config).unwrap();
+    let (mut fake, backend) = http2_fake(4, Duration::from_millis(20)).await;
     let started = futures::future::join_all((0..150).map(|_| backend.start(ask(true)))).await;
     let mut open = Vec::new();
     for generation in started {
@@ -216,16 +223,7 @@ async fn http2_streams_share_connections_and_overflow_into_new_ones() {
 /// remember all the streams a connection can carry.
 #[tokio::test]
 async fn cancelled_http2_streams_never_cost_the_connection() {
-    let fake = FakeUpstream::start(Faults {
-        tokens: 300,
-        chunk_delay: Duration::from_millis(1),
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
-    let mut config = upstream(fake.base_url());
-    config.http_version = orinari_models::HttpVersion::Http2;
-    let backend = OpenAiBackend::new(config).unwrap();
+    let (fake, backend) = http2_fake(300, Duration::from_millis(1)).await;
     let rounds = async {
         for _ in 0..30 {
             let started =
