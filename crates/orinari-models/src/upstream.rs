@@ -246,6 +246,8 @@ impl Http {
         headers: Vec<(HeaderName, HeaderValue)>,
     ) -> Result<Self, ModelError> {
         let mut tcp = HttpConnector::new();
+        // Split over the host's addresses, so a dead first one leaves time
+        // for the next; `Timed` bounds the whole attempt, TLS included.
         tcp.set_connect_timeout(Some(config.connect_timeout));
         tcp.set_nodelay(true);
         tcp.enforce_http(false);
@@ -523,7 +525,8 @@ const TAIL_GRACE: Duration = Duration::from_secs(1);
 
 /// A streamed upstream body being translated (see [`relay`]).
 struct Relay<S, T> {
-    /// `None` once the body has ended or been handed to the tail task.
+    /// `None` once nothing more is read: the answer is complete (its body
+    /// end left to the tail task), it failed, or the body ended.
     body: Option<S>,
     parser: Parser,
     /// SSE events parsed from the latest piece of body.
@@ -533,8 +536,6 @@ struct Relay<S, T> {
     /// Translated events not yet handed on (one body piece often holds several).
     queue: VecDeque<EventResult>,
     t: T,
-    /// The answer is complete, failed, or the body ended: nothing more is read.
-    ended: bool,
 }
 
 impl<S, T> Relay<S, T> {
@@ -546,7 +547,6 @@ impl<S, T> Relay<S, T> {
             out: Vec::new(),
             queue: VecDeque::new(),
             t,
-            ended: false,
         }
     }
 }
@@ -592,22 +592,17 @@ where
     /// it, count as errors against h2's limit of 1,024, past which it closes
     /// the whole connection with every stream on it.
     fn drain_tail(&mut self, cx: &mut Context<'_>) {
-        let Some(body) = self.body.as_mut() else {
+        let Some(mut body) = self.body.take() else {
             return;
         };
         for _ in 0..2 {
-            match Pin::new(&mut *body).poll_next(cx) {
+            match Pin::new(&mut body).poll_next(cx) {
                 Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(None | Some(Err(_))) => {
-                    self.body = None;
-                    return;
-                }
+                Poll::Ready(None | Some(Err(_))) => return,
                 Poll::Pending => break,
             }
         }
-        if let (Some(mut body), Ok(runtime)) =
-            (self.body.take(), tokio::runtime::Handle::try_current())
-        {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let rest = async { while body.next().await.is_some() {} };
                 let _ = tokio::time::timeout(TAIL_GRACE, rest).await;
@@ -626,23 +621,21 @@ where
             if let Some(event) = self.queue.pop_front() {
                 return Poll::Ready(Some(event));
             }
-            let Some(body) = self.body.as_mut().filter(|_| !self.ended) else {
+            let Some(body) = self.body.as_mut() else {
                 return Poll::Ready(None);
             };
             match Pin::new(body).poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => {
                     if self.piece(&bytes) {
-                        self.ended = true;
                         self.drain_tail(cx);
                     }
                 }
                 Poll::Ready(Some(Err(_))) => {
-                    self.ended = true;
+                    self.body = None;
                     self.queue.push_back(Err(broke_off()));
                 }
                 Poll::Ready(None) => {
-                    self.ended = true;
                     self.body = None;
                     self.queue.push_back(self.t.end());
                 }
