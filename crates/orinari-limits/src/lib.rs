@@ -112,20 +112,21 @@ impl Limiter {
     /// Settle a reservation: `actual` tokens were used where `estimate` were
     /// reserved (the difference is charged or refunded).
     pub async fn settle(&self, subject: &str, policy: Policy, estimate: u32, actual: u32) {
-        if estimate == actual {
+        if self.settle_now(subject, policy, estimate, actual) {
             return;
         }
-        let delta = i64::from(actual) - i64::from(estimate);
-        match self {
-            Self::Memory(m) => m.adjust_tokens(subject, policy, delta),
-            Self::Redis(r) => r.adjust_tokens(subject, policy, delta).await,
+        if let Self::Redis(r) = self {
+            let delta = i64::from(actual) - i64::from(estimate);
+            r.adjust_tokens(subject, policy, delta).await;
         }
     }
 
-    /// Settle at once where that needs no I/O (the memory limiter) and say
-    /// so; `false` leaves it to [`Limiter::settle`] (a Redis round trip).
+    /// Settle at once where that needs no I/O (nothing to settle, or the
+    /// memory limiter) and say so; `false` leaves it to [`Limiter::settle`]
+    /// (a Redis round trip), so a caller outside async code spawns only then.
     pub fn settle_now(&self, subject: &str, policy: Policy, estimate: u32, actual: u32) -> bool {
         match self {
+            _ if estimate == actual => true,
             Self::Memory(m) => {
                 m.adjust_tokens(subject, policy, i64::from(actual) - i64::from(estimate));
                 true

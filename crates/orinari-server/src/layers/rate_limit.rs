@@ -360,22 +360,19 @@ impl Drop for Finish {
             .spent
             .get()
             .unwrap_or(if self.failed { 0 } else { self.estimate });
-        if actual == self.estimate
-            || self.state.edge().limiter().settle_now(
-                &self.caller.subject,
-                self.caller.policy,
-                self.estimate,
-                actual,
-            )
-        {
+        if self.state.edge().limiter().settle_now(
+            &self.caller.subject,
+            self.caller.policy,
+            self.estimate,
+            actual,
+        ) {
             return;
         }
         let state = self.state.clone();
         let subject = std::mem::take(&mut self.caller.subject);
         let (policy, estimate) = (self.caller.policy, self.estimate);
-        // In memory it is settled above, without a task of its own; Redis is
-        // one round trip under its timeout, which must not hold the slot or
-        // the response.
+        // Redis is one round trip under its timeout, which must not hold the
+        // slot or the response: a task of its own.
         // A body dropped while the runtime shuts down has nothing to settle.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
