@@ -21,6 +21,15 @@ use orinari_server::{AppState, ServedModel};
 use orinari_store::Store;
 use orinari_store::backup::{Backups, Health, Schedule};
 
+/// mimalloc rather than glibc's malloc: a proxied request allocates and frees
+/// buffers and futures on both worker threads, and glibc spent ~17% of the
+/// gateway's samples in malloc, free and its arena locks. See BENCHMARKS.md
+/// ("Allocator") for what it changes; `--features system-alloc` builds
+/// without it, for heap profilers that hook malloc.
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for usage and configuration errors.
 const EXIT_USAGE: u8 = 1;
 /// Exit code for failures at run time.
