@@ -9,7 +9,7 @@ usage: python3 heap-at.py FILE.zst AT_MS [TOP] [FRAMES]     (TOP 12, FRAMES 8)
 
 Without AT_MS it prints the live heap every 100 ms, to choose the moment.
 Record with: WRAP="heaptrack -o FILE" bash bench/gateway/streams-memory.sh
-(a build with `--features system-alloc`: heaptrack hooks the C library's
+(a build with `--no-default-features`: heaptrack hooks the C library's
 malloc, which mimalloc does not use).
 """
 import collections

@@ -2,7 +2,7 @@
 # ORINARI's memory before and while N slow streams (5 s each) are open:
 # RSS, and of it the anonymous and the file-mapped part. WRAP="heaptrack -o F"
 # runs the server under heaptrack to see which allocations hold the memory
-# (build it with `--features system-alloc`: heaptrack hooks the C library's
+# (build it with `--no-default-features`: heaptrack hooks the C library's
 # malloc; bench/gateway/heap-at.py F.zst 4000 shows what was held 4 s in).
 #
 #   bash bench/gateway/streams-memory.sh [BINARY_DIR] [N] [MODEL]   (target/release, 1000, slow)

@@ -23,10 +23,10 @@ use orinari_store::backup::{Backups, Health, Schedule};
 
 /// mimalloc rather than glibc's malloc: a proxied request allocates and frees
 /// buffers and futures on both worker threads, and glibc spent ~17% of the
-/// gateway's samples in malloc, free and its arena locks. See BENCHMARKS.md
-/// ("Allocator") for what it changes; `--features system-alloc` builds
-/// without it, for heap profilers that hook malloc.
-#[cfg(not(feature = "system-alloc"))]
+/// gateway's samples in malloc, free and its arena locks. BENCHMARKS.md has
+/// the A/B (under the gateway table); `--no-default-features` builds without
+/// it, for heap profilers that hook malloc.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
