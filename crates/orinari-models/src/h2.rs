@@ -8,6 +8,16 @@
 //! [`MAX_STREAMS`]); when every open connection is full, the next request
 //! opens another. Requests that arrive while a connection is being opened
 //! wait for it instead of opening their own.
+//!
+//! A request the upstream did not process — refused (`REFUSED_STREAM`),
+//! above the last stream id of a `GOAWAY`, or never written because the
+//! connection had closed — is sent again at once on another connection (up
+//! to [`UNPROCESSED_RETRIES`] times), and the connection that failed it
+//! takes no new streams. Servers close connections like that on purpose:
+//! after a number of requests (nginx's `keepalive_requests`), on a reset
+//! flood (CVE-2023-44487 defences), or on shutdown; none of it is the
+//! request's fault, and nothing was done twice. Any other failure is the
+//! caller's to judge (the balancer's failover rules).
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::Shared;
-use http::Uri;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -35,11 +46,15 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reset streams each connection remembers (for h2's default 1 s), so the
 /// frames already on their way for them are dropped quietly. h2's default,
-/// 50, is less than the streams one connection carries: when more are
-/// cancelled at once, the late frames of the forgotten ones count as
-/// protocol errors, and after 1,024 of those in its life h2 closes the
-/// connection with every stream on it.
+/// 50, is less than the streams one connection carries. A late frame on a
+/// stream h2 has forgotten is answered with a reset of its own
+/// (`STREAM_CLOSED`), which h2 counts as a protocol-error reset — see
+/// [`open`] for why that count is not capped here.
 const REMEMBERED_RESETS: usize = 10 * MAX_STREAMS;
+/// How many more connections one request tries after upstreams said they
+/// did not process it. Bounded, so an upstream that refuses everything
+/// still fails the request at once (the balancer then fails over).
+const UNPROCESSED_RETRIES: usize = 2;
 
 /// How a connection attempt ended, shared by every request waiting on it.
 #[derive(Clone)]
@@ -56,8 +71,10 @@ type Ready = Shared<BoxFuture<'static, Result<SendRequest<ReqBody>, Dial>>>;
 struct Link {
     /// Streams this connection may carry at once.
     limit: AtomicUsize,
-    /// The attempt failed or the connection ended.
-    closed: AtomicBool,
+    /// It takes no new streams: the attempt failed, the connection ended,
+    /// or the upstream left a request on it unprocessed (it is closing).
+    /// Streams already on it run to their end.
+    retired: AtomicBool,
 }
 
 struct Conn {
@@ -157,14 +174,50 @@ impl H2Pool {
         }
     }
 
+    /// Send a request (built by `build`, anew for each attempt) on a
+    /// connection with room for it; `None` when the upstream turned out not
+    /// to speak HTTP/2. A request the upstream did not process is sent again
+    /// on another connection (see the module's doc).
+    pub(crate) async fn send(
+        &self,
+        build: impl Fn() -> Request<ReqBody>,
+    ) -> Result<Option<(Lease, Response<Incoming>)>, ModelError> {
+        let mut retries = 0;
+        loop {
+            let Some((lease, mut sender)) = self.checkout().await? else {
+                return Ok(None);
+            };
+            let (retry, error) = match sender.try_send_request(build()).await {
+                Ok(response) => return Ok(Some((lease, response))),
+                // Handed back unwritten: the connection had already closed.
+                Err(mut e) => (
+                    e.take_message().is_some() || unprocessed(e.error()),
+                    e.into_error(),
+                ),
+            };
+            if retry {
+                lease.conn.link.retired.store(true, Ordering::Relaxed);
+            }
+            tracing::debug!(
+                %error,
+                retry = retry && retries < UNPROCESSED_RETRIES,
+                "an upstream HTTP/2 request failed"
+            );
+            if !retry || retries == UNPROCESSED_RETRIES {
+                return Err(ModelError::Upstream("the request failed".into()));
+            }
+            retries += 1;
+        }
+    }
+
     fn lease(&self) -> Lease {
         let now = ms_since(self.epoch);
         let idle_ms = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        // Forget connections that ended, and close those idle too long
-        // (dropping the last sender ends the connection's task).
+        // Forget connections that are retired, and close those idle too
+        // long (dropping the last sender ends the connection's task).
         conns.retain(|c| {
-            !c.link.closed.load(Ordering::Relaxed)
+            !c.link.retired.load(Ordering::Relaxed)
                 && (c.in_flight.load(Ordering::Acquire) > 0
                     || now.saturating_sub(c.idle_since_ms.load(Ordering::Relaxed)) < idle_ms)
         });
@@ -190,7 +243,7 @@ impl H2Pool {
     fn dial(&self, now: u64) -> Conn {
         let link = Arc::new(Link {
             limit: AtomicUsize::new(MAX_STREAMS),
-            closed: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         });
         let attempt = open(
             self.connector.clone(),
@@ -203,7 +256,7 @@ impl H2Pool {
         let ready: BoxFuture<'static, _> = Box::pin(async move {
             let result = attempt.await;
             if result.is_err() {
-                failed.closed.store(true, Ordering::Relaxed);
+                failed.retired.store(true, Ordering::Relaxed);
             }
             result
         });
@@ -246,6 +299,16 @@ async fn open(
         .keep_alive_interval(PING_EVERY)
         .keep_alive_timeout(PING_TIMEOUT)
         .max_concurrent_reset_streams(REMEMBERED_RESETS)
+        // h2 closes a connection (GOAWAY `too_many_internal_resets`) once it
+        // has sent 1,024 protocol-error resets in its whole life, a defence
+        // for servers against peers that make them reset streams (CVE-2025-8671).
+        // A gateway's upstream connection cancels streams whenever clients
+        // hang up; once more than `REMEMBERED_RESETS` are cancelled within
+        // a second, each late frame of a forgotten one counts, and a busy,
+        // healthy connection was torn down with every stream on it. The
+        // upstream is a server the operator chose, and a reset costs it a
+        // few bytes; the count is unbounded here.
+        .max_local_error_reset_streams(None)
         .handshake::<_, ReqBody>(io)
         .await
         .map_err(|_| Dial::Failed(ModelError::Upstream("the HTTP/2 handshake failed".into())))?;
@@ -273,8 +336,24 @@ async fn drive(conn: H2Connection, link: Arc<Link>) {
         polled
     })
     .await;
-    link.closed.store(true, Ordering::Relaxed);
+    link.retired.store(true, Ordering::Relaxed);
     if let Err(e) = ended {
         tracing::debug!(error = %e, "an upstream HTTP/2 connection ended");
     }
+}
+
+/// Whether an HTTP/2 failure says the upstream did not process the request
+/// (RFC 9113 §8.7): it refused the stream, or its `GOAWAY` named a last
+/// stream below this one (h2 reports exactly those streams, and any request
+/// after the `GOAWAY`, as the remote's `GOAWAY`).
+fn unprocessed(e: &hyper::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(h2) = c.downcast_ref::<::h2::Error>() {
+            return h2.is_remote()
+                && (h2.is_go_away() || h2.reason() == Some(::h2::Reason::REFUSED_STREAM));
+        }
+        cause = c.source();
+    }
+    false
 }

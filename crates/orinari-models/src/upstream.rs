@@ -308,19 +308,12 @@ impl Http {
     ) -> Result<Response<UpBody>, ModelError> {
         let json = serde_json::to_vec(body)
             .map_err(|e| ModelError::Internal(format!("cannot write the request: {e}")))?;
-        let mut request = Request::new(Full::new(Bytes::from(json)));
-        *request.method_mut() = Method::POST;
-        request
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        self.send(request, self.generate.clone()).await
+        self.send(&self.generate, Some(Bytes::from(json))).await
     }
 
     /// GET the health path.
     pub(crate) async fn probe(&self) -> Result<(), ModelError> {
-        let response = self
-            .send(Request::new(Full::default()), self.health.clone())
-            .await?;
+        let response = self.send(&self.health, None).await?;
         // Read the (small) answer so the connection goes back to the pool.
         let _ = Limited::new(response.into_body(), REASON_BODY_BYTES)
             .collect()
@@ -328,32 +321,41 @@ impl Http {
         Ok(())
     }
 
-    async fn send(
-        &self,
-        mut request: Request<ReqBody>,
-        uri: Uri,
-    ) -> Result<Response<UpBody>, ModelError> {
-        *request.uri_mut() = uri;
-        let headers = request.headers_mut();
-        for (name, value) in &self.headers {
-            headers.insert(name, value.clone());
+    /// A POST of `json`, or a GET without it, to `uri` with the backend's
+    /// headers. Built anew for each attempt: the body is shared, not copied.
+    fn request(&self, uri: &Uri, json: Option<&Bytes>) -> Request<ReqBody> {
+        let mut request = Request::new(json.cloned().map(Full::new).unwrap_or_default());
+        *request.uri_mut() = uri.clone();
+        if json.is_some() {
+            *request.method_mut() = Method::POST;
+            request
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
+        for (name, value) in &self.headers {
+            request.headers_mut().insert(name, value.clone());
+        }
+        request
+    }
+
+    async fn send(&self, uri: &Uri, json: Option<Bytes>) -> Result<Response<UpBody>, ModelError> {
         let h2 = match &self.h2 {
-            Some(pool) if !pool.declined() => pool.checkout().await?,
+            Some(pool) if !pool.declined() => {
+                pool.send(|| self.request(uri, json.as_ref())).await?
+            }
             _ => None,
         };
         let response = match h2 {
-            Some((lease, mut sender)) => sender
-                .send_request(request)
-                .await
-                .map_err(|_| ModelError::Upstream("the request failed".into()))?
-                .map(|inner| UpBody {
-                    inner,
-                    _lease: Some(lease),
-                }),
+            Some((lease, response)) => response.map(|inner| UpBody {
+                inner,
+                _lease: Some(lease),
+            }),
+            // hyper-util's pool retries a request that it had not written
+            // when a kept-alive connection turned out closed
+            // (`retry_canceled_requests`, on by default).
             None => self
                 .h1
-                .request(request)
+                .request(self.request(uri, json.as_ref()))
                 .await
                 .map_err(|e| transport(&e))?
                 .map(|inner| UpBody {
