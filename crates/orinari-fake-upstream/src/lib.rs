@@ -98,16 +98,16 @@ pub struct Counters {
     pub connections: AtomicU64,
     /// Chat requests that came over HTTP/2.
     pub http2_requests: AtomicU64,
-    /// Connections closed gracefully by a per-connection limit
-    /// ([`Faults::max_requests_per_connection`],
+    /// Connections that reached a per-connection limit and were closed
+    /// gracefully ([`Faults::max_requests_per_connection`],
     /// [`Faults::max_cancelled_per_connection`]).
     pub goaways: AtomicU64,
 }
 
 /// One connection's state, handed to its handlers: how to cut it (`reset`
 /// fault), how to close it gracefully (`GOAWAY`), and what it has carried.
-#[derive(Default)]
 struct Conn {
+    counters: Arc<Counters>,
     reset: Notify,
     goaway: Notify,
     requests: AtomicU64,
@@ -115,13 +115,23 @@ struct Conn {
 }
 
 impl Conn {
+    fn new(counters: Arc<Counters>) -> Self {
+        Self {
+            counters,
+            reset: Notify::new(),
+            goaway: Notify::new(),
+            requests: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+        }
+    }
+
     /// Count a chat request; closes the connection gracefully at `limit`.
     /// Returns whether this is its last request.
     fn request(&self, limit: Option<u64>) -> bool {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let last = limit == Some(n);
         if last {
-            self.goaway.notify_one();
+            self.close();
         }
         last
     }
@@ -129,10 +139,14 @@ impl Conn {
     /// Count a streamed answer the client cancelled; closes the connection
     /// gracefully at `limit`.
     fn cancelled(&self, limit: u64) {
-        let n = self.cancelled.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == limit {
-            self.goaway.notify_one();
+        if self.cancelled.fetch_add(1, Ordering::Relaxed) + 1 == limit {
+            self.close();
         }
+    }
+
+    fn close(&self) {
+        self.counters.goaways.fetch_add(1, Ordering::Relaxed);
+        self.goaway.notify_one();
     }
 }
 
@@ -330,15 +344,15 @@ async fn serve(
         };
         let _ = socket.set_nodelay(true);
         counters.connections.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn::default());
+        let conn = Arc::new(Conn::new(counters.clone()));
         let app = app.clone().layer(axum::Extension(conn.clone()));
-        let (tls, counters) = (tls.clone(), counters.clone());
+        let tls = tls.clone();
         conns.spawn(async move {
             match tls {
-                None => connection(socket, app, conn, &counters).await,
+                None => connection(socket, app, conn).await,
                 Some(tls) => {
                     if let Ok(stream) = tls.accept(socket).await {
-                        connection(stream, app, conn, &counters).await;
+                        connection(stream, app, conn).await;
                     }
                 }
             }
@@ -350,7 +364,7 @@ async fn serve(
 /// or a `reset` fault ends it from inside a handler. A per-connection limit
 /// closes it gracefully: hyper sends `GOAWAY` (HTTP/2) naming the last
 /// stream it accepted, finishes those, and refuses the rest.
-async fn connection<S>(stream: S, app: Router, state: Arc<Conn>, counters: &Counters)
+async fn connection<S>(stream: S, app: Router, state: Arc<Conn>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -366,7 +380,6 @@ where
             () = state.reset.notified() => return,
             () = state.goaway.notified(), if !closing => {
                 closing = true;
-                counters.goaways.fetch_add(1, Ordering::Relaxed);
                 conn.as_mut().graceful_shutdown();
             }
         }

@@ -3,15 +3,15 @@
 //! merged, `max_tokens` always set, stream events mapped to deltas).
 
 use http::header::{HeaderName, HeaderValue};
+use orinari_upstream::secret_header;
 use serde::{Deserialize, Serialize};
 
 use crate::sse::SseEvent;
-use crate::upstream::{self, Flow, Http, Translate, UpstreamConfig};
-use crate::wire::{AnyError, Count, Text, Turn};
-use crate::{
-    BoxFuture, Event, FinishReason, GenerateRequest, Generation, ModelBackend, ModelError,
-    ModelInfo, Usage,
+use crate::upstream::{
+    self, Flow, HttpBackend, Provider, Translate, UpstreamConfig, UpstreamSecret,
 };
+use crate::wire::{AnyError, Count, Text, Turn};
+use crate::{Event, FinishReason, GenerateRequest, ModelError, Usage};
 
 /// The API version header every request carries.
 pub const API_VERSION: &str = "2023-06-01";
@@ -19,68 +19,42 @@ pub const API_VERSION: &str = "2023-06-01";
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// An Anthropic Messages API upstream.
-#[derive(Debug)]
-pub struct AnthropicBackend {
-    config: UpstreamConfig,
-    http: Http,
-    info: ModelInfo,
-}
+pub type AnthropicBackend = HttpBackend<Anthropic>;
 
 impl AnthropicBackend {
-    /// A backend with its own connection pool.
+    /// A backend with its own connection pools.
     pub fn new(config: UpstreamConfig) -> Result<Self, ModelError> {
+        upstream::build(config)
+    }
+}
+
+/// The Anthropic Messages API.
+#[derive(Debug)]
+pub struct Anthropic;
+
+impl Provider for Anthropic {
+    const PATH: &'static str = "messages";
+    const OWNED_BY: &'static str = "anthropic";
+    type Translator = Messages;
+
+    fn headers(
+        api_key: Option<&UpstreamSecret>,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, ModelError> {
         let mut headers = vec![(
             HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(API_VERSION),
         )];
-        if let Some(key) = &config.api_key {
+        if let Some(key) = api_key {
             headers.push((
                 HeaderName::from_static("x-api-key"),
-                upstream::secret_header("", key)?,
+                secret_header("", key)?,
             ));
         }
-        Ok(Self {
-            http: Http::new(&config, "messages", headers)?,
-            info: ModelInfo {
-                context_window: config.context_window,
-                owned_by: "anthropic".into(),
-            },
-            config,
-        })
+        Ok(headers)
     }
 
-    async fn start_inner(&self, request: GenerateRequest) -> Result<Generation, ModelError> {
-        let response = self
-            .http
-            .post(&request_body(&self.config.model, &request))
-            .await?;
-        if request.stream {
-            Ok(upstream::relay(response, Messages::default()))
-        } else {
-            upstream::whole(response, Messages::default()).await
-        }
-    }
-
-    async fn probe_inner(&self) -> Result<(), ModelError> {
-        self.http.probe().await
-    }
-}
-
-impl ModelBackend for AnthropicBackend {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn start(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, ModelError>> {
-        Box::pin(self.start_inner(request))
-    }
-
-    fn ready(&self) -> bool {
-        true
-    }
-
-    fn probe(&self) -> BoxFuture<'_, Result<(), ModelError>> {
-        Box::pin(self.probe_inner())
+    fn body(model: &str, request: &GenerateRequest) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&request_body(model, request))
     }
 }
 
@@ -210,7 +184,7 @@ struct WireUsage {
 
 /// State of one streamed answer.
 #[derive(Debug, Default)]
-struct Messages {
+pub(crate) struct Messages {
     finish: Option<FinishReason>,
     usage: Usage,
 }

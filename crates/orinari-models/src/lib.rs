@@ -12,14 +12,13 @@
 //! HTTP connections, streaming chunk by chunk.
 
 pub mod anthropic;
-mod h2;
 pub mod local;
 pub mod openai;
 mod sse;
 mod upstream;
 mod wire;
 
-pub use upstream::{HttpVersion, UpstreamConfig, UpstreamSecret};
+pub use upstream::{HttpBackend, HttpVersion, UpstreamConfig, UpstreamSecret};
 
 use std::future::Future;
 use std::pin::Pin;

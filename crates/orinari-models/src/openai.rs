@@ -5,74 +5,47 @@
 //! are exact when the upstream supports it; otherwise completion tokens are
 //! counted as content chunks.
 
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use orinari_upstream::secret_header;
 use serde::{Deserialize, Serialize};
 
 use crate::sse::SseEvent;
-use crate::upstream::{self, Flow, Http, Translate, UpstreamConfig};
-use crate::wire::{AnyError, Count, First, Messages, Text};
-use crate::{
-    BoxFuture, Event, FinishReason, GenerateRequest, Generation, ModelBackend, ModelError,
-    ModelInfo, Usage,
+use crate::upstream::{
+    self, Flow, HttpBackend, Provider, Translate, UpstreamConfig, UpstreamSecret,
 };
+use crate::wire::{AnyError, Count, First, Messages, Text};
+use crate::{Event, FinishReason, GenerateRequest, ModelError, Usage};
 
 /// An OpenAI-compatible upstream.
-#[derive(Debug)]
-pub struct OpenAiBackend {
-    config: UpstreamConfig,
-    http: Http,
-    info: ModelInfo,
-}
+pub type OpenAiBackend = HttpBackend<OpenAi>;
 
 impl OpenAiBackend {
-    /// A backend with its own connection pool.
+    /// A backend with its own connection pools.
     pub fn new(config: UpstreamConfig) -> Result<Self, ModelError> {
-        let headers = match &config.api_key {
-            Some(key) => vec![(AUTHORIZATION, upstream::secret_header("Bearer ", key)?)],
+        upstream::build(config)
+    }
+}
+
+/// The OpenAI Chat Completions API.
+#[derive(Debug)]
+pub struct OpenAi;
+
+impl Provider for OpenAi {
+    const PATH: &'static str = "chat/completions";
+    const OWNED_BY: &'static str = "openai-compatible";
+    type Translator = Chunks;
+
+    fn headers(
+        api_key: Option<&UpstreamSecret>,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, ModelError> {
+        Ok(match api_key {
+            Some(key) => vec![(AUTHORIZATION, secret_header("Bearer ", key)?)],
             None => Vec::new(),
-        };
-        Ok(Self {
-            http: Http::new(&config, "chat/completions", headers)?,
-            info: ModelInfo {
-                context_window: config.context_window,
-                owned_by: "openai-compatible".into(),
-            },
-            config,
         })
     }
 
-    async fn start_inner(&self, request: GenerateRequest) -> Result<Generation, ModelError> {
-        let response = self
-            .http
-            .post(&request_body(&self.config.model, &request))
-            .await?;
-        if request.stream {
-            Ok(upstream::relay(response, Chunks::default()))
-        } else {
-            upstream::whole(response, Chunks::default()).await
-        }
-    }
-
-    async fn probe_inner(&self) -> Result<(), ModelError> {
-        self.http.probe().await
-    }
-}
-
-impl ModelBackend for OpenAiBackend {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn start(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, ModelError>> {
-        Box::pin(self.start_inner(request))
-    }
-
-    fn ready(&self) -> bool {
-        true
-    }
-
-    fn probe(&self) -> BoxFuture<'_, Result<(), ModelError>> {
-        Box::pin(self.probe_inner())
+    fn body(model: &str, request: &GenerateRequest) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&request_body(model, request))
     }
 }
 

@@ -225,7 +225,7 @@ impl AnyError<'_> {
         let e = self.0.as_ref()?;
         let m = e.message.as_str().unwrap_or("an error event");
         Some(crate::ModelError::Upstream(
-            m.chars().take(crate::upstream::MAX_REASON_CHARS).collect(),
+            m.chars().take(orinari_upstream::MAX_REASON_CHARS).collect(),
         ))
     }
 }

@@ -78,9 +78,22 @@ fn crate_boundaries_hold() {
         fs::read_to_string(root().join("crates").join(name).join("Cargo.toml")).unwrap()
     };
     let forbidden: &[(&str, &[&str])] = &[
-        // The model layer knows nothing of HTTP routing or serving (it is an
-        // HTTP client of its upstreams; hyper's server side is checked below).
-        ("orinari-models", &["axum", "tower", "tower-http"]),
+        // The model layer knows nothing of HTTP routing or serving; its
+        // HTTP client is orinari-upstream.
+        (
+            "orinari-models",
+            &[
+                "axum",
+                "tower",
+                "tower-http",
+                "hyper",
+                "hyper-util",
+                "reqwest",
+            ],
+        ),
+        // The transport knows nothing of models or serving (hyper's server
+        // side is checked below).
+        ("orinari-upstream", &["axum", "tower", "tower-http", "sqlx"]),
         // Wire types do no I/O.
         ("orinari-api", &["tokio", "axum", "reqwest", "hyper"]),
         // Configuration is pure parsing and validation.
@@ -125,11 +138,17 @@ fn crate_boundaries_hold() {
             );
         }
     }
-    let models = deps("orinari-models");
+    let upstream = deps("orinari-upstream");
     assert!(
-        !models
+        !upstream
             .lines()
             .any(|l| l.trim_start().starts_with("hyper") && l.contains("server")),
-        "orinari-models uses hyper as a client only"
+        "orinari-upstream uses hyper as a client only"
+    );
+    assert!(
+        !upstream
+            .lines()
+            .any(|l| l.trim_start().starts_with("orinari-")),
+        "orinari-upstream is a leaf: it depends on no orinari crate"
     );
 }

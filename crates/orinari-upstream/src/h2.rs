@@ -34,8 +34,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
-use crate::upstream::{Connector, ReqBody, connect_error};
-use crate::{BoxFuture, ModelError};
+use crate::ReqBody;
+use crate::connect::{Connector, connect_error};
+use crate::{BoxFuture, Error};
 
 /// The most streams one connection carries, even where the server allows
 /// more: past this, a new connection spreads the work over more tasks.
@@ -59,7 +60,7 @@ const UNPROCESSED_RETRIES: usize = 2;
 /// How a connection attempt ended, shared by every request waiting on it.
 #[derive(Clone)]
 enum Dial {
-    Failed(ModelError),
+    Failed(Error),
     /// TLS agreed on HTTP/1.1 (ALPN): the upstream does not speak HTTP/2.
     Declined,
 }
@@ -160,9 +161,7 @@ impl H2Pool {
 
     /// A connection with room for one more stream (opened if none has),
     /// or `None` when the upstream turned out not to speak HTTP/2.
-    pub(crate) async fn checkout(
-        &self,
-    ) -> Result<Option<(Lease, SendRequest<ReqBody>)>, ModelError> {
+    pub(crate) async fn checkout(&self) -> Result<Option<(Lease, SendRequest<ReqBody>)>, Error> {
         let lease = self.lease();
         match lease.conn.ready.clone().await {
             Ok(sender) => Ok(Some((lease, sender))),
@@ -181,7 +180,7 @@ impl H2Pool {
     pub(crate) async fn send(
         &self,
         build: impl Fn() -> Request<ReqBody>,
-    ) -> Result<Option<(Lease, Response<Incoming>)>, ModelError> {
+    ) -> Result<Option<(Lease, Response<Incoming>)>, Error> {
         let mut retries = 0;
         loop {
             let Some((lease, mut sender)) = self.checkout().await? else {
@@ -204,7 +203,7 @@ impl H2Pool {
                 "an upstream HTTP/2 request failed"
             );
             if !retry || retries == UNPROCESSED_RETRIES {
-                return Err(ModelError::Upstream("the request failed".into()));
+                return Err(Error::Failed("the request failed".into()));
             }
             retries += 1;
         }
@@ -287,7 +286,7 @@ async fn open(
         .map_err(|e| Dial::Failed(connect_error(&*e)))?;
     if tls && !io.connected().is_negotiated_h2() {
         return Err(if required {
-            Dial::Failed(ModelError::Upstream(
+            Dial::Failed(Error::Failed(
                 "the upstream does not offer HTTP/2 (TLS ALPN chose HTTP/1.1); set `http_version = \"auto\"` or \"1.1\"".into(),
             ))
         } else {
@@ -311,7 +310,7 @@ async fn open(
         .max_local_error_reset_streams(None)
         .handshake::<_, ReqBody>(io)
         .await
-        .map_err(|_| Dial::Failed(ModelError::Upstream("the HTTP/2 handshake failed".into())))?;
+        .map_err(|_| Dial::Failed(Error::Failed("the HTTP/2 handshake failed".into())))?;
     tokio::spawn(drive(conn, link));
     Ok(sender)
 }
