@@ -1,5 +1,11 @@
-//! Admission control: rate limits and the fair admission queue.
+//! Admission control: callers, rate limits and the fair admission queue.
 //!
+//! - [`callers`]: who is calling ([`Caller`]: an API key or a client IP)
+//!   and what it may do; API keys are created here and stored only as
+//!   SHA-256 digests.
+//! - [`edge::Edge`]: one configuration's admission — its settings, the
+//!   limiter chosen once at start-up, a queue per served model and the
+//!   API-key cache behind authentication.
 //! - [`Limiter`] enforces, per API key (or client IP without a key), a
 //!   request rate (GCRA) and a token budget (reserve an estimate before the
 //!   call, settle with the real usage after). It runs in memory
@@ -14,6 +20,8 @@
 //! This crate knows nothing about models or HTTP: callers pass a subject, a
 //! [`Policy`] and a token estimate, and map a [`Decision`] to a response.
 
+pub mod callers;
+pub mod edge;
 pub mod memory;
 pub mod queue;
 pub mod redis;
@@ -21,6 +29,9 @@ pub mod redis;
 pub mod testing;
 
 use std::time::Duration;
+
+pub use callers::{Caller, KeySpec, create_key, hash_token};
+pub use edge::{AuthError, Edge};
 
 /// Limits for one subject (an API key or a client IP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +103,19 @@ impl Decision {
     }
 }
 
+/// The outcome of a token reservation ([`Limiter::reserve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenDecision {
+    /// The budget cannot take the estimate now.
+    pub refused: bool,
+    /// When a refused request may be retried.
+    pub retry_after: Duration,
+    /// The token limit after this reservation.
+    pub tokens: Window,
+    /// Where it was decided.
+    pub source: Source,
+}
+
 /// The rate limiter, chosen once at start-up from config.
 pub enum Limiter {
     /// Per-process limits.
@@ -106,6 +130,25 @@ impl Limiter {
         match self {
             Self::Memory(m) => m.check(subject, policy, estimate),
             Self::Redis(r) => r.check(subject, policy, estimate).await,
+        }
+    }
+
+    /// Reserve `estimate` tokens for a request [`Limiter::check`] already
+    /// counted (with no estimate then): a chat answer's tokens are known
+    /// only once its body has been read, after the edge limited the rate.
+    pub async fn reserve(&self, subject: &str, policy: Policy, estimate: u32) -> TokenDecision {
+        match self {
+            Self::Memory(m) => m.reserve(subject, policy, estimate),
+            Self::Redis(r) => r.reserve(subject, policy, estimate).await,
+        }
+    }
+
+    /// [`Limiter::check`] without waiting, where that needs no I/O (the
+    /// memory limiter); `None` leaves it to `check` (a Redis round trip).
+    pub fn check_now(&self, subject: &str, policy: Policy, estimate: u32) -> Option<Decision> {
+        match self {
+            Self::Memory(m) => Some(m.check(subject, policy, estimate)),
+            Self::Redis(_) => None,
         }
     }
 

@@ -20,7 +20,7 @@ use governor::{Quota, RateLimiter};
 /// A direct GCRA limiter that reports its remaining burst on success.
 type Gcra = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
-use crate::{Decision, LimitKind, Policy, Source, Window};
+use crate::{Decision, LimitKind, Policy, Source, TokenDecision, Window};
 
 /// How long a subject may stay idle before its state is dropped (both
 /// limits are per minute, so after this long they are whole again).
@@ -106,6 +106,38 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// How long until `estimate` tokens fit (zero: now).
+    fn token_wait(&mut self, estimate: u32, now: Instant) -> Duration {
+        if estimate > self.policy.tokens_per_minute {
+            // Never fits; a minute is how long the budget takes to be whole.
+            Duration::from_secs(60)
+        } else {
+            self.tokens.wait_for(estimate, now)
+        }
+    }
+}
+
+impl State {
+    /// The subject's limits (new ones for a new subject or policy), after
+    /// sweeping idle subjects when a sweep is due.
+    fn entry(&mut self, subject: &str, policy: Policy, now: Instant) -> Option<&mut Entry> {
+        if now.duration_since(self.swept) > SWEEP_EVERY {
+            self.subjects
+                .retain(|_, e| now.duration_since(e.seen) < IDLE);
+            self.swept = now;
+        }
+        let fresh = !matches!(self.subjects.get(subject), Some(e) if e.policy == policy);
+        if fresh {
+            self.subjects
+                .insert(subject.to_string(), Entry::new(policy, now));
+        }
+        let entry = self.subjects.get_mut(subject)?;
+        entry.seen = now;
+        Some(entry)
+    }
+}
+
 /// In-memory limits for every subject this process has seen recently.
 pub struct MemoryLimiter {
     state: Mutex<State>,
@@ -139,25 +171,9 @@ impl MemoryLimiter {
     pub fn check(&self, subject: &str, policy: Policy, estimate: u32) -> Decision {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if now.duration_since(state.swept) > SWEEP_EVERY {
-            state
-                .subjects
-                .retain(|_, e| now.duration_since(e.seen) < IDLE);
-            state.swept = now;
-        }
-        let entry = match state.subjects.get_mut(subject) {
-            Some(e) if e.policy == policy => e,
-            _ => {
-                state
-                    .subjects
-                    .insert(subject.to_string(), Entry::new(policy, now));
-                match state.subjects.get_mut(subject) {
-                    Some(e) => e,
-                    None => return unlimited(policy),
-                }
-            }
+        let Some(entry) = state.entry(subject, policy, now) else {
+            return unlimited(policy);
         };
-        entry.seen = now;
         let interval = Duration::from_secs(60) / policy.requests_per_minute.max(1);
         let rpm = policy.requests_per_minute;
         let requests_now = |remaining: u32| Window {
@@ -185,12 +201,7 @@ impl MemoryLimiter {
                 };
             }
         };
-        let token_wait = if estimate > policy.tokens_per_minute {
-            // Never fits; a minute is how long the budget takes to be whole.
-            Duration::from_secs(60)
-        } else {
-            entry.tokens.wait_for(estimate, now)
-        };
+        let token_wait = entry.token_wait(estimate, now);
         if !token_wait.is_zero() {
             return Decision {
                 refused: Some(LimitKind::Tokens),
@@ -205,6 +216,34 @@ impl MemoryLimiter {
             refused: None,
             retry_after: Duration::ZERO,
             requests,
+            tokens: entry.tokens.window(),
+            source: Source::Local,
+        }
+    }
+
+    /// Reserve `estimate` tokens for a request whose rate [`check`] has
+    /// already counted (a chat answer, once its size is known); the request
+    /// rate is left as it is.
+    ///
+    /// [`check`]: MemoryLimiter::check
+    pub fn reserve(&self, subject: &str, policy: Policy, estimate: u32) -> TokenDecision {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = state.entry(subject, policy, now) else {
+            return TokenDecision {
+                refused: false,
+                retry_after: Duration::ZERO,
+                tokens: unlimited(policy).tokens,
+                source: Source::Local,
+            };
+        };
+        let wait = entry.token_wait(estimate, now);
+        if wait.is_zero() {
+            entry.tokens.take(i64::from(estimate), now);
+        }
+        TokenDecision {
+            refused: !wait.is_zero(),
+            retry_after: wait,
             tokens: entry.tokens.window(),
             source: Source::Local,
         }

@@ -16,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
 use crate::memory::MemoryLimiter;
-use crate::{Decision, LimitKind, Policy, Source, Window};
+use crate::{Decision, LimitKind, Policy, Source, TokenDecision, Window};
 
 /// How long a command may take before Redis counts as unreachable.
 pub const TIMEOUT: Duration = Duration::from_millis(250);
@@ -68,6 +68,32 @@ local tr, tt = tok_window()
 return {0, 0, req_remaining, req_reset, tr, tt}
 ";
 
+/// The token half of `CHECK` alone: reserve `est` tokens on the token key.
+/// Returns {refused, wait_us, tok_remaining, tok_reset_us}.
+const RESERVE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tpm = tonumber(ARGV[1])
+local est = tonumber(ARGV[2])
+local per_us = tpm / 60000000
+local b = redis.call('HMGET', KEYS[1], 'a', 't')
+local avail = tonumber(b[1]) or tpm
+local at = tonumber(b[2]) or now
+avail = math.min(tpm, avail + math.max(0, now - at) * per_us)
+local refused = 0
+local wait = 0
+if est > tpm or avail < est then
+  refused = 1
+  wait = 60000000
+  if est <= tpm then wait = (est - avail) / per_us end
+else
+  avail = avail - est
+end
+redis.call('HSET', KEYS[1], 'a', tostring(avail), 't', string.format('%.0f', now))
+redis.call('PEXPIRE', KEYS[1], 120000)
+return {refused, math.floor(wait), math.floor(math.max(avail, 0)), math.floor((tpm - avail) / per_us)}
+";
+
 /// Charge or refund tokens on the token key (refilled first, capped at the budget).
 const ADJUST: &str = r"
 local t = redis.call('TIME')
@@ -102,6 +128,7 @@ pub struct RedisLimiter {
     fallbacks: AtomicU64,
     local: MemoryLimiter,
     check: Script,
+    reserve: Script,
     adjust: Script,
     prefix: String,
 }
@@ -120,6 +147,7 @@ impl RedisLimiter {
             fallbacks: AtomicU64::new(0),
             local: MemoryLimiter::new(),
             check: Script::new(CHECK),
+            reserve: Script::new(RESERVE),
             adjust: Script::new(ADJUST),
             prefix: prefix.to_string(),
         })
@@ -215,6 +243,45 @@ impl RedisLimiter {
         }
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         self.local.check(subject, policy, estimate)
+    }
+
+    /// Reserve `estimate` tokens for a request already counted by
+    /// [`RedisLimiter::check`].
+    pub async fn reserve(&self, subject: &str, policy: Policy, estimate: u32) -> TokenDecision {
+        if let Some(mut conn) = self.connection().await {
+            let (_, tk) = self.keys(subject);
+            let reply: Result<Vec<i64>, _> = self
+                .reserve
+                .key(tk)
+                .arg(policy.tokens_per_minute.max(1))
+                .arg(estimate)
+                .invoke_async(&mut conn)
+                .await;
+            match reply {
+                Ok(v) if v.len() == 4 => {
+                    self.mark_up();
+                    return TokenDecision {
+                        refused: v[0] != 0,
+                        retry_after: micros(v[1]),
+                        tokens: Window {
+                            limit: policy.tokens_per_minute,
+                            remaining: count(v[2]),
+                            reset: micros(v[3]),
+                        },
+                        source: Source::Shared,
+                    };
+                }
+                Ok(v) => {
+                    tracing::error!(
+                        len = v.len(),
+                        "unexpected reply from the reservation script"
+                    );
+                }
+                Err(e) => self.mark_down(&e),
+            }
+        }
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        self.local.reserve(subject, policy, estimate)
     }
 
     /// Charge (`delta > 0`) or refund (`delta < 0`) tokens after the fact.

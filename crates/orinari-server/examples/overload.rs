@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orinari_config::admission::AdmissionConfig;
+use orinari_limits::Edge;
 use orinari_models::local::{LocalConfig, LocalModel, default_model_path};
-use orinari_server::edge::Edge;
 use orinari_server::{AppState, ServedModel};
 use serde_json::json;
 use tokio::sync::Mutex;

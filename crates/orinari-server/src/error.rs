@@ -3,6 +3,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use orinari_api::ApiError;
+use orinari_chat::ChatError;
+use orinari_limits::queue::Refused;
+use orinari_limits::{AuthError, LimitKind, Policy, retry_after_secs};
 use orinari_models::ModelError;
 
 /// Seconds a client should wait after an overload.
@@ -59,6 +62,107 @@ pub fn from_model(e: ModelError) -> ApiError {
             e.code = Some("backend_unavailable");
             e
         }
+    }
+}
+
+/// Classify a chat refusal once.
+pub fn from_chat(e: ChatError) -> ApiError {
+    match e {
+        ChatError::Refused(e) => e,
+        ChatError::Tokens {
+            estimate,
+            policy,
+            retry_after,
+            ..
+        } => rate_limited(LimitKind::Tokens, retry_after, estimate, policy),
+        ChatError::Queue { refused, .. } => {
+            let mut e = ApiError::overloaded(
+                match refused {
+                    Refused::Full => {
+                        "The server is at capacity and its queue is full; retry shortly."
+                    }
+                    Refused::Timeout => {
+                        "The request waited too long for a free slot; retry shortly."
+                    }
+                },
+                OVERLOAD_RETRY_AFTER_S,
+            );
+            e.code = Some(match refused {
+                Refused::Full => "queue_full",
+                Refused::Timeout => "queue_timeout",
+            });
+            e
+        }
+        ChatError::Model { error, .. } => from_model(error),
+    }
+}
+
+/// A rate-limit refusal (429): by the request rate, or by the token budget
+/// for a request of about `estimate` tokens.
+pub fn rate_limited(
+    kind: LimitKind,
+    retry_after: std::time::Duration,
+    estimate: u32,
+    policy: Policy,
+) -> ApiError {
+    let wait = retry_after_secs(retry_after);
+    match kind {
+        LimitKind::Requests => ApiError::rate_limited(
+            format!(
+                "Rate limit reached: {} requests per minute. Retry after {wait} s.",
+                policy.requests_per_minute
+            ),
+            "rate_limit_exceeded",
+            wait,
+        ),
+        LimitKind::Tokens if estimate > policy.tokens_per_minute => ApiError::rate_limited(
+            format!(
+                "This request needs about {estimate} tokens, more than the limit of {} tokens per minute; lower max_tokens or shorten the messages.",
+                policy.tokens_per_minute
+            ),
+            "tokens_exceeded",
+            wait,
+        ),
+        LimitKind::Tokens => ApiError::rate_limited(
+            format!(
+                "Token limit reached: {} tokens per minute. Retry after {wait} s.",
+                policy.tokens_per_minute
+            ),
+            "tokens_exceeded",
+            wait,
+        ),
+    }
+}
+
+/// Classify an authentication failure once (the response adds
+/// `WWW-Authenticate` to a 401).
+pub fn from_auth(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Missing => ApiError::unauthorized(
+            "An API key is required: send `Authorization: Bearer <key>` (create one with `orinari keys create`).",
+            "missing_api_key",
+        ),
+        AuthError::Invalid => ApiError::unauthorized(
+            "The API key is not valid (unknown or revoked).",
+            "invalid_api_key",
+        ),
+        AuthError::Unavailable => ApiError::overloaded("API keys cannot be checked right now.", 1),
+    }
+}
+
+/// A chat request that got no answer, on its way to the client: the
+/// refusal, with the token headers once a reservation was tried.
+#[derive(Debug)]
+pub struct ChatFailure(pub ChatError);
+
+impl IntoResponse for ChatFailure {
+    fn into_response(self) -> Response {
+        let window = self.0.tokens();
+        let mut res = HttpError(from_chat(self.0)).into_response();
+        if let Some(w) = window {
+            crate::http::set_token_headers(res.headers_mut(), &w);
+        }
+        res
     }
 }
 

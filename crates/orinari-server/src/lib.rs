@@ -1,13 +1,14 @@
 //! The HTTP server: the tower layer stack (composed once, in [`stack`]),
 //! routes and thin handlers, and graceful shutdown.
 //!
-//! Handlers extract, call one domain function, and map the result; errors
-//! become responses only in [`error`].
+//! Handlers extract, call one domain function (a chat answer is
+//! `orinari_chat::Chat::answer`), and map the result; errors become
+//! responses only in [`error`]. Routes, pages and layers never import one
+//! another: what they share lives in [`http`].
 
 pub mod acme;
-pub mod edge;
 pub mod error;
-pub mod guard;
+pub mod http;
 mod ids;
 mod layers;
 mod listener;
@@ -25,7 +26,9 @@ use tokio::net::TcpListener;
 
 use tokio::sync::{Semaphore, watch};
 
-pub use state::{AppState, Live, Reload, ReloadError, ReloadReport, ServedModel, hash_token};
+pub use http::hash_token;
+pub use orinari_chat::ServedModel;
+pub use state::{AppState, Live, Reload, ReloadError, ReloadReport};
 
 /// Build the full application (routes inside the layer stack); `secure`
 /// for the HTTPS listener's.
@@ -34,7 +37,7 @@ pub fn app(state: AppState, secure: bool) -> impl stack::App {
         routes::v1(state.clone()),
         routes::router(state.clone()),
         routes::admin(state.clone()),
-        routes::pages(state.clone()),
+        pages::router(state.clone()),
         &state,
         secure,
     )

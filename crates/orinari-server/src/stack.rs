@@ -39,24 +39,30 @@
 //! measured, they were a third of the allocations of a proxied request).
 //!
 //! The API (`/v1/*`) gets three more layers, inside the common ones and around
-//! those routes only:
+//! those routes only. They do edge work only: none reads a body or knows a
+//! route; a chat answer's token reservation and queue slot are taken by the
+//! chat domain (`orinari-chat`), which the handler calls.
 //!
 //! - `api_auth` — resolves the caller (API key, or client IP when keys are
-//!   optional): 401 for a missing or unknown key, before any limit is spent.
+//!   optional) into a `Caller`: 401 for a missing or unknown key, before any
+//!   limit is spent.
 //! - `Cors` — outermost of the three: answers preflights for the origins in
 //!   `server.cors_allow_origins` before authentication; with none (the
 //!   default) the layer is left out and no CORS headers are sent.
 //! - `rate_limit` — inside `api_auth` because limits are per caller: the
-//!   request and token limits (429 + `Retry-After`), the fair per-model
-//!   admission queue (503 when full), `x-ratelimit-*` on every response.
+//!   request rate (429 + `Retry-After`), `x-ratelimit-*` on every response.
 //!
-//! Pages and assets (`/`, `/assets/*`) get three more layers, inside the ones
+//! Pages and assets (`/`, `/assets/*`) get five more layers, inside the ones
 //! above and around those routes only, so `/v1/*` responses stay exactly as
 //! API clients expect them:
 //!
-//! - `limit_form_posts` — the no-JS chat form (`POST /`) runs the model, so
-//!   it gets the `/v1` caller resolution and limits (innermost: its 429s
-//!   still get compressed and security headers).
+//! - `form_post`, `api_auth`, `rate_limit` (posts only, innermost) — the
+//!   no-JS chat form (`POST /`) runs the model, so it meets the `/v1` edge:
+//!   `form_post` (outermost of the three) lifts the form's `api_key` field
+//!   into the bearer token before `api_auth` reads it, and turns their
+//!   refusals into the page with the reason (rendered by
+//!   `pages::chat::refused`, handed in here); innermost, so its 429s still
+//!   get compressed and security headers.
 //! - `Compression` — Brotli or gzip by `Accept-Encoding`; HTML, CSS and JS
 //!   shrink 3–5x, which keeps the first load far under 50 KB. It sits
 //!   inside the security headers so 304s and errors get headers too, and
@@ -97,7 +103,7 @@ use tracing::Level;
 use crate::AppState;
 use crate::error::HttpError;
 use crate::layers::{
-    admin_auth, api_auth, firewall, http_metrics, https_redirect, rate_limit, route,
+    admin_auth, api_auth, firewall, form_post, http_metrics, https_redirect, rate_limit, route,
     security_headers,
 };
 use orinari_api::ApiError;
@@ -176,21 +182,17 @@ pub fn wrap(
     secure: bool,
 ) -> impl App + use<> {
     let mut v1 = v1
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            rate_limit::limit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            api_auth::authenticate,
-        ));
+        .layer(rate_limit::RateLimitLayer::new(state.clone()))
+        .layer(api_auth::AuthLayer::new(state.clone()));
     if let Some(cors) = cors(&state.edge().config().connections.cors_allow_origins) {
         v1 = v1.layer(cors);
     }
     let pages = pages
-        .layer(axum::middleware::from_fn_with_state(
+        .layer(rate_limit::RateLimitLayer::posts_only(state.clone()))
+        .layer(api_auth::AuthLayer::posts_only(state.clone()))
+        .layer(form_post::FormPostLayer::new(
             state.clone(),
-            rate_limit::limit_form_posts,
+            crate::pages::chat::refused,
         ))
         .layer(CompressionLayer::new())
         .layer(security_headers::layer());

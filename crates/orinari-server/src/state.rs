@@ -1,6 +1,6 @@
 //! Shared application state, built once at start-up. What a configuration
-//! reload may change (models, the admission edge, screening, validation
-//! limits) sits in one [`Live`] value that is swapped as a whole, so a
+//! reload may change (the gateway and the chat pipeline: models, the
+//! admission edge, screening, validation limits) sits in one [`Live`] value that is swapped as a whole, so a
 //! request sees either the old configuration or the new one, never a mix;
 //! requests already running keep the value they started with.
 
@@ -8,34 +8,37 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use orinari_api::ValidationLimits;
-use orinari_models::ModelBackend;
+use orinari_chat::{Chat, Screening, ServedModel};
+use orinari_limits::Edge;
 use orinari_store::Store;
 use orinari_store::backup::{Backups, Health};
 use orinari_telemetry::Metrics;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-/// A model name and the backend that serves it.
+/// The part of the state that a configuration reload replaces.
 #[derive(Clone)]
-pub struct ServedModel {
-    /// The name clients ask for.
-    pub name: String,
-    /// The backend.
-    pub backend: Arc<dyn ModelBackend>,
+pub struct Live {
+    /// The gateway serving the models (absent in tests that serve models directly).
+    pub gateway: Option<Arc<orinari_balance::Gateway>>,
+    /// The chat pipeline: served models, admission (API keys, rate limits,
+    /// queues, firewall), screening and input limits.
+    pub chat: Chat,
 }
 
 impl Live {
     /// The same with new admission, screening and input limits (a reload).
     pub fn reconfigured(
         self,
-        edge: crate::edge::Edge,
-        screening: Option<crate::guard::Screening>,
+        edge: Edge,
+        screening: Option<Screening>,
         max_input_chars: usize,
     ) -> Self {
         Self {
-            edge: Arc::new(edge),
-            screening,
-            limits: ValidationLimits { max_input_chars },
+            chat: self
+                .chat
+                .with_edge(Arc::new(edge))
+                .with_screening(screening)
+                .with_limits(ValidationLimits { max_input_chars }),
             ..self
         }
     }
@@ -43,17 +46,31 @@ impl Live {
     /// The same, serving the gateway's models (pools of upstream backends
     /// and single ones, in config order).
     pub fn serve(self, gateway: Arc<orinari_balance::Gateway>) -> Self {
+        // Pools record their own per-model metrics, per member.
+        let pools: Vec<String> = gateway.status().into_iter().map(|p| p.name).collect();
+        let models = gateway
+            .models()
+            .map(|(name, backend)| ServedModel {
+                name: name.to_string(),
+                backend,
+            })
+            .collect();
         Self {
-            models: gateway
-                .models()
-                .map(|(name, backend)| ServedModel {
-                    name: name.to_string(),
-                    backend,
-                })
-                .collect(),
+            chat: self
+                .chat
+                .serving(models, |name| pools.iter().any(|p| p == name)),
             gateway: Some(gateway),
-            ..self
         }
+    }
+
+    /// Look a model up by name.
+    pub fn model(&self, name: &str) -> Option<&ServedModel> {
+        self.chat.model(name)
+    }
+
+    /// API keys, rate limits, queues, firewall.
+    pub fn edge(&self) -> &Arc<Edge> {
+        self.chat.edge()
     }
 }
 
@@ -61,28 +78,6 @@ impl Live {
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
-}
-
-/// The part of the state that a configuration reload replaces.
-#[derive(Clone)]
-pub struct Live {
-    /// Served models, in config order.
-    pub models: Vec<ServedModel>,
-    /// The gateway serving them (absent in tests that serve models directly).
-    pub gateway: Option<Arc<orinari_balance::Gateway>>,
-    /// API keys, rate limits, queues, firewall.
-    pub edge: Arc<crate::edge::Edge>,
-    /// Prompt-injection screening, when configured.
-    pub screening: Option<crate::guard::Screening>,
-    /// Validation limits for requests.
-    pub limits: ValidationLimits,
-}
-
-impl Live {
-    /// Look a model up by name.
-    pub fn model(&self, name: &str) -> Option<&ServedModel> {
-        self.models.iter().find(|m| m.name == name)
-    }
 }
 
 /// Applies a new configuration to a running server (SIGHUP and
@@ -140,7 +135,7 @@ struct Inner {
     draining: AtomicBool,
     abort: watch::Sender<bool>,
     store: Option<Store>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     admin_token_sha256: Option<[u8; 32]>,
     backups: Option<(Arc<Backups>, watch::Receiver<Health>)>,
     status: Option<Arc<orinari_status::StatusService>>,
@@ -153,21 +148,25 @@ impl AppState {
     pub fn new(models: Vec<ServedModel>, max_input_chars: usize, max_body_bytes: usize) -> Self {
         let names: Vec<(String, Option<usize>)> =
             models.iter().map(|m| (m.name.clone(), None)).collect();
-        let edge = Arc::new(crate::edge::Edge::new(
+        let edge = Arc::new(Edge::new(
             orinari_config::admission::AdmissionConfig::default(),
             &names,
         ));
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let metrics = Arc::new(Metrics::new());
+        let chat = Chat::new(
+            models,
+            edge,
+            ValidationLimits { max_input_chars },
+            metrics.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 live: arc_swap::ArcSwap::from_pointee(Live {
-                    models,
                     gateway: None,
-                    edge,
-                    screening: None,
-                    limits: ValidationLimits { max_input_chars },
+                    chat,
                 }),
                 reloader: std::sync::OnceLock::new(),
                 max_body_bytes,
@@ -176,7 +175,7 @@ impl AppState {
                 draining: AtomicBool::new(false),
                 abort: watch::channel(false).0,
                 store: None,
-                metrics: Metrics::new(),
+                metrics,
                 admin_token_sha256: None,
                 backups: None,
                 status: None,
@@ -248,9 +247,12 @@ impl AppState {
 
     /// The same state with this admission edge: API keys, rate limits,
     /// queues, connection protection, firewall (set once, before serving).
-    pub fn with_edge(self, edge: crate::edge::Edge) -> Self {
+    pub fn with_edge(self, edge: Edge) -> Self {
         let edge = Arc::new(edge);
-        self.update(|live| Live { edge, ..live });
+        self.update(|live| Live {
+            chat: live.chat.with_edge(edge),
+            ..live
+        });
         self
     }
 
@@ -271,23 +273,18 @@ impl AppState {
     }
 
     /// The admission edge.
-    pub fn edge(&self) -> Arc<crate::edge::Edge> {
-        self.inner.live.load().edge.clone()
+    pub fn edge(&self) -> Arc<Edge> {
+        self.inner.live.load().edge().clone()
     }
 
     /// The same state screening user messages for prompt injection (set
     /// once, before serving; without it nothing is screened).
-    pub fn with_screening(self, screening: crate::guard::Screening) -> Self {
+    pub fn with_screening(self, screening: Screening) -> Self {
         self.update(|live| Live {
-            screening: Some(screening),
+            chat: live.chat.with_screening(Some(screening)),
             ..live
         });
         self
-    }
-
-    /// Prompt-injection screening, when configured.
-    pub fn screening(&self) -> Option<crate::guard::Screening> {
-        self.inner.live.load().screening.clone()
     }
 
     /// The same state guarding `/admin/*` with this token (set once, before serving).
@@ -324,7 +321,7 @@ impl AppState {
     pub fn is_admin(&self, token: &str) -> bool {
         self.inner
             .admin_token_sha256
-            .is_some_and(|want| hash_token(token) == want)
+            .is_some_and(|want| crate::http::hash_token(token) == want)
     }
 
     /// The backup engine and its health, when backups are configured.
@@ -352,12 +349,12 @@ impl AppState {
 
     /// All served models, in config order.
     pub fn models(&self) -> Vec<ServedModel> {
-        self.inner.live.load().models.clone()
+        self.inner.live.load().chat.models().cloned().collect()
     }
 
     /// Validation limits for requests.
     pub fn limits(&self) -> ValidationLimits {
-        self.inner.live.load().limits
+        self.inner.live.load().chat.limits()
     }
 
     /// The body size limit.
@@ -397,9 +394,4 @@ impl AppState {
             let _ = rx.wait_for(|aborted| *aborted).await;
         }
     }
-}
-
-/// SHA-256 of a token, as kept in memory and in the store.
-pub fn hash_token(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }

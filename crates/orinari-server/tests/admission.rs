@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{Options, Server, start};
 use orinari_config::admission::AdmissionConfig;
 use orinari_limits::testing::RedisProcess;
-use orinari_server::edge::{KeySpec, create_key};
+use orinari_limits::{KeySpec, create_key};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};

@@ -90,7 +90,7 @@ async fn serve(config: PoolConfig, backends: Vec<BackendSpec>) -> App {
     let state = state
         .with_gateway(gateway)
         .with_admin_token_hash(orinari_server::hash_token(ADMIN))
-        .with_edge(orinari_server::edge::Edge::new(
+        .with_edge(orinari_limits::Edge::new(
             orinari_config::admission::AdmissionConfig::default(),
             &[("m".to_string(), None)],
         ));

@@ -391,3 +391,70 @@ async fn drain_deadline_bounds_shutdown() {
     assert!(matches!(served, Ok(Ok(Ok(())))));
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
 }
+
+/// The embedded model records the same per-model metrics as a pool's
+/// members, with the backend `local`: requests by outcome, time to first
+/// token and tokens, whole answers and streams alike.
+#[tokio::test]
+async fn the_embedded_model_records_per_model_metrics() {
+    let s = start(Options::default()).await;
+    let (status, v) = s
+        .post(&chat("Say hi.", json!({"max_tokens": 4, "temperature": 0})))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    let completion = v["usage"]["completion_tokens"].as_u64().unwrap();
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"orinari_model_requests_total{model="orinari-small",backend="local",outcome="success"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"orinari_model_time_to_first_token_seconds_count{model="orinari-small",backend="local"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"orinari_model_tokens_total{{model="orinari-small",backend="local",kind="prompt"}} {prompt}"#
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"orinari_model_tokens_total{{model="orinari-small",backend="local",kind="completion"}} {completion}"#
+        )),
+        "{text}"
+    );
+    // A stream counts too.
+    let events = s
+        .stream(&chat("Say hi.", json!({"max_tokens": 2, "stream": true})))
+        .await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"orinari_model_requests_total{model="orinari-small",backend="local",outcome="success"} 2"#
+        ),
+        "{text}"
+    );
+}

@@ -11,9 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use orinari_chat::Screening;
 use orinari_config::PromptInjection;
 use orinari_models::local::{LocalConfig, LocalModel, default_model_path};
-use orinari_server::guard::Screening;
 use orinari_server::{AppState, ServedModel};
 use serde_json::{Value, json};
 

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use orinari_config::Config;
-use orinari_server::edge::{KeySpec, create_key};
+use orinari_limits::{KeySpec, create_key};
 use orinari_store::Store;
 
 /// The key subcommands.
@@ -80,7 +80,7 @@ pub async fn command(config: &Config, command: KeysCommand) -> Result<(), Failur
                 max_concurrent,
                 prompt_injection: prompt_injection
                     .as_deref()
-                    .and_then(orinari_server::edge::policy),
+                    .and_then(orinari_limits::callers::policy),
             };
             spec.validate().map_err(|(field, why)| {
                 let flag = match field {

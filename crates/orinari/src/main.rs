@@ -295,13 +295,11 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
     )
     .with_store(store.clone())
     .with_admin_token_hash(admin_hash)
-    .with_edge(orinari_server::edge::Edge::new(
+    .with_edge(orinari_limits::Edge::new(
         config.admission.clone(),
         &model_caps(&config),
     ))
-    .with_screening(orinari_server::guard::Screening::embedded(
-        config.prompt_injection,
-    )?);
+    .with_screening(orinari_chat::Screening::embedded(config.prompt_injection)?);
     // Every served model goes through the gateway: pools of upstream
     // backends and the embedded models. It owns the health-check tasks and
     // stops them after the server drains.

@@ -58,15 +58,15 @@ impl Reloader {
                     tracing::warn!(error = %format!("{e:#}"), "configuration not reloaded");
                     format!("{e:#}")
                 })?;
-            let screening = match &live.screening {
-                Some(s) if effective.prompt_injection != current.prompt_injection => Some(
-                    orinari_server::guard::Screening::embedded(effective.prompt_injection)
+            let screening = match live.chat.screening() {
+                Some(_) if effective.prompt_injection != current.prompt_injection => Some(
+                    orinari_chat::Screening::embedded(effective.prompt_injection)
                         .map_err(|e| format!("[guard]: {e}"))?,
                 ),
-                s => s.clone(),
+                s => s.cloned(),
             };
             let edge = live
-                .edge
+                .edge()
                 .next(effective.admission.clone(), &crate::model_caps(&effective));
             state.update(|l| {
                 l.reconfigured(edge, screening, effective.max_input_chars)

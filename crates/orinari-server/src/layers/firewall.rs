@@ -3,12 +3,9 @@
 //! did not come over a network connection (in-process tests) have no
 //! address and are let through.
 
-use std::net::SocketAddr;
-
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 
-use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 use futures::future::Either;
@@ -101,11 +98,9 @@ where
 
 fn permits<B>(state: &AppState, req: &Request<B>) -> bool {
     let edge = state.edge();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let Some(ip) = edge.client_ip(peer, req.headers()) else {
+    let Some(ip) =
+        crate::http::client_ip(&edge.config().connections, req.extensions(), req.headers())
+    else {
         return true;
     };
     let fw = &edge.config().firewall;

@@ -10,6 +10,7 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use orinari_limits::Caller;
 use serde::Deserialize;
 
 use super::assets::{ASSETS, Assets, fnv1a};
@@ -50,7 +51,7 @@ pub struct ChatForm {
     action: Option<String>,
     /// Sent when `[auth] required = true`: the form's own API key field (the
     /// page carries it back, since a page without script keeps no state).
-    /// The `limit_form_posts` layer has already checked it.
+    /// The form-post edge (`layers/form_post.rs`) has already checked it.
     #[serde(default)]
     api_key: String,
 }
@@ -84,7 +85,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
 /// `POST /`: apply the form's action and answer with the whole page.
 pub async fn submit(
     State(state): State<AppState>,
-    caller: Option<axum::Extension<crate::edge::Caller>>,
+    caller: Option<axum::Extension<Caller>>,
     form: Result<Form<ChatForm>, FormRejection>,
 ) -> Response {
     let max_chars = state.limits().max_input_chars;
@@ -111,20 +112,16 @@ pub async fn submit(
         return respond(e.0, page.render("", &turns, &form.message, Some(e.1)));
     };
     let action = Action::parse(form.action.as_deref());
-    let screened = match crate::guard::screen(
-        &state,
-        caller.and_then(|axum::Extension(c)| c.prompt_injection),
-        conversation::user_texts(&turns, action, &form.message),
-    ) {
-        Ok(screened) => screened,
-        Err(e) => {
-            let (status, message) = page_error(e);
-            let html = page.render(&model.name, &turns, &form.message, Some(&message));
-            return respond(status, html);
-        }
-    };
+    let caller = caller.map_or_else(
+        // The form-post edge always resolves one; without it, anonymous.
+        || Caller::anonymous("ip:unknown".into(), &state.edge().config().limits),
+        |axum::Extension(c)| c,
+    );
+    let live = state.live();
     let result = conversation::step(
-        model.backend.as_ref(),
+        &live.chat,
+        &caller,
+        &model.name,
         turns.clone(),
         action,
         &form.message,
@@ -132,10 +129,16 @@ pub async fn submit(
     )
     .await;
     match result {
-        Ok(turns) => screened.mark(respond(
-            StatusCode::OK,
-            page.render(&model.name, &turns, "", None),
-        )),
+        Ok(stepped) => {
+            let mut res = respond(
+                StatusCode::OK,
+                page.render(&model.name, &stepped.turns, "", None),
+            );
+            if stepped.flagged {
+                crate::http::mark_flagged(res.headers_mut());
+            }
+            res
+        }
         Err(e) => {
             let (status, message) = page_error(e);
             let html = page.render(&model.name, &turns, &form.message, Some(&message));

@@ -1,11 +1,14 @@
 //! The no-JavaScript chat: the conversation round-trips in a hidden form
-//! field (JSON), is never stored or logged, and each POST asks the model once.
+//! field (JSON), is never stored or logged, and each POST asks the chat
+//! domain (`orinari-chat`) for one answer, as the API does.
 
-use orinari_api::ApiError;
-use orinari_models::{GenerateRequest, Message, ModelBackend, Sampling};
+use orinari_api::{ApiError, ChatMessage};
+use orinari_chat::{Chat, ChatRequest};
+use orinari_limits::Caller;
+use orinari_models::Sampling;
 use serde::{Deserialize, Serialize};
 
-use crate::error::from_model;
+use crate::error::{from_chat, from_model};
 
 /// Completion tokens per answer, for the form and the script alike.
 pub const MAX_TOKENS: u32 = 512;
@@ -84,22 +87,6 @@ pub fn encode(turns: &[Turn]) -> String {
     serde_json::to_string(turns).unwrap_or_else(|_| "[]".to_string())
 }
 
-/// What the person wrote that the model would read for this action: earlier
-/// user turns (the field comes from the client, so they are screened again)
-/// and, when sending, the new message; with the form field each names.
-pub fn user_texts<'a>(
-    turns: &'a [Turn],
-    action: Action,
-    message: &'a str,
-) -> impl Iterator<Item = (String, &'a str)> + 'a {
-    let earlier = turns
-        .iter()
-        .filter(|t| t.is_user())
-        .map(|t| ("conversation".to_string(), t.content.as_str()));
-    let new = (action == Action::Send).then(|| ("message".to_string(), message));
-    earlier.chain(new)
-}
-
 fn chars(turns: &[Turn]) -> usize {
     turns.iter().map(|t| t.content.chars().count()).sum()
 }
@@ -111,18 +98,35 @@ fn too_long() -> ApiError {
     )
 }
 
+/// What one step produced: the conversation, ending with the model's
+/// answer, and whether screening flagged the request.
+#[derive(Debug)]
+pub struct Stepped {
+    /// The conversation after the step.
+    pub turns: Vec<Turn>,
+    /// Screening found an attack and its action is `flag`.
+    pub flagged: bool,
+}
+
 /// Apply the action to the conversation: on success the returned turns end
-/// with the model's answer; on failure the caller shows the error with the
-/// conversation as it was.
+/// with the model's answer (from `chat`, for `caller`); on failure the
+/// caller shows the error with the conversation as it was.
 pub async fn step(
-    backend: &dyn ModelBackend,
+    chat: &Chat,
+    caller: &Caller,
+    model: &str,
     mut turns: Vec<Turn>,
     action: Action,
     message: &str,
     max_chars: usize,
-) -> Result<Vec<Turn>, ApiError> {
+) -> Result<Stepped, ApiError> {
     match action {
-        Action::Clear => return Ok(Vec::new()),
+        Action::Clear => {
+            return Ok(Stepped {
+                turns: Vec::new(),
+                flagged: false,
+            });
+        }
         Action::Regenerate => {
             if turns.last().is_some_and(|t| t.role == Role::Assistant) {
                 turns.pop();
@@ -148,24 +152,42 @@ pub async fn step(
     if chars(&turns) > max_chars {
         return Err(too_long());
     }
-    let answer = answer(backend, &turns).await?;
+    let answer = chat
+        .answer(caller, request(model, &turns, action))
+        .await
+        .map_err(from_chat)?;
+    let flagged = answer.flagged();
+    let text = answer.collect().await.map_err(from_model)?.text;
     turns.push(Turn {
         role: Role::Assistant,
-        content: answer,
+        content: text,
     });
-    Ok(turns)
+    Ok(Stepped { turns, flagged })
 }
 
-async fn answer(backend: &dyn ModelBackend, turns: &[Turn]) -> Result<String, ApiError> {
-    let request = GenerateRequest {
+/// The chat request for the conversation: every turn; a refusal names
+/// earlier user turns `conversation` (the hidden field comes from the
+/// client, so they are screened again) and a message sent now `message`.
+fn request(model: &str, turns: &[Turn], action: Action) -> ChatRequest {
+    let users = turns.iter().filter(|t| t.is_user()).count();
+    let fields = (0..users)
+        .map(|i| {
+            if action == Action::Send && i + 1 == users {
+                "message"
+            } else {
+                "conversation"
+            }
+        })
+        .collect();
+    ChatRequest {
+        model: model.to_string(),
         messages: turns
             .iter()
-            .map(|t| Message {
+            .map(|t| ChatMessage {
                 role: match t.role {
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
-                }
-                .to_string(),
+                    Role::User => orinari_api::Role::User,
+                    Role::Assistant => orinari_api::Role::Assistant,
+                },
                 content: t.content.clone(),
             })
             .collect(),
@@ -175,9 +197,9 @@ async fn answer(backend: &dyn ModelBackend, turns: &[Turn]) -> Result<String, Ap
             ..Sampling::default()
         },
         stream: false,
-    };
-    let generation = backend.start(request).await.map_err(from_model)?;
-    Ok(generation.collect().await.map_err(from_model)?.text)
+        size: turns.iter().map(|t| t.content.len()).sum(),
+        fields: Some(fields),
+    }
 }
 
 #[cfg(test)]

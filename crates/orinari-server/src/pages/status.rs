@@ -407,7 +407,7 @@ pub async fn subscribe_webhook(
             .collect(),
         secret: None,
     };
-    let client = crate::routes::client_ip(&state, &extensions, &headers);
+    let client = crate::http::client_ip(&state.edge().config().connections, &extensions, &headers);
     match svc
         .subscribe_webhook(input, client, orinari_store::now_ms())
         .await

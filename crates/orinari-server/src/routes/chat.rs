@@ -7,17 +7,18 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::stream::Stream;
 use orinari_api::chat::{ChatCompletion, ChunkBuilder, Usage};
 use orinari_api::{ApiError, ChatRequest, sse};
-use orinari_models::{Event, GenerateRequest, Generation, Message, ModelError, Sampling};
+use orinari_chat::Answer;
+use orinari_limits::Caller;
+use orinari_models::{Event, ModelError};
 
 use crate::AppState;
-use crate::error::{HttpError, from_model};
-use crate::layers::rate_limit::Spent;
+use crate::error::{ChatFailure, HttpError, from_model};
+use crate::http;
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -25,84 +26,71 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The handler: validate, admit, then answer whole or as a stream.
+/// The handler: read and validate the body, ask the chat domain for the
+/// answer, then send it whole or as a stream.
 pub async fn completions(
     State(state): State<AppState>,
-    spent: Option<axum::Extension<Spent>>,
-    caller: Option<axum::Extension<crate::edge::Caller>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, HttpError> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::body_too_large(state.max_body_bytes())
-        } else {
-            ApiError::invalid_json("The request body could not be read.")
-        }
-    })?;
+    caller: Option<axum::Extension<Caller>>,
+    body: Body,
+) -> Response {
     // One configuration for the whole request, even across a reload.
     let live = state.live();
-    let mut req = ChatRequest::parse(&body, live.limits)?;
-    let policy = caller.and_then(|axum::Extension(c)| c.prompt_injection);
-    let screened = crate::guard::screen(&state, policy, crate::guard::user_messages(&req))?;
-    let model = live
-        .model(&req.model)
-        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-    let generation = model.backend.start(generate_request(&mut req)).await?;
-    // Real usage settles the caller's token reservation when the answer ends.
-    let spent = spent.map(|axum::Extension(s)| s).unwrap_or_default();
+    let chat = &live.chat;
+    let body = match http::read_body(body, state.max_body_bytes()).await {
+        Ok(b) => b,
+        Err(e) => return HttpError(e).into_response(),
+    };
+    let req = match ChatRequest::parse(&body, chat.limits()) {
+        Ok(r) => r,
+        Err(e) => return HttpError(e).into_response(),
+    };
+    let include_usage = req.include_usage;
+    let request = orinari_chat::ChatRequest::from_api(req, body.len());
+    drop(body);
+    let caller = caller.map_or_else(
+        // `api_auth` always runs first; in-process uses without it are anonymous.
+        || Caller::anonymous("ip:unknown".into(), &chat.edge().config().limits),
+        |axum::Extension(c)| c,
+    );
+    let answer = match chat.answer(&caller, request).await {
+        Ok(a) => a,
+        Err(e) => return ChatFailure(e).into_response(),
+    };
+    let (tokens, flagged) = (answer.tokens(), answer.flagged());
     let id = format!("chatcmpl-{}", crate::ids::uuid().simple());
-    if req.stream {
+    let mut res = if answer.stream() {
         let chunks = ChunkBuilder::new(
             id,
             now(),
-            req.model,
+            answer.model().to_string(),
             state.fingerprint().to_string(),
-            req.include_usage,
+            include_usage,
         );
-        Ok(screened.mark(stream_response(chunks, generation, state.aborted(), spent)))
+        stream_response(chunks, answer, state.aborted())
     } else {
-        whole(id, &state, req.model, generation, &spent)
-            .await
-            .map(|r| screened.mark(r.into_response()))
+        match whole(id, &state, answer).await {
+            Ok(json) => json.into_response(),
+            Err(e) => {
+                let mut res = e.into_response();
+                http::set_token_headers(res.headers_mut(), &tokens);
+                return res;
+            }
+        }
+    };
+    http::set_token_headers(res.headers_mut(), &tokens);
+    if flagged {
+        http::mark_flagged(res.headers_mut());
     }
-}
-
-/// The backend's request; the messages move into it (nothing reads them
-/// after screening), so the conversation is not copied.
-fn generate_request(req: &mut ChatRequest) -> GenerateRequest {
-    GenerateRequest {
-        messages: std::mem::take(&mut req.messages)
-            .into_iter()
-            .map(|m| Message {
-                role: m.role.as_str().to_string(),
-                content: m.content,
-            })
-            .collect(),
-        sampling: Sampling {
-            // top_p = 0 keeps only the most likely token: greedy.
-            temperature: if req.top_p <= 0.0 {
-                0.0
-            } else {
-                req.temperature
-            },
-            top_p: req.top_p,
-            seed: req.seed,
-            max_tokens: req.max_tokens,
-            stop: req.stop.clone(),
-        },
-        stream: req.stream,
-    }
+    res
 }
 
 async fn whole(
     id: String,
     state: &AppState,
-    model: String,
-    generation: Generation,
-    spent: &Spent,
+    answer: Answer,
 ) -> Result<axum::Json<ChatCompletion>, HttpError> {
-    let answer = generation.collect().await?;
-    spent.record(answer.usage.prompt_tokens, answer.usage.completion_tokens);
+    let model = answer.model().to_string();
+    let answer = answer.collect().await?;
     Ok(axum::Json(ChatCompletion::new(
         id,
         now(),
@@ -125,15 +113,13 @@ enum Phase {
 
 fn stream_response(
     chunks: ChunkBuilder,
-    generation: Generation,
+    answer: Answer,
     aborted: impl Future<Output = ()> + Send + 'static,
-    spent: Spent,
 ) -> Response {
     let body = Body::from_stream(SseEvents {
         chunks,
-        generation,
+        answer,
         aborted: Box::pin(aborted),
-        spent,
         phase: Phase::Start,
     });
     Response::builder()
@@ -149,13 +135,13 @@ const MAX_BATCH: usize = 16 * 1024;
 
 /// The SSE body. Every event that is ready when it is polled leaves in one
 /// piece (an upstream read often carries several tokens: one body frame and
-/// one write instead of one each). Dropping it (client gone) drops the
-/// generation, which cancels the work in the backend.
+/// one write instead of one each). It owns the [`Answer`], and with it the
+/// queue slot and the token reservation: dropping it (the body ended, or
+/// the client went away) frees them and cancels the work in the backend.
 struct SseEvents {
     chunks: ChunkBuilder,
-    generation: Generation,
+    answer: Answer,
     aborted: Pin<Box<dyn Future<Output = ()> + Send>>,
-    spent: Spent,
     phase: Phase,
 }
 
@@ -175,7 +161,7 @@ impl Stream for SseEvents {
                     let event = if this.aborted.as_mut().poll(cx).is_ready() {
                         Some(Err(ModelError::ShuttingDown))
                     } else {
-                        match this.generation.events.poll_recv(cx) {
+                        match this.answer.poll_event(cx) {
                             Poll::Ready(event) => event,
                             Poll::Pending => {
                                 this.phase = Phase::Tokens;
@@ -183,10 +169,6 @@ impl Stream for SseEvents {
                             }
                         }
                     };
-                    if let Some(Ok(Event::Done { usage, .. })) = &event {
-                        this.spent
-                            .record(usage.prompt_tokens, usage.completion_tokens);
-                    }
                     this.phase = token_event(&this.chunks, event, &mut out);
                 }
                 Phase::Usage(u) => {
@@ -250,7 +232,7 @@ fn stopped_early() -> ApiError {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
     use futures::StreamExt;
-    use orinari_models::{Events, FinishReason};
+    use orinari_models::{Events, FinishReason, Generation};
 
     use super::*;
 
@@ -268,12 +250,15 @@ mod tests {
         }));
         SseEvents {
             chunks: ChunkBuilder::new("chatcmpl-t".into(), 0, "m".into(), "fp".into(), true),
-            generation: Generation {
-                prompt_tokens: 3,
-                events: Events::ready(list),
-            },
+            answer: Answer::unadmitted(
+                Generation {
+                    prompt_tokens: 3,
+                    events: Events::ready(list),
+                },
+                "m".into(),
+                true,
+            ),
             aborted: Box::pin(std::future::pending()),
-            spent: Spent::default(),
             phase: Phase::Start,
         }
     }

@@ -10,8 +10,8 @@ use orinari_store::{ApiKey, Store};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::edge::{KeySpec, create_key};
 use crate::error::HttpError;
+use orinari_limits::{KeySpec, create_key};
 
 fn store(state: &AppState) -> Result<&Store, HttpError> {
     state.store().ok_or_else(|| {
@@ -118,7 +118,7 @@ fn parse_spec(body: &[u8]) -> Result<KeySpec, HttpError> {
         None | Some(Value::Null) => None,
         Some(p) => Some(
             p.as_str()
-                .and_then(crate::edge::policy)
+                .and_then(orinari_limits::callers::policy)
                 .ok_or_else(|| invalid("prompt_injection", "must be one of block, flag, off"))?,
         ),
     };

@@ -11,8 +11,6 @@ mod observability;
 mod status;
 mod status_admin;
 
-pub(crate) use status::client_ip;
-
 use axum::Router;
 use axum::extract::OriginalUri;
 use axum::http::Method;
@@ -20,32 +18,7 @@ use axum::routing::{get, post};
 
 use crate::AppState;
 use crate::error::HttpError;
-use crate::pages::chat as chat_page;
 use orinari_api::ApiError;
-
-/// The HTML pages and their assets, without layers (the stack adds the
-/// page-only ones: compression and security headers).
-pub fn pages(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(chat_page::page).post(chat_page::submit))
-        .route("/assets/{name}", get(chat_page::asset))
-        .route("/status", get(crate::pages::status::page))
-        .route("/status/subscribe", post(crate::pages::status::subscribe))
-        .route(
-            "/status/subscribe/webhook",
-            post(crate::pages::status::subscribe_webhook),
-        )
-        .route("/status/vitals", post(observability::vitals))
-        .route(
-            "/status/subscriptions/confirm",
-            get(crate::pages::status::confirm),
-        )
-        .route(
-            "/status/subscriptions/unsubscribe",
-            get(crate::pages::status::unsubscribe),
-        )
-        .with_state(state)
-}
 
 /// The admin API, without layers (the stack adds admin authentication).
 pub fn admin(state: AppState) -> Router {

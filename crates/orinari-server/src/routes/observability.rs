@@ -1,5 +1,6 @@
 //! `/admin/v1/errors` (failed requests grouped by kind and route) and
-//! `/admin/v1/analytics` (aggregate counts per day; no personal data).
+//! `/admin/v1/analytics` (aggregate counts per day; no personal data). The
+//! pages' web-vitals beacon that feeds the analytics is `pages/vitals.rs`.
 
 use axum::Json;
 use axum::extract::State;
@@ -44,27 +45,4 @@ pub async fn analytics(State(state): State<AppState>) -> Json<Value> {
         })
         .collect();
     Json(json!({ "region": state.metrics().analytics.region(), "days": days }))
-}
-
-/// `POST /status/vitals`: a page's web-vitals beacon,
-/// `{"page": "/status", "ttfb_ms": …, "fcp_ms": …, "lcp_ms": …, "cls": …}`.
-/// Only the bucket of each value is counted; nothing identifies the sender.
-pub async fn vitals(
-    State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> axum::http::StatusCode {
-    let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(&body) else {
-        return axum::http::StatusCode::BAD_REQUEST;
-    };
-    let page = match o.get("page").and_then(Value::as_str) {
-        Some(p @ ("/" | "/status")) => p,
-        _ => return axum::http::StatusCode::BAD_REQUEST,
-    };
-    let now = orinari_store::now_ms();
-    for (metric, _, _) in orinari_telemetry::analytics::VITALS {
-        if let Some(v) = o.get(metric).and_then(Value::as_f64) {
-            state.metrics().analytics.vital(page, metric, v, now);
-        }
-    }
-    axum::http::StatusCode::NO_CONTENT
 }

@@ -195,19 +195,6 @@ fn live(
     })
 }
 
-/// The client's address as the edge sees it (the peer, or the forwarded
-/// address behind a trusted proxy), for the subscription rate limits.
-pub fn client_ip(
-    state: &AppState,
-    extensions: &axum::http::Extensions,
-    headers: &axum::http::HeaderMap,
-) -> Option<std::net::IpAddr> {
-    let peer = extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0);
-    state.edge().client_ip(peer, headers)
-}
-
 /// `POST /api/v2/subscribers.json` `{"endpoint": URL, "components": [ID…],
 /// "secret": "…"}`: subscribe a webhook. The endpoint is verified first (it
 /// must echo the `challenge` of a signed `subscription.verify` event); the
@@ -234,7 +221,7 @@ pub async fn subscribe(
         components,
         secret: string(&o, "secret")?,
     };
-    let client = client_ip(&state, &extensions, &headers);
+    let client = crate::http::client_ip(&state.edge().config().connections, &extensions, &headers);
     let now = orinari_store::now_ms();
     let created = svc
         .subscribe_webhook(input, client, now)

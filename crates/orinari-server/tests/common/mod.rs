@@ -78,13 +78,12 @@ pub async fn start(o: Options) -> Server {
         None => state,
     };
     let state = match o.screening {
-        Some(action) => state.with_screening(
-            orinari_server::guard::Screening::embedded(action).expect("the guard loads"),
-        ),
+        Some(action) => state
+            .with_screening(orinari_chat::Screening::embedded(action).expect("the guard loads")),
         None => state,
     };
     let state = match o.admission {
-        Some(c) => state.with_edge(orinari_server::edge::Edge::new(
+        Some(c) => state.with_edge(orinari_limits::Edge::new(
             c,
             &[("orinari-small".to_string(), Some(o.parallel))],
         )),

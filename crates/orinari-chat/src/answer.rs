@@ -1,0 +1,248 @@
+//! [`Answer`]: a running answer that owns what admitting it took — the
+//! model's queue permit and the caller's token reservation — and gives them
+//! back when it ends: the reservation is settled with the real usage when
+//! the last event arrives (or with the estimate, or nothing, when it ends
+//! another way), and the permit is freed when the answer is dropped (for a
+//! stream, when its response body is). A model served by one backend of
+//! its own also records its per-model metrics here.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use orinari_limits::queue::Permit;
+use orinari_limits::{Limiter, Policy, Window};
+use orinari_models::{Event, EventResult, Generation, ModelError};
+
+use crate::meter::{Meter, Outcome};
+
+/// A token reservation and a queue slot, held until the answer ends.
+pub(crate) struct Held {
+    pub(crate) limiter: Arc<Limiter>,
+    pub(crate) subject: String,
+    pub(crate) policy: Policy,
+    pub(crate) estimate: u32,
+    pub(crate) permit: Option<Permit>,
+}
+
+impl Held {
+    /// Settle the reservation: `actual` tokens were used. Without I/O when
+    /// it can (memory limiter); a Redis round trip, under its timeout, must
+    /// not hold the answer: a task of its own.
+    fn settle(&mut self, actual: u32) {
+        if self
+            .limiter
+            .settle_now(&self.subject, self.policy, self.estimate, actual)
+        {
+            return;
+        }
+        // An answer dropped while the runtime shuts down has nothing to settle.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let limiter = self.limiter.clone();
+        let subject = std::mem::take(&mut self.subject);
+        let (policy, estimate) = (self.policy, self.estimate);
+        runtime.spawn(async move {
+            limiter.settle(&subject, policy, estimate, actual).await;
+        });
+    }
+}
+
+/// Metrics of one answer from a single-backend model.
+pub(crate) struct Metered {
+    pub(crate) meter: Meter,
+    /// When the backend was asked.
+    pub(crate) started: Instant,
+    pub(crate) first_seen: bool,
+}
+
+/// A running answer. Read it with [`Answer::poll_event`] (a stream) or
+/// [`Answer::collect`] (a whole answer); dropping it cancels the work in
+/// the backend and frees the queue slot.
+pub struct Answer {
+    generation: Generation,
+    model: String,
+    flagged: bool,
+    stream: bool,
+    tokens: Window,
+    held: Option<Held>,
+    metered: Option<Metered>,
+    /// The settlement ran (the last event came, or an error).
+    ended: bool,
+}
+
+impl Answer {
+    pub(crate) fn new(
+        generation: Generation,
+        model: String,
+        flagged: bool,
+        stream: bool,
+        tokens: Window,
+        held: Held,
+        metered: Option<Metered>,
+    ) -> Self {
+        Self {
+            generation,
+            model,
+            flagged,
+            stream,
+            tokens,
+            held: Some(held),
+            metered,
+            ended: false,
+        }
+    }
+
+    /// An answer that holds no queue slot or reservation and records no
+    /// metrics: a generation read as an answer (tests of the surfaces,
+    /// tools).
+    pub fn unadmitted(generation: Generation, model: String, stream: bool) -> Self {
+        Self {
+            generation,
+            model,
+            flagged: false,
+            stream,
+            tokens: Window {
+                limit: 0,
+                remaining: 0,
+                reset: std::time::Duration::ZERO,
+            },
+            held: None,
+            metered: None,
+            ended: false,
+        }
+    }
+
+    /// Whether the client reads it as a stream.
+    pub fn stream(&self) -> bool {
+        self.stream
+    }
+
+    /// The model's name, as the client asked for it.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Screening found an attack and its action is `flag`: the answer goes
+    /// out marked.
+    pub fn flagged(&self) -> bool {
+        self.flagged
+    }
+
+    /// The caller's token limit after this answer's reservation (for the
+    /// `x-ratelimit-*-tokens` headers).
+    pub fn tokens(&self) -> Window {
+        self.tokens
+    }
+
+    /// Exact prompt token count, known before the first token.
+    pub fn prompt_tokens(&self) -> u32 {
+        self.generation.prompt_tokens
+    }
+
+    /// The next event; `Ready(None)` once the answer has ended.
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<EventResult>> {
+        let event = std::task::ready!(self.generation.events.poll_recv(cx));
+        if !self.ended {
+            self.observe(event.as_ref());
+        }
+        Poll::Ready(event)
+    }
+
+    /// The next event; `None` once the answer has ended.
+    pub async fn recv(&mut self) -> Option<EventResult> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// Wait for the whole answer. An answer that ends without its last
+    /// event is an error, never a silently truncated answer.
+    pub async fn collect(mut self) -> Result<orinari_models::Answer, ModelError> {
+        let mut text = String::new();
+        while let Some(event) = self.recv().await {
+            match event? {
+                Event::Delta(t) => text.push_str(&t),
+                Event::Done {
+                    finish_reason,
+                    usage,
+                } => {
+                    return Ok(orinari_models::Answer {
+                        text,
+                        finish_reason,
+                        usage,
+                    });
+                }
+            }
+        }
+        Err(ModelError::Internal(
+            "the model stopped without finishing its answer".into(),
+        ))
+    }
+
+    /// Bookkeeping for one event (`None`: the events ended).
+    fn observe(&mut self, event: Option<&EventResult>) {
+        if let Some(m) = &mut self.metered
+            && !m.first_seen
+            && event.is_some()
+        {
+            m.first_seen = true;
+            m.meter.first_token(m.started.elapsed());
+        }
+        let (outcome, actual) = match event {
+            Some(Ok(Event::Delta(_))) => return,
+            Some(Ok(Event::Done { usage, .. })) => {
+                if let Some(m) = &self.metered {
+                    m.meter.tokens(usage.prompt_tokens, usage.completion_tokens);
+                }
+                let used = u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens);
+                (Outcome::Success, u32::try_from(used).unwrap_or(u32::MAX))
+            }
+            Some(Err(e)) => (Outcome::of(e), self.unfinished()),
+            None => (Outcome::Error, self.unfinished()),
+        };
+        self.end(outcome, actual);
+    }
+
+    /// Tokens charged for an answer that did not finish: a stream has
+    /// already sent what it generated (the estimate stands); a whole
+    /// answer that failed generated nothing for the client (nothing).
+    fn unfinished(&self) -> u32 {
+        match (&self.held, self.stream) {
+            (Some(h), true) => h.estimate,
+            _ => 0,
+        }
+    }
+
+    fn end(&mut self, outcome: Outcome, actual: u32) {
+        self.ended = true;
+        if let Some(m) = &self.metered {
+            m.meter.finish(outcome);
+        }
+        if let Some(held) = &mut self.held {
+            // The permit stays until the drop.
+            held.settle(actual);
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if !self.ended {
+            // The client went away first (or the answer was never read to
+            // its end): what was reserved stands.
+            let estimate = self.held.as_ref().map_or(0, |h| h.estimate);
+            self.end(Outcome::Cancelled, estimate);
+        }
+    }
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("model", &self.model)
+            .field("flagged", &self.flagged)
+            .field("stream", &self.stream)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,400 @@
+//! The chat domain: the one path every answer takes, whichever surface
+//! asked for it (the API, whole or streamed; the no-JS chat page; any later
+//! API). [`Chat::answer`] runs, in order:
+//!
+//! 1. **model lookup** — a model the caller may not use is 403
+//!    `model_not_allowed`, one that is not served 404 `model_not_found`;
+//! 2. **validation limits** — the input's characters against
+//!    `[limits] max_input_chars`;
+//! 3. **prompt screening** — `[guard] prompt_injection` or the caller's own
+//!    policy ([`screen`]);
+//! 4. *(retrieval and caching, later: see the slot in [`Chat::answer`])*;
+//! 5. **token estimate and reservation** — a quarter of the request's bytes
+//!    plus its `max_tokens` (or the configured default), no more than the
+//!    model's window, reserved against the caller's token budget (429);
+//! 6. **queue permit** — a slot in the model's fair admission queue (503
+//!    when full or after the queue timeout);
+//! 7. **backend start** — the embedded model or a balancer pool, both a
+//!    `ModelBackend`;
+//! 8. **metrics** — a model served by one backend of its own records
+//!    `orinari_model_*` here ([`meter`]); a pool records them per member.
+//!
+//! The [`Answer`] it returns owns the permit and the reservation and
+//! settles them from the final usage when it ends or is dropped.
+//!
+//! This crate knows no HTTP: the server reads the request, resolves the
+//! [`Caller`] and limits the request rate at its edge, and maps an
+//! [`Answer`] or a [`ChatError`] to a response.
+
+mod answer;
+mod error;
+pub mod meter;
+pub mod screen;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orinari_api::{ApiError, ChatMessage, Role, ValidationLimits};
+use orinari_limits::{Caller, Edge, Source};
+use orinari_models::{GenerateRequest, Message, ModelBackend, Sampling};
+use orinari_telemetry::Metrics;
+
+pub use answer::Answer;
+pub use error::ChatError;
+pub use screen::Screening;
+
+use answer::{Held, Metered};
+use meter::Meter;
+
+/// A model name and the backend that serves it.
+#[derive(Clone)]
+pub struct ServedModel {
+    /// The name clients ask for.
+    pub name: String,
+    /// The backend.
+    pub backend: Arc<dyn ModelBackend>,
+}
+
+/// A served model and, when it is served by one backend of its own (the
+/// embedded model), its metric handles.
+#[derive(Clone)]
+struct Model {
+    served: ServedModel,
+    meter: Option<Meter>,
+}
+
+/// One chat request, from whichever surface.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The model name asked for.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling and stopping options.
+    pub sampling: Sampling,
+    /// Whether the client reads a stream.
+    pub stream: bool,
+    /// Bytes of the request as the client sent it: a quarter of them is
+    /// the prompt's part of the token estimate.
+    pub size: usize,
+    /// How a refusal names each user message, in order (the no-JS form's
+    /// fields); `None`: `messages[i].content`, as the API names them.
+    pub fields: Option<Vec<&'static str>>,
+}
+
+impl ChatRequest {
+    /// The request an API client sent (`size`: its body's bytes).
+    pub fn from_api(req: orinari_api::ChatRequest, size: usize) -> Self {
+        Self {
+            sampling: Sampling {
+                // top_p = 0 keeps only the most likely token: greedy.
+                temperature: if req.top_p <= 0.0 {
+                    0.0
+                } else {
+                    req.temperature
+                },
+                top_p: req.top_p,
+                seed: req.seed,
+                max_tokens: req.max_tokens,
+                stop: req.stop,
+            },
+            model: req.model,
+            messages: req.messages,
+            stream: req.stream,
+            size,
+            fields: None,
+        }
+    }
+
+    /// The user messages with the `param` that names each in a refusal.
+    fn user_messages(&self) -> impl Iterator<Item = (String, &str)> + '_ {
+        self.messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.role == Role::User)
+            .enumerate()
+            .map(|(n, (i, m))| {
+                let field = match &self.fields {
+                    Some(fields) => fields.get(n).map_or("messages", |f| f).to_string(),
+                    None => format!("messages[{i}].content"),
+                };
+                (field, m.content.as_str())
+            })
+    }
+}
+
+/// The chat pipeline of one configuration: the served models, admission
+/// (limiter and queues), screening and input limits. Cheap to clone; a
+/// configuration reload builds a new one, and a request keeps the one it
+/// started with.
+#[derive(Clone)]
+pub struct Chat {
+    models: Arc<[Model]>,
+    edge: Arc<Edge>,
+    screening: Option<Screening>,
+    limits: ValidationLimits,
+    metrics: Arc<Metrics>,
+}
+
+impl Chat {
+    /// A pipeline serving `models`, each by one backend of its own (their
+    /// metrics are recorded here), with no screening.
+    pub fn new(
+        models: Vec<ServedModel>,
+        edge: Arc<Edge>,
+        limits: ValidationLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let chat = Self {
+            models: Arc::new([]),
+            edge,
+            screening: None,
+            limits,
+            metrics,
+        };
+        chat.serving(models, |_| false)
+    }
+
+    /// The same, serving `models` instead; `pooled` names those served by a
+    /// balancer pool, which records its own metrics per member.
+    pub fn serving(self, models: Vec<ServedModel>, pooled: impl Fn(&str) -> bool) -> Self {
+        let models = models
+            .into_iter()
+            .map(|served| Model {
+                meter: (!pooled(&served.name))
+                    .then(|| Meter::new(&self.metrics.models, &served.name)),
+                served,
+            })
+            .collect();
+        Self { models, ..self }
+    }
+
+    /// The same with this admission edge.
+    pub fn with_edge(self, edge: Arc<Edge>) -> Self {
+        Self { edge, ..self }
+    }
+
+    /// The same with this screening (`None`: nothing is screened).
+    pub fn with_screening(self, screening: Option<Screening>) -> Self {
+        Self { screening, ..self }
+    }
+
+    /// The same with these input limits.
+    pub fn with_limits(self, limits: ValidationLimits) -> Self {
+        Self { limits, ..self }
+    }
+
+    /// Served models, in config order.
+    pub fn models(&self) -> impl Iterator<Item = &ServedModel> {
+        self.models.iter().map(|m| &m.served)
+    }
+
+    /// Look a model up by name.
+    pub fn model(&self, name: &str) -> Option<&ServedModel> {
+        self.find(name).map(|m| &m.served)
+    }
+
+    fn find(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.served.name == name)
+    }
+
+    /// API keys, rate limits, queues, connection settings, firewall.
+    pub fn edge(&self) -> &Arc<Edge> {
+        &self.edge
+    }
+
+    /// Prompt-injection screening, when configured.
+    pub fn screening(&self) -> Option<&Screening> {
+        self.screening.as_ref()
+    }
+
+    /// Validation limits for requests.
+    pub fn limits(&self) -> ValidationLimits {
+        self.limits
+    }
+
+    /// Answer `request` for `caller`: every step in the order the module
+    /// docs give, each refusing with its own [`ChatError`].
+    pub async fn answer(&self, caller: &Caller, request: ChatRequest) -> Result<Answer, ChatError> {
+        let entered = Instant::now();
+        let metrics = &self.metrics;
+
+        // 1. Model lookup.
+        if !caller.may_use(&request.model) {
+            return Err(ChatError::Refused(
+                ApiError::forbidden(
+                    format!("This API key may not use the model `{}`.", request.model),
+                    "model_not_allowed",
+                )
+                .with_param("model"),
+            ));
+        }
+        let model = self
+            .find(&request.model)
+            .ok_or_else(|| ChatError::Refused(ApiError::model_not_found(&request.model)))?;
+
+        // 2. Validation limits.
+        let chars: usize = request
+            .messages
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum();
+        if chars > self.limits.max_input_chars {
+            return Err(ChatError::Refused(
+                ApiError::invalid(
+                    "messages",
+                    format!(
+                        "The messages total {chars} characters, over the limit of {}.",
+                        self.limits.max_input_chars
+                    ),
+                )
+                .with_code("input_too_long"),
+            ));
+        }
+
+        // 3. Prompt screening.
+        let flagged = screen::screen(
+            self.screening.as_ref(),
+            &metrics.guard,
+            caller.prompt_injection,
+            request.user_messages(),
+        )
+        .map_err(ChatError::Refused)?;
+
+        // 4. Retrieval and caching (a slot for later issues). Retrieved
+        //    passages are screened and delimited on their own
+        //    (`orinari_guard::retrieved`) and join the prompt here, after
+        //    the user's messages were screened and before the estimate,
+        //    which must count them; a cached answer is looked up here too,
+        //    keyed by the final prompt, so that a hit spends no token
+        //    budget and no queue slot and starts no backend.
+
+        // 5. Token estimate and reservation.
+        let backend = &model.served.backend;
+        let window = backend.info().context_window;
+        let completion = request
+            .sampling
+            .max_tokens
+            .unwrap_or(self.edge.config().limits.default_completion_estimate)
+            // No answer can be longer than the model's window: a larger
+            // max_tokens is the backend's 400, not a token-limit 429.
+            .min(window);
+        let prompt = u32::try_from(request.size / 4).unwrap_or(u32::MAX);
+        let estimate = prompt.saturating_add(completion);
+        let limiter = self.edge.limiter();
+        let reserved = limiter
+            .reserve(&caller.subject, caller.policy, estimate)
+            .await;
+        if reserved.source == Source::Local && !limiter.healthy() {
+            metrics.limits.local_fallbacks.inc();
+        }
+        if reserved.refused {
+            metrics.limits.rejected("tokens");
+            return Err(ChatError::Tokens {
+                estimate,
+                policy: caller.policy,
+                retry_after: reserved.retry_after,
+                window: reserved.tokens,
+            });
+        }
+        metrics
+            .analytics
+            .model_request(&model.served.name, now_ms());
+        let mut held = Held {
+            limiter: limiter.clone(),
+            subject: caller.subject.clone(),
+            policy: caller.policy,
+            estimate,
+            permit: None,
+        };
+
+        // 6. Queue permit.
+        let mut queued = Duration::ZERO;
+        if let Some(queue) = self.edge.queue(&model.served.name) {
+            let waited = Instant::now();
+            let depth = &metrics.limits.queue_depth;
+            depth.set(self.edge.queue_depth() as i64 + 1);
+            let acquired = queue.acquire(&caller.ticket()).await;
+            depth.set(self.edge.queue_depth() as i64);
+            queued = waited.elapsed();
+            match acquired {
+                Ok(permit) => held.permit = Some(permit),
+                Err(refused) => {
+                    limiter
+                        .settle(&caller.subject, caller.policy, estimate, 0)
+                        .await;
+                    metrics.limits.rejected(match refused {
+                        orinari_limits::queue::Refused::Full => "queue_full",
+                        orinari_limits::queue::Refused::Timeout => "queue_timeout",
+                    });
+                    return Err(ChatError::Queue {
+                        refused,
+                        window: reserved.tokens,
+                    });
+                }
+            }
+        }
+
+        // 7. Backend start.
+        let stream = request.stream;
+        let generate = GenerateRequest {
+            messages: request
+                .messages
+                .into_iter()
+                .map(|m| Message {
+                    role: m.role.as_str().to_string(),
+                    content: m.content,
+                })
+                .collect(),
+            sampling: request.sampling,
+            stream,
+        };
+        let started = Instant::now();
+        if let Some(meter) = &model.meter {
+            meter.overhead(
+                started
+                    .saturating_duration_since(entered)
+                    .saturating_sub(queued),
+            );
+        }
+        let generation = match backend.start(generate).await {
+            Ok(g) => g,
+            Err(error) => {
+                // Nothing was generated: the whole reservation comes back
+                // (the permit goes with `held`).
+                limiter
+                    .settle(&caller.subject, caller.policy, estimate, 0)
+                    .await;
+                if let Some(meter) = &model.meter {
+                    meter.finish(meter::Outcome::of(&error));
+                }
+                return Err(ChatError::Model {
+                    error,
+                    window: reserved.tokens,
+                });
+            }
+        };
+
+        // 8. Metrics: recorded by the answer as its events arrive.
+        let metered = model.meter.clone().map(|meter| Metered {
+            meter,
+            started,
+            first_seen: false,
+        });
+        Ok(Answer::new(
+            generation,
+            request.model,
+            flagged,
+            stream,
+            reserved.tokens,
+            held,
+            metered,
+        ))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
