@@ -92,3 +92,35 @@ async fn redis_down_falls_back_locally_and_recovers() {
     }
     assert!(l.healthy());
 }
+
+/// A reservation alone (a chat answer's tokens, after its request was
+/// counted) takes tokens from the shared budget and counts no request,
+/// on Redis as in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_takes_tokens_and_counts_no_request() {
+    let redis = RedisProcess::start().unwrap();
+    let policy = Policy {
+        requests_per_minute: 2,
+        tokens_per_minute: 1000,
+    };
+    for limiter in [
+        Limiter::Redis(Box::new(RedisLimiter::new(&redis.url(), "r").unwrap())),
+        Limiter::Memory(orinari_limits::memory::MemoryLimiter::new()),
+    ] {
+        let first = limiter.reserve("k", policy, 600).await;
+        assert!(!first.refused, "{first:?}");
+        assert!(first.tokens.remaining <= 400, "{first:?}");
+        let second = limiter.reserve("k", policy, 600).await;
+        assert!(second.refused, "{second:?}");
+        assert!(second.retry_after > Duration::ZERO);
+        let never = limiter.reserve("k", policy, 1001).await;
+        assert!(never.refused && never.retry_after >= Duration::from_secs(60));
+        // Settled with what was used, the budget takes it again.
+        limiter.settle("k", policy, 600, 10).await;
+        assert!(!limiter.reserve("k", policy, 600).await.refused);
+        // No request was counted: both of this minute's are still there.
+        assert!(limiter.check("k", policy, 0).await.admitted());
+        assert!(limiter.check("k", policy, 0).await.admitted());
+        assert!(!limiter.check("k", policy, 0).await.admitted());
+    }
+}

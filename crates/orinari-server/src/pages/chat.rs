@@ -140,9 +140,22 @@ pub async fn submit(
             res
         }
         Err(e) => {
+            // A full queue or an exhausted token budget: say when to retry,
+            // as the edge's refusals of a form post do.
+            let retry_after = e.retry_after.filter(|_| {
+                matches!(
+                    e.code,
+                    Some("queue_full" | "queue_timeout" | "tokens_exceeded")
+                )
+            });
             let (status, message) = page_error(e);
             let html = page.render(&model.name, &turns, &form.message, Some(&message));
-            respond(status, html)
+            let mut res = respond(status, html);
+            if let Some(secs) = retry_after {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            res
         }
     }
 }
