@@ -192,10 +192,12 @@ impl GatewayBuilder {
                 && self.fresh.contains(name)
             {
                 for m in &p.members {
-                    tasks.push((
-                        name.clone(),
-                        tokio::spawn(health::run(name.clone(), m.clone(), p.config.health)),
-                    ));
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "owned by the Gateway: `tasks` is aborted when it is retired or shut down"
+                    )]
+                    let task = tokio::spawn(health::run(name.clone(), m.clone(), p.config.health));
+                    tasks.push((name.clone(), task));
                 }
             }
         }

@@ -203,6 +203,10 @@ impl Pool {
         }
         self.apply_step(&from, &to, 1, steps);
         let pool = Arc::clone(self);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "owned by the pool's rollout state: a new rollout, a rollback or the pool's retirement aborts it"
+        )]
         let task = tokio::spawn(async move { pool.stepped(from, to, steps, req).await });
         self.with_rollout(|r| r.task = Some(task));
         Ok(())

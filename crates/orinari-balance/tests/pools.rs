@@ -7,6 +7,10 @@
     clippy::panic,
     reason = "tests fail loudly"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with the test"
+)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

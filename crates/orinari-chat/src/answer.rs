@@ -43,6 +43,10 @@ impl Held {
         let limiter = self.limiter.clone();
         let subject = std::mem::take(&mut self.subject);
         let (policy, estimate) = (self.policy, self.estimate);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "bounded: one Redis settle under the limiter's own timeout; a lost settle only leaves the reservation to expire with its window"
+        )]
         runtime.spawn(async move {
             limiter.settle(&subject, policy, estimate, actual).await;
         });

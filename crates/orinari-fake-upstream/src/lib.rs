@@ -231,13 +231,18 @@ impl FakeUpstream {
     fn spawn(&mut self, listener: TcpListener) {
         let (tx, rx) = oneshot::channel();
         self.stop = Some(tx);
-        self.task = Some(tokio::spawn(serve(
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "owned by the FakeUpstream: stop() joins it, Drop aborts it"
+        )]
+        let task = tokio::spawn(serve(
             listener,
             app(self.shared.clone()),
             rx,
             self.shared.counters.clone(),
             self.tls.clone(),
-        )));
+        ));
+        self.task = Some(task);
     }
 
     /// The listening address.

@@ -291,6 +291,10 @@ where
             }
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "bounded: it reads one finished body's end for at most TAIL_GRACE, then ends"
+            )]
             runtime.spawn(async move {
                 let rest = async { while body.next().await.is_some() {} };
                 let _ = tokio::time::timeout(TAIL_GRACE, rest).await;

@@ -11,6 +11,7 @@
     clippy::print_stdout,
     reason = "benchmark"
 )]
+#![allow(clippy::disallowed_methods, reason = "an example's tasks end with it")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -345,6 +345,10 @@ pub async fn accept(
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         };
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "owned through its connection slot: the drain waits for every slot, and `conn_stop` ends the connection at the deadline"
+        )]
         tokio::spawn(served);
     }
 }

@@ -10,6 +10,10 @@
     clippy::panic,
     reason = "tests"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with the test"
+)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};

@@ -5,6 +5,10 @@
     clippy::panic,
     reason = "tests fail loudly"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with the test"
+)]
 
 mod common;
 

@@ -7,6 +7,10 @@
     clippy::panic,
     reason = "tests"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with the test"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

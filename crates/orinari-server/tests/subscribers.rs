@@ -9,6 +9,10 @@
     clippy::panic,
     reason = "tests fail loudly"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with the test"
+)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,10 @@
     clippy::panic,
     reason = "tests"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with the test"
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,6 +6,10 @@
     clippy::panic,
     reason = "tests fail loudly"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with the test"
+)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -10,6 +10,10 @@
     clippy::print_stdout,
     reason = "tests fail loudly; the child reports on stdout"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with the test"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

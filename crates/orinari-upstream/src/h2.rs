@@ -311,6 +311,10 @@ async fn open(
         .handshake::<_, ReqBody>(io)
         .await
         .map_err(|_| Dial::Failed(Error::Failed("the HTTP/2 handshake failed".into())))?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the connection owns its task: it ends when the pool drops the last sender (retired or idle) or the peer closes"
+    )]
     tokio::spawn(drive(conn, link));
     Ok(sender)
 }

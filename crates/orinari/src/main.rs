@@ -323,7 +323,12 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
     if let Some((engine, schedule)) = backups {
         let (health, health_rx) = tokio::sync::watch::channel(Health::default());
         state = state.with_backups(engine.clone(), health_rx);
-        scheduler = Some(tokio::spawn(engine.run(schedule, health, stopped)));
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "joined after the drain, in the shutdown order below"
+        )]
+        let task = tokio::spawn(engine.run(schedule, health, stopped));
+        scheduler = Some(task);
     }
     // The status page's service (probes, maintenance clock, notifications) is
     // owned here too and stopped after the server drains, before the store closes.
@@ -335,6 +340,10 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
     state = state.with_status(status.clone());
     state.metrics().analytics.set_region(&config.server.region);
     let (stop_status, status_stopped) = tokio::sync::watch::channel(false);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "joined after the drain, before the store closes (below)"
+    )]
     let status_task = tokio::spawn(status.run(status_stopped));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await

@@ -152,3 +152,109 @@ fn crate_boundaries_hold() {
         "orinari-upstream is a leaf: it depends on no orinari crate"
     );
 }
+
+/// Every crate in one layer of the workspace; a crate depends only on
+/// crates in layers below its own, so a request's path reads in one
+/// direction (server → chat → balance → models → upstream).
+const LAYERS: &[&[&str]] = &[
+    // Leaves: no orinari dependency.
+    &[
+        "orinari-api",
+        "orinari-config",
+        "orinari-guard",
+        "orinari-telemetry",
+        "orinari-upstream",
+        "orinari-store",
+        "orinari-fake-upstream",
+    ],
+    &["orinari-models", "orinari-limits", "orinari-status"],
+    &["orinari-balance"],
+    &["orinari-chat"],
+    &["orinari-server"],
+    &["orinari"],
+];
+
+#[test]
+fn no_crate_depends_on_one_above_it() {
+    let layer_of = |name: &str| LAYERS.iter().position(|l| l.contains(&name));
+    let mut wrong = Vec::new();
+    for krate in crates() {
+        let name = krate.file_name().unwrap().to_str().unwrap().to_string();
+        let Some(own) = layer_of(&name) else {
+            wrong.push(format!("{name} is in no layer of tidy.rs's LAYERS: add it"));
+            continue;
+        };
+        let manifest = fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+        let deps = manifest.split("[dependencies]").nth(1).unwrap_or("");
+        let deps = deps.split("\n[").next().unwrap_or("");
+        for dep in deps.lines().filter_map(|l| {
+            let d = l.trim_start().split(['.', ' ', '=']).next()?;
+            d.starts_with("orinari").then(|| d.to_string())
+        }) {
+            match layer_of(&dep) {
+                Some(l) if l < own => {}
+                _ => wrong.push(format!("{name} depends on {dep}, which is not below it")),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// The server's route, page and layer modules each point down to shared
+/// modules (`http.rs`, the state, the domain crates), never to a module of
+/// another of those kinds.
+#[test]
+fn routes_pages_and_layers_do_not_import_each_other() {
+    let kinds = ["routes", "pages", "layers"];
+    let src = root().join("crates/orinari-server/src");
+    let mut wrong = Vec::new();
+    for kind in kinds {
+        let mut files = Vec::new();
+        rust_files(&src.join(kind), &mut files);
+        for f in files {
+            let text = fs::read_to_string(&f).unwrap();
+            for other in kinds.iter().filter(|k| **k != kind) {
+                for pattern in [format!("crate::{other}"), format!("super::super::{other}")] {
+                    if text.contains(&pattern) {
+                        wrong.push(format!("{}: {pattern}", f.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// No task is spawned without an owner: `tokio::spawn` (and a runtime
+/// handle's `spawn`) is denied by clippy.toml, and each remaining use says
+/// what owns the task in an `#[expect(clippy::disallowed_methods, reason)]`
+/// right above it. Checked here as text too, so the rule holds even where
+/// clippy does not run (code behind `cfg`). Tests are exempt.
+#[test]
+fn no_bare_spawn_in_shipped_code() {
+    let mut bare = Vec::new();
+    for krate in crates() {
+        let mut files = Vec::new();
+        rust_files(&krate.join("src"), &mut files);
+        for f in files {
+            let text = fs::read_to_string(&f).unwrap();
+            let shipped = text.split("#[cfg(test)]").next().unwrap_or("");
+            let lines: Vec<&str> = shipped.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                if !(code.contains("tokio::spawn(") || code.contains("runtime.spawn(")) {
+                    continue;
+                }
+                let above: String = lines[i.saturating_sub(6)..i]
+                    .concat()
+                    .split_whitespace()
+                    .collect();
+                let owned = above.contains("#[expect(clippy::disallowed_methods");
+                if !owned {
+                    bare.push(format!("{}:{}", f.display(), i + 1));
+                }
+            }
+        }
+    }
+    assert!(bare.is_empty(), "spawns without an owner: {bare:#?}");
+}

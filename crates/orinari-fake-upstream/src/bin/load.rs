@@ -108,12 +108,13 @@ fn run(o: Options) -> Result<(), String> {
     let o = std::sync::Arc::new(o);
     let sample = rt.block_on(async {
         let start = tokio::time::Instant::now() + Duration::from_millis(100);
-        let tasks: Vec<_> = (0..o.connections)
-            .map(|k| tokio::spawn(connection(o.clone(), k, start)))
-            .collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for k in 0..o.connections {
+            tasks.spawn(connection(o.clone(), k, start));
+        }
         let mut all = Sample::default();
-        for t in tasks {
-            let s = t.await.map_err(|e| e.to_string())?;
+        while let Some(s) = tasks.join_next().await {
+            let s = s.map_err(|e| e.to_string())?;
             all.total.extend(s.total);
             all.mark.extend(s.mark);
             all.errors += s.errors;

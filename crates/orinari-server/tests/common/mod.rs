@@ -6,6 +6,10 @@
     reason = "tests fail loudly"
 )]
 #![allow(dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with the test"
+)]
 
 pub mod status_page;
 

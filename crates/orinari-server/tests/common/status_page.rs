@@ -1,5 +1,9 @@
 //! A server with only the status page (no models) on port 0, its status
 //! service running on a fresh SQLite store, and an admin token.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with the test"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
