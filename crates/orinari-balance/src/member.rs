@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use orinari_models::{ModelBackend, ModelError};
-use orinari_telemetry::models::{
-    BackendLabels, Counter, Gauge, Histogram, ModelMetrics, OutcomeLabels, TokenLabels,
-};
+use orinari_models::{ModelBackend, Outcome};
+use orinari_telemetry::models::{BackendLabels, BackendMeter, Gauge, ModelMetrics};
 
 use crate::breaker::{Breaker, CircuitState};
 use crate::config::{BackendSpec, BreakerConfig};
@@ -17,57 +15,10 @@ use crate::select::PeakEwma;
 /// Latency charged to the EWMA for a failed attempt, so P2C avoids a failing backend.
 const FAILURE_PENALTY: Duration = Duration::from_secs(1);
 
-/// How a request to a backend ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Answered completely.
-    Success,
-    /// The backend failed (connection, status, broken stream).
-    Error,
-    /// The backend was too slow (first token, idle, total).
-    Timeout,
-    /// The backend refused the request itself (not its fault).
-    Rejected,
-    /// The client went away first.
-    Cancelled,
-}
-
-impl Outcome {
-    const ALL: [Outcome; 5] = [
-        Self::Success,
-        Self::Error,
-        Self::Timeout,
-        Self::Rejected,
-        Self::Cancelled,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Error => "error",
-            Self::Timeout => "timeout",
-            Self::Rejected => "rejected",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    /// The outcome an error stands for.
-    pub fn of(e: &ModelError) -> Self {
-        match e {
-            ModelError::Timeout(_) => Self::Timeout,
-            e if e.is_backend_fault() => Self::Error,
-            _ => Self::Rejected,
-        }
-    }
-}
-
 /// Metric handles, resolved once per backend.
 #[derive(Debug)]
 pub struct Handles {
-    outcomes: [Counter; 5],
-    prompt_tokens: Counter,
-    completion_tokens: Counter,
-    ttft: Histogram,
+    meter: BackendMeter,
     up: Gauge,
     circuit: Gauge,
 }
@@ -78,29 +29,8 @@ impl Handles {
             model: model.into(),
             backend: backend.into(),
         };
-        let outcome = |o: Outcome| {
-            m.requests
-                .get_or_create(&OutcomeLabels {
-                    model: model.into(),
-                    backend: backend.into(),
-                    outcome: o.label().into(),
-                })
-                .clone()
-        };
-        let tokens = |kind: &str| {
-            m.tokens
-                .get_or_create(&TokenLabels {
-                    model: model.into(),
-                    backend: backend.into(),
-                    kind: kind.into(),
-                })
-                .clone()
-        };
         Self {
-            outcomes: Outcome::ALL.map(outcome),
-            prompt_tokens: tokens("prompt"),
-            completion_tokens: tokens("completion"),
-            ttft: m.time_to_first_token.get_or_create(&b).clone(),
+            meter: BackendMeter::new(m, model, backend),
             up: m.backend_up.get_or_create(&b).clone(),
             circuit: m.circuit_state.get_or_create(&b).clone(),
         }
@@ -174,12 +104,12 @@ impl Member {
     /// Record the first token's latency.
     pub fn first_token(&self, ttft: Duration, now: Instant) {
         self.latency.observe(ttft, now);
-        self.handles.ttft.observe(ttft.as_secs_f64());
+        self.handles.meter.first_token(ttft);
     }
 
     /// Record how a request ended (passive health, metrics, counters).
     pub fn finish(&self, outcome: Outcome, now: Instant) {
-        self.handles.outcomes[outcome as usize].inc();
+        self.handles.meter.finish(outcome);
         let change = match outcome {
             Outcome::Success | Outcome::Rejected => {
                 self.requests.fetch_add(1, Ordering::Relaxed);
@@ -217,8 +147,7 @@ impl Member {
 
     /// Record token counts.
     pub fn tokens(&self, prompt: u32, completion: u32) {
-        self.handles.prompt_tokens.inc_by(u64::from(prompt));
-        self.handles.completion_tokens.inc_by(u64::from(completion));
+        self.handles.meter.tokens(prompt, completion);
     }
 
     /// Set the active health result; returns whether it changed.

@@ -13,7 +13,7 @@ use orinari_telemetry::models::ModelMetrics;
 use crate::Directory;
 use crate::breaker::CircuitState;
 use crate::config::{BackendSpec, PoolConfig};
-use crate::member::{InFlight, Member, Outcome};
+use crate::member::{InFlight, Member};
 use crate::relay;
 use crate::rollout::{Groups, RolloutState};
 use crate::select::{Candidate, Selector, random_below};
@@ -240,7 +240,7 @@ impl Pool {
             Ok(Ok((_, Some(Err(e))))) => Err(e),
             Ok(Ok((g, Some(Ok(first))))) => Ok((g, first)),
         }
-        .inspect_err(|e| member.finish(Outcome::of(e), Instant::now()))?;
+        .inspect_err(|e| member.finish(e.outcome(), Instant::now()))?;
         let now = Instant::now();
         member.first_token(now - t0, now);
         if stream {

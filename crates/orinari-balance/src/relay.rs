@@ -10,10 +10,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use orinari_models::{Event, EventResult, EventSource, Events, Generation, ModelError, Usage};
+use orinari_models::{
+    Event, EventResult, EventSource, Events, Generation, ModelError, Outcome, Usage,
+};
 
 use crate::config::Timeouts;
-use crate::member::{InFlight, Outcome};
+use crate::member::InFlight;
 
 /// Timeouts are capped here so deadline arithmetic never overflows (the
 /// config takes any number of milliseconds).
@@ -119,7 +121,7 @@ impl Relay {
         match &event {
             Ok(Event::Delta(_)) => {}
             Ok(Event::Done { usage, .. }) => self.finish(Outcome::Success, Some(*usage)),
-            Err(e) => self.finish(Outcome::of(e), None),
+            Err(e) => self.finish(e.outcome(), None),
         }
         event
     }
@@ -208,7 +210,7 @@ pub async fn whole(
     });
     drop(guard);
     if let Err(e) = result {
-        member.finish(Outcome::of(&e), Instant::now());
+        member.finish(e.outcome(), Instant::now());
         return Err(e);
     }
     if let Some(u) = events.last().and_then(done_usage) {

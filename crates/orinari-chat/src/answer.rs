@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use orinari_limits::queue::Permit;
 use orinari_limits::{Limiter, Policy, Window};
-use orinari_models::{Event, EventResult, Generation, ModelError};
+use orinari_models::{Event, EventResult, Generation, ModelError, Outcome};
 
-use crate::meter::{Meter, Outcome};
+use crate::meter::Meter;
 
 /// A token reservation and a queue slot, held until the answer ends.
 pub(crate) struct Held {
@@ -201,7 +201,7 @@ impl Answer {
                 let used = u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens);
                 (Outcome::Success, u32::try_from(used).unwrap_or(u32::MAX))
             }
-            Some(Err(e)) => (Outcome::of(e), self.unfinished()),
+            Some(Err(e)) => (e.outcome(), self.unfinished()),
             None => (Outcome::Error, self.unfinished()),
         };
         self.end(outcome, actual);

@@ -366,7 +366,7 @@ impl Chat {
                     .settle(&caller.subject, caller.policy, estimate, 0)
                     .await;
                 if let Some(meter) = &model.meter {
-                    meter.finish(meter::Outcome::of(&error));
+                    meter.finish(error.outcome());
                 }
                 return Err(ChatError::Model {
                     error,

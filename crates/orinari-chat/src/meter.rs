@@ -8,105 +8,33 @@
 
 use std::time::Duration;
 
-use orinari_models::ModelError;
-use orinari_telemetry::models::{
-    BackendLabels, Counter, Histogram, ModelMetrics, OutcomeLabels, TokenLabels,
-};
+use orinari_models::Outcome;
+use orinari_telemetry::models::{BackendMeter, Histogram, ModelMetrics};
 
 /// The `backend` label of a model served by one backend of its own.
 pub const LOCAL: &str = "local";
 
-/// How an answer ended, as the `outcome` label says it (the balancer's
-/// words).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Success,
-    Error,
-    Timeout,
-    Rejected,
-    Cancelled,
-}
-
-impl Outcome {
-    const ALL: [Self; 5] = [
-        Self::Success,
-        Self::Error,
-        Self::Timeout,
-        Self::Rejected,
-        Self::Cancelled,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Error => "error",
-            Self::Timeout => "timeout",
-            Self::Rejected => "rejected",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    /// The outcome an error stands for (as the balancer classifies it).
-    pub(crate) fn of(e: &ModelError) -> Self {
-        match e {
-            ModelError::Timeout(_) => Self::Timeout,
-            e if e.is_backend_fault() => Self::Error,
-            _ => Self::Rejected,
-        }
-    }
-}
-
-/// One model's handles.
+/// One model's handles: its backend's series and the gateway's overhead.
 #[derive(Debug, Clone)]
 pub(crate) struct Meter {
-    outcomes: [Counter; 5],
-    prompt_tokens: Counter,
-    completion_tokens: Counter,
-    ttft: Histogram,
+    backend: BackendMeter,
     overhead: Histogram,
 }
 
 impl Meter {
     pub(crate) fn new(m: &ModelMetrics, model: &str) -> Self {
-        let outcome = |o: Outcome| {
-            m.requests
-                .get_or_create(&OutcomeLabels {
-                    model: model.into(),
-                    backend: LOCAL.into(),
-                    outcome: o.label().into(),
-                })
-                .clone()
-        };
-        let tokens = |kind: &str| {
-            m.tokens
-                .get_or_create(&TokenLabels {
-                    model: model.into(),
-                    backend: LOCAL.into(),
-                    kind: kind.into(),
-                })
-                .clone()
-        };
         Self {
-            outcomes: Outcome::ALL.map(outcome),
-            prompt_tokens: tokens("prompt"),
-            completion_tokens: tokens("completion"),
-            ttft: m
-                .time_to_first_token
-                .get_or_create(&BackendLabels {
-                    model: model.into(),
-                    backend: LOCAL.into(),
-                })
-                .clone(),
+            backend: BackendMeter::new(m, model, LOCAL),
             overhead: m.gateway_overhead.clone(),
         }
     }
 
     pub(crate) fn finish(&self, outcome: Outcome) {
-        self.outcomes[outcome as usize].inc();
+        self.backend.finish(outcome);
     }
 
     pub(crate) fn first_token(&self, ttft: Duration) {
-        self.ttft.observe(ttft.as_secs_f64());
+        self.backend.first_token(ttft);
     }
 
     pub(crate) fn overhead(&self, d: Duration) {
@@ -114,7 +42,6 @@ impl Meter {
     }
 
     pub(crate) fn tokens(&self, prompt: u32, completion: u32) {
-        self.prompt_tokens.inc_by(u64::from(prompt));
-        self.completion_tokens.inc_by(u64::from(completion));
+        self.backend.tokens(prompt, completion);
     }
 }

@@ -18,6 +18,7 @@ mod sse;
 mod upstream;
 mod wire;
 
+pub use orinari_telemetry::models::Outcome;
 pub use upstream::{HttpBackend, HttpVersion, UpstreamConfig, UpstreamSecret};
 
 use std::future::Future;
@@ -290,6 +291,15 @@ impl ModelError {
             self,
             Self::Internal(_) | Self::Upstream(_) | Self::Timeout(_)
         )
+    }
+
+    /// The `outcome` label of a request that ended with this error.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Timeout(_) => Outcome::Timeout,
+            e if e.is_backend_fault() => Outcome::Error,
+            _ => Outcome::Rejected,
+        }
     }
 }
 

@@ -40,6 +40,106 @@ pub struct TokenLabels {
     pub kind: String,
 }
 
+/// How a request to a backend ended: its `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered completely.
+    Success,
+    /// The backend failed (connection, status, broken stream).
+    Error,
+    /// The backend was too slow (first token, idle, total).
+    Timeout,
+    /// The backend refused the request itself (not its fault).
+    Rejected,
+    /// The client went away first.
+    Cancelled,
+}
+
+impl Outcome {
+    /// Every outcome, in the order of [`BackendMeter`]'s counters.
+    pub const ALL: [Self; 5] = [
+        Self::Success,
+        Self::Error,
+        Self::Timeout,
+        Self::Rejected,
+        Self::Cancelled,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+            Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One backend's per-model series (requests by outcome, tokens, time to
+/// first token), resolved once so recording allocates nothing. A pool keeps
+/// one per member; a model served by one backend of its own keeps one too.
+#[derive(Debug, Clone)]
+pub struct BackendMeter {
+    outcomes: [Counter; 5],
+    prompt_tokens: Counter,
+    completion_tokens: Counter,
+    ttft: Histogram,
+}
+
+impl BackendMeter {
+    /// The handles of `backend` serving `model`.
+    pub fn new(m: &ModelMetrics, model: &str, backend: &str) -> Self {
+        let outcome = |o: Outcome| {
+            m.requests
+                .get_or_create(&OutcomeLabels {
+                    model: model.into(),
+                    backend: backend.into(),
+                    outcome: o.label().into(),
+                })
+                .clone()
+        };
+        let tokens = |kind: &str| {
+            m.tokens
+                .get_or_create(&TokenLabels {
+                    model: model.into(),
+                    backend: backend.into(),
+                    kind: kind.into(),
+                })
+                .clone()
+        };
+        Self {
+            outcomes: Outcome::ALL.map(outcome),
+            prompt_tokens: tokens("prompt"),
+            completion_tokens: tokens("completion"),
+            ttft: m
+                .time_to_first_token
+                .get_or_create(&BackendLabels {
+                    model: model.into(),
+                    backend: backend.into(),
+                })
+                .clone(),
+        }
+    }
+
+    /// A request ended.
+    pub fn finish(&self, outcome: Outcome) {
+        self.outcomes[outcome as usize].inc();
+    }
+
+    /// Its first token came after `ttft`.
+    pub fn first_token(&self, ttft: std::time::Duration) {
+        self.ttft.observe(ttft.as_secs_f64());
+    }
+
+    /// Tokens it read and wrote.
+    pub fn tokens(&self, prompt: u32, completion: u32) {
+        self.prompt_tokens.inc_by(u64::from(prompt));
+        self.completion_tokens.inc_by(u64::from(completion));
+    }
+}
+
 /// Histogram of time to first token: 5 ms … ~41 s.
 fn ttft_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
