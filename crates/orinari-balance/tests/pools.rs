@@ -115,6 +115,19 @@ async fn http2_fake(tokens: usize, chunk_delay: Duration) -> (FakeUpstream, Open
     (fake, backend)
 }
 
+/// 99 streams started at once, each read to its first token; then every
+/// client hangs up at once, mid-answer. Every start must succeed.
+async fn start_99_then_hang_up(backend: &OpenAiBackend) {
+    let started = futures::future::join_all((0..99).map(|_| backend.start(ask(true)))).await;
+    let mut open = Vec::new();
+    for generation in started {
+        let mut g = generation.unwrap();
+        assert!(matches!(g.events.recv().await, Some(Ok(Event::Delta(_)))));
+        open.push(g);
+    }
+    drop(open);
+}
+
 fn only(gw: &Gateway, name: &str) -> Arc<dyn ModelBackend> {
     gw.models().find(|(n, _)| *n == name).unwrap().1
 }
@@ -230,16 +243,7 @@ async fn cancelled_http2_streams_never_cost_the_connection() {
     let (fake, backend) = http2_fake(300, Duration::from_millis(1)).await;
     let rounds = async {
         for _ in 0..30 {
-            let started =
-                futures::future::join_all((0..99).map(|_| backend.start(ask(true)))).await;
-            let mut open = Vec::new();
-            for generation in started {
-                let mut g = generation.unwrap();
-                assert!(matches!(g.events.recv().await, Some(Ok(Event::Delta(_)))));
-                open.push(g);
-            }
-            // Every client hangs up at once, mid-answer.
-            drop(open);
+            start_99_then_hang_up(&backend).await;
         }
     };
     tokio::time::timeout(Duration::from_secs(60), rounds)
@@ -325,14 +329,7 @@ async fn a_reset_flood_limit_upstream_costs_no_request() {
     let (fake, backend) = http2_fake(300, Duration::from_millis(1)).await;
     fake.set(|f| f.max_cancelled_per_connection = Some(150));
     for _ in 0..10 {
-        let started = futures::future::join_all((0..99).map(|_| backend.start(ask(true)))).await;
-        let mut open = Vec::new();
-        for generation in started {
-            let mut g = generation.unwrap();
-            assert!(matches!(g.events.recv().await, Some(Ok(Event::Delta(_)))));
-            open.push(g);
-        }
-        drop(open);
+        start_99_then_hang_up(&backend).await;
     }
     // 990 streams cancelled; the server counts those it saw cancelled
     // before the end of its answer, at most 99 a round.
