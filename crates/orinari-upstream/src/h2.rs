@@ -12,8 +12,8 @@
 //! A request the upstream did not process — refused (`REFUSED_STREAM`),
 //! above the last stream id of a `GOAWAY`, or never written because the
 //! connection had closed — is sent again at once on another connection (up
-//! to [`UNPROCESSED_RETRIES`] times), and the connection that failed it
-//! takes no new streams. Servers close connections like that on purpose:
+//! to [`UNPROCESSED_RETRIES`] times) on a connection dialled after the one
+//! that failed it, and that one takes no new streams. Servers close connections like that on purpose:
 //! after a number of requests (nginx's `keepalive_requests`), on a reset
 //! flood (CVE-2023-44487 defences), or on shutdown; none of it is the
 //! request's fault, and nothing was done twice. Any other failure is the
@@ -79,6 +79,9 @@ struct Link {
 }
 
 struct Conn {
+    /// Dial order: a request the upstream left unprocessed on this
+    /// connection is sent again only on one opened after it.
+    seq: u64,
     ready: Ready,
     link: Arc<Link>,
     in_flight: AtomicUsize,
@@ -128,6 +131,8 @@ pub(crate) struct H2Pool {
     declined: AtomicBool,
     idle: Duration,
     conns: Mutex<Vec<Arc<Conn>>>,
+    /// Connections dialled so far (the next one's `seq`).
+    dialled: AtomicU64,
     epoch: Instant,
 }
 
@@ -150,6 +155,7 @@ impl H2Pool {
             declined: AtomicBool::new(false),
             idle,
             conns: Mutex::new(Vec::new()),
+            dialled: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -160,9 +166,14 @@ impl H2Pool {
     }
 
     /// A connection with room for one more stream (opened if none has),
-    /// or `None` when the upstream turned out not to speak HTTP/2.
-    pub(crate) async fn checkout(&self) -> Result<Option<(Lease, SendRequest<ReqBody>)>, Error> {
-        let lease = self.lease();
+    /// or `None` when the upstream turned out not to speak HTTP/2; when
+    /// `after` is given, one dialled after the connection numbered so (a
+    /// fresh one, for a request an older one left unprocessed).
+    async fn checkout(
+        &self,
+        after: Option<u64>,
+    ) -> Result<Option<(Lease, SendRequest<ReqBody>)>, Error> {
+        let lease = self.lease(after);
         match lease.conn.ready.clone().await {
             Ok(sender) => Ok(Some((lease, sender))),
             Err(Dial::Failed(e)) => Err(e),
@@ -181,9 +192,9 @@ impl H2Pool {
         &self,
         build: impl Fn() -> Request<ReqBody>,
     ) -> Result<Option<(Lease, Response<Incoming>)>, Error> {
-        let mut retries = 0;
+        let (mut retries, mut after) = (0, None);
         loop {
-            let Some((lease, mut sender)) = self.checkout().await? else {
+            let Some((lease, mut sender)) = self.checkout(after).await? else {
                 return Ok(None);
             };
             let (retry, error) = match sender.try_send_request(build()).await {
@@ -196,6 +207,7 @@ impl H2Pool {
             };
             if retry {
                 lease.conn.link.retired.store(true, Ordering::Relaxed);
+                after = Some(lease.conn.seq);
             }
             tracing::debug!(
                 %error,
@@ -209,7 +221,7 @@ impl H2Pool {
         }
     }
 
-    fn lease(&self) -> Lease {
+    fn lease(&self, after: Option<u64>) -> Lease {
         let now = ms_since(self.epoch);
         let idle_ms = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -220,10 +232,10 @@ impl H2Pool {
                 && (c.in_flight.load(Ordering::Acquire) > 0
                     || now.saturating_sub(c.idle_since_ms.load(Ordering::Relaxed)) < idle_ms)
         });
-        let conn = match conns
-            .iter()
-            .find(|c| c.in_flight.load(Ordering::Acquire) < c.link.limit.load(Ordering::Relaxed))
-        {
+        let conn = match conns.iter().find(|c| {
+            after.is_none_or(|a| c.seq > a)
+                && c.in_flight.load(Ordering::Acquire) < c.link.limit.load(Ordering::Relaxed)
+        }) {
             Some(c) => c.clone(),
             None => {
                 let c = Arc::new(self.dial(now));
@@ -260,6 +272,7 @@ impl H2Pool {
             result
         });
         Conn {
+            seq: self.dialled.fetch_add(1, Ordering::Relaxed),
             ready: ready.shared(),
             link,
             in_flight: AtomicUsize::new(0),
