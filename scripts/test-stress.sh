@@ -45,7 +45,9 @@ group() {
     grep -E '^\s+Summary' "$logs/$name.log" | tail -1
 }
 
-group pools cargo nextest run -p orinari-balance --test pools \
+# `--run-ignored all`: the GOAWAY-every-10-requests test, kept out of
+# `make test` while the rare hang it shows is open (see its doc).
+group pools cargo nextest run -p orinari-balance --test pools --run-ignored all \
     --stress-count "$pools_runs" --no-fail-fast
 group streams cargo nextest run --workspace -E "$streams" \
     --stress-count "$runs" --no-fail-fast
