@@ -121,15 +121,7 @@ async fn a_burst_of_40_against_30_passes_exactly_30_with_headers() {
     // Health and metrics are not rate limited, and the metric counted 10.
     let (code, _) = s.get("/healthz").await;
     assert_eq!(code, 200);
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains(r#"orinari_ratelimit_rejections_total{kind="requests"} 10"#),
         "{text}"

@@ -408,15 +408,7 @@ async fn the_embedded_model_records_per_model_metrics() {
     assert_eq!(status, 200, "{v}");
     let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
     let completion = v["usage"]["completion_tokens"].as_u64().unwrap();
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains(
             r#"orinari_model_requests_total{model="orinari-small",backend="local",outcome="success"} 1"#
@@ -446,15 +438,7 @@ async fn the_embedded_model_records_per_model_metrics() {
         .stream(&chat("Say hi.", json!({"max_tokens": 2, "stream": true})))
         .await;
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains(
             r#"orinari_model_requests_total{model="orinari-small",backend="local",outcome="success"} 2"#

@@ -143,6 +143,18 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The `/metrics` exposition, as text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// POST a streaming request and return the raw SSE events' data lines.
     pub async fn stream(&self, body: &Value) -> Vec<String> {
         let r = self
