@@ -7,6 +7,7 @@ pub mod admission;
 pub mod models;
 mod raw;
 pub mod reload;
+pub mod sources;
 mod status;
 pub mod tls;
 mod validate;

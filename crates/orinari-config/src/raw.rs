@@ -108,6 +108,14 @@ pub mod defaults {
     pub const BACKUP_RPO: &str = "5m";
     /// `backup.key_env`.
     pub const BACKUP_KEY_ENV: &str = "ORINARI_BACKUP_KEY";
+    /// `sources[].timeout_ms`: one source's deadline.
+    pub const SOURCE_TIMEOUT_MS: u64 = 800;
+    /// `sources[].chunk_tokens` (files): the most tokens in one indexed chunk.
+    pub const SOURCE_CHUNK_TOKENS: u32 = 256;
+    /// `sources[].rescan_interval` (files): full rescan, healing missed file events.
+    pub const SOURCE_RESCAN_INTERVAL: &str = "30s";
+    /// `sources[].max_response_bytes` (http): larger answers are refused.
+    pub const SOURCE_MAX_RESPONSE_BYTES: u64 = 1_048_576;
     /// `status.page_name`.
     pub const STATUS_PAGE_NAME: &str = "ORINARI";
     /// `status.time_zone`: the zone times are shown in (IANA name).
@@ -300,6 +308,24 @@ pub struct RawSource {
     pub path: Option<String>,
     pub url: Option<String>,
     pub timeout_ms: Option<u64>,
+    pub chunk_tokens: Option<u32>,
+    pub rescan_interval: Option<String>,
+    pub body: Option<String>,
+    pub auth_header: Option<String>,
+    pub auth_header_env: Option<String>,
+    pub max_response_bytes: Option<u64>,
+    pub query: Option<String>,
+    pub fields: Option<RawSourceFields>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSourceFields {
+    pub hits: Option<String>,
+    pub title: Option<String>,
+    pub text: Option<String>,
+    pub url: Option<String>,
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -35,6 +35,8 @@ pub struct Config {
     pub backup: Option<BackupSettings>,
     /// `[status]`: the status page, its components and checks.
     pub status: crate::status::StatusSettings,
+    /// `[[sources]]`: data sources for grounded answers, in config order.
+    pub sources: Vec<crate::sources::SourceConfig>,
     /// Configured sections this version validates but does not act on yet;
     /// `serve` warns about each.
     pub inactive: Vec<&'static str>,
@@ -302,16 +304,8 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         raw.guard.max_input_chars,
         d::MAX_INPUT_CHARS,
     )? as usize;
-    for (i, s) in raw.sources.iter().enumerate() {
-        if !matches!(s.kind.as_str(), "files" | "http" | "sql") {
-            return Err(err(
-                name,
-                &format!("sources[{i}].kind"),
-                format!("`{}` must be one of files, http, sql", s.kind),
-            ));
-        }
-    }
-    if !raw.sources.is_empty() {
+    let sources = crate::sources::validate(name, raw.sources)?;
+    if !sources.is_empty() {
         inactive.push("sources");
     }
     // Built-in status checks: one per upstream model backend, and Redis.
@@ -475,6 +469,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         storage_url,
         backup,
         status,
+        sources,
         inactive,
     })
 }

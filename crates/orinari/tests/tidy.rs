@@ -120,6 +120,20 @@ fn crate_boundaries_hold() {
         ("orinari-models", &["sqlx"]),
         ("orinari-api", &["sqlx"]),
         ("orinari", &["sqlx"]),
+        // Retrieval knows nothing of the chat format, the model's tokenizer
+        // (it takes a token-count function) or HTTP serving.
+        (
+            "orinari-sources",
+            &[
+                "orinari-api",
+                "orinari-models",
+                "orinari-chat",
+                "tokenizers",
+                "axum",
+                "tower",
+                "tower-http",
+            ],
+        ),
         // The status model never renders HTML (pages live in orinari-server)
         // and reaches SQL only through orinari-store.
         ("orinari-status", &["askama", "axum", "sqlx"]),
@@ -167,7 +181,14 @@ const LAYERS: &[&[&str]] = &[
         "orinari-store",
         "orinari-fake-upstream",
     ],
-    &["orinari-models", "orinari-limits", "orinari-status"],
+    // orinari-sources reads its config types from orinari-config and
+    // knows nothing of the chat format; the chat domain calls it.
+    &[
+        "orinari-models",
+        "orinari-limits",
+        "orinari-status",
+        "orinari-sources",
+    ],
     &["orinari-balance"],
     &["orinari-chat"],
     &["orinari-server"],

@@ -1,0 +1,218 @@
+//! The full-text index of one files source: tantivy with BM25, every text
+//! field analysed by the English stemmer (`en_stem`). One document per
+//! chunk; a file's chunks share its relative path, the term they are
+//! replaced and deleted by.
+
+use std::path::Path;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use crate::connector::Hit;
+
+use super::chunk::Chunk;
+
+/// Memory the writer may buffer before it flushes a segment.
+const WRITER_MEMORY: usize = 50_000_000;
+
+/// Distinct query terms searched at most (a pasted essay stays fast).
+const MAX_QUERY_TERMS: usize = 64;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    path: Field,
+    title: Field,
+    heading: Field,
+    text: Field,
+}
+
+/// The index, its reader, and its fields.
+pub(crate) struct ChunkIndex {
+    index: Index,
+    reader: IndexReader,
+    f: Fields,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let stemmed = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("en_stem")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    let f = Fields {
+        path: b.add_text_field("path", STRING | STORED),
+        title: b.add_text_field("title", stemmed.clone()),
+        heading: b.add_text_field("heading", stemmed.clone()),
+        text: b.add_text_field("text", stemmed),
+    };
+    (b.build(), f)
+}
+
+impl ChunkIndex {
+    /// Open the index in `dir`, creating it (or recreating it, when it is
+    /// unreadable or has another schema) as needed. Returns whether it was
+    /// created empty.
+    pub fn open(dir: &Path) -> Result<(ChunkIndex, bool), String> {
+        let (schema, f) = schema();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the index folder {}: {e}", dir.display()))?;
+        let existing = dir.join("meta.json").is_file();
+        let opened = if existing {
+            match Index::open_in_dir(dir) {
+                Ok(i) if i.schema() == schema => Some(i),
+                Ok(_) | Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let fresh = opened.is_none();
+        let index = match opened {
+            Some(i) => i,
+            None => {
+                if existing {
+                    // Another version's or a damaged index: rebuilt from the files.
+                    std::fs::remove_dir_all(dir)
+                        .and_then(|()| std::fs::create_dir_all(dir))
+                        .map_err(|e| format!("cannot reset the index {}: {e}", dir.display()))?;
+                }
+                Index::create_in_dir(dir, schema)
+                    .map_err(|e| format!("cannot create the index {}: {e}", dir.display()))?
+            }
+        };
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| format!("cannot read the index: {e}"))?;
+        Ok((ChunkIndex { index, reader, f }, fresh))
+    }
+
+    /// The one writer (the index folder is locked while it lives).
+    pub fn writer(&self) -> Result<Writer, String> {
+        let w = self
+            .index
+            .writer_with_num_threads(1, WRITER_MEMORY)
+            .map_err(|e| format!("cannot open the index for writing: {e}"))?;
+        Ok(Writer { w, f: self.f })
+    }
+
+    /// Make the last commit visible to searches.
+    pub fn reload(&self) -> Result<(), String> {
+        self.reader
+            .reload()
+            .map_err(|e| format!("cannot reload the index: {e}"))
+    }
+
+    /// Chunks in the index.
+    pub fn chunks(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// The best `k` chunks for `query` by BM25 over title, headings and text.
+    pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>, String> {
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for field in [self.f.title, self.f.heading, self.f.text] {
+            let mut analyzer = self
+                .index
+                .tokenizer_for_field(field)
+                .map_err(|e| format!("no analyzer: {e}"))?;
+            let mut stream = analyzer.token_stream(query);
+            let mut seen = std::collections::HashSet::new();
+            while stream.advance() {
+                let t = stream.token().text.clone();
+                if seen.len() < MAX_QUERY_TERMS && seen.insert(t.clone()) {
+                    clauses.push((
+                        Occur::Should,
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(field, &t),
+                            IndexRecordOption::WithFreqs,
+                        )),
+                    ));
+                }
+            }
+        }
+        if clauses.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let searcher = self.reader.searcher();
+        let top = searcher
+            .search(
+                &BooleanQuery::new(clauses),
+                &TopDocs::with_limit(k).order_by_score(),
+            )
+            .map_err(|e| format!("search failed: {e}"))?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let doc: TantivyDocument = searcher
+                .doc(address)
+                .map_err(|e| format!("cannot read a stored chunk: {e}"))?;
+            let get = |f: Field| {
+                doc.get_first(f)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            hits.push(Hit {
+                document: get(self.f.path),
+                title: get(self.f.title),
+                locator: get(self.f.heading),
+                url: None,
+                text: get(self.f.text),
+                score,
+            });
+        }
+        Ok(hits)
+    }
+}
+
+/// Changes to the index, visible to searches after `commit` and a reload.
+pub(crate) struct Writer {
+    w: IndexWriter,
+    f: Fields,
+}
+
+impl Writer {
+    /// Replace a file's chunks (none: the file is gone from the index).
+    pub fn put(&mut self, rel: &str, title: &str, chunks: &[Chunk]) -> Result<(), String> {
+        self.delete(rel);
+        for c in chunks {
+            let mut doc = TantivyDocument::default();
+            doc.add_text(self.f.path, rel);
+            doc.add_text(self.f.title, title);
+            doc.add_text(self.f.heading, &c.locator);
+            doc.add_text(self.f.text, &c.text);
+            self.w
+                .add_document(doc)
+                .map_err(|e| format!("cannot add to the index: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Remove a file's chunks.
+    pub fn delete(&mut self, rel: &str) {
+        self.w.delete_term(Term::from_field_text(self.f.path, rel));
+    }
+
+    /// Remove everything.
+    pub fn clear(&mut self) -> Result<(), String> {
+        self.w
+            .delete_all_documents()
+            .map(|_| ())
+            .map_err(|e| format!("cannot clear the index: {e}"))
+    }
+
+    /// Make the changes durable.
+    pub fn commit(&mut self) -> Result<(), String> {
+        self.w
+            .commit()
+            .map(|_| ())
+            .map_err(|e| format!("cannot commit the index: {e}"))
+    }
+}
