@@ -95,7 +95,7 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let docs: usize = args.next().map_or(25_000, |a| a.parse().unwrap());
+    let docs: usize = args.next().map_or(10_800, |a| a.parse().unwrap());
     let queries: usize = args.next().map_or(1_000, |a| a.parse().unwrap());
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let vocab = vocabulary(30_000, &mut rng);

@@ -1,7 +1,8 @@
-//! The full-text index of one files source: tantivy with BM25, every text
-//! field analysed by the English stemmer (`en_stem`). One document per
-//! chunk; a file's chunks share its relative path, the term they are
-//! replaced and deleted by.
+//! The full-text index of one files source: tantivy with BM25 over one
+//! field (title, headings and text) analysed by the English stemmer
+//! (`en_stem`); title, headings and text are stored apart for the hit. One
+//! document per chunk; a file's chunks share its relative path, the term
+//! they are replaced and deleted by.
 
 use std::path::Path;
 
@@ -28,6 +29,9 @@ struct Fields {
     title: Field,
     heading: Field,
     text: Field,
+    /// Title, headings and text together: the one field searched. One
+    /// posting list per term instead of three keeps top-k fast.
+    body: Field,
 }
 
 /// The index, its reader, and its fields.
@@ -39,18 +43,17 @@ pub(crate) struct ChunkIndex {
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let stemmed = TextOptions::default()
-        .set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer("en_stem")
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-        )
-        .set_stored();
+    let stemmed = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("en_stem")
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
     let f = Fields {
         path: b.add_text_field("path", STRING | STORED),
-        title: b.add_text_field("title", stemmed.clone()),
-        heading: b.add_text_field("heading", stemmed.clone()),
-        text: b.add_text_field("text", stemmed),
+        title: b.add_text_field("title", STORED),
+        heading: b.add_text_field("heading", STORED),
+        text: b.add_text_field("text", STORED),
+        body: b.add_text_field("body", stemmed),
     };
     (b.build(), f)
 }
@@ -118,24 +121,22 @@ impl ChunkIndex {
     /// The best `k` chunks for `query` by BM25 over title, headings and text.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>, String> {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for field in [self.f.title, self.f.heading, self.f.text] {
-            let mut analyzer = self
-                .index
-                .tokenizer_for_field(field)
-                .map_err(|e| format!("no analyzer: {e}"))?;
-            let mut stream = analyzer.token_stream(query);
-            let mut seen = std::collections::HashSet::new();
-            while stream.advance() {
-                let t = stream.token().text.clone();
-                if seen.len() < MAX_QUERY_TERMS && seen.insert(t.clone()) {
-                    clauses.push((
-                        Occur::Should,
-                        Box::new(TermQuery::new(
-                            Term::from_field_text(field, &t),
-                            IndexRecordOption::WithFreqs,
-                        )),
-                    ));
-                }
+        let mut analyzer = self
+            .index
+            .tokenizer_for_field(self.f.body)
+            .map_err(|e| format!("no analyzer: {e}"))?;
+        let mut stream = analyzer.token_stream(query);
+        let mut seen = std::collections::HashSet::new();
+        while stream.advance() {
+            let t = stream.token().text.clone();
+            if seen.len() < MAX_QUERY_TERMS && seen.insert(t.clone()) {
+                clauses.push((
+                    Occur::Should,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(self.f.body, &t),
+                        IndexRecordOption::WithFreqs,
+                    )),
+                ));
             }
         }
         if clauses.is_empty() || k == 0 {
@@ -188,6 +189,7 @@ impl Writer {
             doc.add_text(self.f.title, title);
             doc.add_text(self.f.heading, &c.locator);
             doc.add_text(self.f.text, &c.text);
+            doc.add_text(self.f.body, format!("{title}\n{}\n{}", c.locator, c.text));
             self.w
                 .add_document(doc)
                 .map_err(|e| format!("cannot add to the index: {e}"))?;
