@@ -45,9 +45,7 @@ group() {
     grep -E '^\s+Summary' "$logs/$name.log" | tail -1
 }
 
-# `--run-ignored all`: the GOAWAY-every-10-requests test, kept out of
-# `make test` while the rare hang it shows is open (see its doc).
-group pools cargo nextest run -p orinari-balance --test pools --run-ignored all \
+group pools cargo nextest run -p orinari-balance --test pools \
     --stress-count "$pools_runs" --no-fail-fast
 group streams cargo nextest run --workspace -E "$streams" \
     --stress-count "$runs" --no-fail-fast

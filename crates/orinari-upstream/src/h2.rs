@@ -65,7 +65,7 @@ enum Dial {
     Declined,
 }
 
-type Ready = Shared<BoxFuture<'static, Result<SendRequest<ReqBody>, Dial>>>;
+type Ready = Shared<BoxFuture<'static, Result<(), Dial>>>;
 
 /// What the connection's own task reports.
 #[derive(Debug)]
@@ -76,6 +76,33 @@ struct Link {
     /// or the upstream left a request on it unprocessed (it is closing).
     /// Streams already on it run to their end.
     retired: AtomicBool,
+    /// The way to send requests on it, while its task runs. Its task takes
+    /// it away when the connection ends, and so does the pool when it forgets
+    /// the connection ([`Conn`]'s `Drop`): hyper's request channel can keep
+    /// a request that raced with the end of the connection (handed over
+    /// after the connection's task dropped and drained the receiving end),
+    /// and that request is handed back, unwritten, only once every sender
+    /// of the channel is gone. A sender held anywhere past the connection's
+    /// end — here, or by a request waiting for its answer — would leave that
+    /// request waiting for ever.
+    sender: Mutex<Option<SendRequest<ReqBody>>>,
+}
+
+impl Link {
+    fn sender(&self) -> Option<SendRequest<ReqBody>> {
+        self.sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drop the connection's sender: see [`Link::sender`].
+    fn forget_sender(&self) {
+        self.sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
 }
 
 struct Conn {
@@ -87,6 +114,14 @@ struct Conn {
     in_flight: AtomicUsize,
     /// When `in_flight` last fell to 0, in ms since the pool's epoch.
     idle_since_ms: AtomicU64,
+}
+
+impl Drop for Conn {
+    /// Forgotten by the pool and by every lease: dropping the last sender
+    /// ends the connection's task once its streams are done.
+    fn drop(&mut self) {
+        self.link.forget_sender();
+    }
 }
 
 /// A stream's claim on a connection, released when dropped (with the
@@ -165,17 +200,21 @@ impl H2Pool {
         self.declined.load(Ordering::Relaxed)
     }
 
-    /// A connection with room for one more stream (opened if none has),
-    /// or `None` when the upstream turned out not to speak HTTP/2; when
-    /// `after` is given, one dialled after the connection numbered so (a
-    /// fresh one, for a request an older one left unprocessed).
+    /// A connection with room for one more stream (opened if none has) and
+    /// its sender (`None` if it has ended since), or `None` when the upstream
+    /// turned out not to speak HTTP/2; when `after` is given, one dialled
+    /// after the connection numbered so (a fresh one, for a request an older
+    /// one left unprocessed).
     async fn checkout(
         &self,
         after: Option<u64>,
-    ) -> Result<Option<(Lease, SendRequest<ReqBody>)>, Error> {
+    ) -> Result<Option<(Lease, Option<SendRequest<ReqBody>>)>, Error> {
         let lease = self.lease(after);
         match lease.conn.ready.clone().await {
-            Ok(sender) => Ok(Some((lease, sender))),
+            Ok(()) => {
+                let sender = lease.conn.link.sender();
+                Ok(Some((lease, sender)))
+            }
             Err(Dial::Failed(e)) => Err(e),
             Err(Dial::Declined) => {
                 self.declined.store(true, Ordering::Relaxed);
@@ -194,16 +233,24 @@ impl H2Pool {
     ) -> Result<Option<(Lease, Response<Incoming>)>, Error> {
         let (mut retries, mut after) = (0, None);
         loop {
-            let Some((lease, mut sender)) = self.checkout(after).await? else {
+            let Some((lease, sender)) = self.checkout(after).await? else {
                 return Ok(None);
             };
-            let (retry, error) = match sender.try_send_request(build()).await {
-                Ok(response) => return Ok(Some((lease, response))),
-                // Handed back unwritten: the connection had already closed.
-                Err(mut e) => (
-                    e.take_message().is_some() || unprocessed(e.error()),
-                    e.into_error(),
-                ),
+            let (retry, error) = match sender {
+                Some(mut sender) => {
+                    let response = sender.try_send_request(build());
+                    // No sender waits with the request: see `Link::sender`.
+                    drop(sender);
+                    match response.await {
+                        Ok(response) => return Ok(Some((lease, response))),
+                        // Handed back unwritten: the connection had closed.
+                        Err(mut e) => (
+                            e.take_message().is_some() || unprocessed(e.error()),
+                            e.into_error().to_string(),
+                        ),
+                    }
+                }
+                None => (true, "the connection had ended".to_owned()),
             };
             if retry {
                 lease.conn.link.retired.store(true, Ordering::Relaxed);
@@ -226,7 +273,8 @@ impl H2Pool {
         let idle_ms = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         // Forget connections that are retired, and close those idle too
-        // long (dropping the last sender ends the connection's task).
+        // long (dropping the last `Conn` drops the connection's sender,
+        // which ends its task).
         conns.retain(|c| {
             !c.link.retired.load(Ordering::Relaxed)
                 && (c.in_flight.load(Ordering::Acquire) > 0
@@ -255,6 +303,7 @@ impl H2Pool {
         let link = Arc::new(Link {
             limit: AtomicUsize::new(MAX_STREAMS),
             retired: AtomicBool::new(false),
+            sender: Mutex::new(None),
         });
         let attempt = open(
             self.connector.clone(),
@@ -281,15 +330,15 @@ impl H2Pool {
     }
 }
 
-/// Connect, check that TLS agreed on HTTP/2, shake hands, and spawn the
-/// connection's task.
+/// Connect, check that TLS agreed on HTTP/2, shake hands, spawn the
+/// connection's task and leave the sender in `link`.
 async fn open(
     mut connector: Connector,
     target: Uri,
     tls: bool,
     required: bool,
     link: Arc<Link>,
-) -> Result<SendRequest<ReqBody>, Dial> {
+) -> Result<(), Dial> {
     std::future::poll_fn(|cx| connector.poll_ready(cx))
         .await
         .map_err(|e| Dial::Failed(connect_error(&*e)))?;
@@ -328,8 +377,9 @@ async fn open(
         clippy::disallowed_methods,
         reason = "the connection owns its task: it ends when the pool drops the last sender (retired or idle) or the peer closes"
     )]
-    tokio::spawn(drive(conn, link));
-    Ok(sender)
+    tokio::spawn(drive(conn, link.clone()));
+    *link.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+    Ok(())
 }
 
 /// One HTTP/2 connection's state machine, run by its own task.
@@ -353,6 +403,7 @@ async fn drive(conn: H2Connection, link: Arc<Link>) {
     })
     .await;
     link.retired.store(true, Ordering::Relaxed);
+    link.forget_sender();
     if let Err(e) = ended {
         tracing::debug!(error = %e, "an upstream HTTP/2 connection ended");
     }
