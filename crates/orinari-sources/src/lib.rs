@@ -165,7 +165,9 @@ impl<'a> Setup<'a> {
 
 /// The background indexers of the files sources, one thread each. The
 /// caller owns it: [`Indexer::shutdown`] stops and joins them (dropping it
-/// only asks them to stop).
+/// only asks them to stop). Sources started again over the same data
+/// directory (a configuration reload) search the existing index at once;
+/// their indexer waits up to a minute for the previous one to stop.
 pub struct Indexer {
     workers: Vec<files::Worker>,
 }

@@ -269,3 +269,37 @@ async fn pdf_pages_are_indexed_and_a_broken_pdf_is_reported() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_start_on_the_same_index_takes_over_when_the_first_stops() {
+    let docs = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let d = docs.path();
+    std::fs::write(d.join("a.md"), "Alpacas graze.").unwrap();
+    let cfg = config(d, "1h");
+    let (first, first_indexer) = Sources::new(&cfg, Setup::new(data.path()));
+    eventually(Duration::from_secs(10), "first index", async || {
+        ask(&first, "alpaca").await.hits.len() == 1
+    })
+    .await;
+    // As on a configuration reload: new sources before the old indexer ends.
+    let (second, second_indexer) = Sources::new(&cfg, Setup::new(data.path()));
+    assert_eq!(
+        ask(&second, "alpaca").await.hits.len(),
+        1,
+        "it searches at once"
+    );
+    tokio::task::spawn_blocking(move || first_indexer.shutdown())
+        .await
+        .unwrap();
+    std::fs::write(d.join("b.md"), "Bison roam.").unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the second indexer took over",
+        async || ask(&second, "bison").await.hits.len() == 1 && second.status()[0].error.is_none(),
+    )
+    .await;
+    tokio::task::spawn_blocking(move || second_indexer.shutdown())
+        .await
+        .unwrap();
+}

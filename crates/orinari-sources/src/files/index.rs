@@ -98,11 +98,16 @@ impl ChunkIndex {
     }
 
     /// The one writer (the index folder is locked while it lives).
-    pub fn writer(&self) -> Result<Writer, String> {
+    pub fn writer(&self) -> Result<Writer, IndexOpenError> {
         let w = self
             .index
             .writer_with_num_threads(1, WRITER_MEMORY)
-            .map_err(|e| format!("cannot open the index for writing: {e}"))?;
+            .map_err(|e| match e {
+                tantivy::TantivyError::LockFailure(..) => {
+                    IndexOpenError::Busy("another indexer holds the index".into())
+                }
+                e => IndexOpenError::Failed(format!("cannot open the index for writing: {e}")),
+            })?;
         Ok(Writer { w, f: self.f })
     }
 
@@ -171,6 +176,17 @@ impl ChunkIndex {
         }
         Ok(hits)
     }
+}
+
+/// Why the writer could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IndexOpenError {
+    /// Its lock is held (by the indexer this one replaces).
+    #[error("{0}")]
+    Busy(String),
+    /// Anything else.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Changes to the index, visible to searches after `commit` and a reload.

@@ -19,10 +19,14 @@ use serde::{Deserialize, Serialize};
 use super::State;
 use super::chunk::{TokenCounter, chunk};
 use super::extract::{extract, supported};
-use super::index::{ChunkIndex, Writer};
+use super::index::{ChunkIndex, IndexOpenError, Writer};
 
 /// File events are gathered this long before they are applied.
 pub(crate) const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// How long an indexer waits for the index folder's lock (held by the
+/// indexer it replaces) before it reports the source as not indexing.
+const WRITER_WAIT: Duration = Duration::from_secs(60);
 
 /// A file larger than this is not indexed (reported as failed).
 pub(crate) const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -90,14 +94,28 @@ struct Syncer {
 
 /// The thread's body.
 pub(crate) fn run(job: Job) {
-    let writer = match job.index.writer() {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(source = %job.name, error = %e, "files source cannot index");
-            set_error(&job.state, Some(e));
-            return;
+    // The index folder is locked by its writer: while a previous indexer
+    // of the same source (a configuration reload) is still finishing,
+    // wait for it rather than give up.
+    let started = Instant::now();
+    let writer = loop {
+        match job.index.writer() {
+            Ok(w) => break w,
+            Err(e) => {
+                let waiting = matches!(e, IndexOpenError::Busy(_));
+                if !waiting || started.elapsed() >= WRITER_WAIT || job.stop.load(Ordering::Relaxed)
+                {
+                    let why = e.to_string();
+                    tracing::error!(source = %job.name, error = %why, "files source cannot index");
+                    set_error(&job.state, Some(why));
+                    return;
+                }
+                set_error(&job.state, Some(e.to_string()));
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     };
+    set_error(&job.state, None);
     let loaded = if job.fresh {
         None
     } else {
