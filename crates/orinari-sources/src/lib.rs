@@ -64,6 +64,33 @@ pub struct SourceStatus {
     pub failed_documents: u64,
     /// What is wrong with the source, if anything.
     pub error: Option<String>,
+    /// A sync in progress (files): how far it is.
+    pub indexing: Option<Progress>,
+}
+
+/// How far a files source's sync (a start, a rescan, a reindex) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Files read so far.
+    pub done: u64,
+    /// Files to read (new or changed since the last sync).
+    pub total: u64,
+    /// Time since the sync began.
+    pub elapsed: Duration,
+}
+
+impl Progress {
+    /// Files per second so far.
+    pub fn rate(&self) -> f64 {
+        self.done as f64 / self.elapsed.as_secs_f64().max(1e-3)
+    }
+
+    /// Time left at the rate so far (`None` before the first file).
+    pub fn left(&self) -> Option<Duration> {
+        (self.done > 0).then(|| {
+            Duration::from_secs_f64(self.total.saturating_sub(self.done) as f64 / self.rate())
+        })
+    }
 }
 
 impl Sources {
@@ -307,6 +334,18 @@ mod tests {
                 })
                 .collect())
         }
+    }
+
+    #[test]
+    fn progress_gives_rate_and_time_left() {
+        let p = Progress {
+            done: 50,
+            total: 200,
+            elapsed: Duration::from_secs(10),
+        };
+        assert!((p.rate() - 5.0).abs() < 1e-9);
+        assert_eq!(p.left(), Some(Duration::from_secs(30)));
+        assert_eq!(Progress { done: 0, ..p }.left(), None);
     }
 
     #[tokio::test]

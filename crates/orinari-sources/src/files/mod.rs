@@ -31,7 +31,10 @@ pub(crate) struct State {
     pub failed_documents: u64,
     pub last_sync: Option<SystemTime>,
     pub error: Option<String>,
+    pub progress: Option<Progress>,
 }
+
+pub(crate) use crate::Progress;
 
 /// The search side of a files source.
 pub(crate) struct FilesConnector {
@@ -119,10 +122,11 @@ impl Connector for FilesConnector {
                 s.failed_documents,
                 s.last_sync,
                 s.error.clone(),
+                s.progress,
             )
         });
-        let (documents, chunks, failed, last_sync, error) =
-            st.unwrap_or((0, 0, 0, None, Some("state unavailable".into())));
+        let (documents, chunks, failed, last_sync, error, indexing) =
+            st.unwrap_or((0, 0, 0, None, Some("state unavailable".into()), None));
         SourceStatus {
             name: String::new(),
             kind: "files",
@@ -132,6 +136,7 @@ impl Connector for FilesConnector {
             last_sync,
             failed_documents: failed,
             error,
+            indexing,
         }
     }
 }

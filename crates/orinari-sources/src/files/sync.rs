@@ -306,7 +306,10 @@ impl Syncer {
                 return;
             }
         }
+        // Walk first, so the work (files new or changed since the
+        // manifest) is known and its progress can be reported.
         let mut seen = BTreeSet::new();
+        let mut work = Vec::new();
         let mut stack = vec![root];
         while let Some(dir) = stack.pop() {
             if self.stopped() {
@@ -316,9 +319,6 @@ impl Syncer {
                 continue;
             };
             for entry in entries.flatten() {
-                if self.stopped() {
-                    return;
-                }
                 let path = entry.path();
                 let Some(rel) = self.relative(&path) else {
                     continue;
@@ -331,13 +331,30 @@ impl Syncer {
                     if let Ok(m) = std::fs::metadata(&path)
                         && m.is_file()
                     {
-                        self.update(&rel, &path, &m);
+                        if self.changed(&rel, &m) {
+                            work.push((rel.clone(), path, m));
+                        }
                         seen.insert(rel);
                     }
                 }
-                if self.last_commit.elapsed() >= COMMIT_EVERY {
-                    self.commit();
-                }
+            }
+        }
+        let started = Instant::now();
+        let total = work.len() as u64;
+        for (done, (rel, path, m)) in work.into_iter().enumerate() {
+            if self.stopped() {
+                return;
+            }
+            if let Ok(mut st) = self.job.state.lock() {
+                st.progress = Some(super::Progress {
+                    done: done as u64,
+                    total,
+                    elapsed: started.elapsed(),
+                });
+            }
+            self.update(&rel, &path, &m);
+            if self.last_commit.elapsed() >= COMMIT_EVERY {
+                self.commit();
             }
         }
         let gone: Vec<String> = self
@@ -354,18 +371,22 @@ impl Syncer {
         if let Ok(mut st) = self.job.state.lock() {
             st.error = None;
             st.last_sync = Some(SystemTime::now());
+            st.progress = None;
         }
     }
 
+    /// Whether a file's size or modification time differs from the manifest's.
+    fn changed(&self, rel: &str, meta: &std::fs::Metadata) -> bool {
+        let (size, mtime_ns) = stamp(meta);
+        self.manifest
+            .files
+            .get(rel)
+            .is_none_or(|k| k.size != size || k.mtime_ns != mtime_ns)
+    }
+
     fn update(&mut self, rel: &str, path: &Path, meta: &std::fs::Metadata) {
-        let size = meta.len();
-        let mtime_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        let known = self.manifest.files.get(rel);
-        if known.is_some_and(|k| k.size == size && k.mtime_ns == mtime_ns) {
+        let (size, mtime_ns) = stamp(meta);
+        if !self.changed(rel, meta) {
             return;
         }
         if size > MAX_FILE_BYTES {
@@ -469,6 +490,16 @@ impl Syncer {
             st.chunks = chunks;
         }
     }
+}
+
+/// A file's size and modification time (ns since the epoch).
+fn stamp(meta: &std::fs::Metadata) -> (u64, u128) {
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    (meta.len(), mtime_ns)
 }
 
 fn set_error(state: &Mutex<State>, error: Option<String>) {
