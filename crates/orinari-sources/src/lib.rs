@@ -200,7 +200,8 @@ pub struct Indexer {
 }
 
 impl Indexer {
-    /// Ask a files source to wipe its index and read every file again.
+    /// Ask a files source to read every file again and replace its chunks
+    /// (searches keep answering from the index meanwhile).
     /// False when no files source has this name.
     pub fn reindex(&self, name: &str) -> bool {
         self.workers

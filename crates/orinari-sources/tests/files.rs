@@ -181,6 +181,11 @@ async fn changes_made_while_stopped_are_found_at_the_next_start() {
     .await;
     assert!(indexer.reindex("handbook"));
     assert!(!indexer.reindex("nope"));
+    // A reindex replaces chunks file by file: searches keep answering.
+    for _ in 0..10 {
+        assert_eq!(ask(&sources, "camel").await.hits.len(), 1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     eventually(Duration::from_secs(10), "reindex", async || {
         ask(&sources, "camel").await.hits.len() == 1 && sources.status()[0].documents == Some(2)
     })

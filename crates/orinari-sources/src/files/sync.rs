@@ -62,7 +62,7 @@ pub(crate) enum Msg {
     Changed(PathBuf),
     /// Compare everything now.
     Rescan,
-    /// Wipe the index and read every file again.
+    /// Read every file again (searches go on meanwhile).
     Reindex,
     /// End.
     Stop,
@@ -198,7 +198,7 @@ pub(crate) fn run(job: Job) {
                 }
                 Msg::Rescan => rescan = true,
                 Msg::Reindex => {
-                    s.clear();
+                    s.forget();
                     rescan = true;
                 }
             }
@@ -232,6 +232,16 @@ impl Syncer {
 
     fn finish(mut self) {
         self.commit();
+    }
+
+    /// Make every known file count as changed, so the next sync reads
+    /// each again and replaces its chunks; searches go on meanwhile, and
+    /// files gone from the folder still leave the index.
+    fn forget(&mut self) {
+        for f in self.manifest.files.values_mut() {
+            f.size = u64::MAX;
+            f.hash = 0;
+        }
     }
 
     fn clear(&mut self) {
