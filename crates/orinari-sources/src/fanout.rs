@@ -32,7 +32,7 @@ impl Outcome {
 }
 
 /// One source's part in a retrieval (CONTRACT.md's `retrieval` entries).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceOutcome {
     /// The source's name.
     pub source: Arc<str>,

@@ -18,7 +18,7 @@ mod sql;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use orinari_config::sources::{SourceConfig, SourceKind};
@@ -34,6 +34,18 @@ pub use pack::{MIN_PARTIAL_TOKENS, Packed, pack};
 pub struct Sources {
     targets: Arc<HashMap<Arc<str>, Target>>,
     order: Arc<Vec<Arc<str>>>,
+    /// Each source's last search (for status), by name.
+    last: Arc<HashMap<Arc<str>, Mutex<Option<LastSearch>>>>,
+}
+
+/// How a source's most recent search went (for operators: an http or sql
+/// source's trouble shows here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastSearch {
+    /// When it ended.
+    pub at: SystemTime,
+    /// Its outcome, hits, latency and error.
+    pub outcome: SourceOutcome,
 }
 
 /// What one retrieval found.
@@ -66,6 +78,8 @@ pub struct SourceStatus {
     pub error: Option<String>,
     /// A sync in progress (files): how far it is.
     pub indexing: Option<Progress>,
+    /// The most recent search, if any since start.
+    pub last_search: Option<LastSearch>,
 }
 
 /// How far a files source's sync (a start, a rescan, a reindex) is.
@@ -97,9 +111,14 @@ impl Sources {
     /// Sources made of the given connectors (custom connectors, tests).
     pub fn from_targets(targets: Vec<Target>) -> Sources {
         let order = targets.iter().map(|t| t.name.clone()).collect();
+        let last = targets
+            .iter()
+            .map(|t| (t.name.clone(), Mutex::new(None)))
+            .collect();
         Sources {
             targets: Arc::new(targets.into_iter().map(|t| (t.name.clone(), t)).collect()),
             order: Arc::new(order),
+            last: Arc::new(last),
         }
     }
 
@@ -121,6 +140,10 @@ impl Sources {
             .map(|t| {
                 let mut s = t.connector.status();
                 s.name = t.name.to_string();
+                s.last_search = self
+                    .last
+                    .get(&t.name)
+                    .and_then(|l| l.lock().ok().and_then(|l| l.clone()));
                 s
             })
             .collect()
@@ -156,6 +179,15 @@ impl Sources {
             }
         }
         let out = fanout::fan_out(&targets, query, k, budget).await;
+        let now = SystemTime::now();
+        for o in &out.outcomes {
+            if let Some(Ok(mut last)) = self.last.get(&o.source).map(Mutex::lock) {
+                *last = Some(LastSearch {
+                    at: now,
+                    outcome: o.clone(),
+                });
+            }
+        }
         let mut outcomes = out.outcomes;
         outcomes.extend(unknown);
         Retrieval {
@@ -383,6 +415,10 @@ mod tests {
             .await;
         assert_eq!(only_b.hits.len(), 1);
         assert_eq!(sources.names().collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(sources.status()[1].name, "b");
+        let status = sources.status();
+        assert_eq!(status[1].name, "b");
+        let last = status[1].last_search.as_ref().unwrap();
+        assert_eq!((last.outcome.outcome, last.outcome.hits), (Outcome::Ok, 1));
+        assert_eq!(status[0].last_search.as_ref().unwrap().outcome.hits, 2);
     }
 }

@@ -137,6 +137,7 @@ impl Connector for FilesConnector {
             failed_documents: failed,
             error,
             indexing,
+            last_search: None,
         }
     }
 }
