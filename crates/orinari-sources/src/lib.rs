@@ -307,6 +307,8 @@ impl Sources {
     /// and sql sources prepare their clients (nothing connects yet). A
     /// source that cannot start is kept, reporting why on every search
     /// and in its status, so one broken source never stops the others.
+    /// Opening the indexes is file I/O: call it at start-up or on the
+    /// blocking pool, not on an async worker serving requests.
     pub fn new(configs: &[SourceConfig], setup: Setup<'_>) -> (Sources, Indexer) {
         let mut targets = Vec::with_capacity(configs.len());
         let mut workers = Vec::new();
