@@ -8,6 +8,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::ApiError;
+use crate::options::{Options, check_name};
+use crate::tools::{ContentPart, ToolCall, ToolCallDelta};
 
 /// Fields a client may send. Anything else is refused, as OpenAI does, so a
 /// typo never silently changes behaviour.
@@ -27,9 +29,25 @@ const KNOWN_FIELDS: &[&str] = &[
     "frequency_penalty",
     "presence_penalty",
     "logprobs",
+    "top_logprobs",
+    "logit_bias",
     "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
+    "reasoning_effort",
+    "prediction",
+    "modalities",
+    "audio",
+    "web_search_options",
     "metadata",
     "store",
+    "service_tier",
+    "verbosity",
+    "prompt_cache_key",
+    "safety_identifier",
 ];
 
 /// At most this many stop sequences (OpenAI's limit).
@@ -51,6 +69,8 @@ pub enum Role {
     User,
     /// The model.
     Assistant,
+    /// A tool's result, answering one of the model's calls.
+    Tool,
 }
 
 impl Role {
@@ -60,6 +80,7 @@ impl Role {
             Self::System => "system",
             Self::User => "user",
             Self::Assistant => "assistant",
+            Self::Tool => "tool",
         }
     }
 }
@@ -69,8 +90,32 @@ impl Role {
 pub struct ChatMessage {
     /// Its role.
     pub role: Role,
-    /// Plain text (content parts are joined).
+    /// Its text (text parts joined; empty for an assistant message that
+    /// only calls tools).
     pub content: String,
+    /// The content as parts, when it holds more than text (images), in
+    /// the order given; empty otherwise.
+    pub parts: Vec<ContentPart>,
+    /// `name`, when given.
+    pub name: Option<String>,
+    /// An assistant message's tool calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A plain text message.
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            parts: Vec::new(),
+            name: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
 }
 
 /// A validated chat request.
@@ -96,9 +141,11 @@ pub struct ChatRequest {
     pub seed: Option<u64>,
     /// An end-user id for abuse tracking (never logged with content).
     pub user: Option<String>,
+    /// Tools, response format and the rest beyond sampled text.
+    pub options: Options,
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -109,7 +156,7 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn expected(param: &str, what: &str, got: &Value) -> ApiError {
+pub(crate) fn expected(param: &str, what: &str, got: &Value) -> ApiError {
     ApiError::invalid(
         param,
         format!("`{param}` must be {what}, not {}.", kind(got)),
@@ -117,7 +164,7 @@ fn expected(param: &str, what: &str, got: &Value) -> ApiError {
     .with_code("invalid_type")
 }
 
-fn opt_bool(o: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+pub(crate) fn opt_bool(o: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -125,7 +172,7 @@ fn opt_bool(o: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError>
     }
 }
 
-fn opt_number(
+pub(crate) fn opt_number(
     o: &Map<String, Value>,
     key: &str,
     min: f64,
@@ -147,7 +194,7 @@ fn opt_number(
     }
 }
 
-fn opt_count(o: &Map<String, Value>, key: &str) -> Result<Option<u32>, ApiError> {
+pub(crate) fn opt_count(o: &Map<String, Value>, key: &str) -> Result<Option<u32>, ApiError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
@@ -161,50 +208,181 @@ fn opt_count(o: &Map<String, Value>, key: &str) -> Result<Option<u32>, ApiError>
     }
 }
 
-fn text_content(param: &str, v: &Value) -> Result<String, ApiError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(parts) => {
-            let mut out = String::new();
-            for (i, part) in parts.iter().enumerate() {
-                let p = format!("{param}[{i}]");
-                let Value::Object(obj) = part else {
-                    return Err(expected(&p, "an object", part));
+fn missing(param: String) -> ApiError {
+    ApiError::invalid(param, "Missing required parameter.").with_code("missing_required_parameter")
+}
+
+/// A message's content: its text, and its parts when any is not text.
+/// `images`: whether image parts are allowed (user messages).
+fn content(param: &str, v: &Value, images: bool) -> Result<(String, Vec<ContentPart>), ApiError> {
+    let parts = match v {
+        Value::String(s) => return Ok((s.clone(), Vec::new())),
+        Value::Array(parts) => parts,
+        other => {
+            return Err(expected(
+                param,
+                "a string or an array of content parts",
+                other,
+            ));
+        }
+    };
+    let mut text = String::new();
+    let mut out = Vec::with_capacity(parts.len());
+    let mut any_image = false;
+    for (i, part) in parts.iter().enumerate() {
+        let p = format!("{param}[{i}]");
+        let Value::Object(obj) = part else {
+            return Err(expected(&p, "an object", part));
+        };
+        match obj.get("type") {
+            Some(Value::String(t)) if t == "text" => match obj.get("text") {
+                Some(Value::String(t)) => {
+                    text.push_str(t);
+                    out.push(ContentPart::Text(t.clone()));
+                }
+                Some(other) => return Err(expected(&format!("{p}.text"), "a string", other)),
+                None => return Err(missing(format!("{p}.text"))),
+            },
+            Some(Value::String(t)) if t == "image_url" && images => {
+                let image = match obj.get("image_url") {
+                    Some(Value::Object(o)) => o,
+                    Some(other) => {
+                        return Err(expected(&format!("{p}.image_url"), "an object", other));
+                    }
+                    None => return Err(missing(format!("{p}.image_url"))),
                 };
-                match obj.get("type") {
-                    Some(Value::String(t)) if t == "text" => {}
-                    Some(Value::String(t)) => {
+                let url = match image.get("url") {
+                    Some(Value::String(u))
+                        if u.starts_with("https://")
+                            || u.starts_with("http://")
+                            || u.starts_with("data:image/") =>
+                    {
+                        u.clone()
+                    }
+                    Some(Value::String(_)) => {
                         return Err(ApiError::invalid(
-                            format!("{p}.type"),
-                            format!(
-                                "Content parts of type `{t}` are not supported; only `text` is."
-                            ),
+                            format!("{p}.image_url.url"),
+                            "An image URL must be `https://…`, `http://…` or a `data:image/…` URL.",
                         ));
                     }
-                    Some(other) => return Err(expected(&format!("{p}.type"), "a string", other)),
-                    None => {
-                        return Err(ApiError::invalid(
-                            format!("{p}.type"),
-                            "Missing required parameter.",
-                        ))
-                        .map_err(|e| e.with_code("missing_required_parameter"));
+                    Some(other) => {
+                        return Err(expected(&format!("{p}.image_url.url"), "a string", other));
                     }
-                }
-                match obj.get("text") {
-                    Some(Value::String(t)) => out.push_str(t),
-                    Some(other) => return Err(expected(&format!("{p}.text"), "a string", other)),
-                    None => {
-                        return Err(ApiError::invalid(
-                            format!("{p}.text"),
-                            "Missing required parameter.",
-                        )
-                        .with_code("missing_required_parameter"));
+                    None => return Err(missing(format!("{p}.image_url.url"))),
+                };
+                let detail = match image.get("detail") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(d)) if matches!(d.as_str(), "auto" | "low" | "high") => {
+                        Some(d.clone())
                     }
-                }
+                    Some(_) => {
+                        return Err(ApiError::invalid(
+                            format!("{p}.image_url.detail"),
+                            "`detail` must be `auto`, `low` or `high`.",
+                        ));
+                    }
+                };
+                any_image = true;
+                out.push(ContentPart::Image { url, detail });
             }
-            Ok(out)
+            Some(Value::String(t)) if t == "refusal" => match obj.get("refusal") {
+                Some(Value::String(r)) => {
+                    text.push_str(r);
+                    out.push(ContentPart::Text(r.clone()));
+                }
+                Some(other) => return Err(expected(&format!("{p}.refusal"), "a string", other)),
+                None => return Err(missing(format!("{p}.refusal"))),
+            },
+            Some(Value::String(t)) => {
+                let allowed = if images {
+                    "`text` and `image_url` are"
+                } else {
+                    "only `text` is"
+                };
+                return Err(ApiError::invalid(
+                    format!("{p}.type"),
+                    format!("Content parts of type `{t}` are not supported here; {allowed}."),
+                )
+                .with_code("unsupported_parameter"));
+            }
+            Some(other) => return Err(expected(&format!("{p}.type"), "a string", other)),
+            None => return Err(missing(format!("{p}.type"))),
         }
-        other => Err(expected(param, "a string or an array of text parts", other)),
+    }
+    if !any_image {
+        out.clear();
+    }
+    Ok((text, out))
+}
+
+fn tool_calls(param: &str, v: &Value) -> Result<Vec<ToolCall>, ApiError> {
+    let Value::Array(a) = v else {
+        return Err(expected(param, "an array", v));
+    };
+    let mut out = Vec::with_capacity(a.len());
+    for (i, c) in a.iter().enumerate() {
+        let p = format!("{param}[{i}]");
+        let Value::Object(c) = c else {
+            return Err(expected(&p, "an object", c));
+        };
+        let id = match c.get("id") {
+            Some(Value::String(id)) if !id.is_empty() => id.clone(),
+            Some(Value::String(_)) => {
+                return Err(ApiError::invalid(
+                    format!("{p}.id"),
+                    "`id` must not be empty.",
+                ));
+            }
+            Some(other) => return Err(expected(&format!("{p}.id"), "a string", other)),
+            None => return Err(missing(format!("{p}.id"))),
+        };
+        match c.get("type") {
+            Some(Value::String(t)) if t == "function" => {}
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    format!("{p}.type"),
+                    "Only tool calls of type `function` are supported.",
+                ));
+            }
+            None => return Err(missing(format!("{p}.type"))),
+        }
+        let f = match c.get("function") {
+            Some(Value::Object(f)) => f,
+            Some(other) => return Err(expected(&format!("{p}.function"), "an object", other)),
+            None => return Err(missing(format!("{p}.function"))),
+        };
+        let name = match f.get("name") {
+            Some(Value::String(n)) => n.clone(),
+            Some(other) => return Err(expected(&format!("{p}.function.name"), "a string", other)),
+            None => return Err(missing(format!("{p}.function.name"))),
+        };
+        check_name(&format!("{p}.function.name"), &name)?;
+        let arguments = match f.get("arguments") {
+            Some(Value::String(a)) => a.clone(),
+            Some(other) => {
+                return Err(expected(
+                    &format!("{p}.function.arguments"),
+                    "a string",
+                    other,
+                ));
+            }
+            None => return Err(missing(format!("{p}.function.arguments"))),
+        };
+        out.push(ToolCall {
+            id,
+            name,
+            arguments,
+        });
+    }
+    Ok(out)
+}
+
+/// Fields each role's messages may carry.
+fn message_fields(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::System | Role::User => &["role", "content", "name"],
+        Role::Assistant => &["role", "content", "name", "tool_calls", "refusal", "audio"],
+        Role::Tool => &["role", "content", "tool_call_id", "name"],
     }
 }
 
@@ -213,52 +391,85 @@ fn message(i: usize, v: &Value) -> Result<ChatMessage, ApiError> {
     let Value::Object(obj) = v else {
         return Err(expected(&p, "an object", v));
     };
-    for key in obj.keys() {
-        if !matches!(key.as_str(), "role" | "content" | "name") {
-            return Err(ApiError::invalid(
-                format!("{p}.{key}"),
-                format!("Unrecognized message field `{key}`; tool calls are not supported."),
-            )
-            .with_code("unknown_parameter"));
-        }
-    }
     let role = match obj.get("role") {
         Some(Value::String(r)) => match r.as_str() {
             "system" | "developer" => Role::System,
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
             other => {
                 return Err(ApiError::invalid(
                     format!("{p}.role"),
                     format!(
-                        "Invalid role `{other}`; expected one of `system`, `developer`, `user`, `assistant`."
+                        "Invalid role `{other}`; expected one of `system`, `developer`, `user`, `assistant`, `tool`."
                     ),
                 ));
             }
         },
         Some(other) => return Err(expected(&format!("{p}.role"), "a string", other)),
-        None => {
-            return Err(
-                ApiError::invalid(format!("{p}.role"), "Missing required parameter.")
-                    .with_code("missing_required_parameter"),
-            );
-        }
+        None => return Err(missing(format!("{p}.role"))),
     };
-    if let Some(name) = obj.get("name")
-        && !name.is_string()
-    {
-        return Err(expected(&format!("{p}.name"), "a string", name));
+    for key in obj.keys() {
+        if !message_fields(role).contains(&key.as_str()) {
+            return Err(ApiError::invalid(
+                format!("{p}.{key}"),
+                format!(
+                    "Unrecognized field `{key}` in a `{}` message.",
+                    role.as_str()
+                ),
+            )
+            .with_code("unknown_parameter"));
+        }
     }
-    let content = match obj.get("content") {
-        Some(v) => text_content(&format!("{p}.content"), v)?,
-        None => {
-            return Err(
-                ApiError::invalid(format!("{p}.content"), "Missing required parameter.")
-                    .with_code("missing_required_parameter"),
-            );
-        }
+    let name = match obj.get("name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(n)) => Some(n.clone()),
+        Some(other) => return Err(expected(&format!("{p}.name"), "a string", other)),
     };
-    Ok(ChatMessage { role, content })
+    let calls = match obj.get("tool_calls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => tool_calls(&format!("{p}.tool_calls"), v)?,
+    };
+    if let Some(a) = obj.get("audio").filter(|a| !a.is_null()) {
+        return Err(ApiError::invalid(
+            format!("{p}.audio"),
+            format!(
+                "Audio in the history is not supported (`audio` is {}).",
+                kind(a)
+            ),
+        )
+        .with_code("unsupported_parameter"));
+    }
+    let (content, parts) = match obj.get("content") {
+        // An assistant message that only calls tools has no content.
+        None | Some(Value::Null) if role == Role::Assistant && !calls.is_empty() => {
+            (String::new(), Vec::new())
+        }
+        Some(v) => content(&format!("{p}.content"), v, role == Role::User)?,
+        None => return Err(missing(format!("{p}.content"))),
+    };
+    let tool_call_id = match (role, obj.get("tool_call_id")) {
+        (Role::Tool, Some(Value::String(id))) if !id.is_empty() => Some(id.clone()),
+        (Role::Tool, Some(Value::String(_))) => {
+            return Err(ApiError::invalid(
+                format!("{p}.tool_call_id"),
+                "`tool_call_id` must not be empty.",
+            ));
+        }
+        (Role::Tool, Some(other)) => {
+            return Err(expected(&format!("{p}.tool_call_id"), "a string", other));
+        }
+        (Role::Tool, None) => return Err(missing(format!("{p}.tool_call_id"))),
+        _ => None,
+    };
+    Ok(ChatMessage {
+        role,
+        content,
+        parts,
+        name,
+        tool_calls: calls,
+        tool_call_id,
+    })
 }
 
 impl ChatRequest {
@@ -373,49 +584,35 @@ impl ChatRequest {
         let max_tokens = max_completion.or(opt_count(o, "max_tokens")?);
         let temperature = opt_number(o, "temperature", 0.0, 2.0)?.unwrap_or(1.0) as f32;
         let top_p = opt_number(o, "top_p", 0.0, 1.0)?.unwrap_or(1.0) as f32;
-        for key in ["frequency_penalty", "presence_penalty"] {
-            if let Some(x) = opt_number(o, key, -2.0, 2.0)?
-                && x != 0.0
-            {
-                return Err(ApiError::invalid(
-                    key,
-                    format!("`{key}` is not supported by this server; omit it or send 0."),
-                )
-                .with_code("unsupported_parameter"));
-            }
-        }
         if let Some(n) = opt_count(o, "n")?
             && n != 1
         {
-            return Err(ApiError::invalid("n", "Only `n` = 1 is supported.")
-                .with_code("unsupported_parameter"));
-        }
-        if opt_bool(o, "logprobs")? == Some(true) {
             return Err(ApiError::invalid(
-                "logprobs",
-                "`logprobs` is not supported by this server.",
+                "n",
+                "`n` greater than 1 is not supported by any backend of this server yet; ask once per answer.",
             )
             .with_code("unsupported_parameter"));
         }
-        opt_bool(o, "store")?;
+        if opt_bool(o, "store")? == Some(true) {
+            return Err(ApiError::invalid(
+                "store",
+                "This server retains no conversation, so `store: true` is refused; omit it or send false.",
+            )
+            .with_code("unsupported_parameter"));
+        }
         match o.get("metadata") {
-            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    if !v.is_string() {
+                        return Err(expected(&format!("metadata.{k}"), "a string", v));
+                    }
+                }
+            }
             Some(v) => return Err(expected("metadata", "an object", v)),
         }
-        match o.get("response_format") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(rf)) => match rf.get("type") {
-                Some(Value::String(t)) if t == "text" => {}
-                _ => {
-                    return Err(ApiError::invalid(
-                        "response_format.type",
-                        "Only `{\"type\": \"text\"}` is supported.",
-                    )
-                    .with_code("unsupported_parameter"));
-                }
-            },
-            Some(v) => return Err(expected("response_format", "an object", v)),
-        }
+        let options = Options::parse(o)?;
+        check_tool_history(&messages)?;
         let stop = match o.get("stop") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) => vec![s.clone()],
@@ -480,8 +677,28 @@ impl ChatRequest {
             stop,
             seed,
             user,
+            options,
         })
     }
+}
+
+/// Every `tool` message answers a call that an earlier assistant message made.
+fn check_tool_history(messages: &[ChatMessage]) -> Result<(), ApiError> {
+    for (i, m) in messages.iter().enumerate() {
+        let Some(id) = &m.tool_call_id else { continue };
+        let called = messages[..i]
+            .iter()
+            .any(|earlier| earlier.tool_calls.iter().any(|c| &c.id == id));
+        if !called {
+            return Err(ApiError::invalid(
+                format!("messages[{i}].tool_call_id"),
+                format!(
+                    "The `tool` message answers `{id}`, which no earlier assistant message's `tool_calls` made."
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Token counts in OpenAI's shape.
@@ -511,10 +728,13 @@ impl Usage {
 pub struct ResponseMessage {
     /// Always `assistant`.
     pub role: &'static str,
-    /// The answer.
-    pub content: String,
+    /// The answer; null when the model only called tools.
+    pub content: Option<String>,
     /// Always null.
     pub refusal: Option<String>,
+    /// The model's tool calls, when it made any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// One choice of a complete response.
@@ -526,7 +746,7 @@ pub struct Choice {
     pub message: ResponseMessage,
     /// Always null.
     pub logprobs: Option<()>,
-    /// `stop` or `length`.
+    /// `stop`, `length` or `tool_calls`.
     pub finish_reason: &'static str,
 }
 
@@ -569,8 +789,9 @@ impl ChatCompletion {
                 index: 0,
                 message: ResponseMessage {
                     role: "assistant",
-                    content,
+                    content: Some(content),
                     refusal: None,
+                    tool_calls: Vec::new(),
                 },
                 logprobs: None,
                 finish_reason,
@@ -578,6 +799,20 @@ impl ChatCompletion {
             usage,
             system_fingerprint: fingerprint,
         }
+    }
+
+    /// The same with the model's tool calls (the content becomes null when
+    /// it is empty, as OpenAI writes it).
+    pub fn with_tool_calls(mut self, calls: Vec<ToolCall>) -> Self {
+        if let Some(choice) = self.choices.first_mut()
+            && !calls.is_empty()
+        {
+            if choice.message.content.as_deref() == Some("") {
+                choice.message.content = None;
+            }
+            choice.message.tool_calls = calls;
+        }
+        self
     }
 }
 
@@ -590,6 +825,9 @@ pub struct Delta {
     /// New text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// A piece of a tool call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<[ToolCallDelta; 1]>,
 }
 
 /// One choice of a chunk.
@@ -768,6 +1006,7 @@ impl ChunkBuilder {
         let delta = Delta {
             role: role.then_some("assistant"),
             content: (!content.is_empty() || role).then_some(content),
+            tool_calls: None,
         };
         self.chunk(
             vec![ChunkChoice {
@@ -775,6 +1014,22 @@ impl ChunkBuilder {
                 delta,
                 logprobs: None,
                 finish_reason,
+            }],
+            self.pending_usage(),
+        )
+    }
+
+    /// A piece of a tool call.
+    pub fn tool_call(&self, call: ToolCallDelta) -> ChatCompletionChunk {
+        self.chunk(
+            vec![ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    tool_calls: Some([call]),
+                    ..Delta::default()
+                },
+                logprobs: None,
+                finish_reason: None,
             }],
             self.pending_usage(),
         )

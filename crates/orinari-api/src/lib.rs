@@ -7,7 +7,11 @@
 pub mod chat;
 pub mod error;
 pub mod models;
+pub mod options;
 pub mod sse;
+pub mod tools;
 
 pub use chat::{ChatMessage, ChatRequest, Role, ValidationLimits};
 pub use error::{ApiError, ErrorType};
+pub use options::Options;
+pub use tools::{ContentPart, ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice};

@@ -85,12 +85,10 @@ fn pool(name: &str, strategy: Strategy) -> PoolConfig {
 
 fn ask(stream: bool) -> GenerateRequest {
     GenerateRequest {
-        messages: vec![Message {
-            role: "user".into(),
-            content: "hello".into(),
-        }],
+        messages: vec![Message::text("user", "hello")],
         sampling: Sampling::default(),
         stream,
+        ..GenerateRequest::default()
     }
 }
 
@@ -533,6 +531,7 @@ async fn death_mid_stream_ends_with_an_error_after_the_tokens() {
         match g.events.recv().await.unwrap() {
             Ok(Event::Delta(_)) => deltas += 1,
             Ok(Event::Done { .. }) => panic!("a dead stream cannot finish"),
+            Ok(Event::ToolCall(_)) => panic!("no tool was offered"),
             Err(e) => break e,
         }
     };

@@ -74,12 +74,10 @@ fn pool(name: &str, fallback: &[&str]) -> PoolConfig {
 
 fn ask() -> GenerateRequest {
     GenerateRequest {
-        messages: vec![Message {
-            role: "user".into(),
-            content: "hello".into(),
-        }],
+        messages: vec![Message::text("user", "hello")],
         sampling: Sampling::default(),
         stream: false,
+        ..GenerateRequest::default()
     }
 }
 

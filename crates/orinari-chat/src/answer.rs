@@ -162,20 +162,10 @@ impl Answer {
     /// Wait for the whole answer. An answer that ends without its last
     /// event is an error, never a silently truncated answer.
     pub async fn collect(mut self) -> Result<orinari_models::Answer, ModelError> {
-        let mut text = String::new();
+        let mut answer = orinari_models::Collector::default();
         while let Some(event) = self.recv().await {
-            match event? {
-                Event::Delta(t) => text.push_str(&t),
-                Event::Done {
-                    finish_reason,
-                    usage,
-                } => {
-                    return Ok(orinari_models::Answer {
-                        text,
-                        finish_reason,
-                        usage,
-                    });
-                }
+            if let Some(done) = answer.push(event?) {
+                return Ok(done);
             }
         }
         Err(ModelError::Internal(
@@ -193,7 +183,7 @@ impl Answer {
             m.meter.first_token(m.started.elapsed());
         }
         let (outcome, actual) = match event {
-            Some(Ok(Event::Delta(_))) => return,
+            Some(Ok(Event::Delta(_) | Event::ToolCall(_))) => return,
             Some(Ok(Event::Done { usage, .. })) => {
                 if let Some(m) = &self.metered {
                     m.meter.tokens(usage.prompt_tokens, usage.completion_tokens);

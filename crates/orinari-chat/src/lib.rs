@@ -34,7 +34,7 @@ pub mod screen;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orinari_api::{ApiError, ChatMessage, Role, ValidationLimits};
+use orinari_api::{ApiError, ChatMessage, Options, Role, ValidationLimits};
 use orinari_limits::{Caller, Edge, Source};
 use orinari_models::{GenerateRequest, Message, ModelBackend, Sampling};
 use orinari_telemetry::Metrics;
@@ -74,6 +74,9 @@ pub struct ChatRequest {
     pub sampling: Sampling,
     /// Whether the client reads a stream.
     pub stream: bool,
+    /// Tools, response format and the rest beyond sampled text (the
+    /// backend refuses what it cannot honour).
+    pub options: Options,
     /// Bytes of the request as the client sent it: a quarter of them is
     /// the prompt's part of the token estimate.
     pub size: usize,
@@ -101,6 +104,7 @@ impl ChatRequest {
             model: req.model,
             messages: req.messages,
             stream: req.stream,
+            options: req.options,
             size,
             fields: None,
         }
@@ -344,10 +348,15 @@ impl Chat {
                 .map(|m| Message {
                     role: m.role.as_str().to_string(),
                     content: m.content,
+                    parts: m.parts,
+                    name: m.name,
+                    tool_calls: m.tool_calls,
+                    tool_call_id: m.tool_call_id,
                 })
                 .collect(),
             sampling: request.sampling,
             stream,
+            options: request.options,
         };
         let started = Instant::now();
         if let Some(meter) = &model.meter {

@@ -97,15 +97,13 @@ fn caller(chat: &Chat) -> Caller {
 fn ask(model: &str, size: usize, max_tokens: u32) -> ChatRequest {
     ChatRequest {
         model: model.into(),
-        messages: vec![ChatMessage {
-            role: Role::User,
-            content: "hi".into(),
-        }],
+        messages: vec![ChatMessage::text(Role::User, "hi")],
         sampling: Sampling {
             max_tokens: Some(max_tokens),
             ..Sampling::default()
         },
         stream: false,
+        options: Default::default(),
         size,
         fields: None,
     }

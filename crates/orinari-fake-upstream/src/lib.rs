@@ -29,7 +29,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-pub use wire::Dialect;
+pub use wire::{Call, Dialect, Reply, plan, sample};
 
 /// The whole answer text the fake gives for `n` tokens.
 pub fn wire_text(n: usize) -> String {
@@ -155,6 +155,7 @@ struct Shared {
     faults: Arc<RwLock<Faults>>,
     counters: Arc<Counters>,
     last_auth: Arc<RwLock<Option<String>>>,
+    last_request: Arc<RwLock<Option<serde_json::Value>>>,
 }
 
 /// A running fake upstream.
@@ -214,6 +215,7 @@ impl FakeUpstream {
             faults: Arc::new(RwLock::new(faults)),
             counters: Arc::new(Counters::default()),
             last_auth: Arc::new(RwLock::new(None)),
+            last_request: Arc::new(RwLock::new(None)),
         };
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -294,6 +296,11 @@ impl FakeUpstream {
     /// The credential of the last chat request (`Authorization` or `x-api-key`).
     pub fn last_auth(&self) -> Option<String> {
         self.shared.last_auth.read().ok().and_then(|a| a.clone())
+    }
+
+    /// The body of the last chat request, as JSON (what the gateway passed on).
+    pub fn last_request(&self) -> Option<serde_json::Value> {
+        self.shared.last_request.read().ok().and_then(|r| r.clone())
     }
 
     /// Kill it: close the listener and cut every open connection.
@@ -406,6 +413,7 @@ pub fn router(faults: Faults) -> Router {
         faults: Arc::new(RwLock::new(faults)),
         counters: Arc::new(Counters::default()),
         last_auth: Arc::new(RwLock::new(None)),
+        last_request: Arc::new(RwLock::new(None)),
     })
 }
 
@@ -514,16 +522,20 @@ async fn respond(
         .get("max_tokens")
         .and_then(serde_json::Value::as_u64)
         .map_or(faults.tokens, |m| faults.tokens.min(m as usize));
+    let reply = wire::plan(dialect, &request, tokens);
+    if let Ok(mut r) = s.last_request.write() {
+        *r = Some(request);
+    }
     if !stream {
         return (
             [(header::CONTENT_TYPE, "application/json")],
-            wire::whole(dialect, tokens),
+            wire::whole_reply(dialect, &reply),
         )
             .into_response();
     }
     let limit = faults.max_cancelled_per_connection;
     let body = Body::from_stream(Watched {
-        inner: sse(dialect, tokens, faults),
+        inner: sse(dialect, &reply, faults),
         on_cancel: limit.map(|limit| (conn, limit)),
     });
     Response::builder()
@@ -531,6 +543,41 @@ async fn respond(
         .header(header::CACHE_CONTROL, "no-cache")
         .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A reply's events after the head, paced by the faults like tokens (the
+/// last event, the tail, is never delayed or cut).
+fn paced(
+    dialect: Dialect,
+    mut events: Vec<Bytes>,
+    f: Faults,
+) -> std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>> {
+    let tail = events.pop().unwrap_or_default();
+    let head = stream::once(async move { Ok(wire::stream_head(dialect)) });
+    let body = stream::iter(events.into_iter().enumerate()).then(move |(i, event)| {
+        let f = f.clone();
+        async move {
+            let delay = if i == 0 {
+                f.first_token_delay
+            } else {
+                f.chunk_delay
+            };
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if f.die_after == Some(i) {
+                return Err(std::io::Error::other("injected death"));
+            }
+            if f.stall_after == Some(i) {
+                std::future::pending::<()>().await;
+            }
+            Ok(event)
+        }
+    });
+    Box::pin(
+        head.chain(body)
+            .chain(stream::once(async move { Ok(tail) })),
+    )
 }
 
 fn error(status: u16) -> Response {
@@ -577,13 +624,18 @@ impl Drop for Watched {
     }
 }
 
-/// The streamed body, paced by the faults. With no delays and no faults it
-/// is one buffer (the benchmark's fast path).
+/// The streamed body, paced by the faults: a text reply token by token, a
+/// JSON or tool-call reply piece by piece. With no delays and no faults a
+/// text reply is one buffer (the benchmark's fast path).
 fn sse(
     dialect: Dialect,
-    tokens: usize,
+    reply: &wire::Reply,
     f: Faults,
 ) -> std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>> {
+    let tokens = match reply {
+        wire::Reply::Text(n) => *n,
+        other => return paced(dialect, wire::stream_reply(dialect, other), f),
+    };
     let quiet = f.first_token_delay.is_zero()
         && f.chunk_delay.is_zero()
         && f.die_after.is_none()

@@ -69,10 +69,7 @@ fn prompt_of(
     let mut content = String::from("Summarise this text in one sentence. ");
     let mut i = 0;
     loop {
-        let msgs = vec![Message {
-            role: "user".into(),
-            content: content.clone(),
-        }];
+        let msgs = vec![Message::text("user", content.clone())];
         let n = vocab.encode_chat(&msgs).map_err(anyhow::Error::msg)?.len();
         if n >= target {
             return Ok((msgs, n));
@@ -97,6 +94,7 @@ async fn run(m: &LocalModel, messages: Vec<Message>, max_tokens: u32) -> anyhow:
             ..Sampling::default()
         },
         stream: true,
+        ..GenerateRequest::default()
     };
     let t0 = Instant::now();
     let mut g = m.start(req).await?;
@@ -181,10 +179,10 @@ async fn main() -> anyhow::Result<()> {
 
     let (p200, n200) = prompt_of(&vocab, 200)?;
     let (p512, n512) = prompt_of(&vocab, 512)?;
-    let generate_prompt = vec![Message {
-        role: "user".into(),
-        content: "Write a long, detailed story about a dragon who learns to bake bread.".into(),
-    }];
+    let generate_prompt = vec![Message::text(
+        "user",
+        "Write a long, detailed story about a dragon who learns to bake bread.",
+    )];
 
     // Warm-up: first-use allocations, weight repacking, page faults.
     run(&m, p512.clone(), 2).await?;

@@ -19,10 +19,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "What is the capital of France? 12345".into());
     let v = load_vocab(&default_model_path()).map_err(anyhow::Error::msg)?;
     let ids = v
-        .encode_chat(&[Message {
-            role: "user".into(),
-            content: text,
-        }])
+        .encode_chat(&[Message::text("user", text)])
         .map_err(anyhow::Error::msg)?;
     let pieces: Vec<String> = ids
         .iter()

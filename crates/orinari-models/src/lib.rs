@@ -18,6 +18,10 @@ mod sse;
 mod upstream;
 mod wire;
 
+pub use orinari_api::tools::ToolCalls;
+pub use orinari_api::{
+    ContentPart, Options, ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice,
+};
 pub use orinari_telemetry::models::Outcome;
 pub use upstream::{HttpBackend, HttpVersion, UpstreamConfig, UpstreamSecret};
 
@@ -27,13 +31,34 @@ use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 
-/// A chat message as the model sees it: a role and plain text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A chat message as the model sees it: a role and its text, and for
+/// backends that take them, content parts (images), tool calls and the
+/// call a tool result answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Message {
-    /// `system`, `user`, `assistant` (validated by the caller).
+    /// `system`, `user`, `assistant`, `tool` (validated by the caller).
     pub role: String,
-    /// Plain text content.
+    /// Plain text content (text parts joined).
     pub content: String,
+    /// The content as parts when it holds more than text; else empty.
+    pub parts: Vec<ContentPart>,
+    /// The author's `name`, when given.
+    pub name: Option<String>,
+    /// An assistant message's tool calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    /// A plain text message.
+    pub fn text(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            ..Self::default()
+        }
+    }
 }
 
 /// Sampling and stopping options for one generation.
@@ -64,7 +89,7 @@ impl Default for Sampling {
 }
 
 /// One request to a backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GenerateRequest {
     /// The conversation so far.
     pub messages: Vec<Message>,
@@ -73,6 +98,31 @@ pub struct GenerateRequest {
     /// Whether the client reads a stream. Upstream adapters ask their
     /// provider for a whole answer otherwise; the events are the same.
     pub stream: bool,
+    /// Tools, response format and the rest beyond sampled text. A backend
+    /// that cannot honour one refuses the request with
+    /// [`ModelError::Unsupported`] naming it.
+    pub options: Options,
+}
+
+impl GenerateRequest {
+    /// The first field or message part that asks for more than text in and
+    /// text out (what the embedded model gives), or `None`.
+    pub fn beyond_text(&self) -> Option<String> {
+        if let Some(param) = self.options.beyond_text() {
+            return Some(param.to_string());
+        }
+        self.messages.iter().enumerate().find_map(|(i, m)| {
+            if !m.parts.is_empty() {
+                Some(format!("messages[{i}].content"))
+            } else if !m.tool_calls.is_empty() {
+                Some(format!("messages[{i}].tool_calls"))
+            } else if m.tool_call_id.is_some() {
+                Some(format!("messages[{i}].role"))
+            } else {
+                None
+            }
+        })
+    }
 }
 
 /// Why a generation ended, in OpenAI's words.
@@ -82,6 +132,10 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` reached or the context window is full.
     Length,
+    /// The model called tools and waits for their results.
+    ToolCalls,
+    /// The provider's content filter stopped the answer.
+    ContentFilter,
 }
 
 impl FinishReason {
@@ -90,6 +144,8 @@ impl FinishReason {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+            Self::ContentFilter => "content_filter",
         }
     }
 }
@@ -108,6 +164,10 @@ pub struct Usage {
 pub enum Event {
     /// New text (never splits a UTF-8 character, never contains stop text).
     Delta(String),
+    /// A piece of a tool call, as the provider streamed it (a whole
+    /// answer's call is one piece). Like text, once handed on it cannot be
+    /// taken back: a stream never fails over after it.
+    ToolCall(ToolCallDelta),
     /// The last event of a successful generation.
     Done {
         /// Why it stopped.
@@ -197,6 +257,8 @@ impl std::fmt::Debug for Events {
 pub struct Answer {
     /// The text.
     pub text: String,
+    /// The tool calls the model made, in order.
+    pub tool_calls: Vec<ToolCall>,
     /// Why it stopped.
     pub finish_reason: FinishReason,
     /// Final token counts.
@@ -207,25 +269,44 @@ impl Generation {
     /// Wait for the whole answer. A stream that ends without `Event::Done`
     /// is an error, never a silently truncated answer.
     pub async fn collect(mut self) -> Result<Answer, ModelError> {
-        let mut text = String::new();
+        let mut answer = Collector::default();
         while let Some(event) = self.events.recv().await {
-            match event? {
-                Event::Delta(t) => text.push_str(&t),
-                Event::Done {
-                    finish_reason,
-                    usage,
-                } => {
-                    return Ok(Answer {
-                        text,
-                        finish_reason,
-                        usage,
-                    });
-                }
+            if let Some(done) = answer.push(event?) {
+                return Ok(done);
             }
         }
         Err(ModelError::Internal(
             "the model stopped without finishing its answer".into(),
         ))
+    }
+}
+
+/// Builds an [`Answer`] from events, one at a time.
+#[derive(Debug, Default)]
+pub struct Collector {
+    text: String,
+    calls: ToolCalls,
+}
+
+impl Collector {
+    /// Add one event; the whole answer once it was the last.
+    pub fn push(&mut self, event: Event) -> Option<Answer> {
+        match event {
+            Event::Delta(t) => self.text.push_str(&t),
+            Event::ToolCall(d) => self.calls.push(&d),
+            Event::Done {
+                finish_reason,
+                usage,
+            } => {
+                return Some(Answer {
+                    text: std::mem::take(&mut self.text),
+                    tool_calls: std::mem::take(&mut self.calls).into_vec(),
+                    finish_reason,
+                    usage,
+                });
+            }
+        }
+        None
     }
 }
 
@@ -276,12 +357,24 @@ pub enum ModelError {
     /// No backend of this model can take requests now (all down or open).
     #[error("no backend of this model is available")]
     Unavailable,
+    /// The request asks for something this backend cannot do (tools of
+    /// the embedded model, log probabilities of Anthropic, …).
+    #[error("`{param}` is not supported by {backend}")]
+    Unsupported {
+        /// The request field at fault.
+        param: String,
+        /// Which backend, in words (`the embedded model orinari-small`).
+        backend: String,
+    },
 }
 
 impl ModelError {
     /// Whether another backend may succeed where this one failed.
     pub fn retryable(&self) -> bool {
-        !matches!(self, Self::ContextOverflow { .. } | Self::Rejected(_))
+        !matches!(
+            self,
+            Self::ContextOverflow { .. } | Self::Rejected(_) | Self::Unsupported { .. }
+        )
     }
 
     /// Whether this error counts against the backend's health (the circuit

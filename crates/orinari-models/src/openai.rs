@@ -14,7 +14,10 @@ use crate::upstream::{
     self, Flow, HttpBackend, Provider, Translate, UpstreamConfig, UpstreamSecret,
 };
 use crate::wire::{AnyError, Count, First, Messages, Text};
-use crate::{Event, FinishReason, GenerateRequest, ModelError, Usage};
+use crate::{
+    Event, FinishReason, GenerateRequest, ModelError, ResponseFormat, Tool, ToolCallDelta,
+    ToolChoice, Usage,
+};
 
 /// An OpenAI-compatible upstream.
 pub type OpenAiBackend = HttpBackend<OpenAi>;
@@ -47,6 +50,20 @@ impl Provider for OpenAi {
     fn body(model: &str, request: &GenerateRequest) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(&request_body(model, request))
     }
+
+    fn check(request: &GenerateRequest) -> Result<(), ModelError> {
+        // Everything else passes through; log probabilities would come
+        // back in a place the answer does not carry yet.
+        if request.options.logprobs {
+            return Err(ModelError::Unsupported {
+                param: "logprobs".into(),
+                backend:
+                    "this server's OpenAI-compatible relay (log probabilities are not relayed yet)"
+                        .into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The upstream request body, written straight from the request.
@@ -66,6 +83,35 @@ pub struct RequestBody<'a> {
     seed: Option<u64>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop: &'a [String],
+    #[serde(skip_serializing_if = "<[Tool]>::is_empty")]
+    tools: &'a [Tool],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a ResponseFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logit_bias: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prediction: Option<&'a serde_json::Value>,
+    #[serde(flatten)]
+    hints: Hints<'a>,
+}
+
+/// Provider hints, written as top-level fields.
+struct Hints<'a>(&'a [(String, serde_json::Value)]);
+
+impl Serialize for Hints<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
 }
 
 #[derive(Serialize)]
@@ -76,6 +122,7 @@ struct StreamOptions {
 /// The upstream request body.
 pub fn request_body<'a>(model: &'a str, r: &'a GenerateRequest) -> RequestBody<'a> {
     let s = &r.sampling;
+    let o = &r.options;
     RequestBody {
         model,
         messages: Messages(&r.messages),
@@ -88,12 +135,24 @@ pub fn request_body<'a>(model: &'a str, r: &'a GenerateRequest) -> RequestBody<'
         max_tokens: s.max_tokens,
         seed: s.seed,
         stop: &s.stop,
+        tools: &o.tools,
+        tool_choice: o.tool_choice.as_ref(),
+        parallel_tool_calls: o.parallel_tool_calls,
+        response_format: o.response_format.as_ref(),
+        frequency_penalty: o.frequency_penalty,
+        presence_penalty: o.presence_penalty,
+        logit_bias: o.logit_bias.as_ref(),
+        reasoning_effort: o.reasoning_effort.as_deref(),
+        prediction: o.prediction.as_ref(),
+        hints: Hints(&o.hints),
     }
 }
 
 fn finish_reason(s: &str) -> FinishReason {
     match s {
         "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        "content_filter" => FinishReason::ContentFilter,
         _ => FinishReason::Stop,
     }
 }
@@ -125,6 +184,47 @@ struct WireChoice<'a> {
 struct WireText<'a> {
     #[serde(default, borrow)]
     content: Text<'a>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<WireToolCall<'a>>>,
+}
+
+/// A tool call, or a piece of one in a stream.
+#[derive(Deserialize)]
+struct WireToolCall<'a> {
+    #[serde(default)]
+    index: Count,
+    #[serde(default, borrow)]
+    id: Text<'a>,
+    #[serde(default, borrow)]
+    function: Option<WireFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction<'a> {
+    #[serde(default, borrow)]
+    name: Text<'a>,
+    #[serde(default, borrow)]
+    arguments: Text<'a>,
+}
+
+impl WireToolCall<'_> {
+    /// As our event; `position` is its place in a whole answer's list
+    /// (streams carry `index`).
+    fn delta(&self, position: usize) -> ToolCallDelta {
+        let f = self.function.as_ref();
+        ToolCallDelta {
+            index: self
+                .index
+                .0
+                .map_or(position as u32, |i| u32::try_from(i).unwrap_or(u32::MAX)),
+            id: self.id.as_str().map(str::to_string),
+            name: f.and_then(|f| f.name.as_str()).map(str::to_string),
+            arguments: f
+                .and_then(|f| f.arguments.as_str())
+                .unwrap_or("")
+                .to_string(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -188,6 +288,18 @@ impl Translate for Chunks {
                 self.deltas += 1;
                 out.push(Event::Delta(t.to_string()));
             }
+            // Tool-call pieces go on exactly as they came, one event each.
+            for (i, call) in choice
+                .delta
+                .as_ref()
+                .and_then(|d| d.tool_calls.as_ref())
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                self.deltas += 1;
+                out.push(Event::ToolCall(call.delta(i)));
+            }
             if let Some(r) = choice.finish_reason.as_str() {
                 self.finish = Some(finish_reason(r));
             }
@@ -217,11 +329,9 @@ impl Translate for Chunks {
             .0
             .as_ref()
             .ok_or_else(|| ModelError::Upstream("the answer has no choices".into()))?;
-        let text = choice
-            .message
-            .as_ref()
-            .and_then(|m| m.content.as_str())
-            .unwrap_or("");
+        let message = choice.message.as_ref();
+        let text = message.and_then(|m| m.content.as_str()).unwrap_or("");
+        let calls = message.and_then(|m| m.tool_calls.as_ref());
         self.finish = Some(finish_reason(
             choice.finish_reason.as_str().unwrap_or("stop"),
         ));
@@ -230,6 +340,9 @@ impl Translate for Chunks {
         let mut out = Vec::with_capacity(2);
         if !text.is_empty() {
             out.push(Event::Delta(text.to_string()));
+        }
+        for (i, call) in calls.into_iter().flatten().enumerate() {
+            out.push(Event::ToolCall(call.delta(i)));
         }
         out.push(self.done());
         Ok(out)
@@ -252,10 +365,7 @@ mod tests {
     #[test]
     fn request_carries_every_sampling_option() {
         let r = GenerateRequest {
-            messages: vec![Message {
-                role: "user".into(),
-                content: "hi".into(),
-            }],
+            messages: vec![Message::text("user", "hi")],
             sampling: Sampling {
                 temperature: 0.5,
                 top_p: 0.9,
@@ -264,6 +374,7 @@ mod tests {
                 stop: vec!["\n".into()],
             },
             stream: true,
+            ..GenerateRequest::default()
         };
         let b = serde_json::to_value(request_body("m", &r)).unwrap();
         assert_eq!(b["model"], "m");
@@ -273,6 +384,103 @@ mod tests {
         assert_eq!(b["seed"], 7);
         assert_eq!(b["stop"][0], "\n");
         assert!((b["top_p"].as_f64().unwrap() - 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn tools_and_options_pass_through_unchanged() {
+        let body = serde_json::json!({
+            "model": "m", "stream": true,
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "https://x/i.png"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "strict": true}}],
+            "tool_choice": {"type": "function", "function": {"name": "f"}},
+            "parallel_tool_calls": false,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}, "strict": true}},
+            "frequency_penalty": 0.5,
+            "reasoning_effort": "low",
+            "service_tier": "auto",
+        });
+        let api = orinari_api::ChatRequest::parse(
+            body.to_string().as_bytes(),
+            orinari_api::ValidationLimits {
+                max_input_chars: 1000,
+            },
+        )
+        .unwrap();
+        let r = GenerateRequest {
+            messages: api
+                .messages
+                .into_iter()
+                .map(|m| Message {
+                    role: m.role.as_str().into(),
+                    content: m.content,
+                    parts: m.parts,
+                    name: m.name,
+                    tool_calls: m.tool_calls,
+                    tool_call_id: m.tool_call_id,
+                })
+                .collect(),
+            stream: true,
+            options: api.options,
+            ..GenerateRequest::default()
+        };
+        let b = serde_json::to_value(request_body("m", &r)).unwrap();
+        for key in [
+            "messages",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "response_format",
+            "reasoning_effort",
+            "service_tier",
+        ] {
+            assert_eq!(b[key], body[key], "{key}");
+        }
+        assert_eq!(b["frequency_penalty"], 0.5);
+    }
+
+    #[test]
+    fn streamed_tool_call_pieces_are_relayed_one_by_one() {
+        let mut c = Chunks::default();
+        let mut out = Vec::new();
+        for d in [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"a""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        ] {
+            c.event(sse(d), &mut out).unwrap();
+        }
+        c.event(sse("[DONE]"), &mut out).unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!(
+            out[0],
+            Event::ToolCall(ToolCallDelta {
+                index: 0,
+                id: Some("call_1".into()),
+                name: Some("f".into()),
+                arguments: String::new()
+            })
+        );
+        assert_eq!(
+            out[2],
+            Event::ToolCall(ToolCallDelta {
+                index: 0,
+                id: None,
+                name: None,
+                arguments: ":1}".into()
+            })
+        );
+        assert!(matches!(
+            out[3],
+            Event::Done {
+                finish_reason: FinishReason::ToolCalls,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub(crate) trait Provider: Send + Sync + 'static {
 
     /// The request body for `request`, as JSON.
     fn body(model: &str, request: &GenerateRequest) -> Result<Vec<u8>, serde_json::Error>;
+
+    /// Refuse, naming the field, what this provider cannot do (checked
+    /// before anything is sent).
+    fn check(request: &GenerateRequest) -> Result<(), ModelError>;
 }
 
 /// An upstream model backend speaking provider `P`'s API over its own
@@ -127,6 +131,7 @@ impl<P: Provider> ModelBackend for HttpBackend<P> {
 
     fn start(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, ModelError>> {
         Box::pin(async move {
+            P::check(&request)?;
             let json = P::body(&self.model, &request)
                 .map_err(|e| ModelError::Internal(format!("cannot write the request: {e}")))?;
             let response = self.http.post(Bytes::from(json)).await?;

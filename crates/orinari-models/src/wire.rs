@@ -230,24 +230,45 @@ impl AnyError<'_> {
     }
 }
 
-/// Chat messages as `[{"role": …, "content": …}]`, written straight from
-/// the request without an intermediate list.
+/// Chat messages in OpenAI's shape, written straight from the request
+/// without an intermediate list: `role`, `content` (text, parts when there
+/// are images, null for an assistant turn that only calls tools), and
+/// `name`, `tool_calls`, `tool_call_id` when set.
 pub struct Messages<'a>(pub(crate) &'a [Message]);
 
 impl Serialize for Messages<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|m| Turn {
-            role: &m.role,
-            content: Cow::Borrowed(&m.content),
-        }))
+        s.collect_seq(self.0.iter().map(OpenAiMessage))
     }
 }
 
-/// One `{"role", "content"}` pair.
-#[derive(Serialize)]
-pub struct Turn<'a> {
-    pub(crate) role: &'a str,
-    pub(crate) content: Cow<'a, str>,
+/// One message in OpenAI's shape.
+struct OpenAiMessage<'a>(&'a Message);
+
+impl Serialize for OpenAiMessage<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let m = self.0;
+        let mut out = s.serialize_map(None)?;
+        out.serialize_entry("role", &m.role)?;
+        if !m.parts.is_empty() {
+            out.serialize_entry("content", &m.parts)?;
+        } else if m.content.is_empty() && !m.tool_calls.is_empty() {
+            out.serialize_entry("content", &())?;
+        } else {
+            out.serialize_entry("content", &m.content)?;
+        }
+        if let Some(name) = &m.name {
+            out.serialize_entry("name", name)?;
+        }
+        if !m.tool_calls.is_empty() {
+            out.serialize_entry("tool_calls", &m.tool_calls)?;
+        }
+        if let Some(id) = &m.tool_call_id {
+            out.serialize_entry("tool_call_id", id)?;
+        }
+        out.end()
+    }
 }
 
 #[cfg(test)]

@@ -26,12 +26,10 @@ fn model(max_active: usize, context: Option<usize>) -> LocalModel {
 
 fn ask(text: &str, sampling: Sampling) -> GenerateRequest {
     GenerateRequest {
-        messages: vec![Message {
-            role: "user".into(),
-            content: text.into(),
-        }],
+        messages: vec![Message::text("user", text)],
         sampling,
         stream: true,
+        ..GenerateRequest::default()
     }
 }
 

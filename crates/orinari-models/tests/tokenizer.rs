@@ -52,10 +52,7 @@ impl Chat {
     fn messages(&self) -> Vec<Message> {
         self.messages
             .iter()
-            .map(|m| Message {
-                role: m.role.clone(),
-                content: m.content.clone(),
-            })
+            .map(|m| Message::text(m.role.clone(), m.content.clone()))
             .collect()
     }
 }
@@ -201,12 +198,14 @@ async fn first_token(m: &LocalModel, messages: Vec<Message>) -> String {
             ..Sampling::default()
         },
         stream: true,
+        ..GenerateRequest::default()
     };
     let mut g = m.start(req).await.expect("admitted");
     let mut text = String::new();
     while let Some(ev) = g.events.recv().await {
         match ev.expect("no model error") {
             Event::Delta(t) => text.push_str(&t),
+            Event::ToolCall(_) => panic!("the embedded model makes no tool calls"),
             Event::Done { usage, .. } => {
                 assert_eq!(usage.completion_tokens, 1);
                 return text;

@@ -56,6 +56,13 @@ pub fn from_model(e: ModelError) -> ApiError {
         ModelError::Rejected(_) => {
             ApiError::invalid("messages", format!("{e}.")).with_code("upstream_rejected")
         }
+        ModelError::Unsupported { param, backend } => ApiError::invalid(
+            param.clone(),
+            format!(
+                "`{param}` is not supported by {backend}, which serves this model; omit it or choose another model."
+            ),
+        )
+        .with_code("unsupported_parameter"),
         ModelError::Unavailable => {
             let mut e =
                 ApiError::overloaded(format!("{e}; try again shortly."), OVERLOAD_RETRY_AFTER_S);

@@ -57,7 +57,9 @@ fn run() -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        eprintln!("fake upstream on http://{listen}/v1");
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        // The bound address: `--listen 127.0.0.1:0` picks a free port.
+        eprintln!("fake upstream on http://{bound}/v1");
         let (_stop, rx) = tokio::sync::oneshot::channel();
         accept_loop(listener, router(faults), rx).await;
         Ok(())

@@ -180,6 +180,14 @@ impl ModelBackend for LocalModel {
     }
 
     fn start(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, ModelError>> {
+        // Text in, text out: anything more is refused, naming the field,
+        // rather than silently ignored.
+        if let Some(param) = request.beyond_text() {
+            return Box::pin(std::future::ready(Err(ModelError::Unsupported {
+                param,
+                backend: "the embedded model".into(),
+            })));
+        }
         Box::pin(self.admit(request))
     }
 

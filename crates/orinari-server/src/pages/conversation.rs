@@ -183,12 +183,14 @@ fn request(model: &str, turns: &[Turn], action: Action) -> ChatRequest {
         model: model.to_string(),
         messages: turns
             .iter()
-            .map(|t| ChatMessage {
-                role: match t.role {
-                    Role::User => orinari_api::Role::User,
-                    Role::Assistant => orinari_api::Role::Assistant,
-                },
-                content: t.content.clone(),
+            .map(|t| {
+                ChatMessage::text(
+                    match t.role {
+                        Role::User => orinari_api::Role::User,
+                        Role::Assistant => orinari_api::Role::Assistant,
+                    },
+                    t.content.clone(),
+                )
             })
             .collect(),
         sampling: Sampling {
@@ -197,6 +199,7 @@ fn request(model: &str, turns: &[Turn], action: Action) -> ChatRequest {
             ..Sampling::default()
         },
         stream: false,
+        options: Default::default(),
         size: turns.iter().map(|t| t.content.len()).sum(),
         fields: Some(fields),
     }

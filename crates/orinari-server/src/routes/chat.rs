@@ -91,15 +91,18 @@ async fn whole(
 ) -> Result<axum::Json<ChatCompletion>, HttpError> {
     let model = answer.model().to_string();
     let answer = answer.collect().await?;
-    Ok(axum::Json(ChatCompletion::new(
-        id,
-        now(),
-        model,
-        state.fingerprint().to_string(),
-        answer.text,
-        answer.finish_reason.as_str(),
-        Usage::new(answer.usage.prompt_tokens, answer.usage.completion_tokens),
-    )))
+    Ok(axum::Json(
+        ChatCompletion::new(
+            id,
+            now(),
+            model,
+            state.fingerprint().to_string(),
+            answer.text,
+            answer.finish_reason.as_str(),
+            Usage::new(answer.usage.prompt_tokens, answer.usage.completion_tokens),
+        )
+        .with_tool_calls(answer.tool_calls),
+    ))
 }
 
 /// Where a stream is in its life.
@@ -203,6 +206,11 @@ fn token_event(
         // The hot path: only the text is encoded per token.
         Some(Ok(Event::Delta(t))) => {
             chunks.write_content_sse(out, &t);
+            return Phase::Tokens;
+        }
+        // Relayed exactly, one chunk per piece.
+        Some(Ok(Event::ToolCall(call))) => {
+            sse::write_data(out, &chunks.tool_call(call));
             return Phase::Tokens;
         }
         Some(Ok(Event::Done {

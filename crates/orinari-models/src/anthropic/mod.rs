@@ -1,17 +1,23 @@
 //! `provider = "anthropic"`: the Messages API, translated to and from the
-//! OpenAI shape (system messages lifted out, consecutive turns of one role
-//! merged, `max_tokens` always set, stream events mapped to deltas).
+//! OpenAI shape: the request in [`request`] (system messages lifted out,
+//! turns merged, tools, tool results and images as blocks, `max_tokens`
+//! always set); answers and stream events here (text deltas, `tool_use`
+//! blocks and their `input_json_delta` pieces as tool-call events).
+
+mod request;
+
+pub use request::{RequestBody, request_body};
 
 use http::header::{HeaderName, HeaderValue};
 use orinari_upstream::secret_header;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::sse::SseEvent;
 use crate::upstream::{
     self, Flow, HttpBackend, Provider, Translate, UpstreamConfig, UpstreamSecret,
 };
-use crate::wire::{AnyError, Count, Text, Turn};
-use crate::{Event, FinishReason, GenerateRequest, ModelError, Usage};
+use crate::wire::{AnyError, Count, Text};
+use crate::{Event, FinishReason, GenerateRequest, ModelError, ToolCallDelta, Usage};
 
 /// The API version header every request carries.
 pub const API_VERSION: &str = "2023-06-01";
@@ -56,73 +62,23 @@ impl Provider for Anthropic {
     fn body(model: &str, request: &GenerateRequest) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(&request_body(model, request))
     }
-}
 
-/// The Messages API request body, written straight from the request.
-#[derive(Serialize)]
-pub struct RequestBody<'a> {
-    model: &'a str,
-    messages: Vec<Turn<'a>>,
-    max_tokens: u32,
-    stream: bool,
-    temperature: f32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f32>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    stop_sequences: &'a [String],
-}
-
-/// The Messages API request body for an OpenAI-shaped request.
-pub fn request_body<'a>(model: &'a str, r: &'a GenerateRequest) -> RequestBody<'a> {
-    let mut system: Vec<&str> = Vec::new();
-    // Consecutive turns of one role merge; most requests have no such pair,
-    // so a turn borrows its text until a merge needs a new string.
-    let mut turns: Vec<(&str, std::borrow::Cow<'a, str>)> = Vec::new();
-    for m in &r.messages {
-        if m.role == "system" || m.role == "developer" {
-            system.push(m.content.as_str());
-            continue;
-        }
-        let role = if m.role == "assistant" {
-            "assistant"
-        } else {
-            "user"
-        };
-        match turns.last_mut() {
-            Some((last, text)) if *last == role => {
-                let text = text.to_mut();
-                text.push_str("\n\n");
-                text.push_str(&m.content);
-            }
-            _ => turns.push((role, std::borrow::Cow::Borrowed(&m.content))),
+    fn check(request: &GenerateRequest) -> Result<(), ModelError> {
+        match request::unsupported(request) {
+            Some(param) => Err(ModelError::Unsupported {
+                param: param.into(),
+                backend: "the Anthropic Messages API".into(),
+            }),
+            None => Ok(()),
         }
     }
-    // The Messages API starts with a user turn.
-    if turns.first().is_some_and(|(role, _)| *role == "assistant") {
-        turns.insert(0, ("user", std::borrow::Cow::Borrowed("")));
-    }
-    RequestBody {
-        model,
-        messages: turns.into_iter().map(owned_turn).collect(),
-        max_tokens: r.sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-        stream: r.stream,
-        // OpenAI allows temperatures up to 2, Anthropic up to 1.
-        temperature: r.sampling.temperature.clamp(0.0, 1.0),
-        system: (!system.is_empty()).then(|| system.join("\n\n")),
-        top_p: (r.sampling.top_p > 0.0 && r.sampling.top_p < 1.0).then_some(r.sampling.top_p),
-        stop_sequences: &r.sampling.stop,
-    }
-}
-
-fn owned_turn<'a>((role, content): (&'a str, std::borrow::Cow<'a, str>)) -> Turn<'a> {
-    Turn { role, content }
 }
 
 fn finish_reason(s: &str) -> FinishReason {
     match s {
         "max_tokens" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
         _ => FinishReason::Stop,
     }
 }
@@ -148,6 +104,12 @@ struct Wire<'a> {
     content: Option<Vec<WireBlock<'a>>>,
     #[serde(default, borrow)]
     stop_reason: Text<'a>,
+    /// `content_block_start`, `content_block_delta`.
+    #[serde(default)]
+    index: Count,
+    /// `content_block_start`.
+    #[serde(default, borrow)]
+    content_block: Option<WireBlock<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +125,8 @@ struct WireDelta<'a> {
     #[serde(default, borrow)]
     text: Text<'a>,
     #[serde(default, borrow)]
+    partial_json: Text<'a>,
+    #[serde(default, borrow)]
     stop_reason: Text<'a>,
 }
 
@@ -172,6 +136,13 @@ struct WireBlock<'a> {
     kind: Text<'a>,
     #[serde(default, borrow)]
     text: Text<'a>,
+    /// `tool_use`.
+    #[serde(default, borrow)]
+    id: Text<'a>,
+    #[serde(default, borrow)]
+    name: Text<'a>,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +158,9 @@ struct WireUsage {
 pub(crate) struct Messages {
     finish: Option<FinishReason>,
     usage: Usage,
+    /// The block index of each `tool_use` block so far: a call's place
+    /// here is its OpenAI `index`.
+    tool_blocks: Vec<u64>,
 }
 
 impl Messages {
@@ -210,17 +184,43 @@ impl Translate for Messages {
                     self.usage.prompt_tokens = n;
                 }
             }
-            "content_block_delta" => {
-                if let Some(t) = v
-                    .delta
+            "content_block_start" => {
+                if let Some(b) = v
+                    .content_block
                     .as_ref()
-                    .filter(|d| d.kind.as_str() == Some("text_delta"))
-                    .and_then(|d| d.text.as_str())
-                    .filter(|t| !t.is_empty())
+                    .filter(|b| b.kind.as_str() == Some("tool_use"))
                 {
-                    out.push(Event::Delta(t.to_string()));
+                    self.tool_blocks.push(v.index.0.unwrap_or(0));
+                    out.push(Event::ToolCall(ToolCallDelta {
+                        index: (self.tool_blocks.len() - 1) as u32,
+                        id: Some(b.id.as_str().unwrap_or_default().to_string()),
+                        name: Some(b.name.as_str().unwrap_or_default().to_string()),
+                        arguments: String::new(),
+                    }));
                 }
             }
+            "content_block_delta" => match v.delta.as_ref() {
+                Some(d) if d.kind.as_str() == Some("text_delta") => {
+                    if let Some(t) = d.text.as_str().filter(|t| !t.is_empty()) {
+                        out.push(Event::Delta(t.to_string()));
+                    }
+                }
+                Some(d) if d.kind.as_str() == Some("input_json_delta") => {
+                    let block = v.index.0.unwrap_or(0);
+                    let call = self.tool_blocks.iter().position(|b| *b == block);
+                    if let (Some(call), Some(json)) = (call, d.partial_json.as_str())
+                        && !json.is_empty()
+                    {
+                        out.push(Event::ToolCall(ToolCallDelta {
+                            index: call as u32,
+                            id: None,
+                            name: None,
+                            arguments: json.to_string(),
+                        }));
+                    }
+                }
+                _ => {}
+            },
             "message_delta" => {
                 if let Some(r) = v.delta.as_ref().and_then(|d| d.stop_reason.as_str()) {
                     self.finish = Some(finish_reason(r));
@@ -263,16 +263,35 @@ impl Translate for Messages {
             .filter(|b| b.kind.as_str() == Some("text"))
             .filter_map(|b| b.text.as_str())
             .collect();
+        let calls: Vec<Event> = v
+            .content
+            .iter()
+            .flatten()
+            .filter(|b| b.kind.as_str() == Some("tool_use"))
+            .enumerate()
+            .map(|(i, b)| {
+                Event::ToolCall(ToolCallDelta {
+                    index: i as u32,
+                    id: Some(b.id.as_str().unwrap_or_default().to_string()),
+                    name: Some(b.name.as_str().unwrap_or_default().to_string()),
+                    arguments: b
+                        .input
+                        .as_ref()
+                        .map_or_else(|| "{}".to_string(), serde_json::Value::to_string),
+                })
+            })
+            .collect();
         self.finish = v.stop_reason.as_str().map(finish_reason);
         let usage = v.usage.as_ref();
         self.usage = Usage {
             prompt_tokens: usage.and_then(|u| u.input_tokens.tokens()).unwrap_or(0),
             completion_tokens: usage.and_then(|u| u.output_tokens.tokens()).unwrap_or(0),
         };
-        let mut out = Vec::with_capacity(2);
+        let mut out = Vec::with_capacity(2 + calls.len());
         if !text.is_empty() {
             out.push(Event::Delta(text));
         }
+        out.extend(calls);
         out.push(self.done());
         Ok(out)
     }
@@ -286,10 +305,7 @@ mod tests {
     use crate::{Message, Sampling};
 
     fn msg(role: &str, content: &str) -> Message {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
+        Message::text(role, content)
     }
 
     #[test]
@@ -307,6 +323,7 @@ mod tests {
                 ..Sampling::default()
             },
             stream: true,
+            ..GenerateRequest::default()
         };
         let b = serde_json::to_value(request_body("claude", &r)).unwrap();
         assert_eq!(b["system"], "be brief");
@@ -320,6 +337,112 @@ mod tests {
                 {"role": "assistant", "content": "hello"},
                 {"role": "user", "content": "a\n\nb"},
             ])
+        );
+    }
+
+    #[test]
+    fn tools_calls_and_results_map_both_ways() {
+        use crate::{Options, Tool, ToolCall, ToolChoice};
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        };
+        let r = GenerateRequest {
+            messages: vec![
+                msg("user", "weather?"),
+                Message {
+                    tool_calls: vec![call],
+                    ..msg("assistant", "")
+                },
+                Message {
+                    tool_call_id: Some("call_1".into()),
+                    ..msg("tool", "sunny")
+                },
+            ],
+            options: Options {
+                tools: vec![Tool {
+                    name: "get_weather".into(),
+                    description: Some("Weather by city".into()),
+                    parameters: Some(serde_json::json!({"type": "object"})),
+                    strict: None,
+                }],
+                tool_choice: Some(ToolChoice::Required),
+                parallel_tool_calls: Some(false),
+                response_format: Some(crate::ResponseFormat::JsonObject),
+                ..Options::default()
+            },
+            ..GenerateRequest::default()
+        };
+        let b = serde_json::to_value(request_body("claude", &r)).unwrap();
+        assert_eq!(
+            b["tools"],
+            serde_json::json!([{"name": "get_weather", "description": "Weather by city", "input_schema": {"type": "object"}}])
+        );
+        assert_eq!(
+            b["tool_choice"],
+            serde_json::json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+        assert!(b["system"].as_str().unwrap().contains("JSON object"));
+        assert_eq!(
+            b["messages"],
+            serde_json::json!([
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"}]},
+            ])
+        );
+    }
+
+    #[test]
+    fn streamed_tool_use_blocks_become_tool_call_pieces() {
+        let stream = concat!(
+            "event: message_start\n",
+            "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9}}}\n\n",
+            "event: content_block_start\n",
+            "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\n",
+            "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Let me check.\"}}\n\n",
+            "event: content_block_start\n",
+            "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_weather\",\"input\":{}}}\n\n",
+            "event: content_block_delta\n",
+            "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \"}}\n\n",
+            "event: content_block_delta\n",
+            "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"Paris\\\"}\"}}\n\n",
+            "event: message_delta\n",
+            "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":7}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let mut p = Parser::default();
+        let mut raw = Vec::new();
+        p.push(stream.as_bytes(), &mut raw).unwrap();
+        let mut t = Messages::default();
+        let mut out = Vec::new();
+        for e in raw {
+            t.event(e, &mut out).unwrap();
+        }
+        let mut answer = crate::Collector::default();
+        let done = out.into_iter().find_map(|e| answer.push(e)).unwrap();
+        assert_eq!(done.text, "Let me check.");
+        assert_eq!(done.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(
+            done.tool_calls,
+            vec![crate::ToolCall {
+                id: "toolu_1".into(),
+                name: "get_weather".into(),
+                arguments: r#"{"city": "Paris"}"#.into()
+            }]
+        );
+        let whole = br#"{"content":[{"type":"tool_use","id":"toolu_2","name":"f","input":{"a":1}}],"stop_reason":"tool_use","usage":{"input_tokens":3,"output_tokens":2}}"#;
+        let ev = Messages::default().whole(whole).unwrap();
+        assert_eq!(
+            ev[0],
+            Event::ToolCall(ToolCallDelta {
+                index: 0,
+                id: Some("toolu_2".into()),
+                name: Some("f".into()),
+                arguments: r#"{"a":1}"#.into()
+            })
         );
     }
 

@@ -1,0 +1,436 @@
+//! Tools, structured output and the other Chat Completions options through
+//! the real server to real HTTP upstreams (the in-repo fake, which really
+//! emits tool calls): passed through to an OpenAI-compatible upstream
+//! unchanged, mapped both ways for an Anthropic one, refused by name where
+//! a backend cannot honour them, and never retried once a tool-call piece
+//! has reached the client.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with the test"
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orinari_balance::{
+    BackendSpec, BreakerConfig, Gateway, HealthConfig, PoolConfig, Retry, Strategy, Timeouts,
+};
+use orinari_fake_upstream::{FakeUpstream, Faults};
+use orinari_models::anthropic::AnthropicBackend;
+use orinari_models::openai::OpenAiBackend;
+use orinari_models::{ModelBackend, UpstreamConfig};
+use orinari_server::AppState;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+struct App {
+    base: String,
+    client: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+fn spec(name: &str, provider: &str, fake: &FakeUpstream) -> BackendSpec {
+    let upstream = UpstreamConfig {
+        base_url: fake.base_url(),
+        model: "fake".into(),
+        api_key: None,
+        connect_timeout: Duration::from_millis(500),
+        health_path: "models".into(),
+        context_window: 4096,
+        http_version: orinari_models::HttpVersion::Auto,
+    };
+    let backend: Arc<dyn ModelBackend> = match provider {
+        "anthropic" => Arc::new(AnthropicBackend::new(upstream).unwrap()),
+        _ => Arc::new(OpenAiBackend::new(upstream).unwrap()),
+    };
+    BackendSpec {
+        name: name.into(),
+        provider: provider.into(),
+        group: "blue".into(),
+        weight: 100,
+        region: None,
+        backend,
+    }
+}
+
+fn pool() -> PoolConfig {
+    PoolConfig {
+        name: "m".into(),
+        strategy: Strategy::RoundRobin,
+        fallback: Vec::new(),
+        timeouts: Timeouts {
+            first_token: Duration::from_secs(2),
+            idle: Duration::from_secs(2),
+            total: Duration::from_secs(5),
+        },
+        retry: Retry {
+            max_attempts: 3,
+            backoff: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(20),
+            budget: Duration::from_secs(3),
+        },
+        breaker: BreakerConfig {
+            consecutive_failures: 100,
+            error_rate: 1.0,
+            window: 20,
+            open_for: Duration::from_millis(300),
+        },
+        health: HealthConfig {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_millis(500),
+        },
+        region: "local".into(),
+        group_weights: BTreeMap::new(),
+    }
+}
+
+async fn serve(backends: Vec<BackendSpec>) -> App {
+    let state = AppState::new(Vec::new(), 32_000, 1 << 20);
+    let mut gw = Gateway::builder(state.metrics().models.clone());
+    gw.pool(pool(), backends);
+    let state = state
+        .with_gateway(gw.build())
+        .with_edge(orinari_limits::Edge::new(
+            orinari_config::admission::AdmissionConfig::default(),
+            &[("m".to_string(), None)],
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(orinari_server::serve(
+        listener,
+        state,
+        async move {
+            let _ = rx.await;
+        },
+        Duration::from_secs(1),
+    ));
+    App {
+        base,
+        client: reqwest::Client::new(),
+        _stop: tx,
+    }
+}
+
+impl App {
+    async fn post(&self, body: &Value) -> (u16, String) {
+        let r = self
+            .client
+            .post(format!("{}/v1/chat/completions", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn whole(&self, body: &Value) -> Value {
+        let (status, text) = self.post(body).await;
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The JSON chunks of a stream (the `[DONE]` line checked and dropped).
+    async fn chunks(&self, body: &Value) -> Vec<Value> {
+        let (status, text) = self.post(body).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(!text.contains("event: error"), "{text}");
+        let data = common::sse_data(&text);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+        data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+}
+
+fn weather_tool() -> Value {
+    json!({"type": "function", "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city", "days"]},
+        "strict": true}})
+}
+
+fn ask(stream: bool, extra: Value) -> Value {
+    let mut body = json!({"model": "m", "stream": stream,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
+/// The tool calls of a stream, joined from their pieces by index, and the
+/// number of pieces.
+fn joined_calls(chunks: &[Value]) -> (Vec<(String, String, String)>, usize) {
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    let mut pieces = 0;
+    for c in chunks {
+        for d in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            pieces += 1;
+            let i = d["index"].as_u64().unwrap() as usize;
+            if i == calls.len() {
+                assert!(d["id"].is_string(), "a call's first piece has its id: {d}");
+                assert_eq!(d["type"], "function");
+                calls.push((
+                    d["id"].as_str().unwrap().into(),
+                    d["function"]["name"].as_str().unwrap().into(),
+                    String::new(),
+                ));
+            }
+            calls[i].2 += d["function"]["arguments"].as_str().unwrap();
+        }
+    }
+    (calls, pieces)
+}
+
+#[tokio::test]
+async fn tool_calls_pass_through_an_openai_upstream_whole_and_streamed() {
+    let fake = FakeUpstream::start(Faults::default()).await.unwrap();
+    let app = serve(vec![spec("a", "openai", &fake)]).await;
+    let options = json!({"tools": [weather_tool()], "tool_choice": "auto",
+        "parallel_tool_calls": false, "temperature": 0.2, "frequency_penalty": 0.5,
+        "reasoning_effort": "low", "service_tier": "auto", "seed": 3});
+
+    let v = app.whole(&ask(false, options.clone())).await;
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert!(choice["message"]["content"].is_null(), "{v}");
+    assert_eq!(
+        choice["message"]["tool_calls"],
+        json!([{"id": "call_fake_0", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"fake\",\"days\":1}"}}])
+    );
+    // Every option reached the upstream unchanged.
+    let sent = fake.last_request().unwrap();
+    for key in [
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "frequency_penalty",
+        "reasoning_effort",
+        "service_tier",
+        "seed",
+    ] {
+        assert_eq!(sent[key], options[key], "{key}");
+    }
+
+    let mut streamed = options.clone();
+    streamed["stream_options"] = json!({"include_usage": true});
+    let chunks = app.chunks(&ask(true, streamed)).await;
+    let (calls, pieces) = joined_calls(&chunks);
+    assert_eq!(
+        calls,
+        vec![(
+            "call_fake_0".into(),
+            "get_weather".into(),
+            "{\"city\":\"fake\",\"days\":1}".into()
+        )]
+    );
+    // Relayed piece by piece, as the upstream sent them.
+    assert!(pieces > 3, "{pieces} pieces");
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str().map(|_| c))
+        .collect();
+    assert_eq!(finish.len(), 1);
+    assert_eq!(finish[0]["choices"][0]["finish_reason"], "tool_calls");
+    let usage = &chunks.last().unwrap()["usage"];
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0, "{usage}");
+}
+
+#[tokio::test]
+async fn several_required_calls_stream_with_their_own_indexes() {
+    let fake = FakeUpstream::start(Faults::default()).await.unwrap();
+    let app = serve(vec![spec("a", "openai", &fake)]).await;
+    let clock = json!({"type": "function", "function": {"name": "clock",
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}}}}});
+    let chunks = app
+        .chunks(&ask(
+            true,
+            json!({"tools": [weather_tool(), clock], "tool_choice": "required"}),
+        ))
+        .await;
+    let (calls, _) = joined_calls(&chunks);
+    let names: Vec<&str> = calls.iter().map(|c| c.1.as_str()).collect();
+    assert_eq!(names, ["get_weather", "clock"]);
+    assert_eq!(calls[1].2, "{\"zone\":\"UTC\"}");
+}
+
+#[tokio::test]
+async fn a_tool_result_round_trip_and_json_output() {
+    let fake = FakeUpstream::start(Faults::default()).await.unwrap();
+    let app = serve(vec![spec("a", "openai", &fake)]).await;
+    let history = json!({"model": "m", "tools": [weather_tool()], "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Weather?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}]},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_9", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\",\"days\":1}"}}]},
+        {"role": "tool", "tool_call_id": "call_9", "content": "Sunny, 21 C"}]});
+    let v = app.whole(&history).await;
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["choices"][0]["message"]["content"].is_string());
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+    let sent = fake.last_request().unwrap();
+    assert_eq!(sent["messages"], history["messages"]);
+
+    for format in [
+        json!({"type": "json_object"}),
+        json!({"type": "json_schema", "json_schema": {"name": "weather", "strict": true,
+            "schema": {"type": "object", "properties": {"temp": {"type": "number"}}, "required": ["temp"]}}}),
+    ] {
+        let v = app
+            .whole(&ask(false, json!({"response_format": format.clone()})))
+            .await;
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+        let parsed: Value = serde_json::from_str(text).unwrap();
+        assert!(parsed.is_object(), "{text}");
+        assert_eq!(fake.last_request().unwrap()["response_format"], format);
+    }
+}
+
+#[tokio::test]
+async fn an_anthropic_upstream_maps_tools_both_ways() {
+    let fake = FakeUpstream::start(Faults::default()).await.unwrap();
+    let app = serve(vec![spec("a", "anthropic", &fake)]).await;
+    let options = json!({"tools": [weather_tool()],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
+
+    let v = app.whole(&ask(false, options.clone())).await;
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"],
+        json!([{"id": "toolu_fake_0", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"fake\",\"days\":1}"}}])
+    );
+    let sent = fake.last_request().unwrap();
+    assert_eq!(
+        sent["tool_choice"],
+        json!({"type": "tool", "name": "get_weather"})
+    );
+    assert_eq!(sent["tools"][0]["name"], "get_weather");
+    assert_eq!(
+        sent["tools"][0]["input_schema"],
+        weather_tool()["function"]["parameters"]
+    );
+
+    let chunks = app.chunks(&ask(true, options)).await;
+    let (calls, _) = joined_calls(&chunks);
+    assert_eq!(
+        calls,
+        vec![(
+            "toolu_fake_0".into(),
+            "get_weather".into(),
+            "{\"city\":\"fake\",\"days\":1}".into()
+        )]
+    );
+
+    // The result goes back as a tool_result block; the answer is text.
+    let v = app
+        .whole(&json!({"model": "m", "tools": [weather_tool()], "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "toolu_fake_0", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "toolu_fake_0", "content": "Sunny"}]}))
+        .await;
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let sent = fake.last_request().unwrap();
+    assert_eq!(
+        sent["messages"][2]["content"],
+        json!([{"type": "tool_result", "tool_use_id": "toolu_fake_0", "content": "Sunny"}])
+    );
+
+    // What the Messages API has no counterpart for is refused by name.
+    let (status, text) = app.post(&ask(false, json!({"logprobs": true}))).await;
+    assert_eq!(status, 400, "{text}");
+    let e: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(e["error"]["code"], "unsupported_parameter");
+    assert_eq!(e["error"]["param"], "logprobs");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Anthropic")
+    );
+}
+
+/// Once a tool-call piece has reached the client, a failure ends the
+/// stream with an error event: it is never retried on another backend
+/// (which would call the tool twice).
+#[tokio::test]
+async fn no_failover_after_a_streamed_tool_call_piece() {
+    let dies = Faults {
+        die_after: Some(2),
+        ..Faults::default()
+    };
+    let a = FakeUpstream::start(dies.clone()).await.unwrap();
+    let b = FakeUpstream::start(dies).await.unwrap();
+    let app = serve(vec![spec("a", "openai", &a), spec("b", "openai", &b)]).await;
+    let (status, text) = app
+        .post(&ask(true, json!({"tools": [weather_tool()]})))
+        .await;
+    assert_eq!(status, 200);
+    assert!(text.contains("\"tool_calls\""), "{text}");
+    assert!(text.contains("event: error"), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(a.requests() + b.requests(), 1, "retried after a tool call");
+}
+
+#[tokio::test]
+async fn the_embedded_model_refuses_what_it_cannot_honour_by_name() {
+    let server = common::start(common::Options::default()).await;
+    for (extra, param) in [
+        (json!({"tools": [weather_tool()]}), "tools"),
+        (
+            json!({"response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (json!({"logprobs": true, "top_logprobs": 2}), "logprobs"),
+        (json!({"presence_penalty": 1.0}), "presence_penalty"),
+        (json!({"reasoning_effort": "low"}), "reasoning_effort"),
+    ] {
+        let (status, v) = server.post(&common::chat("hi", extra.clone())).await;
+        assert_eq!(status, 400, "{extra}: {v}");
+        assert_eq!(v["error"]["code"], "unsupported_parameter", "{v}");
+        assert_eq!(v["error"]["param"], param, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("embedded model"),
+            "{v}"
+        );
+    }
+    // Known fields with their neutral values, and provider hints, are fine.
+    let (status, v) = server
+        .post(&common::chat(
+            "hi",
+            json!({"max_tokens": 2, "n": 1, "presence_penalty": 0, "tool_choice": "none",
+                "parallel_tool_calls": true, "response_format": {"type": "text"},
+                "service_tier": "auto", "metadata": {"a": "b"}, "store": false}),
+        ))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // An unknown field still fails loudly, by name.
+    let (status, v) = server
+        .post(&common::chat("hi", json!({"tool_chioce": "auto"})))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["param"], "tool_chioce");
+    assert_eq!(v["error"]["code"], "unknown_parameter");
+}
