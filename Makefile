@@ -6,12 +6,12 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris tls-scan bench-model bench-limits bench-guard
+.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris tls-scan bench-model bench-limits bench-guard deploy
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
-test: model services lint build-test unit clients browser slowloris tls-scan pg-pitr-drill
+test: model services lint build-test unit clients browser slowloris tls-scan pg-pitr-drill deploy
 
 # The timing- and concurrency-sensitive tests many times each (upstream
 # pools 50 runs, streams/limits/leader election/slowloris 20): run it before
@@ -89,6 +89,14 @@ tls-scan:
 # Side-by-side model speed against llama.cpp (see BENCHMARKS.md).
 bench-model: model
 	bash bench/model.sh
+
+# The deployment files in deploy/ (README "Deploy on Kubernetes / systemd"):
+# Kubernetes manifests rendered with kustomize and validated with
+# kubernetes-validate, the systemd unit with systemd-analyze, the alert rules
+# with promtool, the dashboard's metric names, and the FROM-scratch image
+# built by buildah and run read-only by podman.
+deploy:
+	bash scripts/test-deploy.sh target/debug/orinari
 
 # PostgreSQL point-in-time recovery drill (docs/operations/postgres-pitr.md):
 # throwaway clusters on free loopback ports; never touches the one on 5432.
