@@ -305,13 +305,13 @@ run_image() {
         -e ORINARI_SERVER_LISTEN="127.0.0.1:$port" -e ORINARI_SERVER_SHUTDOWN_TIMEOUT_MS=5000 \
         "$IMAGE")" || return 1
     local url="http://127.0.0.1:$port" ok=""
-    for _ in $(seq 1 300); do
+    for _ in $(seq 1 600); do
         if curl -fsS "$url/healthz" >/dev/null 2>&1; then ok=1; break; fi
         [[ "$(podman "${storage[@]}" inspect --format '{{.State.Running}}' "$container")" == true ]] || break
         sleep 0.1
     done
     if [[ -z "$ok" ]]; then
-        echo "deploy: the container did not answer /healthz:" >&2
+        echo "deploy: the container did not answer /healthz within 60 s:" >&2
         podman "${storage[@]}" logs "$container" >&2 || true
         return 1
     fi
