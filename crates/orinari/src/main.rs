@@ -11,6 +11,7 @@ mod backup;
 mod gateway;
 mod keys;
 mod reload;
+mod upgrade;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -345,23 +346,22 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
         reason = "joined after the drain, before the store closes (below)"
     )]
     let status_task = tokio::spawn(status.run(status_stopped));
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
+    // Sockets handed over by the process this one replaces (SIGUSR2) or by
+    // systemd's socket activation are used as they are; else bind.
+    let inherited = upgrade::Inherited::from_env().context("LISTEN_FDS")?;
+    let listener = listen(inherited.http, config.server.listen).await?;
     let addr = listener.local_addr()?;
     let https = match &config.tls {
         Some(t) => {
             let tls = orinari_server::tls::Tls::new(t.clone()).context("[server.tls]")?;
-            let l = tokio::net::TcpListener::bind(t.listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", t.listen))?;
-            Some((l, tls))
+            Some((listen(inherited.https, t.listen).await?, tls))
         }
         None => None,
     };
+    let handover = upgrade::Handover::new(&listener, https.as_ref().map(|(l, _)| l))?;
     // Signal handlers are installed before the address is announced, so a
     // SIGTERM sent as soon as it is announced drains instead of killing.
-    let shutdown = shutdown_signal(state.clone());
+    let shutdown = shutdown_signal(state.clone(), handover);
     tracing::info!(%addr, "listening");
     eprintln!("orinari is serving on http://{addr}/v1 (chat API)");
     if let Some((l, t)) = &https {
@@ -369,6 +369,10 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
         tracing::info!(%addr, modern = t.config.modern, "listening (TLS)");
         eprintln!("orinari is serving on https://{addr}/v1 (chat API; http redirects here)");
     }
+    // The listeners accept from here on (connections queue in the kernel
+    // until the server's first accept): the process this one replaces may
+    // stop accepting now.
+    upgrade::announce_ready();
     orinari_server::serve_all(
         listener,
         https,
@@ -451,22 +455,62 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// Installs the signal handlers now and resolves on SIGTERM. SIGINT exits at
-/// once; SIGHUP reloads the configuration and the TLS certificate.
-fn shutdown_signal(state: AppState) -> impl std::future::Future<Output = ()> + Send + 'static {
+/// A listener handed over (see [`upgrade`]) or, without one, bound now.
+async fn listen(
+    inherited: Option<std::net::TcpListener>,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    match inherited {
+        Some(l) => Ok(tokio::net::TcpListener::from_std(l)?),
+        None => tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}")),
+    }
+}
+
+/// Installs the signal handlers now and resolves on SIGTERM, or once a new
+/// process took over the listeners (SIGUSR2). SIGINT exits at once; SIGHUP
+/// reloads the configuration and the TLS certificate.
+fn shutdown_signal(
+    state: AppState,
+    handover: upgrade::Handover,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
     );
     async move {
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = handlers else {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = handlers else {
             tracing::error!("cannot install signal handlers");
             return std::future::pending().await;
         };
         loop {
             tokio::select! {
+                _ = usr2.recv() => {
+                    tracing::info!("SIGUSR2: starting the new binary");
+                    // SIGTERM or SIGINT while the new process starts stops
+                    // it (dropped, it is killed) and goes on as usual.
+                    tokio::select! {
+                        handed = handover.hand_over() => match handed {
+                            Ok(pid) => {
+                                tracing::info!(pid, "upgrade: the new process is ready; draining");
+                                return;
+                            }
+                            Err(e) => tracing::error!(
+                                error = %format!("{e:#}"),
+                                "upgrade failed; this process serves on"
+                            ),
+                        },
+                        _ = term.recv() => {
+                            tracing::info!("SIGTERM during an upgrade: draining");
+                            return;
+                        }
+                        _ = int.recv() => std::process::exit(130),
+                    }
+                }
                 _ = term.recv() => {
                     tracing::info!("SIGTERM: draining");
                     return;

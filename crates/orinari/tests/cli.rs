@@ -806,3 +806,174 @@ fn api_keys_from_the_cli_and_the_admin_api() {
         "a key leaked into the log"
     );
 }
+
+// ------------------------------------------------------------------ upgrade
+
+impl Server {
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait until the log has `needle`, at most `limit`.
+    fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+/// The process id the old process logged for the new one.
+fn new_pid(log: &str) -> Option<u32> {
+    log.lines()
+        .rev()
+        .filter(|l| l.contains("upgrade: new process started"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["fields"]["pid"].as_u64())
+        .find_map(|p| u32::try_from(p).ok())
+}
+
+/// SIGTERM to a process this test does not own, and wait for it to go.
+fn stop_pid(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A whole chat answer on a new connection; the status, or 0 when the
+/// connection was refused or cut.
+fn chat_status(addr: SocketAddr) -> u16 {
+    let body =
+        r#"{"model":"orinari-small","messages":[{"role":"user","content":"Hi"}],"max_tokens":2}"#;
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+    let sent = write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if sent.is_err() {
+        return 0;
+    }
+    let mut raw = Vec::new();
+    if s.read_to_end(&mut raw).is_err() {
+        return 0;
+    }
+    parse_response(&raw).status
+}
+
+/// SIGUSR2 under load: a new process takes the listening socket, the old
+/// one finishes its stream and exits 0, and no request fails on the way —
+/// none refused, none cut, none answered with an error.
+#[test]
+fn sigusr2_hands_the_listener_to_a_new_process_without_failing_a_request() {
+    // The load stays clear of the rate limit: every refusal here would be
+    // the upgrade's.
+    let mut server = Server::start(
+        "serve-upgrade",
+        &[("ORINARI_LIMITS_REQUESTS_PER_MINUTE", "1000000")],
+    );
+    let addr = server.addr;
+    let (stream, first) = start_stream(addr, 40, "Write a short poem about the sea.");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..3)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let status = if i == 0 {
+                        chat_status(addr)
+                    } else {
+                        try_get(addr, "/v1/models").map_or(0, |r| r.status)
+                    };
+                    statuses.push(status);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                statuses
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    server.signal("USR2");
+    assert!(
+        server.wait_for_log("the new process is ready", Duration::from_secs(60)),
+        "{}",
+        server.log()
+    );
+    let ready_after = signalled.elapsed();
+    let pid = new_pid(&server.log()).expect("the new process's pid is logged");
+    // The stream that began on the old process ends there, whole.
+    let response = finish_stream(stream, first);
+    assert_eq!(
+        sse_data(&response.body).last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        response.body
+    );
+    let status = server.wait_for_exit(Duration::from_secs(30));
+    // Load goes on against the new process alone for a while.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses: Vec<u16> = load.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let served_after = get(addr, "/healthz").status;
+    stop_pid(pid);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "the old process exits 0 after draining: {status:?}\n{}",
+        server.log()
+    );
+    assert_eq!(served_after, 200, "the new process serves");
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    eprintln!(
+        "upgrade: {} requests, {failed} failed, new process ready after {ready_after:?}",
+        statuses.len()
+    );
+    assert!(statuses.len() > 20, "{} requests", statuses.len());
+    assert_eq!(failed, 0, "statuses: {statuses:?}\n{}", server.log());
+}
+
+/// A new binary that cannot start (here, a broken config file it reads)
+/// leaves the old process serving, with the reason logged.
+#[test]
+fn sigusr2_with_a_new_process_that_fails_keeps_the_old_one_serving() {
+    let mut server = Server::start("serve-upgrade-fails", &[]);
+    std::fs::write(
+        scratch("serve-upgrade-fails").join("orinari.toml"),
+        "[server\n",
+    )
+    .unwrap();
+    server.signal("USR2");
+    assert!(
+        server.wait_for_log("upgrade failed", Duration::from_secs(60)),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.log().contains("exited before it was ready"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(get(server.addr, "/healthz").status, 200);
+    assert_eq!(get(server.addr, "/readyz").status, 200);
+    assert!(server.wait_for_exit(Duration::from_millis(300)).is_none());
+    server.sigterm();
+    let status = server.wait_for_exit(Duration::from_secs(30));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", server.log());
+}

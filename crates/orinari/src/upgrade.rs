@@ -1,0 +1,246 @@
+//! Zero-downtime upgrade (SIGUSR2, CONTRACT.md "Signals").
+//!
+//! The running process starts the binary now at its own path with the same
+//! arguments and hands it its listening sockets the way systemd's socket
+//! activation does (`LISTEN_FDS`, `LISTEN_FDNAMES`, descriptors from 3 on),
+//! so the kernel's accept queue is never closed and no connection is
+//! refused. The new process says it is ready the way a `Type=notify`
+//! service tells systemd (`READY=1` on a datagram socket): the old one
+//! listens on a socket of its own, named in `ORINARI_UPGRADE_NOTIFY`. Only
+//! then does the old process stop accepting and drain (the SIGTERM path);
+//! under systemd it first names the new process the service's main PID.
+//! If the new process exits, or is not ready within [`READY_WITHIN`], it is
+//! killed and the old one keeps serving, with the reason logged.
+//!
+//! The same code serves systemd socket activation: sockets passed by a
+//! `.socket` unit are used instead of binding, and `READY=1` goes to
+//! `NOTIFY_SOCKET` once the server accepts.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use command_fds::{CommandFdExt, FdMapping};
+use tokio::net::{TcpListener, UnixDatagram};
+
+/// How long a new process may take to become ready (model load included).
+const READY_WITHIN: Duration = Duration::from_secs(60);
+/// Where the new process finds the old one's readiness socket.
+const NOTIFY_ENV: &str = "ORINARI_UPGRADE_NOTIFY";
+/// The first descriptor passed (`SD_LISTEN_FDS_START`).
+const FIRST_FD: i32 = 3;
+
+/// The listening sockets a server was given: by the process it replaces,
+/// or by systemd (socket activation).
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// The plain HTTP listener (`LISTEN_FDNAMES` name `http`, or the only one).
+    pub http: Option<std::net::TcpListener>,
+    /// The TLS listener (`https`).
+    pub https: Option<std::net::TcpListener>,
+}
+
+impl Inherited {
+    /// The sockets in `LISTEN_FDS` (none when it is not set).
+    pub fn from_env() -> anyhow::Result<Self> {
+        let mut fds = listenfd::ListenFd::from_env();
+        let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+            .map(|n| n.split(':').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let mut inherited = Self::default();
+        for i in 0..fds.len() {
+            let name = names
+                .get(i)
+                .map_or(if i == 0 { "http" } else { "" }, String::as_str);
+            let slot = match name {
+                "http" => &mut inherited.http,
+                "https" => &mut inherited.https,
+                other => anyhow::bail!(
+                    "passed socket {i} is named {other:?} (LISTEN_FDNAMES); expected \"http\" or \"https\""
+                ),
+            };
+            let listener = fds
+                .take_tcp_listener(i)
+                .with_context(|| format!("passed socket {i} ({name}) is not a TCP listener"))?;
+            if let Some(l) = listener {
+                l.set_nonblocking(true)?;
+                *slot = Some(l);
+            }
+        }
+        Ok(inherited)
+    }
+}
+
+/// What a new process needs from this one: its binary's path and arguments
+/// (taken at start, before the file may be replaced) and a copy of each
+/// listening socket.
+#[derive(Debug)]
+pub struct Handover {
+    program: PathBuf,
+    args: Vec<OsString>,
+    sockets: Vec<(&'static str, OwnedFd)>,
+}
+
+impl Handover {
+    pub fn new(http: &TcpListener, https: Option<&TcpListener>) -> anyhow::Result<Self> {
+        let program = std::env::current_exe().context("the path of this binary")?;
+        let mut sockets = vec![("http", http.as_fd().try_clone_to_owned()?)];
+        if let Some(l) = https {
+            sockets.push(("https", l.as_fd().try_clone_to_owned()?));
+        }
+        Ok(Self {
+            program,
+            args: std::env::args_os().skip(1).collect(),
+            sockets,
+        })
+    }
+
+    /// Start the new binary with the sockets and wait until it is ready;
+    /// its process id. On any failure the new process is gone and this one
+    /// serves on.
+    pub async fn hand_over(&self) -> anyhow::Result<u32> {
+        let socket = ReadinessSocket::bind()?;
+        let (notify, socket_path) = (&socket.socket, socket.path.as_path());
+        let mut mappings = Vec::with_capacity(self.sockets.len());
+        for (i, (_, fd)) in (FIRST_FD..).zip(&self.sockets) {
+            mappings.push(FdMapping {
+                parent_fd: fd.try_clone()?,
+                child_fd: i,
+            });
+        }
+        let names: Vec<&str> = self.sockets.iter().map(|(n, _)| *n).collect();
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env("LISTEN_FDS", self.sockets.len().to_string())
+            .env("LISTEN_FDNAMES", names.join(":"))
+            .env_remove("LISTEN_PID")
+            .env(NOTIFY_ENV, socket_path)
+            .kill_on_drop(true)
+            .fd_mappings(mappings)
+            .context("socket descriptors")?;
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.program.display()))?;
+        let pid = child.id().unwrap_or_default();
+        tracing::info!(pid, program = %self.program.display(), "upgrade: new process started");
+        let mut buf = [0u8; 256];
+        let outcome = tokio::time::timeout(READY_WITHIN, async {
+            loop {
+                tokio::select! {
+                    status = child.wait() => {
+                        let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                        anyhow::bail!("the new process exited before it was ready ({status})");
+                    }
+                    got = notify.recv(&mut buf) => {
+                        let n = got.context("the readiness socket")?;
+                        if ready(&buf[..n]) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "the new process was not ready within {} s",
+                READY_WITHIN.as_secs()
+            ))
+        });
+        if let Err(e) = outcome {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(e);
+        }
+        // Ready: it serves on by itself. Under systemd it becomes the
+        // service's main process (`NotifyAccess=all` in the unit).
+        notify_systemd(&format!("MAINPID={pid}"));
+        // Not killed on drop from now on: it outlives this process.
+        std::mem::forget(child);
+        Ok(pid)
+    }
+}
+
+/// The datagram socket a new process says `READY=1` on, removed with it.
+struct ReadinessSocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+}
+
+impl ReadinessSocket {
+    fn bind() -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "orinari-upgrade-{}-{nanos}.sock",
+            std::process::id()
+        ));
+        let socket = UnixDatagram::bind(&path)
+            .with_context(|| format!("the readiness socket {}", path.display()))?;
+        Ok(Self { socket, path })
+    }
+}
+
+impl Drop for ReadinessSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a notification datagram says `READY=1`.
+fn ready(datagram: &[u8]) -> bool {
+    String::from_utf8_lossy(datagram)
+        .lines()
+        .any(|l| l.trim() == "READY=1")
+}
+
+/// Tell whoever started this process that it accepts connections: the
+/// process it replaces (an upgrade) and systemd (`Type=notify`).
+pub fn announce_ready() {
+    if let Some(path) = std::env::var_os(NOTIFY_ENV) {
+        send(Path::new(&path), "READY=1");
+    }
+    notify_systemd("READY=1");
+}
+
+/// A message to systemd's `NOTIFY_SOCKET`, where there is one.
+fn notify_systemd(message: &str) {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        send(Path::new(&path), message);
+    }
+}
+
+fn send(path: &Path, message: &str) {
+    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|s| {
+        match path.as_os_str().as_encoded_bytes().strip_prefix(b"@") {
+            // An abstract socket (systemd may use one).
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                s.send_to_addr(message.as_bytes(), &addr)
+            }
+            None => s.send_to(message.as_bytes(), path),
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, socket = %path.display(), "cannot send a readiness notification");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ready_1_counts_as_ready() {
+        assert!(ready(b"READY=1"));
+        assert!(ready(b"STATUS=loading\nREADY=1\n"));
+        assert!(!ready(b"READY=0"));
+        assert!(!ready(b"STATUS=READY=1"));
+        assert!(!ready(b""));
+    }
+}
