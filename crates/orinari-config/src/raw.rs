@@ -110,6 +110,8 @@ pub mod defaults {
     pub const BACKUP_KEY_ENV: &str = "ORINARI_BACKUP_KEY";
     /// `sources[].timeout_ms`: one source's deadline.
     pub const SOURCE_TIMEOUT_MS: u64 = 800;
+    /// `retrieval.budget_ms`: every source of an answer, queried at once.
+    pub const RETRIEVAL_BUDGET_MS: u64 = 1500;
     /// `sources[].chunk_tokens` (files): the most tokens in one indexed chunk.
     pub const SOURCE_CHUNK_TOKENS: u32 = 256;
     /// `sources[].rescan_interval` (files): full rescan, healing missed file events.
@@ -151,6 +153,8 @@ pub struct Raw {
     pub models: Vec<RawModel>,
     #[serde(default)]
     pub sources: Vec<RawSource>,
+    #[serde(default)]
+    pub retrieval: RawRetrieval,
     #[serde(default)]
     pub status: RawStatus,
     #[serde(default)]
@@ -225,6 +229,14 @@ pub struct RawLimits {
     pub default_completion_estimate: Option<u32>,
 }
 
+/// `[retrieval]`: how grounded answers query their sources.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetrieval {
+    /// `retrieval.budget_ms`: the whole fan-out's deadline.
+    pub budget_ms: Option<u64>,
+}
+
 /// `[firewall]`: IP/CIDR lists, everywhere (`deny`) and per route group.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,6 +284,9 @@ pub struct RawModel {
     #[serde(default)]
     pub backends: Vec<RawBackend>,
     pub groups: Option<std::collections::BTreeMap<String, u32>>,
+    /// `[[models]] sources`: a grounded model answers from these.
+    #[serde(default)]
+    pub sources: Vec<String>,
     pub connect_timeout_ms: Option<u64>,
     pub first_token_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
@@ -446,6 +461,7 @@ const OVERRIDABLE: &[(&str, &[&str])] = &[
         ],
     ),
     ("auth", &["required"]),
+    ("retrieval", &["budget_ms"]),
     ("guard", &["prompt_injection", "max_input_chars"]),
     (
         "status",

@@ -37,6 +37,8 @@ pub struct Config {
     pub status: crate::status::StatusSettings,
     /// `[[sources]]`: data sources for grounded answers, in config order.
     pub sources: Vec<crate::sources::SourceConfig>,
+    /// `[retrieval] budget_ms`: one answer's whole retrieval.
+    pub retrieval_budget: std::time::Duration,
     /// Configured sections this version validates but does not act on yet;
     /// `serve` warns about each.
     pub inactive: Vec<&'static str>,
@@ -102,6 +104,9 @@ pub struct ModelConfig {
     pub local: LocalModelConfig,
     /// Set when a pool of upstream backends serves it (`[[models.backends]]`).
     pub upstream: Option<crate::models::UpstreamModelConfig>,
+    /// `sources`: the `[[sources]]` a grounded model answers from (empty:
+    /// not grounded).
+    pub sources: Vec<String>,
 }
 
 /// `backend = "local"`: the embedded GGUF model.
@@ -219,7 +224,41 @@ fn local_model(name: &str, i: usize, m: RawModel) -> Result<ModelConfig, ConfigE
             requantize: m.requantize.unwrap_or(true),
         },
         upstream: None,
+        sources: Vec::new(),
     })
+}
+
+/// `models[i].sources`: each a defined `[[sources]]` name, once.
+fn model_sources(
+    name: &str,
+    i: usize,
+    names: &[String],
+    defined: &[crate::sources::SourceConfig],
+) -> Result<Vec<String>, ConfigError> {
+    let key = format!("models[{i}].sources");
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        if !defined.iter().any(|s| &s.name == n) {
+            let known: Vec<&str> = defined.iter().map(|s| s.name.as_str()).collect();
+            return Err(err(
+                name,
+                &key,
+                format!(
+                    "`{n}` is not a [[sources]] name (defined: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        if out.contains(n) {
+            return Err(err(name, &key, format!("`{n}` is listed twice")));
+        }
+        out.push(n.clone());
+    }
+    Ok(out)
 }
 
 pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
@@ -305,6 +344,19 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         d::MAX_INPUT_CHARS,
     )? as usize;
     let sources = crate::sources::validate(name, raw.sources)?;
+    let budget_ms = positive(
+        name,
+        "retrieval.budget_ms",
+        raw.retrieval.budget_ms,
+        d::RETRIEVAL_BUDGET_MS,
+    )?;
+    if budget_ms > 60_000 {
+        return Err(err(
+            name,
+            "retrieval.budget_ms",
+            "must be at most 60000 (a minute): it delays every grounded answer's first token",
+        ));
+    }
     if !sources.is_empty() {
         inactive.push("sources");
     }
@@ -408,7 +460,8 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
 
     let mut models = Vec::with_capacity(raw.models.len().max(1));
     for (i, m) in raw.models.into_iter().enumerate() {
-        let m = if crate::models::is_upstream(&m) {
+        let grounded = model_sources(name, i, &m.sources, &sources)?;
+        let mut m = if crate::models::is_upstream(&m) {
             let upstream = crate::models::upstream(name, i, &m)?;
             ModelConfig {
                 name: m.name,
@@ -419,10 +472,12 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
                     requantize: true,
                 },
                 upstream: Some(upstream),
+                sources: Vec::new(),
             }
         } else {
             local_model(name, i, m)?
         };
+        m.sources = grounded;
         if models.iter().any(|o: &ModelConfig| o.name == m.name) {
             return Err(err(
                 name,
@@ -442,6 +497,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
                 requantize: true,
             },
             upstream: None,
+            sources: Vec::new(),
         });
     }
     crate::models::check_fallbacks(
@@ -470,6 +526,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         backup,
         status,
         sources,
+        retrieval_budget: std::time::Duration::from_millis(budget_ms),
         inactive,
     })
 }

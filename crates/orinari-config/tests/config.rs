@@ -994,3 +994,49 @@ fn backup_settings_are_typed_and_checked() {
         fails("[storage]\nurl = \"postgres://db/x\"\n[backup]\ndestinations = [\"file:///a\"]\n");
     assert_contains(&msg, &["`backup.destinations`", "PostgreSQL"]);
 }
+
+/// CONTRACT.md's grounded model: `[[models]] sources` naming `[[sources]]`,
+/// and `[retrieval] budget_ms`.
+#[test]
+fn a_grounded_model_as_the_contract_writes_it() {
+    let dir = std::env::temp_dir().join(format!("orinari-config-grounded-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "[retrieval]\nbudget_ms = 900\n\n[[sources]]\nname = \"handbook\"\nkind = \"files\"\npath = \"{}\"\ntimeout_ms = 800\n\n[[models]]\nname = \"orinari-docs\"\nbackend = \"local\"\nsources = [\"handbook\"]\n",
+        dir.display()
+    );
+    let c = ok(&text);
+    assert_eq!(c.models[0].sources, vec!["handbook".to_string()]);
+    assert_eq!(c.retrieval_budget, std::time::Duration::from_millis(900));
+    // Not grounded, and the default budget, when unset.
+    let plain = ok("[[models]]\nname = \"m\"\nbackend = \"local\"\n");
+    assert!(plain.models[0].sources.is_empty());
+    assert_eq!(
+        plain.retrieval_budget,
+        std::time::Duration::from_millis(1500)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_model_naming_an_unknown_or_repeated_source_is_refused() {
+    let msg = fails("[[models]]\nname = \"m\"\nbackend = \"local\"\nsources = [\"wiki\"]\n");
+    assert_contains(&msg, &["`models[0].sources`", "`wiki`", "defined: none"]);
+    let dir = std::env::temp_dir().join(format!("orinari-config-twice-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let msg = fails(&format!(
+        "[[sources]]\nname = \"h\"\nkind = \"files\"\npath = \"{}\"\n\n[[models]]\nname = \"m\"\nbackend = \"local\"\nsources = [\"h\", \"h\"]\n",
+        dir.display()
+    ));
+    assert_contains(&msg, &["`models[0].sources`", "listed twice"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_contains(
+        &fails("[retrieval]\nbudget_ms = 0\n"),
+        &["`retrieval.budget_ms`", "at least 1"],
+    );
+    assert_contains(
+        &fails("[retrieval]\nbudget_ms = 600000\n"),
+        &["`retrieval.budget_ms`", "at most 60000"],
+    );
+    assert_contains(&fails("[retrieval]\nbudgt_ms = 5\n"), &["budgt_ms"]);
+}
