@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The official OpenAI clients (Python and Node), unmodified, against a real
-# `orinari serve`.
+# `orinari serve`; then tools and structured output with real clients
+# (openai, LangChain, the Vercel AI SDK, the anthropic SDK on /v1/messages)
+# against models served by the in-repo fake upstream
+# (`orinari-fake-upstream`, which really emits tool calls) through the
+# OpenAI and Anthropic adapters, and the OpenAPI document validated.
 #
 # Usage: tests/clients/run.sh [BINARY]   (default: target/debug/orinari)
 #
@@ -34,18 +38,62 @@ if [[ ! -d "$here/node_modules" ]] || ! cmp -s "$here/package-lock.json" "$here/
     cp "$here/package-lock.json" "$here/node_modules/.package-lock.json.orinari"
 fi
 
+# --- the fake upstream ------------------------------------------------------
+fake="$(dirname "$bin")/orinari-fake-upstream"
+if [[ ! -x "$fake" ]]; then
+    echo "clients: building orinari-fake-upstream" >&2
+    (cd "$root" && cargo build --quiet -p orinari-fake-upstream --bin orinari-fake-upstream) >&2
+fi
+work="$(mktemp -d)"
+fake_pid=""
+"$fake" --listen 127.0.0.1:0 2>"$work/fake.log" &
+fake_pid=$!
+fake_url=""
+for _ in $(seq 1 100); do
+    fake_url="$(sed -n 's#^fake upstream on \(http://[^ ]*\)$#\1#p' "$work/fake.log" | head -n1)"
+    [[ -n "$fake_url" ]] && break
+    sleep 0.1
+done
+if [[ -z "$fake_url" ]]; then
+    echo "clients: the fake upstream did not start:" >&2
+    cat "$work/fake.log" >&2
+    exit 1
+fi
+cat >"$work/orinari.toml" <<TOML
+[[models]]
+name = "orinari-small"
+backend = "local"
+
+[[models]]
+name = "fake-gpt"
+[[models.backends]]
+name = "fake-openai"
+provider = "openai"
+base_url = "$fake_url"
+
+[[models]]
+name = "fake-claude"
+[[models.backends]]
+name = "fake-anthropic"
+provider = "anthropic"
+base_url = "$fake_url"
+TOML
+
 # --- the server -------------------------------------------------------------
 # shellcheck source=../lib/serve.sh
 source "$here/../lib/serve.sh"
-work="$(mktemp -d)"
 log="$work/serve.log"
 cleanup() {
     serve_stop
+    if [[ -n "$fake_pid" ]]; then
+        kill "$fake_pid" 2>/dev/null || true
+        wait "$fake_pid" 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
 if ! serve_start clients "$bin" "$work" "$log"; then
-    echo "clients: 0 passed, 2 failed"
+    echo "clients: 0 passed, 4 failed"
     exit 1
 fi
 pid="$serve_pid"
@@ -60,6 +108,16 @@ else
     failed=$((failed + 1))
 fi
 if node "$here/node_client.mjs" "$addr"; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+fi
+if "$venv/bin/python" "$here/tools_client.py" "$addr"; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+fi
+if node "$here/ai_sdk_client.mjs" "$addr"; then
     passed=$((passed + 1))
 else
     failed=$((failed + 1))

@@ -683,7 +683,7 @@ impl ChatRequest {
 }
 
 /// Every `tool` message answers a call that an earlier assistant message made.
-fn check_tool_history(messages: &[ChatMessage]) -> Result<(), ApiError> {
+pub(crate) fn check_tool_history(messages: &[ChatMessage]) -> Result<(), ApiError> {
     for (i, m) in messages.iter().enumerate() {
         let Some(id) = &m.tool_call_id else { continue };
         let called = messages[..i]

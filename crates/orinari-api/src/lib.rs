@@ -6,6 +6,7 @@
 
 pub mod chat;
 pub mod error;
+pub mod messages;
 pub mod models;
 pub mod options;
 pub mod sse;

@@ -374,8 +374,10 @@ async fn an_anthropic_upstream_maps_tools_both_ways() {
 /// (which would call the tool twice).
 #[tokio::test]
 async fn no_failover_after_a_streamed_tool_call_piece() {
+    // Paced, so the pieces before the death reach the gateway first.
     let dies = Faults {
         die_after: Some(2),
+        chunk_delay: Duration::from_millis(20),
         ..Faults::default()
     };
     let a = FakeUpstream::start(dies.clone()).await.unwrap();
@@ -433,4 +435,91 @@ async fn the_embedded_model_refuses_what_it_cannot_honour_by_name() {
     assert_eq!(status, 400);
     assert_eq!(v["error"]["param"], "tool_chioce");
     assert_eq!(v["error"]["code"], "unknown_parameter");
+}
+
+/// `POST /v1/messages`: an Anthropic-shaped request onto an OpenAI
+/// upstream, whole and streamed, text and tool use, through the pipeline.
+#[tokio::test]
+async fn anthropic_messages_inbound_onto_an_openai_upstream() {
+    let fake = FakeUpstream::start(Faults::default()).await.unwrap();
+    let app = serve(vec![spec("a", "openai", &fake)]).await;
+    let post = |body: Value| {
+        let client = app.client.clone();
+        let url = format!("{}/v1/messages", app.base);
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, text) = post(json!({"model": "m", "max_tokens": 64, "system": "be brief",
+        "messages": [{"role": "user", "content": "hello"}]}))
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(
+        v["content"][0]["text"].as_str().unwrap(),
+        orinari_fake_upstream::wire_text(8)
+    );
+    assert_eq!(v["usage"]["output_tokens"], 8);
+    let sent = fake.last_request().unwrap();
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "be brief"})
+    );
+    assert_eq!(sent["max_tokens"], 64);
+
+    let tools =
+        json!([{"name": "get_weather", "input_schema": weather_tool()["function"]["parameters"]}]);
+    let (status, text) = post(json!({"model": "m", "max_tokens": 64, "tools": tools,
+        "messages": [{"role": "user", "content": "weather?"}]}))
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["stop_reason"], "tool_use");
+    assert_eq!(
+        v["content"][0],
+        json!({"type": "tool_use", "id": "call_fake_0", "name": "get_weather",
+            "input": {"city": "fake", "days": 1}})
+    );
+
+    let (status, text) = post(
+        json!({"model": "m", "max_tokens": 64, "tools": tools, "stream": true,
+        "messages": [{"role": "user", "content": "weather?"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(names.contains(&"content_block_start"));
+    let json: String = common::sse_data(&text)
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|v| v["delta"]["partial_json"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(json, "{\"city\":\"fake\",\"days\":1}");
+    assert!(text.contains(r#""stop_reason":"tool_use""#), "{text}");
+
+    // A tool result goes back to the upstream as a `tool` message.
+    let (status, text) = post(json!({"model": "m", "max_tokens": 64, "tools": tools, "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_fake_0", "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_fake_0", "content": "Sunny"}]}]}))
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let sent = fake.last_request().unwrap();
+    assert_eq!(
+        sent["messages"][2],
+        json!({"role": "tool", "content": "Sunny", "tool_call_id": "call_fake_0"})
+    );
+
+    let (status, text) =
+        post(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("max_tokens"), "{text}");
 }

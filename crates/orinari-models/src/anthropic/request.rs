@@ -84,7 +84,7 @@ impl Block<'_> {
     fn to_json(&self) -> Option<Value> {
         Some(match self {
             // The API refuses empty text blocks.
-            Self::Text(t) if t.is_empty() => return None,
+            Self::Text("") => return None,
             Self::Text(t) => json!({"type": "text", "text": t}),
             Self::Image(url) => json!({"type": "image", "source": image_source(url)}),
             Self::ToolUse {

@@ -5,9 +5,11 @@ mod backends;
 mod chat;
 mod health;
 mod keys;
+mod messages;
 mod metrics;
 mod models;
 mod observability;
+mod openapi;
 mod status;
 mod status_admin;
 
@@ -63,6 +65,7 @@ pub fn admin(state: AppState) -> Router {
 pub fn v1(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/messages", post(messages::create))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .method_not_allowed_fallback(method_not_allowed)
@@ -79,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::document))
         .route("/api/v2/summary.json", get(status::summary))
         .route("/api/v2/status.json", get(status::status))
         .route("/api/v2/components.json", get(status::components))
