@@ -235,6 +235,15 @@ def main():
 
         return run
 
+    def legacy_completions():
+        r = client.completions.create(model=OPENAI_MODEL, prompt="Once upon a time")
+        expect(r.object == "text_completion" and r.choices[0].text, r)
+        expect(r.choices[0].finish_reason == "stop" and r.usage.completion_tokens > 0, r)
+        text = "".join(c.choices[0].text for c in client.completions.create(
+            model=LOCAL_MODEL, prompt="Once upon a time", max_tokens=8, stream=True) if c.choices)
+        expect(text, "nothing streamed")
+
+    check("openai completions (legacy)", legacy_completions)
     check("anthropic SDK /v1/messages (embedded model)", anthropic_sdk(LOCAL_MODEL))
     check("anthropic SDK /v1/messages tools (OpenAI upstream)", anthropic_sdk(OPENAI_MODEL))
     check("anthropic SDK /v1/messages tools (Anthropic upstream)", anthropic_sdk(ANTHROPIC_MODEL))

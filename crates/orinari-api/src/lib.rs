@@ -5,6 +5,7 @@
 //! plain `u16`s, and the server turns them into responses in one place.
 
 pub mod chat;
+pub mod completions;
 pub mod error;
 pub mod messages;
 pub mod models;

@@ -523,3 +523,55 @@ async fn anthropic_messages_inbound_onto_an_openai_upstream() {
     assert_eq!(status, 400);
     assert!(text.contains("max_tokens"), "{text}");
 }
+
+/// `POST /v1/completions`: the prompt goes upstream as one user message;
+/// the answer comes back as `text_completion`, whole and streamed.
+#[tokio::test]
+async fn legacy_completions_onto_an_openai_upstream() {
+    let fake = FakeUpstream::start(Faults::default()).await.unwrap();
+    let app = serve(vec![spec("a", "openai", &fake)]).await;
+    let post = |body: Value| {
+        let client = app.client.clone();
+        let url = format!("{}/v1/completions", app.base);
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, text) = post(json!({"model": "m", "prompt": "Once upon a time"})).await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        v["choices"][0]["text"].as_str().unwrap(),
+        orinari_fake_upstream::wire_text(8)
+    );
+    let sent = fake.last_request().unwrap();
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": "Once upon a time"}])
+    );
+    assert_eq!(sent["max_tokens"], 16);
+
+    let (status, text) = post(json!({"model": "m", "prompt": ["Hi"], "stream": true,
+        "stream_options": {"include_usage": true}}))
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let data = common::sse_data(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(joined, orinari_fake_upstream::wire_text(8));
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 8);
+
+    let (status, text) = post(json!({"model": "m", "prompt": "x", "echo": true})).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("unsupported_parameter"), "{text}");
+}

@@ -3,6 +3,7 @@
 mod admin;
 mod backends;
 mod chat;
+mod completions;
 mod health;
 mod keys;
 mod messages;
@@ -66,6 +67,7 @@ pub fn v1(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/messages", post(messages::create))
+        .route("/v1/completions", post(completions::create))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .method_not_allowed_fallback(method_not_allowed)
