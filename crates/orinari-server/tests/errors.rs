@@ -76,8 +76,13 @@ async fn invalid_fields_name_their_param() {
         ),
         (
             json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
-            "messages[0].content[0].type",
+            "messages[0].content[0].image_url.url",
             "invalid_value",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "video", "video": {}}]}]}),
+            "messages[0].content[0].type",
+            "unsupported_parameter",
         ),
         (
             json!({"messages": [{"role": "user", "content": "a", "tool_calls": []}]}),
@@ -149,11 +154,16 @@ async fn invalid_fields_name_their_param() {
         ),
         (
             json!({"response_format": {"type": "json_object"}}),
-            "response_format.type",
+            "response_format",
             "unsupported_parameter",
         ),
         (json!({"user": 7}), "user", "invalid_type"),
-        (json!({"tools": []}), "tools", "unknown_parameter"),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}),
+            "tools",
+            "unsupported_parameter",
+        ),
+        (json!({"tools": {}}), "tools", "invalid_type"),
         (json!({"temprature": 1}), "temprature", "unknown_parameter"),
     ];
     for (changes, param, code) in cases {
