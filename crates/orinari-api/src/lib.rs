@@ -10,6 +10,7 @@ pub mod error;
 pub mod messages;
 pub mod models;
 pub mod options;
+pub mod responses;
 pub mod sse;
 pub mod tools;
 

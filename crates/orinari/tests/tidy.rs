@@ -134,6 +134,12 @@ fn crate_boundaries_hold() {
                 "tower-http",
             ],
         ),
+        // The embedding model is computation on a thread of its own: no
+        // HTTP, no SQL, and nothing of the chat models.
+        (
+            "orinari-embed",
+            &["axum", "hyper", "reqwest", "sqlx", "orinari-models"],
+        ),
         // The status model never renders HTML (pages live in orinari-server)
         // and reaches SQL only through orinari-store.
         ("orinari-status", &["askama", "axum", "sqlx"]),
@@ -180,6 +186,7 @@ const LAYERS: &[&[&str]] = &[
         "orinari-upstream",
         "orinari-store",
         "orinari-fake-upstream",
+        "orinari-embed",
     ],
     // orinari-sources reads its config types from orinari-config and
     // knows nothing of the chat format; the chat domain calls it.
