@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::ApiError;
+use crate::grounded::{Annotation, Grounding, RetrievalReport, SourceRef};
 use crate::options::{Options, check_name};
 use crate::tools::{ContentPart, ToolCall, ToolCallDelta};
 
@@ -48,6 +49,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "verbosity",
     "prompt_cache_key",
     "safety_identifier",
+    "orinari",
 ];
 
 /// At most this many stop sequences (OpenAI's limit).
@@ -143,6 +145,9 @@ pub struct ChatRequest {
     pub user: Option<String>,
     /// Tools, response format and the rest beyond sampled text.
     pub options: Options,
+    /// `orinari.sources`: the data sources a grounded model may search for
+    /// this answer (`None`: all of the model's; empty: none).
+    pub sources: Option<Vec<String>>,
 }
 
 pub(crate) fn kind(v: &Value) -> &'static str {
@@ -666,6 +671,7 @@ impl ChatRequest {
             Some(Value::String(u)) => Some(u.clone()),
             Some(v) => return Err(expected("user", "a string", v)),
         };
+        let sources = crate::grounded::parse_extension(o.get("orinari"))?;
         Ok(Self {
             model,
             messages,
@@ -678,6 +684,7 @@ impl ChatRequest {
             seed,
             user,
             options,
+            sources,
         })
     }
 }
@@ -735,6 +742,10 @@ pub struct ResponseMessage {
     /// The model's tool calls, when it made any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
+    /// `url_citation`s of a grounded answer's `[n]` markers (absent from
+    /// answers that are not grounded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Vec<Annotation>>,
 }
 
 /// One choice of a complete response.
@@ -767,6 +778,12 @@ pub struct ChatCompletion {
     pub usage: Usage,
     /// Identifies the serving configuration.
     pub system_fingerprint: String,
+    /// ORINARI extension: the numbered passages of a grounded answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<SourceRef>>,
+    /// ORINARI extension: each asked source's outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<Vec<RetrievalReport>>,
 }
 
 impl ChatCompletion {
@@ -792,13 +809,27 @@ impl ChatCompletion {
                     content: Some(content),
                     refusal: None,
                     tool_calls: Vec::new(),
+                    annotations: None,
                 },
                 logprobs: None,
                 finish_reason,
             }],
             usage,
             system_fingerprint: fingerprint,
+            sources: None,
+            retrieval: None,
         }
+    }
+
+    /// The same as a grounded answer: its sources and retrieval outcomes,
+    /// and the annotations of its markers.
+    pub fn with_grounding(mut self, grounding: Grounding, annotations: Vec<Annotation>) -> Self {
+        if let Some(choice) = self.choices.first_mut() {
+            choice.message.annotations = Some(annotations);
+        }
+        self.sources = Some(grounding.sources);
+        self.retrieval = Some(grounding.retrieval);
+        self
     }
 
     /// The same with the model's tool calls (the content becomes null when
@@ -828,6 +859,9 @@ pub struct Delta {
     /// A piece of a tool call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<[ToolCallDelta; 1]>,
+    /// A grounded answer's `url_citation`s, in one chunk before the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Vec<Annotation>>,
 }
 
 /// One choice of a chunk.
@@ -861,6 +895,12 @@ pub struct ChatCompletionChunk {
     /// With `include_usage`: null on every chunk but the last.
     #[serde(skip_serializing_if = "UsageField::is_absent")]
     pub usage: UsageField,
+    /// ORINARI extension, first chunk of a grounded answer: its passages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<SourceRef>>,
+    /// ORINARI extension, first chunk of a grounded answer: each source's outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<Vec<RetrievalReport>>,
 }
 
 /// The `usage` key of a chunk: absent, `null`, or counts.
@@ -985,6 +1025,8 @@ impl ChunkBuilder {
             system_fingerprint: self.fingerprint.clone(),
             choices,
             usage,
+            sources: None,
+            retrieval: None,
         }
     }
 
@@ -1006,7 +1048,7 @@ impl ChunkBuilder {
         let delta = Delta {
             role: role.then_some("assistant"),
             content: (!content.is_empty() || role).then_some(content),
-            tool_calls: None,
+            ..Delta::default()
         };
         self.chunk(
             vec![ChunkChoice {
@@ -1014,6 +1056,31 @@ impl ChunkBuilder {
                 delta,
                 logprobs: None,
                 finish_reason,
+            }],
+            self.pending_usage(),
+        )
+    }
+
+    /// The first chunk of a grounded answer: the role, its sources and
+    /// each source's outcome.
+    pub fn grounded_start(&self, grounding: &Grounding) -> ChatCompletionChunk {
+        let mut chunk = self.delta(true, String::new(), None);
+        chunk.sources = Some(grounding.sources.clone());
+        chunk.retrieval = Some(grounding.retrieval.clone());
+        chunk
+    }
+
+    /// A grounded answer's annotations (sent before its finish chunk).
+    pub fn annotations(&self, annotations: Vec<Annotation>) -> ChatCompletionChunk {
+        self.chunk(
+            vec![ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    annotations: Some(annotations),
+                    ..Delta::default()
+                },
+                logprobs: None,
+                finish_reason: None,
             }],
             self.pending_usage(),
         )

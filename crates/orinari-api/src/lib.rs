@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod completions;
 pub mod error;
+pub mod grounded;
 pub mod messages;
 pub mod models;
 pub mod options;

@@ -4,16 +4,20 @@
 //! the last event arrives (or with the estimate, or nothing, when it ends
 //! another way), and the permit is freed when the answer is dropped (for a
 //! stream, when its response body is). A model served by one backend of
-//! its own also records its per-model metrics here.
+//! its own also records its per-model metrics here. A grounded answer's
+//! text passes through its [`Citer`]: markers that cite nothing are removed
+//! on the way, and the kept ones become annotations.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use orinari_api::grounded::{Annotation, Grounding};
 use orinari_limits::queue::Permit;
 use orinari_limits::{Limiter, Policy, Window};
 use orinari_models::{Event, EventResult, Generation, ModelError, Outcome};
 
+use crate::cite::Citer;
 use crate::meter::Meter;
 
 /// A token reservation and a queue slot, held until the answer ends.
@@ -61,6 +65,34 @@ pub(crate) struct Metered {
     pub(crate) first_seen: bool,
 }
 
+/// What a grounded answer was given, and its citations so far.
+pub(crate) struct Cited {
+    grounding: Grounding,
+    citer: Citer,
+    /// The last event, held while the text held back by the citer goes first.
+    pending: Option<EventResult>,
+}
+
+impl Cited {
+    pub(crate) fn new(grounding: Grounding, refs: Vec<(String, Option<String>)>) -> Self {
+        Self {
+            grounding,
+            citer: Citer::new(refs),
+            pending: None,
+        }
+    }
+}
+
+/// A whole answer with what grounded it.
+#[derive(Debug)]
+pub struct Collected {
+    /// The answer (markers checked).
+    pub answer: orinari_models::Answer,
+    /// For a grounded answer: its sources, each source's outcome, and the
+    /// annotations of its markers.
+    pub grounding: Option<(Grounding, Vec<Annotation>)>,
+}
+
 /// A running answer. Read it with [`Answer::poll_event`] (a stream) or
 /// [`Answer::collect`] (a whole answer); dropping it cancels the work in
 /// the backend and frees the queue slot.
@@ -74,6 +106,8 @@ pub struct Answer {
     metered: Option<Metered>,
     /// The settlement ran (the last event came, or an error).
     ended: bool,
+    /// A grounded answer's sources and citations.
+    cited: Option<Cited>,
 }
 
 impl Answer {
@@ -95,7 +129,14 @@ impl Answer {
             held: Some(held),
             metered,
             ended: false,
+            cited: None,
         }
+    }
+
+    /// The same as a grounded answer (`None`: not grounded).
+    pub(crate) fn grounded(mut self, cited: Option<Cited>) -> Self {
+        self.cited = cited;
+        self
     }
 
     /// An answer that holds no queue slot or reservation and records no
@@ -115,6 +156,7 @@ impl Answer {
             held: None,
             metered: None,
             ended: false,
+            cited: None,
         }
     }
 
@@ -145,13 +187,57 @@ impl Answer {
         self.generation.prompt_tokens
     }
 
+    /// A grounded answer's sources and each source's outcome (known
+    /// before the first token); `None` when the answer is not grounded.
+    pub fn grounding(&self) -> Option<&Grounding> {
+        self.cited.as_ref().map(|c| &c.grounding)
+    }
+
+    /// The annotations of the markers passed on so far (all of them once
+    /// the last event has been read); empty when not grounded.
+    pub fn annotations(&self) -> &[Annotation] {
+        self.cited
+            .as_ref()
+            .map_or(&[][..], |c| c.citer.annotations())
+    }
+
     /// The next event; `Ready(None)` once the answer has ended.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<EventResult>> {
-        let event = std::task::ready!(self.generation.events.poll_recv(cx));
-        if !self.ended {
-            self.observe(event.as_ref());
+        loop {
+            if let Some(event) = self.cited.as_mut().and_then(|c| c.pending.take()) {
+                return Poll::Ready(Some(event));
+            }
+            let event = std::task::ready!(self.generation.events.poll_recv(cx));
+            if !self.ended {
+                self.observe(event.as_ref());
+            }
+            let Some(cited) = self.cited.as_mut() else {
+                return Poll::Ready(event);
+            };
+            match event {
+                Some(Ok(Event::Delta(text))) => {
+                    let text = cited.citer.push(&text);
+                    if !text.is_empty() {
+                        return Poll::Ready(Some(Ok(Event::Delta(text))));
+                    }
+                }
+                Some(Ok(done @ Event::Done { .. })) => {
+                    let tail = cited.citer.finish();
+                    let (kept, removed) = cited.citer.counts();
+                    tracing::debug!(
+                        markers_kept = kept,
+                        markers_removed = removed,
+                        "citations checked"
+                    );
+                    if tail.is_empty() {
+                        return Poll::Ready(Some(Ok(done)));
+                    }
+                    cited.pending = Some(Ok(done));
+                    return Poll::Ready(Some(Ok(Event::Delta(tail))));
+                }
+                other => return Poll::Ready(other),
+            }
         }
-        Poll::Ready(event)
     }
 
     /// The next event; `None` once the answer has ended.
@@ -161,11 +247,23 @@ impl Answer {
 
     /// Wait for the whole answer. An answer that ends without its last
     /// event is an error, never a silently truncated answer.
-    pub async fn collect(mut self) -> Result<orinari_models::Answer, ModelError> {
+    pub async fn collect(self) -> Result<orinari_models::Answer, ModelError> {
+        self.collect_grounded().await.map(|c| c.answer)
+    }
+
+    /// Wait for the whole answer, with what grounded it.
+    pub async fn collect_grounded(mut self) -> Result<Collected, ModelError> {
         let mut answer = orinari_models::Collector::default();
         while let Some(event) = self.recv().await {
             if let Some(done) = answer.push(event?) {
-                return Ok(done);
+                let grounding = self.cited.take().map(|c| {
+                    let annotations = c.citer.annotations().to_vec();
+                    (c.grounding, annotations)
+                });
+                return Ok(Collected {
+                    answer: done,
+                    grounding,
+                });
             }
         }
         Err(ModelError::Internal(

@@ -8,7 +8,13 @@
 //!    `[limits] max_input_chars`;
 //! 3. **prompt screening** — `[guard] prompt_injection` or the caller's own
 //!    policy ([`screen`]);
-//! 4. *(retrieval and caching, later: see the slot in [`Chat::answer`])*;
+//! 4. **retrieval** — for a grounded model, its sources (narrowed by the
+//!    request's `orinari.sources` and the caller's allowed sources) are
+//!    searched for the last user message under the retrieval budget, and
+//!    the passages that fit join the prompt fenced as data, screened as
+//!    indirect injection and numbered for citations ([`retrieve`]); the
+//!    answer's `[n]` markers are checked against them as it streams
+//!    ([`cite`]); *(caching, later: see the slot in [`Chat::answer`])*;
 //! 5. **token estimate and reservation** — a quarter of the request's bytes
 //!    plus its `max_tokens` (or the configured default), no more than the
 //!    model's window, reserved against the caller's token budget (429);
@@ -27,8 +33,10 @@
 //! [`Answer`] or a [`ChatError`] to a response.
 
 mod answer;
+mod cite;
 mod error;
 pub mod meter;
+pub mod retrieve;
 pub mod screen;
 
 use std::sync::Arc;
@@ -39,8 +47,9 @@ use orinari_limits::{Caller, Edge, Source};
 use orinari_models::{GenerateRequest, Message, ModelBackend, Sampling};
 use orinari_telemetry::Metrics;
 
-pub use answer::Answer;
+pub use answer::{Answer, Collected};
 pub use error::ChatError;
+pub use retrieve::Retrieval;
 pub use screen::Screening;
 
 use answer::{Held, Metered};
@@ -83,6 +92,9 @@ pub struct ChatRequest {
     /// How a refusal names each user message, in order (the no-JS form's
     /// fields); `None`: `messages[i].content`, as the API names them.
     pub fields: Option<Vec<&'static str>>,
+    /// `orinari.sources`: the sources a grounded model may search for this
+    /// answer (`None`: all of its own; empty: no retrieval).
+    pub sources: Option<Vec<String>>,
 }
 
 impl ChatRequest {
@@ -107,6 +119,7 @@ impl ChatRequest {
             options: req.options,
             size,
             fields: None,
+            sources: req.sources,
         }
     }
 
@@ -136,6 +149,7 @@ pub struct Chat {
     models: Arc<[Model]>,
     edge: Arc<Edge>,
     screening: Option<Screening>,
+    retrieval: Option<Retrieval>,
     limits: ValidationLimits,
     metrics: Arc<Metrics>,
 }
@@ -153,6 +167,7 @@ impl Chat {
             models: Arc::new([]),
             edge,
             screening: None,
+            retrieval: None,
             limits,
             metrics,
         };
@@ -181,6 +196,16 @@ impl Chat {
     /// The same with this screening (`None`: nothing is screened).
     pub fn with_screening(self, screening: Option<Screening>) -> Self {
         Self { screening, ..self }
+    }
+
+    /// The same with this retrieval (`None`: no model is grounded).
+    pub fn with_retrieval(self, retrieval: Option<Retrieval>) -> Self {
+        Self { retrieval, ..self }
+    }
+
+    /// Retrieval for grounded models, when sources are configured.
+    pub fn retrieval(&self) -> Option<&Retrieval> {
+        self.retrieval.as_ref()
     }
 
     /// The same with these input limits.
@@ -219,7 +244,11 @@ impl Chat {
 
     /// Answer `request` for `caller`: every step in the order the module
     /// docs give, each refusing with its own [`ChatError`].
-    pub async fn answer(&self, caller: &Caller, request: ChatRequest) -> Result<Answer, ChatError> {
+    pub async fn answer(
+        &self,
+        caller: &Caller,
+        mut request: ChatRequest,
+    ) -> Result<Answer, ChatError> {
         let entered = Instant::now();
         let metrics = &self.metrics;
 
@@ -265,15 +294,11 @@ impl Chat {
         )
         .map_err(ChatError::Refused)?;
 
-        // 4. Retrieval and caching (a slot for later issues). Retrieved
-        //    passages are screened and delimited on their own
-        //    (`orinari_guard::retrieved`) and join the prompt here, after
-        //    the user's messages were screened and before the estimate,
-        //    which must count them; a cached answer is looked up here too,
-        //    keyed by the final prompt, so that a hit spends no token
-        //    budget and no queue slot and starts no backend.
-
-        // 5. Token estimate and reservation.
+        // 4. Retrieval (grounded models), then caching (a slot for a later
+        //    issue: a cached answer is looked up here, keyed by the final
+        //    prompt, so that a hit spends no token budget and no queue slot
+        //    and starts no backend). Passages join the prompt before the
+        //    estimate, which counts them.
         let backend = &model.served.backend;
         let window = backend.info().context_window;
         let completion = request
@@ -283,6 +308,36 @@ impl Chat {
             // No answer can be longer than the model's window: a larger
             // max_tokens is the backend's 400, not a token-limit 429.
             .min(window);
+        let names = retrieve::choose(
+            self.retrieval.as_ref(),
+            &request.model,
+            caller,
+            request.sources.as_deref(),
+        )
+        .map_err(ChatError::Refused)?;
+        let mut grounded = None;
+        if let Some(retrieval) = self.retrieval.as_ref().filter(|_| !names.is_empty()) {
+            let room = (window as usize).saturating_sub(request.size / 4 + completion as usize);
+            let screening = self
+                .screening
+                .as_ref()
+                .map(|s| (s, caller.prompt_injection.unwrap_or(s.action())));
+            let found =
+                retrieve::retrieve(retrieval, &names, &request, room, screening, &metrics.guard)
+                    .await;
+            if let Some(message) = &found.message {
+                request.size += message.content.len();
+                let at = request
+                    .messages
+                    .iter()
+                    .position(|m| m.role != Role::System)
+                    .unwrap_or(0);
+                request.messages.insert(at, message.clone());
+            }
+            grounded = Some(found);
+        }
+
+        // 5. Token estimate and reservation.
         let prompt = u32::try_from(request.size / 4).unwrap_or(u32::MAX);
         let estimate = prompt.saturating_add(completion);
         let limiter = self.edge.limiter();
@@ -398,7 +453,8 @@ impl Chat {
             reserved.tokens,
             held,
             metered,
-        ))
+        )
+        .grounded(grounded.map(|g| answer::Cited::new(g.grounding, g.refs))))
     }
 }
 

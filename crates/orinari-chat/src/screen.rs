@@ -38,6 +38,11 @@ impl Screening {
     pub fn guard(&self) -> &Guard {
         &self.guard
     }
+
+    /// The configured action (`[guard] prompt_injection`).
+    pub fn action(&self) -> PromptInjection {
+        self.action
+    }
 }
 
 /// Screen user messages, given as (`param` name, text). `Ok(true)`: an

@@ -106,6 +106,7 @@ fn ask(model: &str, size: usize, max_tokens: u32) -> ChatRequest {
         options: Default::default(),
         size,
         fields: None,
+        sources: None,
     }
 }
 

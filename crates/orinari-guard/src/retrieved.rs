@@ -32,21 +32,22 @@ impl Guard {
     /// caller decides what a flagged block means (drop it, or keep it marked).
     pub fn screen_retrieved(&self, source: &str, text: &str) -> Retrieved {
         let verdict = self.screen(text);
-        let body = defuse(text);
-        let source: String = source
-            .chars()
-            .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
-            .collect();
-        let flag = if verdict.attack {
-            " flagged=\"true\""
-        } else {
-            ""
-        };
-        Retrieved {
-            verdict,
-            delimited: format!("<retrieved source=\"{source}\"{flag}>\n{body}\n</retrieved>"),
-        }
+        let delimited = delimit(source, text, verdict.attack);
+        Retrieved { verdict, delimited }
     }
+}
+
+/// Delimit retrieved text without screening it (screening is off): inside
+/// `<retrieved source="…">` … `</retrieved>` markers, with
+/// `flagged="true"` when `flagged`, markers inside the text defused.
+pub fn delimit(source: &str, text: &str, flagged: bool) -> String {
+    let body = defuse(text);
+    let source: String = source
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
+        .collect();
+    let flag = if flagged { " flagged=\"true\"" } else { "" };
+    format!("<retrieved source=\"{source}\"{flag}>\n{body}\n</retrieved>")
 }
 
 /// Replace the `<` of anything that reads as a marker with a look-alike.

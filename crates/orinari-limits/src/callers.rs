@@ -30,6 +30,10 @@ pub struct Caller {
     pub allowed_models: Option<Arc<[String]>>,
     /// Its prompt-injection policy; `None` = the instance's `[guard]`.
     pub prompt_injection: Option<PromptInjection>,
+    /// Data sources its grounded answers may search; `None` = all of a
+    /// model's. Enforced by the chat domain's retrieval step, never by
+    /// the prompt.
+    pub allowed_sources: Option<Arc<[String]>>,
 }
 
 impl Caller {
@@ -38,6 +42,13 @@ impl Caller {
         self.allowed_models
             .as_ref()
             .is_none_or(|m| m.iter().any(|n| n == model))
+    }
+
+    /// Whether this caller's answers may search the source `name`.
+    pub fn may_search(&self, name: &str) -> bool {
+        self.allowed_sources
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|n| n == name))
     }
 
     /// Its ticket for an admission queue.
@@ -62,6 +73,7 @@ impl Caller {
             max_concurrent: limits.max_concurrent_per_key,
             allowed_models: None,
             prompt_injection: None,
+            allowed_sources: None,
         }
     }
 
@@ -81,6 +93,7 @@ impl Caller {
                 .map_or(limits.max_concurrent_per_key, |n| n as usize),
             allowed_models: key.allowed_models.clone().map(Arc::from),
             prompt_injection: key.prompt_injection.as_deref().and_then(policy),
+            allowed_sources: None,
         }
     }
 }

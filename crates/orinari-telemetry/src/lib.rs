@@ -13,6 +13,7 @@ pub mod limits;
 pub mod models;
 pub mod probes;
 pub mod process;
+pub mod retrieval;
 
 use std::sync::atomic::AtomicU64;
 
@@ -42,6 +43,8 @@ pub struct Metrics {
     pub http: http::HttpMetrics,
     /// Status-page checks ([`probes::ProbeMetrics`]).
     pub probes: probes::ProbeMetrics,
+    /// Data sources of grounded answers ([`retrieval::RetrievalMetrics`]).
+    pub retrieval: retrieval::RetrievalMetrics,
     /// Failed requests grouped by kind and route ([`errors::ErrorLog`]).
     pub errors: errors::ErrorLog,
     /// Aggregate counts for `/admin/v1/analytics` ([`analytics::Analytics`]).
@@ -75,6 +78,7 @@ impl Metrics {
         let limits = limits::LimitMetrics::register(&mut registry);
         let http = http::HttpMetrics::register(&mut registry);
         let probes = probes::ProbeMetrics::register(&mut registry);
+        let retrieval = retrieval::RetrievalMetrics::register(&mut registry);
         registry.register_collector(Box::new(process::ProcessCollector));
         Self {
             registry,
@@ -85,6 +89,7 @@ impl Metrics {
             limits,
             http,
             probes,
+            retrieval,
             errors: errors::ErrorLog::default(),
             analytics: analytics::Analytics::default(),
         }

@@ -202,6 +202,7 @@ fn request(model: &str, turns: &[Turn], action: Action) -> ChatRequest {
         options: Default::default(),
         size: turns.iter().map(|t| t.content.len()).sum(),
         fields: Some(fields),
+        sources: None,
     }
 }
 
