@@ -67,6 +67,10 @@ pub struct Faults {
     /// reset attack (CVE-2023-44487): once clients have cancelled this many
     /// streamed answers on one connection, it is closed gracefully (`GOAWAY`).
     pub max_cancelled_per_connection: Option<u64>,
+    /// Answer text requests with this text instead of "tok0 tok1 …"
+    /// (streamed four characters a piece, so a test sees it split at
+    /// awkward places).
+    pub reply_text: Option<String>,
 }
 
 impl Default for Faults {
@@ -83,6 +87,7 @@ impl Default for Faults {
             health_follows_failures: true,
             max_requests_per_connection: None,
             max_cancelled_per_connection: None,
+            reply_text: None,
         }
     }
 }
@@ -522,7 +527,10 @@ async fn respond(
         .get("max_tokens")
         .and_then(serde_json::Value::as_u64)
         .map_or(faults.tokens, |m| faults.tokens.min(m as usize));
-    let reply = wire::plan(dialect, &request, tokens);
+    let reply = match (wire::plan(dialect, &request, tokens), &faults.reply_text) {
+        (wire::Reply::Text(_), Some(text)) => wire::Reply::Json(text.clone()),
+        (reply, _) => reply,
+    };
     if let Ok(mut r) = s.last_request.write() {
         *r = Some(request);
     }

@@ -28,7 +28,7 @@ use tokio::sync::{Semaphore, watch};
 
 pub use http::hash_token;
 pub use orinari_chat::ServedModel;
-pub use state::{AppState, Live, Reload, ReloadError, ReloadReport};
+pub use state::{AppState, Live, Reload, ReloadError, ReloadReport, SourceIndexer};
 
 /// Build the full application (routes inside the layer stack); `secure`
 /// for the HTTPS listener's.

@@ -141,7 +141,13 @@ struct Inner {
     status: Option<Arc<orinari_status::StatusService>>,
     acme_challenges: crate::acme::Challenges,
     certificates: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
+    indexer: std::sync::OnceLock<SourceIndexer>,
 }
+
+/// The files sources' background indexers, shared between their owner (the
+/// binary, which takes them out and stops them at shutdown) and the admin
+/// API (which asks one to reindex). `None` once stopped.
+pub type SourceIndexer = Arc<std::sync::Mutex<Option<orinari_sources::Indexer>>>;
 
 impl AppState {
     /// State for the given models and limits.
@@ -181,6 +187,7 @@ impl AppState {
                 status: None,
                 acme_challenges: crate::acme::Challenges::default(),
                 certificates: std::sync::OnceLock::new(),
+                indexer: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -235,6 +242,28 @@ impl AppState {
             report.tls_certificate = "reloaded";
         }
         Ok(report)
+    }
+
+    /// The same state answering grounded models from these sources (set
+    /// once, before serving; a reload keeps them).
+    pub fn with_retrieval(self, retrieval: orinari_chat::Retrieval) -> Self {
+        self.update(|live| Live {
+            chat: live.chat.with_retrieval(Some(retrieval)),
+            ..live
+        });
+        self
+    }
+
+    /// The files sources' indexers, for `POST /admin/v1/sources/{name}/reindex`
+    /// (set once, before serving; the caller keeps its owner's handle).
+    pub fn with_indexer(self, indexer: SourceIndexer) -> Self {
+        let _ = self.inner.indexer.set(indexer);
+        self
+    }
+
+    /// The files sources' indexers, while they run.
+    pub fn indexer(&self) -> Option<&SourceIndexer> {
+        self.inner.indexer.get()
     }
 
     /// The same state with the store that readiness checks (set once, before serving).

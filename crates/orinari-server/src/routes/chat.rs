@@ -1,4 +1,7 @@
-//! `POST /v1/chat/completions`, streamed (SSE) or whole.
+//! `POST /v1/chat/completions`, streamed (SSE) or whole. A grounded
+//! answer also carries `sources` and `retrieval` (whole: top level; stream:
+//! the first chunk) and its markers' `annotations` (whole: on the message;
+//! stream: one chunk before the finish chunk).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -90,19 +93,22 @@ async fn whole(
     answer: Answer,
 ) -> Result<axum::Json<ChatCompletion>, HttpError> {
     let model = answer.model().to_string();
-    let answer = answer.collect().await?;
-    Ok(axum::Json(
-        ChatCompletion::new(
-            id,
-            now(),
-            model,
-            state.fingerprint().to_string(),
-            answer.text,
-            answer.finish_reason.as_str(),
-            Usage::new(answer.usage.prompt_tokens, answer.usage.completion_tokens),
-        )
-        .with_tool_calls(answer.tool_calls),
-    ))
+    let collected = answer.collect_grounded().await?;
+    let answer = collected.answer;
+    let completion = ChatCompletion::new(
+        id,
+        now(),
+        model,
+        state.fingerprint().to_string(),
+        answer.text,
+        answer.finish_reason.as_str(),
+        Usage::new(answer.usage.prompt_tokens, answer.usage.completion_tokens),
+    )
+    .with_tool_calls(answer.tool_calls);
+    Ok(axum::Json(match collected.grounding {
+        Some((grounding, annotations)) => completion.with_grounding(grounding, annotations),
+        None => completion,
+    }))
 }
 
 /// Where a stream is in its life.
@@ -157,7 +163,12 @@ impl Stream for SseEvents {
         while out.len() < MAX_BATCH {
             match std::mem::replace(&mut this.phase, Phase::End) {
                 Phase::Start => {
-                    sse::write_data(&mut out, &this.chunks.delta(true, String::new(), None));
+                    match this.answer.grounding() {
+                        Some(g) => sse::write_data(&mut out, &this.chunks.grounded_start(g)),
+                        None => {
+                            sse::write_data(&mut out, &this.chunks.delta(true, String::new(), None))
+                        }
+                    }
                     this.phase = Phase::Tokens;
                 }
                 Phase::Tokens => {
@@ -172,6 +183,12 @@ impl Stream for SseEvents {
                             }
                         }
                     };
+                    if matches!(event, Some(Ok(Event::Done { .. })))
+                        && this.answer.grounding().is_some()
+                    {
+                        let annotations = this.answer.annotations().to_vec();
+                        sse::write_data(&mut out, &this.chunks.annotations(annotations));
+                    }
                     this.phase = token_event(&this.chunks, event, &mut out);
                 }
                 Phase::Usage(u) => {

@@ -11,6 +11,7 @@ mod metrics;
 mod models;
 mod observability;
 mod openapi;
+mod sources;
 mod status;
 mod status_admin;
 
@@ -58,6 +59,8 @@ pub fn admin(state: AppState) -> Router {
         .route("/admin/v1/status", get(status_admin::probes))
         .route("/admin/v1/errors", get(observability::errors))
         .route("/admin/v1/analytics", get(observability::analytics))
+        .route("/admin/v1/sources", get(sources::list))
+        .route("/admin/v1/sources/{name}/reindex", post(sources::reindex))
         .with_state(state)
 }
 
