@@ -256,6 +256,9 @@ impl StreamWriter {
     /// More text: a new `message` item (and its `output_text` part) unless
     /// one is open, then `response.output_text.delta`.
     pub fn text(&mut self, out: &mut Vec<u8>, delta: &str) {
+        if delta.is_empty() {
+            return;
+        }
         let n = match self.open {
             Some(n) if matches!(self.items[n], Item::Message { .. }) => n,
             _ => {

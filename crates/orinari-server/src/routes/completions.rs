@@ -2,25 +2,19 @@
 //! through the same chat pipeline as `/v1/chat/completions`; the wire
 //! conversion is `orinari_api::completions`.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::convert::identity;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::stream::Stream;
 use orinari_api::chat::Usage;
-use orinari_api::{ApiError, completions, sse};
+use orinari_api::{ApiError, ToolCallDelta, completions, sse};
 use orinari_chat::Answer;
 use orinari_limits::Caller;
-use orinari_models::{Event, ModelError};
 
+use super::surface::{self, Sink, Started};
 use crate::AppState;
-use crate::error::{ChatFailure, HttpError, from_model};
-use crate::http;
+use crate::error::{HttpError, from_model};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -35,31 +29,30 @@ pub async fn create(
     caller: Option<axum::Extension<Caller>>,
     body: Body,
 ) -> Response {
-    let live = state.live();
-    let chat = &live.chat;
-    let body = match http::read_body(body, state.max_body_bytes()).await {
-        Ok(b) => b,
-        Err(e) => return HttpError(e).into_response(),
-    };
-    let req = match completions::parse(&body, chat.limits()) {
-        Ok(r) => r,
-        Err(e) => return HttpError(e).into_response(),
-    };
-    let include_usage = req.include_usage;
-    let request = orinari_chat::ChatRequest::from_api(req, body.len());
-    drop(body);
-    let caller = caller.map_or_else(
-        || Caller::anonymous("ip:unknown".into(), &chat.edge().config().limits),
-        |axum::Extension(c)| c,
-    );
-    let answer = match chat.answer(&caller, request).await {
-        Ok(a) => a,
-        Err(e) => return ChatFailure(e).into_response(),
+    let started = surface::start(&state, caller, body, identity, |body, limits| {
+        completions::parse(body, limits).map(|r| {
+            let include_usage = r.include_usage;
+            (r, include_usage)
+        })
+    })
+    .await;
+    let Started {
+        answer,
+        extra: include_usage,
+    } = match started {
+        Ok(s) => s,
+        Err(res) => return res,
     };
     let (tokens, flagged) = (answer.tokens(), answer.flagged());
     let id = format!("cmpl-{}", crate::ids::uuid().simple());
-    let mut res = if answer.stream() {
-        stream_response(id, include_usage, answer, state.aborted())
+    let res = if answer.stream() {
+        let chunks = Chunks {
+            id,
+            created: now(),
+            model: String::new(),
+            include_usage,
+        };
+        surface::stream(&state, answer, chunks)
     } else {
         let model = answer.model().to_string();
         match answer.collect().await {
@@ -72,127 +65,49 @@ pub async fn create(
                 Usage::new(a.usage.prompt_tokens, a.usage.completion_tokens),
             ))
             .into_response(),
-            Err(e) => {
-                let mut res = HttpError(from_model(e)).into_response();
-                http::set_token_headers(res.headers_mut(), &tokens);
-                return res;
-            }
+            Err(e) => HttpError(from_model(e)).into_response(),
         }
     };
-    http::set_token_headers(res.headers_mut(), &tokens);
-    if flagged {
-        http::mark_flagged(res.headers_mut());
-    }
-    res
+    surface::headed(res, &tokens, flagged)
 }
 
-fn stream_response(
-    id: String,
-    include_usage: bool,
-    answer: Answer,
-    aborted: impl Future<Output = ()> + Send + 'static,
-) -> Response {
-    let body = Body::from_stream(Chunks {
-        id,
-        created: now(),
-        include_usage,
-        answer,
-        aborted: Box::pin(aborted),
-        ended: false,
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header("x-accel-buffering", "no")
-        .body(body)
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-/// The SSE body; it owns the [`Answer`] (the queue slot and the token
-/// reservation), freed when the body ends or the client leaves.
+/// The stream's `text_completion` chunks.
 struct Chunks {
     id: String,
     created: u64,
+    model: String,
     include_usage: bool,
-    answer: Answer,
-    aborted: Pin<Box<dyn Future<Output = ()> + Send>>,
-    ended: bool,
 }
 
-impl Stream for Chunks {
-    type Item = Result<Bytes, Infallible>;
+impl Sink for Chunks {
+    fn start(&mut self, _: &mut Vec<u8>, answer: &Answer) {
+        self.model = answer.model().to_string();
+    }
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.ended {
-            return Poll::Ready(None);
+    fn text(&mut self, out: &mut Vec<u8>, text: &str) {
+        let chunk = completions::chunk_json(&self.id, self.created, &self.model, text, None);
+        sse::write_data(out, &chunk);
+    }
+
+    // No tools are offered here, so none are called.
+    fn tool_call(&mut self, _: &mut Vec<u8>, _: &ToolCallDelta) {}
+
+    fn finish(&mut self, out: &mut Vec<u8>, reason: &str, input: u32, output: u32) {
+        let (id, created, model) = (&self.id, self.created, &self.model);
+        let last = completions::chunk_json(id, created, model, "", Some(reason));
+        sse::write_data(out, &last);
+        if self.include_usage {
+            let usage = Usage::new(input, output);
+            sse::write_data(
+                out,
+                &completions::usage_chunk_json(id, created, model, usage),
+            );
         }
-        let model = this.answer.model().to_string();
-        let mut out = Vec::new();
-        while out.len() < 16 * 1024 {
-            let event = if this.aborted.as_mut().poll(cx).is_ready() {
-                Some(Err(ModelError::ShuttingDown))
-            } else {
-                match this.answer.poll_event(cx) {
-                    Poll::Ready(e) => e,
-                    Poll::Pending => break,
-                }
-            };
-            match event {
-                Some(Ok(Event::Delta(t))) => sse::write_data(
-                    &mut out,
-                    &completions::chunk_json(&this.id, this.created, &model, &t, None),
-                ),
-                // No tools are offered here, so none are called.
-                Some(Ok(Event::ToolCall(_))) => {}
-                Some(Ok(Event::Done {
-                    finish_reason,
-                    usage,
-                })) => {
-                    sse::write_data(
-                        &mut out,
-                        &completions::chunk_json(
-                            &this.id,
-                            this.created,
-                            &model,
-                            "",
-                            Some(finish_reason.as_str()),
-                        ),
-                    );
-                    if this.include_usage {
-                        sse::write_data(
-                            &mut out,
-                            &completions::usage_chunk_json(
-                                &this.id,
-                                this.created,
-                                &model,
-                                Usage::new(usage.prompt_tokens, usage.completion_tokens),
-                            ),
-                        );
-                    }
-                    out.extend_from_slice(sse::DONE.as_bytes());
-                    this.ended = true;
-                    break;
-                }
-                Some(Err(e)) => {
-                    out.extend_from_slice(sse::error(&from_model(e)).as_bytes());
-                    out.extend_from_slice(sse::DONE.as_bytes());
-                    this.ended = true;
-                    break;
-                }
-                None => {
-                    let e = ApiError::internal("The model stopped without finishing its answer.");
-                    out.extend_from_slice(sse::error(&e).as_bytes());
-                    out.extend_from_slice(sse::DONE.as_bytes());
-                    this.ended = true;
-                    break;
-                }
-            }
-        }
-        if out.is_empty() {
-            Poll::Pending
-        } else {
-            Poll::Ready(Some(Ok(Bytes::from(out))))
-        }
+        out.extend_from_slice(sse::DONE.as_bytes());
+    }
+
+    fn fail(&mut self, out: &mut Vec<u8>, e: &ApiError) {
+        out.extend_from_slice(sse::error(e).as_bytes());
+        out.extend_from_slice(sse::DONE.as_bytes());
     }
 }

@@ -11,9 +11,11 @@ mod metrics;
 mod models;
 mod observability;
 mod openapi;
+mod responses;
 mod sources;
 mod status;
 mod status_admin;
+mod surface;
 
 use axum::Router;
 use axum::extract::OriginalUri;
@@ -71,6 +73,7 @@ pub fn v1(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/messages", post(messages::create))
         .route("/v1/completions", post(completions::create))
+        .route("/v1/responses", post(responses::create))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .method_not_allowed_fallback(method_not_allowed)

@@ -12,6 +12,7 @@
 )]
 
 pub mod status_page;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
