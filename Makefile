@@ -6,12 +6,12 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris tls-scan bench-model bench-limits bench-guard deploy
+.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris abuse abuse-full tls-scan bench-model bench-limits bench-guard deploy
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
-test: model services lint build-test unit clients browser slowloris tls-scan pg-pitr-drill deploy
+test: model services lint build-test unit clients browser slowloris abuse tls-scan pg-pitr-drill deploy
 
 # The timing- and concurrency-sensitive tests many times each (upstream
 # pools 50 runs, streams/limits/leader election/slowloris 20): run it before
@@ -77,6 +77,16 @@ browser:
 # while a normal client must be answered within 1 s.
 slowloris:
 	bash tests/slowloris/run.sh target/debug/orinari
+
+# HTTP/2 and HTTP/1.1 abuse (rapid reset, CONTINUATION flood, HPACK bomb,
+# SETTINGS/PING floods, zero-window readers, smuggling, 1,000 headers, an
+# h2load flood) while a normal client must keep p99 under 100 ms and memory
+# must stay within 64 MiB of its level; abuse-full is the long version.
+abuse:
+	bash tests/abuse/run.sh target/debug/orinari
+
+abuse-full:
+	bash tests/abuse/run.sh target/debug/orinari --full
 
 # Prompt-injection guard: precision/recall/FPR/latency on held-out public data
 # (BENCHMARKS.md); `bench/guard/train.sh` retrains the committed weights.
