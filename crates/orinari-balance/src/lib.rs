@@ -23,7 +23,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use orinari_models::{GenerateRequest, Generation, ModelBackend, ModelError};
+use orinari_models::{
+    Embeddings, EmbeddingsRequest, GenerateRequest, Generation, ModelBackend, ModelError,
+};
 use orinari_telemetry::models::ModelMetrics;
 
 pub use breaker::CircuitState;
@@ -98,6 +100,17 @@ impl Entry {
         match self {
             Self::Pool(p) => p.start_own(request).await,
             Self::Single(b) => b.start(request.clone()).await,
+        }
+    }
+
+    /// Embed without following this model's own fallbacks.
+    async fn embed_without_fallback(
+        &self,
+        request: &EmbeddingsRequest,
+    ) -> Result<Embeddings, ModelError> {
+        match self {
+            Self::Pool(p) => p.embed_own(request).await,
+            Self::Single(b) => b.embed(request.clone()).await,
         }
     }
 

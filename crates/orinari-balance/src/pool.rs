@@ -1,13 +1,18 @@
 //! A model's pool of backends: pick one, fail over before the first token
 //! (bounded attempts, backoff with jitter, a time budget), then walk the
 //! fallback chain. Implements [`ModelBackend`], so the server holds a pool
-//! exactly like the embedded model.
+//! exactly like the embedded model. Embeddings requests take the same way
+//! (selection, circuit permits, failover, fallbacks), whole.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use orinari_models::{BoxFuture, GenerateRequest, Generation, ModelBackend, ModelError, ModelInfo};
+use orinari_models::{
+    BoxFuture, Embeddings, EmbeddingsRequest, GenerateRequest, Generation, ModelBackend,
+    ModelError, ModelInfo, Outcome,
+};
 use orinari_telemetry::models::ModelMetrics;
 
 use crate::Directory;
@@ -156,6 +161,36 @@ impl Pool {
         &self,
         request: &GenerateRequest,
     ) -> Result<Generation, ModelError> {
+        self.try_own(|member| {
+            let request = request.clone();
+            async move { self.attempt(&member, request).await }
+        })
+        .await
+    }
+
+    /// Embed with this pool's own backends (OpenAI-compatible ones embed;
+    /// the others refuse, and that refusal is not retried).
+    pub(crate) async fn embed_own(
+        &self,
+        request: &EmbeddingsRequest,
+    ) -> Result<Embeddings, ModelError> {
+        self.try_own(|member| {
+            let request = request.clone();
+            async move { self.embed_attempt(member, request).await }
+        })
+        .await
+    }
+
+    /// Run `on` on this pool's backends in turn: pick one, take its
+    /// circuit permit, and move to another after a retryable failure
+    /// (jittered backoff, within `max_attempts` and the budget).
+    async fn try_own<T, F>(
+        &self,
+        mut on: impl FnMut(Arc<Member>) -> F,
+    ) -> Result<T, ModelError>
+    where
+        F: Future<Output = Result<T, ModelError>>,
+    {
         let started = Instant::now();
         let budget_end = started + self.config.retry.budget;
         let mut upstream = Duration::ZERO;
@@ -180,7 +215,7 @@ impl Pool {
                 continue;
             }
             let t0 = Instant::now();
-            let result = self.attempt(member, request.clone()).await;
+            let result = on(member.clone()).await;
             upstream += t0.elapsed();
             match result {
                 Ok(generation) => {
@@ -250,6 +285,37 @@ impl Pool {
         }
     }
 
+    /// One embeddings request to one backend, under the total timeout;
+    /// recorded on the member like an answer (its latency as the first token).
+    async fn embed_attempt(
+        &self,
+        member: Arc<Member>,
+        request: EmbeddingsRequest,
+    ) -> Result<Embeddings, ModelError> {
+        let total = self.config.timeouts.total;
+        let guard = InFlight::new(member.clone());
+        let t0 = Instant::now();
+        let result = tokio::time::timeout(total, member.backend().embed(request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ModelError::Timeout(format!(
+                    "no embeddings within {} ms",
+                    total.as_millis()
+                )))
+            });
+        drop(guard);
+        let now = Instant::now();
+        match &result {
+            Ok(e) => {
+                member.first_token(now - t0, now);
+                member.tokens(e.prompt_tokens, 0);
+                member.finish(Outcome::Success, now);
+            }
+            Err(e) => member.finish(e.outcome(), now),
+        }
+        result
+    }
+
     async fn start_with_fallback(
         &self,
         request: GenerateRequest,
@@ -274,6 +340,29 @@ impl Pool {
         Err(error)
     }
 
+    async fn embed_with_fallback(
+        &self,
+        request: EmbeddingsRequest,
+    ) -> Result<Embeddings, ModelError> {
+        let mut error = match self.embed_own(&request).await {
+            Ok(e) => return Ok(e),
+            Err(e) if !e.retryable() => return Err(e),
+            Err(e) => e,
+        };
+        for name in &self.config.fallback {
+            let Some(entry) = self.directory.get(name) else {
+                continue;
+            };
+            tracing::warn!(model = %self.config.name, fallback = %name, "falling back");
+            match entry.embed_without_fallback(&request).await {
+                Ok(e) => return Ok(e),
+                Err(e) if !e.retryable() => return Err(e),
+                Err(e) => error = e,
+            }
+        }
+        Err(error)
+    }
+
     /// Whether any backend of this pool can take a request now.
     pub fn own_ready(&self) -> bool {
         let now = Instant::now();
@@ -288,6 +377,10 @@ impl ModelBackend for Pool {
 
     fn start(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, ModelError>> {
         Box::pin(self.start_with_fallback(request))
+    }
+
+    fn embed(&self, request: EmbeddingsRequest) -> BoxFuture<'_, Result<Embeddings, ModelError>> {
+        Box::pin(self.embed_with_fallback(request))
     }
 
     /// Ready when one of its backends or a fallback model can serve.

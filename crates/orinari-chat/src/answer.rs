@@ -33,7 +33,7 @@ impl Held {
     /// Settle the reservation: `actual` tokens were used. Without I/O when
     /// it can (memory limiter); a Redis round trip, under its timeout, must
     /// not hold the answer: a task of its own.
-    fn settle(&mut self, actual: u32) {
+    pub(crate) fn settle(&mut self, actual: u32) {
         if self
             .limiter
             .settle_now(&self.subject, self.policy, self.estimate, actual)

@@ -25,6 +25,9 @@
 //! 8. **metrics** — a model served by one backend of its own records
 //!    `orinari_model_*` here ([`meter`]); a pool records them per member.
 //!
+//! [`Chat::embed`] (`embed.rs`) takes steps 1, 2, 5 and 6 too
+//! ([`admit`]'s), for vectors instead of an answer.
+//!
 //! The [`Answer`] it returns owns the permit and the reservation and
 //! settles them from the final usage when it ends or is dropped.
 //!
@@ -32,27 +35,30 @@
 //! [`Caller`] and limits the request rate at its edge, and maps an
 //! [`Answer`] or a [`ChatError`] to a response.
 
+mod admit;
 mod answer;
 mod cite;
+mod embed;
 mod error;
 pub mod meter;
 pub mod retrieve;
 pub mod screen;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use orinari_api::{ApiError, ChatMessage, Options, Role, ValidationLimits};
-use orinari_limits::{Caller, Edge, Source};
+use orinari_limits::{Caller, Edge};
 use orinari_models::{GenerateRequest, Message, ModelBackend, Sampling};
 use orinari_telemetry::Metrics;
 
 pub use answer::{Answer, Collected};
+pub use embed::Vectors;
 pub use error::ChatError;
 pub use retrieve::Retrieval;
 pub use screen::Screening;
 
-use answer::{Held, Metered};
+use answer::Metered;
 use meter::Meter;
 
 /// A model name and the backend that serves it.
@@ -150,6 +156,7 @@ pub struct Chat {
     edge: Arc<Edge>,
     screening: Option<Screening>,
     retrieval: Option<Retrieval>,
+    embedding: Option<embed::Embedding>,
     limits: ValidationLimits,
     metrics: Arc<Metrics>,
 }
@@ -168,6 +175,7 @@ impl Chat {
             edge,
             screening: None,
             retrieval: None,
+            embedding: None,
             limits,
             metrics,
         };
@@ -253,15 +261,7 @@ impl Chat {
         let metrics = &self.metrics;
 
         // 1. Model lookup.
-        if !caller.may_use(&request.model) {
-            return Err(ChatError::Refused(
-                ApiError::forbidden(
-                    format!("This API key may not use the model `{}`.", request.model),
-                    "model_not_allowed",
-                )
-                .with_param("model"),
-            ));
-        }
+        admit::allowed(caller, &request.model)?;
         let model = self
             .find(&request.model)
             .ok_or_else(|| ChatError::Refused(ApiError::model_not_found(&request.model)))?;
@@ -272,18 +272,12 @@ impl Chat {
             .iter()
             .map(|m| m.content.chars().count())
             .sum();
-        if chars > self.limits.max_input_chars {
-            return Err(ChatError::Refused(
-                ApiError::invalid(
-                    "messages",
-                    format!(
-                        "The messages total {chars} characters, over the limit of {}.",
-                        self.limits.max_input_chars
-                    ),
-                )
-                .with_code("input_too_long"),
-            ));
-        }
+        admit::within(
+            chars,
+            self.limits.max_input_chars,
+            "messages",
+            "The messages",
+        )?;
 
         // 3. Prompt screening.
         let flagged = screen::screen(
@@ -340,59 +334,12 @@ impl Chat {
         // 5. Token estimate and reservation.
         let prompt = u32::try_from(request.size / 4).unwrap_or(u32::MAX);
         let estimate = prompt.saturating_add(completion);
-        let limiter = self.edge.limiter();
-        let reserved = limiter
-            .reserve(&caller.subject, caller.policy, estimate)
-            .await;
-        if reserved.source == Source::Local && !limiter.healthy() {
-            metrics.limits.local_fallbacks.inc();
-        }
-        if reserved.refused {
-            metrics.limits.rejected("tokens");
-            return Err(ChatError::Tokens {
-                estimate,
-                policy: caller.policy,
-                retry_after: reserved.retry_after,
-                window: reserved.tokens,
-            });
-        }
-        metrics
-            .analytics
-            .model_request(&model.served.name, now_ms());
-        let mut held = Held {
-            limiter: limiter.clone(),
-            subject: caller.subject.clone(),
-            policy: caller.policy,
-            estimate,
-            permit: None,
-        };
+        let (mut held, tokens) = self.reserve(caller, &model.served.name, estimate).await?;
 
         // 6. Queue permit.
-        let mut queued = Duration::ZERO;
-        if let Some(queue) = self.edge.queue(&model.served.name) {
-            let waited = Instant::now();
-            let depth = &metrics.limits.queue_depth;
-            depth.set(self.edge.queue_depth() as i64 + 1);
-            let acquired = queue.acquire(&caller.ticket()).await;
-            depth.set(self.edge.queue_depth() as i64);
-            queued = waited.elapsed();
-            match acquired {
-                Ok(permit) => held.permit = Some(permit),
-                Err(refused) => {
-                    limiter
-                        .settle(&caller.subject, caller.policy, estimate, 0)
-                        .await;
-                    metrics.limits.rejected(match refused {
-                        orinari_limits::queue::Refused::Full => "queue_full",
-                        orinari_limits::queue::Refused::Timeout => "queue_timeout",
-                    });
-                    return Err(ChatError::Queue {
-                        refused,
-                        window: reserved.tokens,
-                    });
-                }
-            }
-        }
+        let queued = self
+            .queue(caller, &model.served.name, &mut held, tokens)
+            .await?;
 
         // 7. Backend start.
         let stream = request.stream;
@@ -426,7 +373,7 @@ impl Chat {
             Err(error) => {
                 // Nothing was generated: the whole reservation comes back
                 // (the permit goes with `held`).
-                limiter
+                held.limiter
                     .settle(&caller.subject, caller.policy, estimate, 0)
                     .await;
                 if let Some(meter) = &model.meter {
@@ -434,7 +381,7 @@ impl Chat {
                 }
                 return Err(ChatError::Model {
                     error,
-                    window: reserved.tokens,
+                    window: tokens,
                 });
             }
         };
@@ -450,7 +397,7 @@ impl Chat {
             request.model,
             flagged,
             stream,
-            reserved.tokens,
+            tokens,
             held,
             metered,
         )

@@ -1,6 +1,7 @@
 //! A fault-injecting model upstream that speaks the OpenAI Chat Completions
 //! API (`POST /v1/chat/completions`, `GET /v1/models`) and the Anthropic
-//! Messages API (`POST /v1/messages`), streamed or whole.
+//! Messages API (`POST /v1/messages`), streamed or whole, and OpenAI's
+//! embeddings (`POST /v1/embeddings`).
 //!
 //! Tests start it in-process on port 0 and change its [`Faults`] while it
 //! runs: latency before the answer, delay before the first token and between
@@ -408,6 +409,7 @@ fn app(shared: Shared) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai))
         .route("/v1/messages", post(anthropic))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .with_state(shared)
 }
@@ -458,6 +460,54 @@ async fn anthropic(
 ) -> Response {
     count(&s, version);
     answer(s, conn, version, headers, body, Dialect::Anthropic).await
+}
+
+/// `POST /v1/embeddings`: for input `i` of `n` characters (or token
+/// ids) the vector `[n, i, 1, 0]`, listed last input first (a client must
+/// order by `index`), always as floats whatever `encoding_format` asks (as
+/// some servers do); usage counts one token per character or id.
+/// `latency` and `fail_status` apply as to answers.
+async fn embeddings(State(s): State<Shared>, version: Version, body: Bytes) -> Response {
+    use serde_json::{Value, json};
+    count(&s, version);
+    let faults = s.faults.read().map(|f| f.clone()).unwrap_or_default();
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
+    }
+    if let Some(status) = faults.fail_status {
+        return error(status);
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error(400);
+    };
+    let size = |v: &Value| match v {
+        Value::String(t) => t.chars().count(),
+        Value::Array(ids) => ids.len(),
+        _ => 1,
+    };
+    let sizes: Vec<usize> = match &request["input"] {
+        Value::Array(items) if items.iter().all(Value::is_number) => vec![items.len()],
+        Value::Array(items) => items.iter().map(size).collect(),
+        other => vec![size(other)],
+    };
+    let data: Vec<Value> = sizes
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, &n)| json!({"object": "embedding", "index": i, "embedding": [n as f32, i as f32, 1.0, 0.0]}))
+        .collect();
+    let tokens: usize = sizes.iter().sum();
+    let model = request["model"].clone();
+    if let Ok(mut r) = s.last_request.write() {
+        *r = Some(request);
+    }
+    axum::Json(json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response()
 }
 
 fn count(s: &Shared, version: Version) {

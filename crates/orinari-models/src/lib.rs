@@ -18,6 +18,7 @@ mod sse;
 mod upstream;
 mod wire;
 
+pub use orinari_api::embeddings::{Embeddings, EmbeddingsRequest};
 pub use orinari_api::tools::ToolCalls;
 pub use orinari_api::{
     ContentPart, Options, ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice,
@@ -403,6 +404,15 @@ fn requested_note(requested: &Option<u32>) -> String {
     }
 }
 
+/// The refusal of a backend that does not embed (the embedded chat model,
+/// Anthropic): `model` is the field at fault.
+pub fn does_not_embed() -> ModelError {
+    ModelError::Unsupported {
+        param: "model".into(),
+        backend: "a backend that does not embed".into(),
+    }
+}
+
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -419,6 +429,14 @@ pub trait ModelBackend: Send + Sync + 'static {
 
     /// Whether the backend can take requests now.
     fn ready(&self) -> bool;
+
+    /// Embed the request's inputs (`POST /v1/embeddings`). Backends that
+    /// embed override it (OpenAI-compatible upstreams and pools of them);
+    /// the default refuses with [`does_not_embed`].
+    fn embed(&self, request: EmbeddingsRequest) -> BoxFuture<'_, Result<Embeddings, ModelError>> {
+        drop(request);
+        Box::pin(std::future::ready(Err(does_not_embed())))
+    }
 
     /// An active health check. The default reports [`ModelBackend::ready`];
     /// upstream adapters ask their provider.

@@ -36,6 +36,7 @@ pub struct OpenAi;
 impl Provider for OpenAi {
     const PATH: &'static str = "chat/completions";
     const OWNED_BY: &'static str = "openai-compatible";
+    const EMBEDDINGS_PATH: Option<&'static str> = Some("embeddings");
     type Translator = Chunks;
 
     fn headers(

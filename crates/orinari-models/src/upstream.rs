@@ -17,7 +17,8 @@ use futures::{Stream, StreamExt};
 use http::Response;
 use http::header::{HeaderName, HeaderValue};
 use http_body_util::{BodyDataStream, BodyExt};
-use orinari_upstream::{Body, BodyError, Client, Target};
+use orinari_api::embeddings::{Embeddings, EmbeddingsRequest};
+use orinari_upstream::{Body, BodyError, Client, Endpoint, Target};
 
 use crate::sse::{Parser, SseEvent};
 use crate::{
@@ -69,6 +70,9 @@ pub(crate) trait Provider: Send + Sync + 'static {
     const PATH: &'static str;
     /// `owned_by` in `/v1/models`.
     const OWNED_BY: &'static str;
+    /// The path under `base_url` that embeddings requests go to, for a
+    /// provider whose API embeds (`None`: it does not).
+    const EMBEDDINGS_PATH: Option<&'static str> = None;
     /// Translates this provider's answers and stream chunks.
     type Translator: Translate + Default;
 
@@ -90,6 +94,7 @@ pub(crate) trait Provider: Send + Sync + 'static {
 pub struct HttpBackend<P> {
     model: String,
     http: Client,
+    embeddings: Option<Endpoint>,
     info: ModelInfo,
     provider: PhantomData<fn() -> P>,
 }
@@ -113,8 +118,12 @@ pub(crate) fn build<P: Provider>(config: UpstreamConfig) -> Result<HttpBackend<P
         connect_timeout: config.connect_timeout,
         http_version: config.http_version,
     };
+    let http = Client::new(&target, P::headers(config.api_key.as_ref())?)?;
     Ok(HttpBackend {
-        http: Client::new(&target, P::headers(config.api_key.as_ref())?)?,
+        embeddings: P::EMBEDDINGS_PATH
+            .map(|path| http.endpoint(path))
+            .transpose()?,
+        http,
         info: ModelInfo {
             context_window: config.context_window,
             owned_by: P::OWNED_BY.into(),
@@ -150,6 +159,22 @@ impl<P: Provider> ModelBackend for HttpBackend<P> {
     fn probe(&self) -> BoxFuture<'_, Result<(), ModelError>> {
         Box::pin(async { Ok(self.http.probe().await?) })
     }
+
+    /// The request passed on with the upstream's model name; its answer
+    /// checked (one vector per input) and written as the client asked.
+    fn embed(&self, request: EmbeddingsRequest) -> BoxFuture<'_, Result<Embeddings, ModelError>> {
+        Box::pin(async move {
+            let Some(endpoint) = &self.embeddings else {
+                return Err(crate::does_not_embed());
+            };
+            let json = request.upstream_body(&self.model);
+            let response = self.http.post_to(endpoint, Bytes::from(json)).await?;
+            let body = read_whole(response).await?;
+            Embeddings::from_upstream(&body, request.input.len(), request.encoding_format).map_err(
+                |e| ModelError::Upstream(format!("the embeddings answer is unusable: {e}")),
+            )
+        })
+    }
 }
 
 /// The answer's body broke off (reset, or not valid HTTP framing).
@@ -179,6 +204,15 @@ pub(crate) async fn whole(
     response: Response<Body>,
     mut t: impl Translate,
 ) -> Result<Generation, ModelError> {
+    let events = t.whole(&read_whole(response).await?)?;
+    Ok(Generation {
+        prompt_tokens: 0,
+        events: Events::ready(events.into_iter().map(Ok).collect()),
+    })
+}
+
+/// A whole answer's body, at most [`MAX_WHOLE_BYTES`].
+async fn read_whole(response: Response<Body>) -> Result<Vec<u8>, ModelError> {
     let mut incoming = response.into_body();
     let mut body = Vec::new();
     while let Some(frame) = incoming.frame().await {
@@ -192,11 +226,7 @@ pub(crate) async fn whole(
         }
         body.extend_from_slice(&chunk);
     }
-    let events = t.whole(&body)?;
-    Ok(Generation {
-        prompt_tokens: 0,
-        events: Events::ready(events.into_iter().map(Ok).collect()),
-    })
+    Ok(body)
 }
 
 /// Relay a streamed answer: the body is read and translated inside the

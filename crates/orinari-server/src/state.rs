@@ -200,6 +200,16 @@ impl AppState {
         self
     }
 
+    /// The same state serving `embedder` as `orinari-embed` (set once,
+    /// before serving; reloads keep it).
+    pub fn with_embedder(self, embedder: Option<Arc<orinari_embed::Embedder>>) -> Self {
+        self.update(|live| Live {
+            chat: live.chat.with_embedder(embedder),
+            ..live
+        });
+        self
+    }
+
     /// The gateway, for the admin API (absent in tests that serve models directly).
     pub fn gateway(&self) -> Option<Arc<orinari_balance::Gateway>> {
         self.inner.live.load().gateway.clone()

@@ -141,7 +141,14 @@ pub struct Client {
     generate: Uri,
     health: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// `base_url`, for [`Client::endpoint`].
+    base_url: String,
 }
+
+/// Another path under a backend's `base_url` (`/embeddings`), its URL
+/// parsed once by [`Client::endpoint`].
+#[derive(Debug, Clone)]
+pub struct Endpoint(Uri);
 
 impl Client {
     /// A pool for one backend; requests go to `base_url` + `path`, each
@@ -202,7 +209,19 @@ impl Client {
             health: parse_url(&join(config.base_url, config.health_path))?,
             generate,
             headers,
+            base_url: config.base_url.to_string(),
         })
+    }
+
+    /// `path` under the backend's `base_url`, parsed once.
+    pub fn endpoint(&self, path: &str) -> Result<Endpoint, Error> {
+        Ok(Endpoint(parse_url(&join(&self.base_url, path))?))
+    }
+
+    /// POST `json` to `endpoint`, as [`Client::post`] does to the
+    /// generation path.
+    pub async fn post_to(&self, endpoint: &Endpoint, json: Bytes) -> Result<Response<Body>, Error> {
+        self.send(&endpoint.0, Some(json)).await
     }
 
     /// POST `json` to the generation path; a non-2xx answer becomes a

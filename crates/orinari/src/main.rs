@@ -215,6 +215,27 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The embedded embedding model, served as `orinari-embed` when its files
+/// are installed, loaded on its first request (so a server that never
+/// embeds reads nothing); `None`, and a note in the log, when they are not.
+fn embedder(config: &Config) -> Option<Arc<orinari_embed::Embedder>> {
+    let dir = orinari_embed::default_model_dir();
+    let embedder = orinari_embed::Embedder::new(dir.clone(), config.queue_depth);
+    if embedder.installed() {
+        tracing::info!(
+            model = orinari_embed::MODEL,
+            "embedding model served, loaded on first use"
+        );
+        return Some(Arc::new(embedder));
+    }
+    tracing::info!(
+        model = orinari_embed::MODEL,
+        path = %dir.display(),
+        "embedding model not served: its files are missing (make model, scripts/fetch-embed-model.sh, or set ORINARI_EMBED_MODEL_PATH)"
+    );
+    None
+}
+
 /// Each served model with its own concurrency cap (an embedded model's
 /// `parallel`), for the admission queues.
 fn model_caps(config: &Config) -> Vec<(String, Option<usize>)> {
@@ -300,7 +321,8 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
         config.admission.clone(),
         &model_caps(&config),
     ))
-    .with_screening(orinari_chat::Screening::embedded(config.prompt_injection)?);
+    .with_screening(orinari_chat::Screening::embedded(config.prompt_injection)?)
+    .with_embedder(embedder(&config));
     // Every served model goes through the gateway: pools of upstream
     // backends and the embedded models. It owns the health-check tasks and
     // stops them after the server drains.
@@ -384,6 +406,10 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
     // The gateway serving now (a reload may have replaced the first one).
     if let Some(gateway) = state.gateway() {
         gateway.shutdown();
+    }
+    // The embedding model's thread (its queue is empty once drained).
+    if let Some(embedder) = state.live().chat.embedder().cloned() {
+        let _ = tokio::task::spawn_blocking(move || embedder.shutdown()).await;
     }
     let _ = stop_status.send(true);
     if tokio::time::timeout(Duration::from_secs(10), status_task)

@@ -4,6 +4,7 @@ mod admin;
 mod backends;
 mod chat;
 mod completions;
+mod embeddings;
 mod health;
 mod keys;
 mod messages;
@@ -73,6 +74,7 @@ pub fn v1(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/messages", post(messages::create))
         .route("/v1/completions", post(completions::create))
+        .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/responses", post(responses::create))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))

@@ -12,11 +12,19 @@ fn entry(state: &AppState, m: &crate::ServedModel) -> Model {
     Model::new(&m.name, state.created(), &m.backend.info().owned_by)
 }
 
-/// List served models.
+/// The embedding model `orinari-embed`, when it is served.
+fn embedding(state: &AppState) -> Option<Model> {
+    let live = state.live();
+    live.chat
+        .embedder()
+        .map(|_| Model::new(orinari_embed::MODEL, state.created(), "orinari"))
+}
+
+/// List served models (the embedding model last).
 pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
-    Json(ModelList::new(
-        state.models().iter().map(|m| entry(&state, m)).collect(),
-    ))
+    let mut models: Vec<Model> = state.models().iter().map(|m| entry(&state, m)).collect();
+    models.extend(embedding(&state));
+    Json(ModelList::new(models))
 }
 
 /// One model, or 404 in the OpenAI envelope.
@@ -24,8 +32,11 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Model>, HttpError> {
-    let m = state
-        .model(&id)
-        .ok_or_else(|| ApiError::model_not_found(&id))?;
-    Ok(Json(entry(&state, &m)))
+    if let Some(m) = state.model(&id) {
+        return Ok(Json(entry(&state, &m)));
+    }
+    embedding(&state)
+        .filter(|_| id == orinari_embed::MODEL)
+        .map(Json)
+        .ok_or_else(|| ApiError::model_not_found(&id).into())
 }
