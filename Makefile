@@ -6,12 +6,12 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris abuse abuse-full tls-scan bench-model bench-limits bench-guard deploy
+.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris abuse abuse-full schema schema-fuzz tls-scan bench-model bench-limits bench-guard deploy
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
-test: model services lint build-test unit clients browser slowloris abuse tls-scan pg-pitr-drill deploy
+test: model services lint build-test unit clients browser schema slowloris abuse tls-scan pg-pitr-drill deploy
 
 # The timing- and concurrency-sensitive tests many times each (upstream
 # pools 50 runs, streams/limits/leader election/slowloris 20): run it before
@@ -87,6 +87,16 @@ abuse:
 
 abuse-full:
 	bash tests/abuse/run.sh target/debug/orinari --full
+
+# Schema fuzzing with schemathesis from the server's own /openapi.json:
+# every route, no 5xx, every answer valid against the document, invalid
+# input refused (fixed seed, bounded); schema-fuzz runs long with a random
+# seed and stateful links.
+schema:
+	bash tests/schema/run.sh target/debug/orinari
+
+schema-fuzz:
+	bash tests/schema/run.sh target/debug/orinari --long
 
 # Prompt-injection guard: precision/recall/FPR/latency on held-out public data
 # (BENCHMARKS.md); `bench/guard/train.sh` retrains the committed weights.
