@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The official OpenAI clients (Python and Node), unmodified, against a real
 # `orinari serve`; then tools and structured output with real clients
-# (openai, LangChain, the Vercel AI SDK, the anthropic SDK on /v1/messages)
+# (openai, LangChain, the Vercel AI SDK, the anthropic SDK on /v1/messages,
+# the openai client's Responses API and the OpenAI Agents SDK on /v1/responses)
 # against models served by the in-repo fake upstream
 # (`orinari-fake-upstream`, which really emits tool calls) through the
 # OpenAI and Anthropic adapters, and the OpenAPI document validated.
@@ -93,7 +94,7 @@ cleanup() {
 }
 trap cleanup EXIT
 if ! serve_start clients "$bin" "$work" "$log"; then
-    echo "clients: 0 passed, 4 failed"
+    echo "clients: 0 passed, 5 failed"
     exit 1
 fi
 pid="$serve_pid"
@@ -118,6 +119,11 @@ else
     failed=$((failed + 1))
 fi
 if node "$here/ai_sdk_client.mjs" "$addr"; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+fi
+if "$venv/bin/python" "$here/responses_client.py" "$addr"; then
     passed=$((passed + 1))
 else
     failed=$((failed + 1))
