@@ -76,7 +76,34 @@ pub fn plan(current: &Config, next: &Config) -> (Changes, Config) {
     ) {
         effective.queue_depth = current.queue_depth;
     }
+    // Sources are started once (files sources own indexer threads and
+    // index directories): they, the retrieval budget and which models are
+    // grounded change at the next restart.
+    if restart(
+        "sources",
+        current.sources != next.sources || current.retrieval_budget != next.retrieval_budget,
+    ) {
+        effective.sources = current.sources.clone();
+        effective.retrieval_budget = current.retrieval_budget;
+    }
+    let grounding = |config: &Config, name: &str| {
+        config
+            .models
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.sources.clone())
+            .unwrap_or_default()
+    };
+    restart(
+        "models.sources",
+        next.models
+            .iter()
+            .any(|m| m.sources != grounding(current, &m.name)),
+    );
     effective.models = models(current, next, &mut c);
+    for m in &mut effective.models {
+        m.sources = grounding(current, &m.name);
+    }
     let mut apply = |name: &str, changed: bool| {
         if changed {
             c.applied.push(name.to_string());

@@ -270,7 +270,8 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
             format!("`{listen_s}` is not an address like 127.0.0.1:8080"),
         )
     })?;
-    let mut inactive = Vec::new();
+    // Every configured section is acted on in this version.
+    let inactive = Vec::new();
     let tls = raw
         .server
         .tls
@@ -356,9 +357,6 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
             "retrieval.budget_ms",
             "must be at most 60000 (a minute): it delays every grounded answer's first token",
         ));
-    }
-    if !sources.is_empty() {
-        inactive.push("sources");
     }
     // Built-in status checks: one per upstream model backend, and Redis.
     let backends: Vec<(String, String, String)> = raw

@@ -97,7 +97,7 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap_or_default();
         assert!(
-            text.contains("orinari_retrieval_seconds_bucket{source=\"handbook\""),
+            text.contains("orinari_retrieval_seconds_count{source=\"handbook\"} 1"),
             "{text}"
         );
         assert!(

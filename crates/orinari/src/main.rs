@@ -11,6 +11,7 @@ mod backup;
 mod gateway;
 mod keys;
 mod reload;
+mod sources;
 mod upgrade;
 
 use anyhow::Context;
@@ -68,6 +69,11 @@ enum Command {
     Backup {
         #[command(subcommand)]
         command: backup::BackupCommand,
+    },
+    /// Data sources of grounded answers.
+    Sources {
+        #[command(subcommand)]
+        command: sources::SourcesCommand,
     },
     /// Print the version.
     Version,
@@ -152,6 +158,30 @@ fn main() -> ExitCode {
             match done {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
+        }
+        Command::Sources { command } => {
+            let config = match load_config(cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let done = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(sources::command(&config, command)),
+                Err(e) => Err(sources::Failure::Runtime(e.into())),
+            };
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(sources::Failure::Usage(msg)) => {
+                    eprintln!("error: {msg}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+                Err(sources::Failure::Runtime(e)) => {
                     eprintln!("error: {e:#}");
                     ExitCode::from(EXIT_RUNTIME)
                 }
@@ -339,6 +369,17 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
     state = state
         .with_gateway(gateway)
         .with_reloader(reload::reloader(path, config.clone()));
+    // Data sources: files sources index on their own threads from here on,
+    // never on a request; the indexers are owned here and stopped after
+    // the drain. A source that cannot start reports why in its status and
+    // on each search; it never stops the instance or its readiness.
+    let mut indexer = None;
+    if let Some((started, indexers)) = sources::start(&config).await? {
+        let shared = sources::shared(indexers);
+        let retrieval = sources::retrieval(&config, started, state.metrics());
+        state = state.with_retrieval(retrieval).with_indexer(shared.clone());
+        indexer = Some(shared);
+    }
     // The backup scheduler is owned here and stopped after the server drains,
     // with a last journal shipment on its way out.
     let (stop_backups, stopped) = tokio::sync::watch::channel(false);
@@ -410,6 +451,10 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
     // The embedding model's thread (its queue is empty once drained).
     if let Some(embedder) = state.live().chat.embedder().cloned() {
         let _ = tokio::task::spawn_blocking(move || embedder.shutdown()).await;
+    }
+    if let Some(shared) = indexer {
+        let taken = shared.lock().ok().and_then(|mut i| i.take());
+        sources::stop(taken).await;
     }
     let _ = stop_status.send(true);
     if tokio::time::timeout(Duration::from_secs(10), status_task)
