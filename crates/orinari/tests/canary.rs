@@ -1,6 +1,7 @@
 //! No data retention: a unique canary string goes through chat (whole and
 //! streamed answers, a guard refusal, validation errors, an unknown model, a
-//! context overflow, and a SIGKILL in the middle of a stream followed by a
+//! context overflow, the Responses API whole, streamed and refusing
+//! `store: true`, and a SIGKILL in the middle of a stream followed by a
 //! restart), then the data directory, backups, debug logs, SQLite file,
 //! PostgreSQL database (`pg_dump`) and Redis keys are searched: 0 hits.
 #![allow(
@@ -101,12 +102,12 @@ fn post(addr: SocketAddr, path: &str, body: &str, content_type: &str) -> TcpStre
 
 /// The whole response as text, and its status.
 fn exchange(addr: SocketAddr, body: &serde_json::Value) -> (u16, String) {
-    let mut s = post(
-        addr,
-        "/v1/chat/completions",
-        &body.to_string(),
-        "application/json",
-    );
+    exchange_at(addr, "/v1/chat/completions", body)
+}
+
+/// [`exchange`] with another API path.
+fn exchange_at(addr: SocketAddr, path: &str, body: &serde_json::Value) -> (u16, String) {
+    let mut s = post(addr, path, &body.to_string(), "application/json");
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -149,6 +150,17 @@ fn exercise(addr: SocketAddr, canary: &str, form: bool) {
     let huge = format!("{canary} {}", "1234567890 ".repeat(2800));
     let (status, text) = exchange(addr, &chat(&huge, true, 4));
     assert_eq!(status, 400, "{}", &text[..text.len().min(400)]);
+    // The Responses API stores nothing either: whole, streamed, and a
+    // refused `store: true`.
+    for stream in [false, true] {
+        let body = serde_json::json!({"model": "orinari-small", "instructions": canary,
+            "input": ask, "stream": stream, "max_output_tokens": 8, "temperature": 0});
+        let (status, text) = exchange_at(addr, "/v1/responses", &body);
+        assert_eq!(status, 200, "{text}");
+    }
+    let stored = serde_json::json!({"model": "orinari-small", "input": ask, "store": true});
+    let (status, text) = exchange_at(addr, "/v1/responses", &stored);
+    assert_eq!(status, 400, "{text}");
     if !form {
         return;
     }
