@@ -6,12 +6,12 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris abuse abuse-full schema schema-fuzz tls-scan bench-model bench-limits bench-guard deploy
+.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris abuse abuse-full schema schema-fuzz soak soak-long tls-scan bench-model bench-limits bench-guard deploy
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
-test: model services lint build-test unit clients browser schema slowloris abuse tls-scan pg-pitr-drill deploy
+test: model services lint build-test unit clients browser schema slowloris abuse soak tls-scan pg-pitr-drill deploy
 
 # The timing- and concurrency-sensitive tests many times each (upstream
 # pools 50 runs, streams/limits/leader election/slowloris 20): run it before
@@ -97,6 +97,18 @@ schema:
 
 schema-fuzz:
 	bash tests/schema/run.sh target/debug/orinari --long
+
+# Soak: mixed traffic (whole answers, streams, cancels, slow readers, bad
+# requests) with reloads, upstream kills and one upgrade; memory after the
+# warm-up must grow < 5 %, descriptors and threads return to their level at
+# rest, no unexpected error. soak-long is the hour of BENCHMARKS.md.
+SOAK_SECONDS ?= 180
+soak:
+	bash tests/soak/run.sh target/debug/orinari $(SOAK_SECONDS) target/soak
+
+soak-long:
+	$(CARGO) build --release -p orinari -p orinari-fake-upstream
+	bash tests/soak/run.sh target/release/orinari 3600 bench/results/soak
 
 # Prompt-injection guard: precision/recall/FPR/latency on held-out public data
 # (BENCHMARKS.md); `bench/guard/train.sh` retrains the committed weights.
