@@ -671,3 +671,50 @@ async fn a_request_narrows_or_turns_off_retrieval() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["param"], "orinari.sources[0]");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_no_js_page_shows_numbered_sources_under_the_answer() {
+    let api = search_api().await;
+    let app = app(
+        &http_toml("wiki", api, "/search", 2000),
+        &["wiki"],
+        1500,
+        replying("It starts with frob start [1] and hums [2]. Not [7]."),
+        None,
+    )
+    .await;
+    let html = app
+        .client
+        .post(format!("{}/", app.base))
+        .form(&[
+            ("message", "What does the frobnicator do?"),
+            ("conversation", ""),
+            ("model", "m"),
+            ("action", "send"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The markers link to the numbered list under the answer.
+    assert!(
+        html.contains(r##"<a class="cite" href="#src-2-1" aria-label="source 1">[1]</a>"##),
+        "{html}"
+    );
+    assert!(html.contains(r##"href="#src-2-2""##));
+    assert!(
+        html.contains(". Not ."),
+        "the marker to nothing is gone: {html}"
+    );
+    assert!(html.contains(r#"<section class="sources" aria-labelledby="sources-2">"#));
+    assert!(html.contains(r#"<li id="src-2-1" value="1"><a href="https://docs.example/manual" rel="noopener noreferrer">Frobnicator manual</a>"#), "{html}");
+    assert!(html.contains("The frobnicator hums when it is running."));
+    // The sources ride in the hidden field with the conversation, so the
+    // next answer's page still shows them; nothing is kept on the server.
+    assert!(
+        html.contains("&quot;sources&quot;") || html.contains("&#34;sources&#34;"),
+        "{html}"
+    );
+}

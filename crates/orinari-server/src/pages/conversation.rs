@@ -1,6 +1,8 @@
 //! The no-JavaScript chat: the conversation round-trips in a hidden form
 //! field (JSON), is never stored or logged, and each POST asks the chat
-//! domain (`orinari-chat`) for one answer, as the API does.
+//! domain (`orinari-chat`) for one answer, as the API does. A grounded
+//! answer keeps its numbered sources with it (title, document, link,
+//! snippet), shown under it, its `[n]` markers linking to them.
 
 use orinari_api::{ApiError, ChatMessage};
 use orinari_chat::{Chat, ChatRequest};
@@ -34,12 +36,95 @@ pub struct Turn {
     pub role: Role,
     /// What was said (plain text; rendered escaped).
     pub content: String,
+    /// A grounded answer's numbered sources (none for other turns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Source>,
+}
+
+/// One numbered source of a grounded answer, as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// The `n` of its `[n]` markers.
+    pub index: usize,
+    /// The document's title.
+    pub title: String,
+    /// The document within its source.
+    pub document: String,
+    /// Its link, when it has one.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The start of the passage.
+    pub snippet: String,
+}
+
+impl Source {
+    /// The link, when it is a web address (the hidden field comes from the
+    /// client: nothing else becomes an `href`).
+    pub fn link(&self) -> Option<&str> {
+        self.url
+            .as_deref()
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+    }
+}
+
+/// A piece of an answer's text: plain, or a citation marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// The text (the marker itself, `[n]`, for a citation).
+    pub text: String,
+    /// The source it cites.
+    pub cites: Option<usize>,
 }
 
 impl Turn {
     /// Whether the person said it (templates style the two sides apart).
     pub fn is_user(&self) -> bool {
         self.role == Role::User
+    }
+
+    /// The text, with each `[n]` that names one of its sources apart.
+    pub fn segments(&self) -> Vec<Segment> {
+        let mut out = Vec::new();
+        let mut plain = String::new();
+        let mut rest = self.content.as_str();
+        while let Some(i) = rest.find('[') {
+            plain.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            let cited = tail[1..].split_once(']').and_then(|(inner, _)| {
+                let n = inner.parse::<usize>().ok()?;
+                self.sources
+                    .iter()
+                    .any(|s| s.index == n)
+                    .then_some((n, inner.len() + 2))
+            });
+            match cited {
+                Some((n, len)) => {
+                    if !plain.is_empty() {
+                        out.push(Segment {
+                            text: std::mem::take(&mut plain),
+                            cites: None,
+                        });
+                    }
+                    out.push(Segment {
+                        text: tail[..len].to_string(),
+                        cites: Some(n),
+                    });
+                    rest = &tail[len..];
+                }
+                None => {
+                    plain.push('[');
+                    rest = &tail[1..];
+                }
+            }
+        }
+        plain.push_str(rest);
+        if !plain.is_empty() {
+            out.push(Segment {
+                text: plain,
+                cites: None,
+            });
+        }
+        out
     }
 }
 
@@ -146,6 +231,7 @@ pub async fn step(
             turns.push(Turn {
                 role: Role::User,
                 content: message.to_string(),
+                sources: Vec::new(),
             });
         }
     }
@@ -157,10 +243,26 @@ pub async fn step(
         .await
         .map_err(from_chat)?;
     let flagged = answer.flagged();
-    let text = answer.collect().await.map_err(from_model)?.text;
+    let collected = answer.collect_grounded().await.map_err(from_model)?;
+    let sources = collected
+        .grounding
+        .map(|(g, _)| {
+            g.sources
+                .into_iter()
+                .map(|s| Source {
+                    index: s.index,
+                    title: s.title,
+                    document: s.document,
+                    url: s.url,
+                    snippet: s.snippet,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     turns.push(Turn {
         role: Role::Assistant,
-        content: text,
+        content: collected.answer.text,
+        sources,
     });
     Ok(Stepped { turns, flagged })
 }
@@ -217,10 +319,18 @@ mod tests {
             Turn {
                 role: Role::User,
                 content: "<b>hi</b> \"&'".into(),
+                sources: Vec::new(),
             },
             Turn {
                 role: Role::Assistant,
-                content: "hello".into(),
+                content: "hello [1]".into(),
+                sources: vec![Source {
+                    index: 1,
+                    title: "Setup".into(),
+                    document: "guide/setup.md".into(),
+                    url: None,
+                    snippet: "Install it.".into(),
+                }],
             },
         ];
         assert_eq!(decode(&encode(&turns), 100).unwrap(), turns);
@@ -233,6 +343,21 @@ mod tests {
             400
         );
         assert_eq!(decode(&encode(&turns), 5).unwrap_err().status, 400);
+        let segments = turns[1].segments();
+        assert_eq!(segments.len(), 2);
+        assert_eq!(
+            (segments[1].text.as_str(), segments[1].cites),
+            ("[1]", Some(1))
+        );
+        let mut odd = turns[1].clone();
+        odd.content = "a [2] b[1] [x] [1".into();
+        let cites: Vec<Option<usize>> = odd.segments().iter().map(|s| s.cites).collect();
+        assert_eq!(cites, [None, Some(1), None]);
+        assert_eq!(odd.sources[0].link(), None);
+        odd.sources[0].url = Some("javascript:alert(1)".into());
+        assert_eq!(odd.sources[0].link(), None);
+        odd.sources[0].url = Some("https://docs.example/setup".into());
+        assert_eq!(odd.sources[0].link(), Some("https://docs.example/setup"));
         assert_eq!(Action::parse(None), Action::Send);
         assert_eq!(Action::parse(Some("clear")), Action::Clear);
     }
