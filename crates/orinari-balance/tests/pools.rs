@@ -594,7 +594,14 @@ async fn total_timeout_on_a_slow_stream() {
         tokens: 20,
         ..Faults::default()
     };
-    let (_f, gw) = single(slow, T).await;
+    // Tokens every 100 ms for 2 s: the 600 ms total ends it. The idle
+    // timeout is far from the token gap, so a loaded machine stretching one
+    // gap past 150 ms (it did, one run in 50) cannot end it first.
+    let timeouts = Timeouts {
+        idle: Duration::from_secs(1),
+        ..T
+    };
+    let (_f, gw) = single(slow, timeouts).await;
     let err = read(only(&gw, "m").as_ref(), true).await.unwrap_err();
     assert!(
         matches!(err, ModelError::Timeout(ref m) if m.contains("longer than")),
@@ -721,8 +728,13 @@ async fn a_stepped_rollout_halts_and_rolls_back_on_errors() {
     .unwrap();
     assert_eq!(gw.model_status("m").unwrap().rollout.state, "running");
     // Clients see no errors (green's failures fail over to blue) …
-    let until = std::time::Instant::now() + Duration::from_millis(700);
-    while std::time::Instant::now() < until {
+    // The first step is judged after 300 ms, if green saw enough requests
+    // by then; on a loaded machine that can take a step or two more (one
+    // run in 50 was still running at 700 ms), so wait for the outcome.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.model_status("m").unwrap().rollout.state == "running"
+        && std::time::Instant::now() < until
+    {
         read(m.as_ref(), false).await.unwrap();
     }
     // … and the rollout rolled itself back.
