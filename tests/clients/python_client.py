@@ -125,6 +125,45 @@ def main():
             return
         raise AssertionError("no BadRequestError")
 
+    def embeddings():
+        # The client asks for base64 unless told otherwise, and decodes it.
+        texts = [
+            "A man is eating food.",
+            "A man is eating a piece of bread.",
+            "The new movie is awesome",
+        ]
+        r = client.embeddings.create(model="orinari-embed", input=texts)
+        expect(r.object == "list" and r.model == "orinari-embed", repr(r))
+        expect([d.index for d in r.data] == [0, 1, 2], repr([d.index for d in r.data]))
+        v = [d.embedding for d in r.data]
+        expect(all(len(x) == 384 for x in v), "not 384 dimensions")
+
+        def dot(a, b):
+            return sum(x * y for x, y in zip(a, b))
+
+        expect(abs(dot(v[0], v[0]) - 1) < 1e-4, "not unit length")
+        expect(dot(v[0], v[1]) > dot(v[0], v[2]) + 0.2, "related sentences are not closer")
+        u = r.usage
+        expect(u.prompt_tokens > 0 and u.total_tokens == u.prompt_tokens, repr(u))
+        f = client.embeddings.create(
+            model="orinari-embed", input=texts[0], encoding_format="float"
+        )
+        diff = max(abs(a - b) for a, b in zip(f.data[0].embedding, v[0]))
+        expect(diff < 1e-6, f"float and base64 differ by {diff}")
+
+    def embeddings_upstream():
+        r = client.embeddings.create(model="fake-gpt", input=["ab", "abcd"])
+        got = [d.embedding for d in r.data]
+        expect(got == [[2.0, 0.0, 1.0, 0.0], [4.0, 1.0, 1.0, 0.0]], repr(got))
+
+    def embeddings_bad():
+        try:
+            client.embeddings.create(model="orinari-embed", input="x", dimensions=128)
+        except openai.BadRequestError as e:
+            expect(e.param == "dimensions", f"param {e.param!r}")
+            return
+        raise AssertionError("no BadRequestError")
+
     def not_found():
         try:
             client.chat.completions.create(model="no-such-model", messages=PROMPT)
@@ -149,6 +188,9 @@ def main():
         ("invalid request -> BadRequestError(param)", bad_request),
         ("empty messages -> BadRequestError(param)", bad_request_empty_messages),
         ("unknown model -> NotFoundError", not_found),
+        ("embeddings.create (orinari-embed, base64 and float)", embeddings),
+        ("embeddings.create passed through to an upstream", embeddings_upstream),
+        ("embeddings.create dimensions -> BadRequestError(param)", embeddings_bad),
     ]:
         check(name, fn)
 
