@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use orinari_api::embeddings::EmbeddingsRequest;
 use orinari_limits::Caller;
 
+use super::surface;
 use crate::AppState;
-use crate::error::{HttpError, from_chat};
+use crate::error::HttpError;
 use crate::http;
 
 /// The handler.
@@ -35,11 +36,7 @@ pub async fn create(
     };
     let size = body.len();
     drop(body);
-    let caller = caller.map_or_else(
-        // `api_auth` always runs first; in-process uses without it are anonymous.
-        || Caller::anonymous("ip:unknown".into(), &chat.edge().config().limits),
-        |Extension(c)| c,
-    );
+    let caller = surface::caller_of(chat, caller);
     let model = request.model.clone();
     match chat.embed(&caller, request, size).await {
         Ok(v) => {
@@ -51,13 +48,6 @@ pub async fn create(
             http::set_token_headers(res.headers_mut(), &v.tokens);
             res
         }
-        Err(e) => {
-            let window = e.tokens();
-            let mut res = HttpError(from_chat(e)).into_response();
-            if let Some(w) = window {
-                http::set_token_headers(res.headers_mut(), &w);
-            }
-            res
-        }
+        Err(e) => surface::refused(e, std::convert::identity),
     }
 }

@@ -55,22 +55,31 @@ pub(super) async fn start<T>(
     let (req, extra) = parse(&body, chat.limits()).map_err(|e| HttpError(e).into_response())?;
     let request = orinari_chat::ChatRequest::from_api(req, body.len());
     drop(body);
-    let caller = caller.map_or_else(
-        // `api_auth` always runs first; in-process uses without it are anonymous.
-        || Caller::anonymous("ip:unknown".into(), &chat.edge().config().limits),
-        |Extension(c)| c,
-    );
+    let caller = caller_of(chat, caller);
     match chat.answer(&caller, request).await {
         Ok(answer) => Ok(Started { answer, extra }),
-        Err(e) => {
-            let window = e.tokens();
-            let mut res = HttpError(rename(from_chat(e))).into_response();
-            if let Some(w) = window {
-                http::set_token_headers(res.headers_mut(), &w);
-            }
-            Err(res)
-        }
+        Err(e) => Err(refused(e, rename)),
     }
+}
+
+/// The caller `api_auth` resolved (it always runs first); in-process uses
+/// without it are anonymous.
+pub(super) fn caller_of(chat: &orinari_chat::Chat, caller: Option<Extension<Caller>>) -> Caller {
+    caller.map_or_else(
+        || Caller::anonymous("ip:unknown".into(), &chat.edge().config().limits),
+        |Extension(c)| c,
+    )
+}
+
+/// A refusal of the chat domain as its response (`rename`: the surface's
+/// name for a field), with the token headers once a reservation was tried.
+pub(super) fn refused(e: orinari_chat::ChatError, rename: fn(ApiError) -> ApiError) -> Response {
+    let window = e.tokens();
+    let mut res = HttpError(rename(from_chat(e))).into_response();
+    if let Some(w) = window {
+        http::set_token_headers(res.headers_mut(), &w);
+    }
+    res
 }
 
 /// How a surface writes an answer's events in its own stream format.
