@@ -303,6 +303,51 @@ test('Markdown rendering is safe (no markup or script from answers)', async () =
   await context.close();
 });
 
+test('a grounded answer shows its numbered sources, and they stay out of the API request', async () => {
+  const { context, page } = await open();
+  // The server's grounded stream (its shape is tested against the real
+  // server in crates/orinari-server/tests/sources.rs); here the page's side.
+  const sources = [
+    { index: 1, source: 'handbook', document: 'guide/setup.md', title: 'Setup', url: null, snippet: 'Install the frobnicator.', score: 1 },
+    { index: 2, source: 'wiki', document: 'https://docs.example/faq', title: 'FAQ', url: 'https://docs.example/faq', snippet: 'It hums.', score: 0.5 },
+    { index: 3, source: 'wiki', document: 'x', title: 'Bad link', url: 'javascript:window.pwned=1', snippet: 'x', score: 0.1 },
+  ];
+  const chunk = (extra) => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'orinari-small', system_fingerprint: 'fp', ...extra })}\n\n`;
+  const bodies = [];
+  await page.route('**/v1/chat/completions', (route) => {
+    bodies.push(JSON.parse(route.request().postData()));
+    route.fulfill({
+      status: 200,
+      headers: { 'content-type': 'text/event-stream' },
+      body: chunk({ choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }], sources, retrieval: [] })
+        + chunk({ choices: [{ index: 0, delta: { content: 'Run frob init [1]; it hums [2].' }, finish_reason: null }] })
+        + chunk({ choices: [{ index: 0, delta: { annotations: [] }, finish_reason: null }] })
+        + chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })
+        + 'data: [DONE]\n\n',
+    });
+  });
+  await page.goto(`${base}/`);
+  await send(page, `${canary} How do I install it?`);
+  await waitAnswered(page);
+  const list = page.locator('#log > li.msg-assistant section.sources');
+  assert(await list.count() === 1, 'a sources section under the answer');
+  assert(await list.getAttribute('aria-labelledby') === 'sources-2', 'labelled by its heading');
+  assert(await list.locator('li').count() === 3, 'three numbered sources');
+  assert(await list.locator('li#src-2-2 a').getAttribute('href') === 'https://docs.example/faq', 'an http(s) link');
+  assert(await list.locator('li#src-2-3 a').count() === 0, 'no javascript: link');
+  assert(await page.evaluate(() => window.pwned) === undefined, 'nothing ran');
+  await axe(page, 'grounded answer');
+  // A reload keeps the sources with the answer; the next request sends
+  // only roles and contents.
+  await page.reload();
+  assert(await page.locator('#log > li.msg-assistant section.sources li').count() === 3, 'kept across a reload');
+  await send(page, `${canary} And then?`);
+  await waitAnswered(page);
+  const sent = bodies.at(-1).messages;
+  assert(sent.length === 3 && sent.every((m) => Object.keys(m).join() === 'role,content'), `only role and content: ${JSON.stringify(sent)}`);
+  await context.close();
+});
+
 test('without JavaScript the form answers with a page, turn after turn', async () => {
   const { context, page } = await open({ javaScriptEnabled: false });
   await page.goto(`${base}/`);

@@ -125,13 +125,55 @@ function bubble(role, text) {
   return { li, body };
 }
 
+// A grounded answer's numbered sources, under it: title (a link only for
+// an http(s) address), document and snippet, built with DOM calls only.
+function sourcesList(sources, n) {
+  const section = document.createElement('section');
+  section.className = 'sources';
+  const heading = document.createElement('h4');
+  heading.id = `sources-${n}`;
+  heading.textContent = 'Sources';
+  section.setAttribute('aria-labelledby', heading.id);
+  const list = document.createElement('ol');
+  for (const s of sources) {
+    const item = document.createElement('li');
+    item.id = `src-${n}-${s.index}`;
+    item.value = s.index;
+    const url = typeof s.url === 'string' && /^https?:\/\//.test(s.url) ? s.url : null;
+    const title = document.createElement(url ? 'a' : 'span');
+    title.textContent = s.title || s.document;
+    if (url) {
+      title.href = url;
+      title.rel = 'noopener noreferrer';
+    } else {
+      title.className = 'title';
+    }
+    const doc = document.createElement('span');
+    doc.className = 'document';
+    doc.textContent = s.document;
+    const snippet = document.createElement('p');
+    snippet.className = 'snippet';
+    snippet.textContent = s.snippet;
+    item.append(title, ' ', doc, snippet);
+    list.append(item);
+  }
+  section.append(heading, list);
+  return section;
+}
+
+// What the page keeps of a source (the same fields the no-JS form keeps).
+function keep(s) {
+  return { index: s.index, title: s.title, document: s.document, url: s.url ?? null, snippet: s.snippet };
+}
+
 function draw() {
   log.replaceChildren();
-  for (const m of messages) {
+  messages.forEach((m, i) => {
     const { li, body } = bubble(m.role, m.content);
     li.dataset.text = m.content;
     fill(body, m.content, m.role);
-  }
+    if (m.sources?.length) li.append(sourcesList(m.sources, i + 1));
+  });
   empty.hidden = messages.length > 0;
   update();
 }
@@ -174,6 +216,7 @@ async function ask() {
   announce('The assistant is answering.');
   loadMarkdown();
   let text = '';
+  let sources = [];
   let pending = false;
   const paint = () => {
     if (pending) return;
@@ -186,7 +229,14 @@ async function ask() {
     const res = await fetch('/v1/chat/completions', {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...auth() },
-      body: JSON.stringify({ model: modelSelect.value, stream: true, messages, max_tokens: MAX_TOKENS, temperature: TEMPERATURE }),
+      body: JSON.stringify({
+        model: modelSelect.value,
+        stream: true,
+        // Only what the API takes: a grounded answer's sources stay here.
+        messages: messages.map(({ role, content }) => ({ role, content })),
+        max_tokens: MAX_TOKENS,
+        temperature: TEMPERATURE,
+      }),
       signal: controller.signal,
     });
     if (!res.ok) {
@@ -195,6 +245,7 @@ async function ask() {
     }
     await readEvents(res, (ev) => {
       if (ev.error) throw new Error(ev.error.message);
+      if (Array.isArray(ev.sources)) sources = ev.sources.map(keep);
       const delta = ev.choices?.[0]?.delta?.content;
       if (delta) { text += delta; paint(); }
     });
@@ -206,9 +257,10 @@ async function ask() {
   li.removeAttribute('aria-busy');
   li.dataset.text = text;
   if (text) {
-    messages.push({ role: 'assistant', content: text });
+    messages.push(sources.length ? { role: 'assistant', content: text, sources } : { role: 'assistant', content: text });
     save();
     await fill(body, text, 'assistant');
+    if (sources.length) li.append(sourcesList(sources, messages.length));
   } else {
     li.remove();
   }
