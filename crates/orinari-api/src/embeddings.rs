@@ -22,6 +22,10 @@ const KNOWN_FIELDS: &[&str] = &["model", "input", "encoding_format", "dimensions
 /// Inputs in one request at most (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;
 
+/// Characters a token id counts as against the input limit (the token
+/// estimate's ratio).
+pub const CHARS_PER_TOKEN: usize = 4;
+
 /// How vectors are written in the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EncodingFormat {
@@ -70,11 +74,12 @@ impl EmbeddingInput {
         self.len() == 0
     }
 
-    /// Characters of text (token ids count none: the body limit bounds them).
+    /// Characters of text, a token id counting as [`CHARS_PER_TOKEN`]
+    /// (so `max_input_chars` bounds token inputs as it bounds text).
     pub fn chars(&self) -> usize {
         match self {
             Self::Texts(t) => t.iter().map(|s| s.chars().count()).sum(),
-            Self::Tokens { .. } => 0,
+            Self::Tokens { ids, .. } => ids.iter().map(Vec::len).sum::<usize>() * CHARS_PER_TOKEN,
         }
     }
 

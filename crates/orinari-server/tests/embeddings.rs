@@ -268,6 +268,11 @@ async fn bad_inputs_name_their_field() {
             400,
             "input",
         ),
+        (
+            json!({"model": "orinari-embed", "input": [vec![1; 8_001]]}),
+            400,
+            "input",
+        ),
         (json!({"model": "c", "input": "x"}), 400, "model"),
         (json!({"model": "nope", "input": "x"}), 404, "model"),
     ];
