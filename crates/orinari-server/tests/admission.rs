@@ -252,6 +252,11 @@ async fn beyond_the_queue_requests_are_shed_with_retry_after() {
         config(|c| {
             c.limits.max_concurrent_per_model = 1;
             c.limits.queue_depth = 1;
+            // The second request waits for the whole first answer: on a
+            // loaded machine that took longer than the default 10 s queue
+            // timeout (a 503 for the second, one run in 20). Shedding by
+            // depth is what this test is about, not the timeout.
+            c.limits.queue_timeout = Duration::from_secs(120);
         }),
         None,
     )
