@@ -184,10 +184,7 @@ impl Pool {
     /// Run `on` on this pool's backends in turn: pick one, take its
     /// circuit permit, and move to another after a retryable failure
     /// (jittered backoff, within `max_attempts` and the budget).
-    async fn try_own<T, F>(
-        &self,
-        mut on: impl FnMut(Arc<Member>) -> F,
-    ) -> Result<T, ModelError>
+    async fn try_own<T, F>(&self, mut on: impl FnMut(Arc<Member>) -> F) -> Result<T, ModelError>
     where
         F: Future<Output = Result<T, ModelError>>,
     {

@@ -227,8 +227,7 @@ fn serve_starts_the_sources_and_the_commands_reach_them() {
                 .unwrap(),
         );
         assert!(
-            metrics
-                .contains("orinari_retrieval_outcomes_total{source=\"attic\",outcome=\"ok\"} 1"),
+            metrics.contains("orinari_retrieval_outcomes_total{source=\"attic\",outcome=\"ok\"} 1"),
             "{metrics}"
         );
     });
