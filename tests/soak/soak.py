@@ -17,8 +17,9 @@ memory after the warm-up grows 5 % or more (an upstream-model request
 may fail while its backend is down and for RECOVERY seconds after it is
 back: the pool's health check and circuit, 1 s each in run.sh's config,
 must see it again), or when descriptors or threads,
-measured at rest after the warm-up and again at the end, have not
-returned to that baseline. Writes OUT_DIR/soak.csv and, with matplotlib,
+measured at rest after the warm-up and again at the end (traffic paused
+12 s; pooled connections to the upstream, kept 90 s by design, not
+counted), have not returned to that baseline. Writes OUT_DIR/soak.csv and, with matplotlib,
 OUT_DIR/soak.png (memory, descriptors and latency over time).
 """
 
@@ -272,12 +273,38 @@ class Soak:
         fds = len(os.listdir(f"/proc/{self.pid}/fd"))
         return rss, fds, threads
 
+    def upstream_sockets(self):
+        """Inodes of the server's TCP connections to the upstream: a pool
+        keeps them for 90 s of idleness by design, so they are counted
+        apart from the descriptors that must return to their level."""
+        inodes = set()
+        for table in ("tcp", "tcp6"):
+            try:
+                lines = open(f"/proc/{self.pid}/net/{table}").read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                cols = line.split()
+                if int(cols[2].rsplit(":", 1)[1], 16) == self.fake_port:
+                    inodes.add(cols[9])
+        return inodes
+
     def at_rest(self):
-        """Descriptors and threads with no request in flight (traffic paused
-        long enough for every connection to close)."""
+        """Descriptors (less pooled upstream connections) and threads with
+        no request in flight: traffic paused long enough for every client
+        connection to close and for idle blocking-pool threads to end
+        (tokio keeps one 10 s)."""
         self.paused.set()
-        time.sleep(3)
-        _, fds, threads = self.proc()
+        time.sleep(12)
+        pooled = self.upstream_sockets()
+        fds = 0
+        for fd in os.listdir(f"/proc/{self.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{self.pid}/fd/{fd}")
+            except OSError:
+                continue
+            fds += not (target.startswith("socket:[") and target[8:-1] in pooled)
+        _, _, threads = self.proc()
         self.paused.clear()
         return fds, threads
 
@@ -328,9 +355,7 @@ class Soak:
         if self.backend_down:
             self.start_fake()
             self.backend_down = False
-        time.sleep(3)
-        _, end_fds, end_threads = self.proc()
-        return baseline, (end_fds, end_threads)
+        return baseline, self.at_rest()
 
 
 def main():
