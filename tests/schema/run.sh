@@ -55,7 +55,7 @@ else
     bounds=(--max-examples 8 --seed 20261206 --phases examples,coverage,fuzzing)
 fi
 status=0
-(cd "$work" && "$venv/bin/schemathesis" run "$serve_url/openapi.json" \
+(cd "$work" && "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "$serve_url/openapi.json" \
     --url "$serve_url" \
     -H "Authorization: Bearer $token" \
     --checks all --exclude-checks positive_data_acceptance \
