@@ -150,6 +150,35 @@ pub struct ChatRequest {
     pub sources: Option<Vec<String>>,
 }
 
+/// A request body parsed as JSON (400 `invalid_json` with the parser's reason).
+pub(crate) fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_json(format!("The request body is not valid JSON: {e}.")))
+}
+
+/// A request body's object, every key one of `known`: 400 `invalid_json`
+/// for anything but an object, 400 `unknown_parameter` naming the first
+/// other key.
+pub(crate) fn known_object<'a>(
+    value: &'a Value,
+    known: &[&str],
+) -> Result<&'a Map<String, Value>, ApiError> {
+    let Value::Object(o) = value else {
+        return Err(ApiError::invalid_json(format!(
+            "The request body must be a JSON object, not {}.",
+            kind(value)
+        )));
+    };
+    if let Some(key) = o.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::invalid(
+            key.clone(),
+            format!("Unrecognized request argument supplied: {key}"),
+        )
+        .with_code("unknown_parameter"));
+    }
+    Ok(o)
+}
+
 pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -480,29 +509,12 @@ fn message(i: usize, v: &Value) -> Result<ChatMessage, ApiError> {
 impl ChatRequest {
     /// Parse and validate a request body.
     pub fn parse(body: &[u8], limits: ValidationLimits) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::invalid_json(format!("The request body is not valid JSON: {e}."))
-        })?;
-        Self::from_value(&value, limits)
+        Self::from_value(&json_body(body)?, limits)
     }
 
     /// Validate an already parsed JSON value.
     pub fn from_value(value: &Value, limits: ValidationLimits) -> Result<Self, ApiError> {
-        let Value::Object(o) = value else {
-            return Err(ApiError::invalid_json(format!(
-                "The request body must be a JSON object, not {}.",
-                kind(value)
-            )));
-        };
-        for key in o.keys() {
-            if !KNOWN_FIELDS.contains(&key.as_str()) {
-                return Err(ApiError::invalid(
-                    key.clone(),
-                    format!("Unrecognized request argument supplied: {key}"),
-                )
-                .with_code("unknown_parameter"));
-            }
-        }
+        let o = known_object(value, KNOWN_FIELDS)?;
         let model = match o.get("model") {
             Some(Value::String(m)) if !m.is_empty() => m.clone(),
             Some(Value::String(_)) => {

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::ApiError;
-use crate::chat::{ChatRequest, ValidationLimits, expected, kind};
+use crate::chat::{ChatRequest, ValidationLimits, expected, json_body, known_object};
 
 const KNOWN_FIELDS: &[&str] = &[
     "model",
@@ -40,23 +40,8 @@ fn unsupported(param: &str, why: &str) -> ApiError {
 
 /// Parse a legacy completions request into the chat request every backend takes.
 pub fn parse(body: &[u8], limits: ValidationLimits) -> Result<ChatRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid_json(format!("The request body is not valid JSON: {e}.")))?;
-    let Value::Object(o) = &value else {
-        return Err(ApiError::invalid_json(format!(
-            "The request body must be a JSON object, not {}.",
-            kind(&value)
-        )));
-    };
-    for key in o.keys() {
-        if !KNOWN_FIELDS.contains(&key.as_str()) {
-            return Err(ApiError::invalid(
-                key.clone(),
-                format!("Unrecognized request argument supplied: {key}"),
-            )
-            .with_code("unknown_parameter"));
-        }
-    }
+    let value = json_body(body)?;
+    let o = known_object(&value, KNOWN_FIELDS)?;
     if o.get("echo").and_then(Value::as_bool) == Some(true) {
         return Err(unsupported(
             "echo",

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::ApiError;
-use crate::chat::{expected, kind};
+use crate::chat::{expected, json_body, known_object};
 
 const KNOWN_FIELDS: &[&str] = &["model", "input", "encoding_format", "dimensions", "user"];
 
@@ -217,26 +217,11 @@ fn parse_input(v: Option<&Value>) -> Result<EmbeddingInput, ApiError> {
 impl EmbeddingsRequest {
     /// Parse and validate a request body.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::invalid_json(format!("The request body is not valid JSON: {e}."))
-        })?;
-        let Value::Object(o) = &value else {
-            return Err(ApiError::invalid_json(format!(
-                "The request body must be a JSON object, not {}.",
-                kind(&value)
-            )));
-        };
-        Self::from_object(o)
+        let value = json_body(body)?;
+        Self::from_object(known_object(&value, KNOWN_FIELDS)?)
     }
 
     fn from_object(o: &Map<String, Value>) -> Result<Self, ApiError> {
-        if let Some(key) = o.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-            return Err(ApiError::invalid(
-                key.clone(),
-                format!("Unrecognized request argument supplied: {key}"),
-            )
-            .with_code("unknown_parameter"));
-        }
         let model = match o.get("model") {
             Some(Value::String(m)) if !m.is_empty() => m.clone(),
             Some(Value::String(_)) => {

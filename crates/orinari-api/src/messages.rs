@@ -11,7 +11,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::ApiError;
-use crate::chat::{ChatMessage, ChatRequest, Role, ValidationLimits, expected, kind};
+use crate::chat::{
+    ChatMessage, ChatRequest, Role, ValidationLimits, expected, json_body, known_object,
+};
 use crate::options::{Options, check_name};
 use crate::tools::{ContentPart, Tool, ToolCall, ToolCallDelta, ToolChoice};
 
@@ -244,23 +246,8 @@ fn tools(v: Option<&Value>) -> Result<Vec<Tool>, ApiError> {
 
 /// Parse a Messages API request into the chat request every backend takes.
 pub fn parse(body: &[u8], limits: ValidationLimits) -> Result<ChatRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid_json(format!("The request body is not valid JSON: {e}.")))?;
-    let Value::Object(o) = &value else {
-        return Err(ApiError::invalid_json(format!(
-            "The request body must be a JSON object, not {}.",
-            kind(&value)
-        )));
-    };
-    for key in o.keys() {
-        if !KNOWN_FIELDS.contains(&key.as_str()) {
-            return Err(ApiError::invalid(
-                key.clone(),
-                format!("Unrecognized request argument supplied: {key}"),
-            )
-            .with_code("unknown_parameter"));
-        }
-    }
+    let value = json_body(body)?;
+    let o = known_object(&value, KNOWN_FIELDS)?;
     for key in ["top_k", "thinking"] {
         if o.get(key).is_some_and(|v| !v.is_null()) {
             return Err(ApiError::invalid(

@@ -25,7 +25,9 @@ use serde_json::{Map, Value, json};
 pub use output::{ResponseHead, StreamWriter, response_json};
 
 use crate::ApiError;
-use crate::chat::{ChatRequest, Role, ValidationLimits, expected, kind, opt_bool};
+use crate::chat::{
+    ChatRequest, Role, ValidationLimits, expected, json_body, known_object, opt_bool,
+};
 
 /// Fields a client may send: every field of the current OpenAI clients'
 /// `responses.create`. Anything else is refused by name.
@@ -173,21 +175,8 @@ fn echo(o: &Map<String, Value>, chat: &ChatRequest) -> Map<String, Value> {
 
 /// Parse a Responses API request into the chat request every backend takes.
 pub fn parse(body: &[u8], limits: ValidationLimits) -> Result<ResponsesRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid_json(format!("The request body is not valid JSON: {e}.")))?;
-    let Value::Object(o) = &value else {
-        return Err(ApiError::invalid_json(format!(
-            "The request body must be a JSON object, not {}.",
-            kind(&value)
-        )));
-    };
-    if let Some(key) = o.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            key.clone(),
-            format!("Unrecognized request argument supplied: {key}"),
-        )
-        .with_code("unknown_parameter"));
-    }
+    let value = json_body(body)?;
+    let o = known_object(&value, KNOWN_FIELDS)?;
     refuse::refuse_unsupported(o)?;
     let instructions = match set(o.get("instructions")) {
         None => None,
