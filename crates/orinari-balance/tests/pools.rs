@@ -559,7 +559,7 @@ const T: Timeouts = Timeouts {
 #[tokio::test]
 async fn first_token_timeout() {
     let slow = Faults {
-        first_token_delay: Duration::from_millis(500),
+        first_token_delay: Duration::from_secs(10),
         ..Faults::default()
     };
     let (_f, gw) = single(slow, T).await;
@@ -569,7 +569,9 @@ async fn first_token_timeout() {
         matches!(err, ModelError::Timeout(ref m) if m.contains("first token")),
         "{err:?}"
     );
-    assert!(t.elapsed() < Duration::from_millis(450));
+    // The 150 ms deadline ended it, not the upstream's 10 s (with room for
+    // a loaded machine).
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
 
 #[tokio::test]

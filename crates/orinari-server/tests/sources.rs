@@ -402,13 +402,14 @@ async fn a_hanging_source_times_out_and_the_answer_still_comes_within_the_budget
         .await;
     let took = started.elapsed();
     assert_eq!(status, 200, "{body}");
-    // The budget plus a generous margin for the upstream on a loaded machine.
-    assert!(took < Duration::from_millis(300 + 700), "{took:?}");
+    // The budget plus a generous margin for the upstream on a loaded
+    // machine; the hanging source alone would take 10 s.
+    assert!(took < Duration::from_millis(300 + 3_000), "{took:?}");
     let wiki = outcome(&body, "wiki");
     assert_eq!(wiki["outcome"], "timeout");
     assert_eq!(wiki["hits"], 0);
     let waited = wiki["latency_ms"].as_u64().unwrap();
-    assert!((290..700).contains(&waited), "{wiki}");
+    assert!((290..3_000).contains(&waited), "{wiki}");
     assert_eq!(outcome(&body, "handbook")["outcome"], "ok");
     assert_eq!(body["sources"][0]["document"], "guide/setup.md");
 
@@ -418,7 +419,7 @@ async fn a_hanging_source_times_out_and_the_answer_still_comes_within_the_budget
         .stream(json!({"model": "m", "stream": true,
             "messages": [{"role": "user", "content": "How do I install the frobnicator?"}]}))
         .await;
-    assert!(started.elapsed() < Duration::from_millis(1000));
+    assert!(started.elapsed() < Duration::from_millis(300 + 3_000));
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(outcome(&chunks[0], "wiki")["outcome"], "timeout");
     assert_eq!(chunks[0]["sources"][0]["document"], "guide/setup.md");

@@ -185,7 +185,9 @@ fields = {{ text = "text" }}
         .retrieve(&["hang", "ok", "down"], "question", 5, budget)
         .await;
     let took = start.elapsed();
-    assert!(took < budget + Duration::from_millis(50), "{took:?}");
+    // The hanging source never answers: ending anywhere near the budget
+    // (with room for a loaded machine) shows the deadline fired.
+    assert!(took < budget + Duration::from_secs(2), "{took:?}");
     let outcomes: Vec<(&str, Outcome)> =
         r.outcomes.iter().map(|o| (&*o.source, o.outcome)).collect();
     assert_eq!(
