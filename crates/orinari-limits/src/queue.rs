@@ -12,6 +12,12 @@
 //! waiter gives up after the queue timeout ([`Refused::Timeout`]); a waiter
 //! whose caller goes away leaves the queue. Nothing here can grow without
 //! bound.
+//!
+//! Shedding is fair too: when the queue is full, a request from a subject
+//! with fewer waiters than the heaviest one (at its priority or below)
+//! takes the place of the heaviest subject's newest waiter, which is
+//! refused as [`Refused::Full`] — so a key flooding the queue cannot crowd
+//! the others out of it, as fq_codel drops from the fattest flow.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,7 +50,8 @@ pub struct Ticket {
 struct Waiter {
     id: u64,
     cap: usize,
-    tx: oneshot::Sender<()>,
+    /// `Ok` grants a slot; `Err` refuses (shed to make room for another subject).
+    tx: oneshot::Sender<Result<(), Refused>>,
 }
 
 #[derive(Default)]
@@ -110,11 +117,49 @@ impl Shared {
             };
             let (subject, w) = waiter;
             st.waiting = st.waiting.saturating_sub(1);
-            if w.tx.send(()).is_ok() {
+            if w.tx.send(Ok(())).is_ok() {
                 st.running += 1;
                 *st.per_subject.entry(subject).or_default() += 1;
             }
         }
+    }
+
+    /// A full queue and a request from `subject`: refuse the newest waiter
+    /// of the subject with the most waiters at `priority` or below, if it
+    /// has at least two more than `subject` has. True when a place was made.
+    fn shed_heaviest(&self, st: &mut State, subject: &str, priority: i32) -> bool {
+        let mine = st
+            .levels
+            .get(&-i64::from(priority))
+            .and_then(|l| l.queues.get(subject))
+            .map_or(0, VecDeque::len);
+        let heaviest = st
+            .levels
+            .range(-i64::from(priority)..)
+            .flat_map(|(key, level)| level.queues.iter().map(move |(s, q)| (*key, s, q.len())))
+            .filter(|(_, s, len)| s.as_str() != subject && *len > mine + 1)
+            .max_by_key(|(key, _, len)| (*len, *key))
+            .map(|(key, s, _)| (key, s.clone()));
+        let Some((key, victim)) = heaviest else {
+            return false;
+        };
+        let Some(level) = st.levels.get_mut(&key) else {
+            return false;
+        };
+        let Some(w) = level.queues.get_mut(&victim).and_then(VecDeque::pop_back) else {
+            return false;
+        };
+        if level.queues.get(&victim).is_some_and(VecDeque::is_empty) {
+            level.queues.remove(&victim);
+            level.ring.retain(|s| *s != victim);
+        }
+        if level.queues.is_empty() {
+            st.levels.remove(&key);
+        }
+        st.waiting = st.waiting.saturating_sub(1);
+        // Its caller may have gone already; either way the place is free.
+        let _ = w.tx.send(Err(Refused::Full));
+        true
     }
 
     /// Remove a waiter that gave up; true when it was still queued.
@@ -230,7 +275,11 @@ impl Admission {
                 *st.per_subject.entry(ticket.subject.clone()).or_default() += 1;
                 return Ok(self.permit(&ticket.subject));
             }
-            if st.waiting >= self.shared.max_waiting {
+            if st.waiting >= self.shared.max_waiting
+                && !self
+                    .shared
+                    .shed_heaviest(&mut st, &ticket.subject, ticket.priority)
+            {
                 return Err(Refused::Full);
             }
             let (tx, rx) = oneshot::channel();
@@ -258,7 +307,8 @@ impl Admission {
         let outcome = tokio::time::timeout(self.shared.timeout, &mut wait.rx).await;
         wait.done = true;
         match outcome {
-            Ok(Ok(())) => Ok(self.permit(&ticket.subject)),
+            Ok(Ok(Ok(()))) => Ok(self.permit(&ticket.subject)),
+            Ok(Ok(Err(refused))) => Err(refused),
             Ok(Err(_)) => Err(Refused::Timeout),
             Err(_) => {
                 let mut st = self.shared.lock();
@@ -270,12 +320,12 @@ impl Admission {
                 }
                 // Not queued any more: granted at the last moment (grants
                 // happen under the lock, so the reply is already there).
-                let granted = wait.rx.try_recv().is_ok();
+                let granted = wait.rx.try_recv();
                 drop(st);
-                if granted {
-                    Ok(self.permit(&ticket.subject))
-                } else {
-                    Err(Refused::Timeout)
+                match granted {
+                    Ok(Ok(())) => Ok(self.permit(&ticket.subject)),
+                    Ok(Err(refused)) => Err(refused),
+                    Err(_) => Err(Refused::Timeout),
                 }
             }
         }
@@ -296,7 +346,7 @@ struct Wait<'a> {
     subject: &'a str,
     priority: i32,
     id: u64,
-    rx: oneshot::Receiver<()>,
+    rx: oneshot::Receiver<Result<(), Refused>>,
     done: bool,
 }
 
@@ -313,7 +363,7 @@ impl Drop for Wait<'_> {
             return;
         }
         // Grants are sent under the lock: if ours was sent, it is here now.
-        let granted = self.rx.try_recv().is_ok();
+        let granted = matches!(self.rx.try_recv(), Ok(Ok(())));
         drop(st);
         if granted {
             drop(Permit {

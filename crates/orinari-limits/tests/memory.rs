@@ -190,6 +190,55 @@ async fn the_queue_is_fair_across_keys_and_honours_priority() {
     assert!(light.iter().all(|&i| i <= 4), "light starved: {order:?}");
 }
 
+/// Regression (issue #23, fairness over HTTP): a key flooding a full queue
+/// crowded every other key out of it — their requests were shed with 503
+/// while the flooder's waited. Now the newcomer takes the place of the
+/// heaviest key's newest waiter, which is refused instead.
+#[tokio::test]
+async fn a_flooding_key_cannot_crowd_another_out_of_a_full_queue() {
+    let q = Admission::new(1, 4, Duration::from_secs(10));
+    let running = q.acquire(&ticket("flood", 0, 8)).await.unwrap();
+    let mut flood = Vec::new();
+    for _ in 0..4 {
+        let q2 = q.clone();
+        flood.push(tokio::spawn(async move {
+            q2.acquire(&ticket("flood", 0, 8)).await.map(|_| ())
+        }));
+        while q.waiting() < flood.len() {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Full of the flooder's waiters: one more of its own is shed...
+    assert_eq!(
+        q.acquire(&ticket("flood", 0, 8)).await.err(),
+        Some(Refused::Full)
+    );
+    // ...but another key's request is queued, in the place of the
+    // flooder's newest waiter, which is refused as shed.
+    let q2 = q.clone();
+    let light = tokio::spawn(async move { q2.acquire(&ticket("light", 0, 8)).await.map(|_| ()) });
+    let last = flood.pop().unwrap();
+    assert_eq!(last.await.unwrap(), Err(Refused::Full));
+    assert_eq!(q.waiting(), 4);
+    // A second light request still finds room (light 1 waiting, flood 3).
+    let q3 = q.clone();
+    let light2 = tokio::spawn(async move { q3.acquire(&ticket("light", 0, 8)).await.map(|_| ()) });
+    assert_eq!(flood.pop().unwrap().await.unwrap(), Err(Refused::Full));
+    // Now light has 2 and flood 2: no more shedding between them.
+    assert_eq!(
+        q.acquire(&ticket("light", 0, 8)).await.err(),
+        Some(Refused::Full)
+    );
+    drop(running);
+    light.await.unwrap().unwrap();
+    light2.await.unwrap().unwrap();
+    for f in flood {
+        f.await.unwrap().unwrap();
+    }
+    assert_eq!(q.waiting(), 0);
+    assert_eq!(q.running(), 0);
+}
+
 #[tokio::test]
 async fn a_key_at_its_cap_waits_while_others_run() {
     let q = Admission::new(4, 16, Duration::from_secs(5));

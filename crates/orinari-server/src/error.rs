@@ -32,6 +32,30 @@ impl From<ApiError> for HttpError {
     }
 }
 
+/// Seconds a client should wait when the store cannot take writes.
+const STORAGE_RETRY_AFTER_S: u64 = 5;
+
+/// Classify a store error once: when the environment is the cause (a full
+/// disk, a read-only data directory, a database that does not answer), a
+/// 503 `storage_unavailable` that says so, with `Retry-After`; otherwise a
+/// 500 with `fallback` (the details go to the log, never to the client).
+pub fn from_store(e: &orinari_store::StoreError, fallback: &str) -> ApiError {
+    match e.unavailable() {
+        Some(why) => {
+            tracing::warn!(error = %e, "storage unavailable");
+            ApiError::overloaded(
+                format!("Storage is unavailable: {why}. Nothing was changed; try again later."),
+                STORAGE_RETRY_AFTER_S,
+            )
+            .with_code("storage_unavailable")
+        }
+        None => {
+            tracing::error!(error = %e, "storage operation failed");
+            ApiError::internal(fallback.to_string())
+        }
+    }
+}
+
 /// Classify a model error once.
 pub fn from_model(e: ModelError) -> ApiError {
     match e {

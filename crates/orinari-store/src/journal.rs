@@ -347,6 +347,14 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
 impl Store {
     /// Apply a change in a transaction, journaling it on SQLite.
     pub(crate) async fn write(&self, c: &Change) -> Result<Vec<u64>, StoreError> {
+        // Bounded: an unanswered write fails (uncommitted or in doubt, never
+        // acknowledged) instead of holding its caller forever.
+        tokio::time::timeout(crate::QUERY_TIMEOUT, self.write_now(c))
+            .await
+            .map_err(|_| StoreError::Timeout)?
+    }
+
+    async fn write_now(&self, c: &Change) -> Result<Vec<u64>, StoreError> {
         let mut tx = self.pool().begin().await?;
         let n = apply(&mut tx, c).await?;
         if self.backend() == Backend::Sqlite {

@@ -53,6 +53,58 @@ pub enum StoreError {
     /// A value in the store is out of range (corruption or a bug).
     #[error("invalid stored value: {0}")]
     Invalid(String),
+    /// The database did not answer within [`QUERY_TIMEOUT`] (a dead link or
+    /// a stuck server); the write may or may not have been applied.
+    #[error("the database did not answer within {} s", QUERY_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+impl StoreError {
+    /// Why the store cannot take writes now, in words for an operator or
+    /// client, when the cause is the environment rather than the request: a
+    /// full disk, a read-only data directory, a database that does not
+    /// answer. `None` for anything else.
+    pub fn unavailable(&self) -> Option<&'static str> {
+        let e = match self {
+            Self::Timeout => return Some("the database does not answer"),
+            Self::Query(e) => e,
+            _ => return None,
+        };
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Some("the database does not answer")
+            }
+            sqlx::Error::Database(d) => {
+                let code = d.code().unwrap_or_default();
+                if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLite's primary result codes (extended codes keep
+                    // them in the low byte): 13 FULL, 8 READONLY, 10 IOERR,
+                    // 14 CANTOPEN.
+                    match code.parse::<i64>().map(|c| c & 0xff) {
+                        Ok(13) => Some("the disk holding the database is full"),
+                        Ok(8) => Some("the data directory is read-only"),
+                        Ok(10 | 14) => Some(
+                            "the database file cannot be written (disk full, read-only or failing)",
+                        ),
+                        _ => None,
+                    }
+                } else {
+                    // PostgreSQL's SQLSTATE: 53100 disk_full, 25006
+                    // read_only_sql_transaction, 08… connection exceptions,
+                    // 57P… the server shutting down or unavailable.
+                    match code.as_ref() {
+                        "53100" => Some("the disk holding the database is full"),
+                        "25006" => Some("the database is read-only"),
+                        c if c.starts_with("08") || c.starts_with("57P") => {
+                            Some("the database does not answer")
+                        }
+                        _ => None,
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Which database is behind the store.
@@ -75,6 +127,13 @@ pub struct Store {
 const SQLITE_POOL: u32 = 4;
 const POSTGRES_POOL: u32 = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a write may take, connection included. A dead link under an
+/// open connection (the peer never answers, no reset) would otherwise keep
+/// the caller waiting forever: sqlx puts no deadline on a query.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection handed back to the pool may take to show it still
+/// answers; one that does not is closed instead of pooled.
+const RELEASE_CHECK: Duration = Duration::from_secs(2);
 
 impl Store {
     /// Open (creating an SQLite file and its directory if needed) and migrate.
@@ -109,6 +168,20 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(size)
             .acquire_timeout(CONNECT_TIMEOUT)
+            // sqlx pings every connection handed back, with no deadline: on a
+            // connection whose peer went silent (a query cut off by
+            // [`QUERY_TIMEOUT`], a half-open link) that ping never returns
+            // and the pool slot is lost for good. A bounded ping first: a
+            // connection that fails it is closed, and its slot reopened.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    Ok(matches!(
+                        tokio::time::timeout(RELEASE_CHECK, conn.ping()).await,
+                        Ok(Ok(()))
+                    ))
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -21,9 +21,9 @@ fn store(state: &AppState) -> Result<&Store, HttpError> {
     })
 }
 
-fn failed(e: impl std::fmt::Display) -> HttpError {
-    tracing::error!(error = %e, "admin key operation failed");
-    HttpError(ApiError::internal(
+fn failed(e: orinari_store::StoreError) -> HttpError {
+    HttpError(crate::error::from_store(
+        &e,
         "The key operation failed; see the server log.",
     ))
 }

@@ -38,10 +38,10 @@ pub(super) fn failed(e: StatusError) -> HttpError {
             "subscription_rate_limited",
             retry_after_s,
         )),
-        StatusError::Store(_) => {
-            tracing::error!(error = %e, "status write failed");
-            HttpError(ApiError::internal("The change could not be stored."))
-        }
+        StatusError::Store(s) => HttpError(crate::error::from_store(
+            &s,
+            "The change could not be stored.",
+        )),
     }
 }
 
