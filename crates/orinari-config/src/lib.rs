@@ -4,6 +4,7 @@
 //! file, line, column or key and say why.
 
 pub mod admission;
+mod fingerprint;
 pub mod models;
 mod raw;
 pub mod reload;

@@ -142,6 +142,7 @@ struct Inner {
     acme_challenges: crate::acme::Challenges,
     certificates: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
     indexer: std::sync::OnceLock<SourceIndexer>,
+    instance: std::sync::OnceLock<String>,
 }
 
 /// The files sources' background indexers, shared between their owner (the
@@ -188,6 +189,7 @@ impl AppState {
                 acme_challenges: crate::acme::Challenges::default(),
                 certificates: std::sync::OnceLock::new(),
                 indexer: std::sync::OnceLock::new(),
+                instance: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -269,6 +271,18 @@ impl AppState {
     pub fn with_indexer(self, indexer: SourceIndexer) -> Self {
         let _ = self.inner.indexer.set(indexer);
         self
+    }
+
+    /// The same state knowing its id among the instances of a cluster
+    /// (`/admin/v1/instances`; set once, before serving).
+    pub fn with_instance(self, id: String) -> Self {
+        let _ = self.inner.instance.set(id);
+        self
+    }
+
+    /// This instance's id, when it is registered in the store.
+    pub fn instance(&self) -> Option<&str> {
+        self.inner.instance.get().map(String::as_str)
     }
 
     /// The files sources' indexers, while they run.

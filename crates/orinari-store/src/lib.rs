@@ -9,6 +9,7 @@
 //! at start-up. Conversation text is never stored.
 
 pub mod backup;
+pub mod instances;
 mod journal;
 mod keys;
 pub mod leader;
@@ -25,6 +26,7 @@ use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 
+pub use instances::{ClusterView, InstanceRow, InstanceState, InstanceView, Registration};
 pub use journal::Change;
 pub use keys::{ApiKey, NewApiKey};
 pub use leader::LeaderLock;

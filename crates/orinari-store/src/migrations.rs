@@ -44,6 +44,10 @@ const SQLITE: &[(&str, &str)] = &[
         "0007_status_webhooks.sql",
         include_str!("../migrations/sqlite/0007_status_webhooks.sql"),
     ),
+    (
+        "0008_instances.sql",
+        include_str!("../migrations/sqlite/0008_instances.sql"),
+    ),
 ];
 
 /// `migrations/postgres`: (file name, SQL).
@@ -75,6 +79,10 @@ const POSTGRES: &[(&str, &str)] = &[
     (
         "0007_status_webhooks.sql",
         include_str!("../migrations/postgres/0007_status_webhooks.sql"),
+    ),
+    (
+        "0008_instances.sql",
+        include_str!("../migrations/postgres/0008_instances.sql"),
     ),
 ];
 

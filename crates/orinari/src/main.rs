@@ -402,6 +402,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
             .context("status page ([status])")?,
     );
     state = state.with_status(status.clone());
+    let leadership = status.leadership();
     state.metrics().analytics.set_region(&config.server.region);
     let (stop_status, status_stopped) = tokio::sync::watch::channel(false);
     #[expect(
@@ -422,9 +423,32 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
         None => None,
     };
     let handover = upgrade::Handover::new(&listener, https.as_ref().map(|(l, _)| l))?;
+    // This instance in the store's list of instances (`/admin/v1/instances`),
+    // before it serves; the heartbeat task is owned here, stops when the
+    // drain begins (an upgraded process writes the row from then on) and is
+    // joined before the store closes.
+    let mut registration = orinari_store::Registration::new(
+        store.clone(),
+        format!("{}:{}", hostname(), addr.port()),
+        Some(config.server.region.clone()),
+        env!("CARGO_PKG_VERSION").to_string(),
+        config_hash(&config),
+    );
+    registration.register().await;
+    state = state.with_instance(registration.id().to_string());
+    let (stop_registration, registration_stopped) = tokio::sync::watch::channel(false);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "stopped when the drain begins, joined before the store closes (below)"
+    )]
+    let registration_task = tokio::spawn(registration.run(leadership, registration_stopped));
     // Signal handlers are installed before the address is announced, so a
     // SIGTERM sent as soon as it is announced drains instead of killing.
     let shutdown = shutdown_signal(state.clone(), handover);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_registration.send(true);
+    };
     tracing::info!(%addr, "listening");
     eprintln!("orinari is serving on http://{addr}/v1 (chat API)");
     if let Some((l, t)) = &https {
@@ -455,6 +479,12 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
     if let Some(shared) = indexer {
         let taken = shared.lock().ok().and_then(|mut i| i.take());
         sources::stop(taken).await;
+    }
+    if tokio::time::timeout(Duration::from_secs(5), registration_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the instance registration did not stop in time");
     }
     let _ = stop_status.send(true);
     if tokio::time::timeout(Duration::from_secs(10), status_task)
@@ -512,6 +542,22 @@ fn from_hex(hex: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+/// The hash `/admin/v1/instances` compares: SHA-256 of the configuration
+/// every instance should share, 64 bits of it in hex.
+fn config_hash(config: &Config) -> String {
+    to_hex(&orinari_server::hash_token(&config.cluster_text())[..8])
+}
+
+/// This machine's name, for the instance id (a pod's name on Kubernetes).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// A database URL without its password, for messages.

@@ -6,6 +6,7 @@ mod chat;
 mod completions;
 mod embeddings;
 mod health;
+mod instances;
 mod keys;
 mod messages;
 mod metrics;
@@ -62,6 +63,7 @@ pub fn admin(state: AppState) -> Router {
         .route("/admin/v1/status", get(status_admin::probes))
         .route("/admin/v1/errors", get(observability::errors))
         .route("/admin/v1/analytics", get(observability::analytics))
+        .route("/admin/v1/instances", get(instances::list))
         .route("/admin/v1/sources", get(sources::list))
         .route("/admin/v1/sources/{name}/reindex", post(sources::reindex))
         .with_state(state)
