@@ -54,7 +54,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the platform.
-    Serve,
+    Serve {
+        /// Upgrade the server already running with this configuration
+        /// instead (what SIGUSR2 does): its binary is started again with the
+        /// listening sockets, the old process drains; exit 0 once the new
+        /// one serves, 2 if the old one serves on.
+        #[arg(long)]
+        upgrade: bool,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -187,12 +194,29 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve => {
+        Command::Serve { upgrade } => {
             let path = orinari_config::discover(cli.config);
             let config = match load_config(path.clone()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if upgrade {
+                // The configuration was just checked: a file the new process
+                // would refuse is reported here, before anything is signalled.
+                let listen = config.server.listen;
+                return match upgrade::request(listen) {
+                    Ok((old, new)) => {
+                        println!(
+                            "upgraded: pid {new} serves on {listen}; pid {old} drains and exits"
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: upgrade failed: {e:#}");
+                        ExitCode::from(EXIT_RUNTIME)
+                    }
+                };
+            }
             init_logging();
             match serve(config, path) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -164,6 +164,124 @@ impl Handover {
     }
 }
 
+/// `orinari serve --upgrade`: ask the server listening on `listen` to
+/// upgrade (SIGUSR2, the same path) and wait for the outcome. The server is
+/// found by its listening socket (the `/proc/net/tcp` inode and the process
+/// holding it, as `ss -p` finds it), so no pid file is needed. While the new
+/// process starts both hold the socket; the handover is done when the old
+/// one has let go of it. Returns the old and the new process ids.
+pub fn request(listen: std::net::SocketAddr) -> anyhow::Result<(u32, u32)> {
+    let inode = listening_inode(listen)?.with_context(|| {
+        format!("nothing listens on {listen} (is `orinari serve` running with this configuration?)")
+    })?;
+    let old = match holders(inode).as_slice() {
+        [] => anyhow::bail!(
+            "no process of this user holds the socket on {listen} (run the upgrade as the server's user)"
+        ),
+        [pid] => *pid,
+        more => anyhow::bail!(
+            "{} processes hold the socket on {listen} ({more:?}): an upgrade is already under way",
+            more.len()
+        ),
+    };
+    let cmdline = std::fs::read(format!("/proc/{old}/cmdline")).unwrap_or_default();
+    anyhow::ensure!(
+        cmdline.split(|b| *b == 0).any(|arg| arg == b"serve"),
+        "the process listening on {listen} (pid {old}) is not `orinari serve`"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(old)?),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .with_context(|| format!("cannot signal pid {old}"))?;
+    let deadline = std::time::Instant::now() + READY_WITHIN + Duration::from_secs(5);
+    let mut started = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = holders(inode);
+        let new = now.iter().copied().find(|p| *p != old);
+        if !now.contains(&old) {
+            return new.map(|new| (old, new)).with_context(|| {
+                format!("pid {old} stopped and nothing listens on {listen} any more")
+            });
+        }
+        match (new, started) {
+            (Some(pid), _) => started = Some(pid),
+            (None, Some(pid)) => anyhow::bail!(
+                "the new process (pid {pid}) exited before it was ready; pid {old} serves on (its log says why)"
+            ),
+            (None, None) => {}
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no handover within {} s; pid {old} serves on (its log says why)",
+            (READY_WITHIN + Duration::from_secs(5)).as_secs()
+        );
+    }
+}
+
+/// The inode of the TCP socket listening on exactly `addr`, from
+/// `/proc/net/tcp` or `/proc/net/tcp6`.
+fn listening_inode(addr: std::net::SocketAddr) -> anyhow::Result<Option<u64>> {
+    let table = if addr.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let text = std::fs::read_to_string(table).with_context(|| format!("cannot read {table}"))?;
+    Ok(text.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl, local_address, rem_address, st, ..., inode (the 10th field).
+        let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+        (*state == "0A" && proc_address(local)? == addr)
+            .then(|| inode.parse().ok())
+            .flatten()
+    }))
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): the address
+/// as the kernel prints it, each 32-bit word in the machine's byte order.
+fn proc_address(field: &str) -> Option<std::net::SocketAddr> {
+    let (ip, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for word in ip.as_bytes().chunks(8) {
+        let word = u32::from_str_radix(std::str::from_utf8(word).ok()?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
+/// The processes (other than this one) holding the socket `inode`, in pid
+/// order; processes this user may not inspect are not seen.
+fn holders(inode: u64) -> Vec<u32> {
+    let target = format!("socket:[{inode}]");
+    let me = std::process::id();
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str())
+                })
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// The datagram socket a new process says `READY=1` on, removed with it.
 struct ReadinessSocket {
     socket: UnixDatagram,
@@ -234,6 +352,36 @@ fn send(path: &Path, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_addresses_parse_in_machine_byte_order() {
+        let v4 = u32::from_ne_bytes([127, 0, 0, 1]);
+        assert_eq!(
+            proc_address(&format!("{v4:08X}:1F90")),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        let any6 = format!("{}:0050", "0".repeat(32));
+        assert_eq!(proc_address(&any6), Some("[::]:80".parse().unwrap()));
+        let one = u32::from_ne_bytes([0, 0, 0, 1]);
+        let loopback6 = format!("{}{one:08X}:0050", "0".repeat(24));
+        assert_eq!(proc_address(&loopback6), Some("[::1]:80".parse().unwrap()));
+        assert_eq!(proc_address("zz:1"), None);
+        assert_eq!(proc_address("0100007F"), None);
+    }
+
+    #[test]
+    fn a_listening_socket_is_found_by_its_exact_address() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let inode = listening_inode(l.local_addr().unwrap()).unwrap().unwrap();
+        // `holders` leaves this process out: nobody else holds it.
+        assert!(holders(inode).is_empty());
+        drop(l);
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert_eq!(listening_inode(free).unwrap(), None);
+    }
 
     #[test]
     fn only_ready_1_counts_as_ready() {

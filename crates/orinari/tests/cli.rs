@@ -546,7 +546,7 @@ fn sigterm_with_a_short_drain_deadline_exits_0_quickly() {
     );
     let signalled = Instant::now();
     server.sigterm();
-    let status = server.wait_for_exit(Duration::from_secs(10));
+    let status = server.wait_for_exit(Duration::from_secs(60));
     let took = signalled.elapsed();
     assert_eq!(
         status.and_then(|s| s.code()),
@@ -554,7 +554,9 @@ fn sigterm_with_a_short_drain_deadline_exits_0_quickly() {
         "exit {status:?}:\n{}",
         server.log()
     );
-    assert!(took < Duration::from_secs(5), "took {took:?} to exit");
+    // The 300 ms deadline ended it, not the 3,000-token answer (minutes);
+    // the margin is for a loaded machine (9 s once, at load average 11).
+    assert!(took < Duration::from_secs(20), "took {took:?} to exit");
     // The client sees the connection end (however the stream was cut).
     let response = finish_stream(stream, first);
     assert_eq!(response.status, 200, "{}", response.head);
@@ -984,4 +986,64 @@ fn sigusr2_with_a_new_process_that_fails_keeps_the_old_one_serving() {
     server.sigterm();
     let status = server.wait_for_exit(Duration::from_secs(30));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", server.log());
+}
+
+/// `orinari serve --upgrade` finds the server by its listening address,
+/// has it hand its socket to a new process (the SIGUSR2 path), and says
+/// which process serves now; it refuses clearly when nothing, or something
+/// else, listens there.
+#[test]
+fn serve_upgrade_hands_over_and_reports_the_new_pid() {
+    let dir = scratch("serve-upgrade-cli");
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let upgrade = || {
+        orinari(&dir)
+            .args(["serve", "--upgrade"])
+            .env("ORINARI_SERVER_LISTEN", &addr)
+            .output()
+            .unwrap()
+    };
+    let mut server = Server::start("serve-upgrade-cli", &[("ORINARI_SERVER_LISTEN", &addr)]);
+    let out = upgrade();
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}\n{}",
+        text(&out.stderr),
+        server.log()
+    );
+    let pid = new_pid(&server.log()).expect("the new process's pid is logged");
+    assert!(
+        stdout.contains(&format!("upgraded: pid {pid} serves on {addr}")),
+        "{stdout}"
+    );
+    assert_eq!(get(server.addr, "/healthz").status, 200);
+    let status = server.wait_for_exit(Duration::from_secs(60));
+    let served_after = get(server.addr, "/healthz").status;
+    stop_pid(pid);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", server.log());
+    assert_eq!(served_after, 200, "the new process serves");
+
+    let out = upgrade();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(&format!("nothing listens on {addr}")),
+        "{}",
+        text(&out.stderr)
+    );
+    // A process that is not `orinari serve` is never signalled.
+    let other = std::net::TcpListener::bind(&addr).unwrap();
+    let out = upgrade();
+    drop(other);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is not `orinari serve`"),
+        "{}",
+        text(&out.stderr)
+    );
 }
