@@ -9,6 +9,13 @@ at the same token counts), same measurements, n_threads=2:
   ttft200      that wall time for the 200-token prompt
   gen          128 greedy tokens (end-of-turn ignored): tokens after the
                first / wall time after the first
+  turn10       a conversation as in bench_local.rs (a numbered ~800-token
+               text, eight short questions each answered greedily in at most
+               64 tokens and sent back as history), then turn 10's time to
+               first token: with llama.cpp's server-style prompt cache (the
+               context keeps the longest common prefix with the previous
+               prompt and evaluates only the rest: what llama-cpp-python's
+               `generate` and llama-server's `cache_prompt` do), and cold
   memory       VmRSS after load and VmHWM at the end (includes the Python
                interpreter, reported separately as rss_before_load_mib)
 
@@ -39,6 +46,22 @@ PROSE = (
     "and the old lighthouse keeper climbed his hill to read the weather in the clouds. "
 )
 GENERATE_PROMPT = "Write a long, detailed story about a dragon who learns to bake bread."
+# Must match QUESTIONS in bench_local.rs.
+QUESTIONS = [
+    "Who sold warm rolls, and to whom?",
+    "What did the children chase?",
+    "What happened at noon?",
+    "Where did the lighthouse keeper go?",
+    "Which fish were people arguing about?",
+    "Describe the mood of the market in a few sentences.",
+    "What time of day did the town wake?",
+    "Give the text a title.",
+    "List three things a visitor would smell there.",
+]
+
+
+def document(n):
+    return f"Document {n}. Read this text, then answer my questions about it.\n\n" + PROSE * 9
 
 
 def default_model():
@@ -89,15 +112,67 @@ class Bench:
         self.n_vocab = self.llm.n_vocab()
         env = jinja2.sandbox.ImmutableSandboxedEnvironment()
         self.template = env.from_string(self.llm.metadata["tokenizer.chat_template"])
+        self.end_of_turn = {
+            self.llm.token_eos(),
+            *self.llm.tokenize(b"<|im_end|>", add_bos=False, special=True),
+            *self.llm.tokenize(b"<|endoftext|>", add_bos=False, special=True),
+        }
 
     def chat_ids(self, content):
+        return self.messages_ids([{"role": "user", "content": content}])
+
+    def messages_ids(self, messages):
         text = self.template.render(
-            messages=[{"role": "user", "content": content}],
+            messages=messages,
             add_generation_prompt=True,
             bos_token="",
             eos_token="",
         )
         return self.llm.tokenize(text.encode(), add_bos=False, special=True)
+
+    def eval_reusing(self, ids):
+        """Evaluate a prompt keeping the longest common prefix of what the
+        context already holds (at least the last prompt token is evaluated)."""
+        held = self.llm._input_ids[: self.llm.n_tokens]
+        common = 0
+        for a, b in zip(held, ids[:-1]):
+            if a != b:
+                break
+            common += 1
+        self.llm.n_tokens = common
+        self.llm.eval(ids[common:])
+
+    def answer(self, messages, limit):
+        """Greedy answer of at most `limit` tokens, with the prompt cache."""
+        self.eval_reusing(self.messages_ids(messages))
+        out = []
+        while True:
+            tok = self.argmax()
+            if tok in self.end_of_turn:
+                break
+            out.append(tok)
+            if len(out) >= limit:
+                break
+            self.llm.eval([tok])
+        return self.llm.detokenize(out).decode("utf-8", errors="ignore")
+
+    def conversation(self, n):
+        msgs = [{"role": "user", "content": document(n)}]
+        for q in QUESTIONS:
+            msgs.append({"role": "assistant", "content": self.answer(msgs, 64)})
+            msgs.append({"role": "user", "content": q})
+        return msgs
+
+    def turn10(self, msgs, cached):
+        ids = self.messages_ids(msgs)
+        t0 = time.perf_counter()
+        if cached:
+            self.eval_reusing(ids)
+        else:
+            self.llm.reset()
+            self.llm.eval(ids)
+        self.argmax()
+        return time.perf_counter() - t0, len(ids)
 
     def prompt_of(self, target):
         words = split_inclusive(PROSE)
@@ -160,6 +235,12 @@ def main():
         _, rest, n, perf = b.run(gen_prompt, a.gen)
         gen_rate.append((n - 1) / rest)
         gen_counter.append(perf.n_eval / (perf.t_eval_ms / 1e3))
+    turn10, turn10_cold, turn10_tokens = [], [], 0
+    for rep in range(max(1, a.reps)):
+        msgs = b.conversation(rep + 1)
+        secs, turn10_tokens = b.turn10(msgs, cached=True)
+        turn10.append(secs)
+        turn10_cold.append(b.turn10(msgs, cached=False)[0])
     rss_end, hwm = memory_mib()
     ttft = statistics.median(ttft200)
     print(
@@ -180,6 +261,9 @@ def main():
                 "gen_tokens": a.gen,
                 "gen_tok_s": round(statistics.median(gen_rate), 1),
                 "gen_tok_s_counter": round(statistics.median(gen_counter), 1),
+                "turn10_prompt_tokens": turn10_tokens,
+                "turn10_ttft_ms": round(statistics.median(turn10) * 1e3, 1),
+                "turn10_cold_ms": round(statistics.median(turn10_cold) * 1e3, 1),
                 "rss_before_load_mib": round(rss_before, 1),
                 "rss_after_load_mib": round(rss_after_load, 1),
                 "rss_end_mib": round(rss_end, 1),

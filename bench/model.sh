@@ -4,10 +4,13 @@
 #   bench/model.sh                      # 3 rounds, alternating engines
 #   ROUNDS=5 THREADS=2 GEN=128 bench/model.sh
 #   LLAMA_PY=/path/to/python bench/model.sh   # reuse a llama-cpp-python install
+#   PROFILE=dev CARGO=/path/to/cargo bench/model.sh   # reuse the dev build
 #
 # Each round runs, in turn: ours with requantize=true, ours with
 # requantize=false, llama.cpp (n_threads=$THREADS). Every run is a fresh
-# process (load, one warm-up request, then REPS measured requests). The table
+# process (load, one warm-up request, then REPS measured requests, then REPS
+# ten-turn conversations whose turn 10 is timed with each engine's prompt
+# cache and cold; see bench_local.rs and llama_cpp_bench.py). The table
 # shows the median over rounds and the ratio ours/llama.cpp (for tok/s higher
 # is better; for ms and MiB lower is better). Raw JSON lines are kept in
 # bench/results/. Run on a quiet machine: both engines spin-wait their worker
@@ -21,8 +24,16 @@ THREADS="${THREADS:-2}"
 GEN="${GEN:-128}"
 
 py="$("$here/llama_py.sh")"
-(cd "$root" && cargo build --release -q -p orinari-models --example bench_local)
-bin="$root/target/release/examples/bench_local"
+# PROFILE=dev reuses the test build (dependencies and orinari-models are
+# optimised there too, see Cargo.toml) instead of a separate release build.
+PROFILE="${PROFILE:-release}"
+if [[ "$PROFILE" == release ]]; then
+    (cd "$root" && ${CARGO:-cargo} build --release -q -p orinari-models --example bench_local)
+    bin="$root/target/release/examples/bench_local"
+else
+    (cd "$root" && ${CARGO:-cargo} build -q --workspace --examples)
+    bin="$root/target/debug/examples/bench_local"
+fi
 mkdir -p "$here/results"
 out="$here/results/model-$(date +%Y%m%d-%H%M%S).jsonl"
 
@@ -106,6 +117,9 @@ metrics = [
     ("pp512_tok_s", "prompt 512 tok/s", "higher"),
     ("gen_tok_s", "generate tok/s", "higher"),
     ("ttft200_ms", "TTFT 200-token prompt ms", "lower"),
+    ("turn10_prompt_tokens", "turn 10: prompt tokens (history + question)", "-"),
+    ("turn10_ttft_ms", "turn 10: TTFT with prompt cache ms", "lower"),
+    ("turn10_cold_ms", "turn 10: TTFT cold ms", "lower"),
     ("load_s", "load s", "lower"),
     ("rss_after_load_mib", "RSS after load MiB", "lower"),
     ("peak_rss_mib", "peak RSS (VmHWM) MiB", "lower"),

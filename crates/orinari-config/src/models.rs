@@ -137,11 +137,12 @@ pub fn upstream(name: &str, i: usize, m: &RawModel) -> Result<UpstreamModelConfi
             ),
         ));
     }
-    for k in ["path", "parallel", "requantize"] {
+    for k in ["path", "parallel", "requantize", "prefix_cache_mib"] {
         let set = match k {
             "path" => m.path.is_some(),
             "parallel" => m.parallel.is_some(),
-            _ => m.requantize.is_some(),
+            "requantize" => m.requantize.is_some(),
+            _ => m.prefix_cache_mib.is_some(),
         };
         if set {
             return Err(err(name, &key(k), "applies only to `backend = \"local\"`"));

@@ -64,6 +64,9 @@ pub mod defaults {
     pub const LOCAL_MODEL: &str = "orinari-small";
     /// `[[models]] parallel` for a local model: sequences interleaved at once.
     pub const LOCAL_PARALLEL: u32 = 4;
+    /// `[[models]] prefix_cache_mib` of an embedded model: memory for the
+    /// keys and values of recent prompts, reused by the next turn.
+    pub const LOCAL_PREFIX_CACHE_MIB: u32 = 128;
     /// `[[models]] strategy` for upstream backends.
     pub const MODEL_STRATEGY: &str = "p2c-ewma";
     /// `[[models]] connect_timeout_ms`: TCP/TLS connect to a backend.
@@ -278,6 +281,7 @@ pub struct RawModel {
     pub context_size: Option<u32>,
     pub parallel: Option<u32>,
     pub requantize: Option<bool>,
+    pub prefix_cache_mib: Option<u32>,
     pub strategy: Option<String>,
     #[serde(default)]
     pub fallback: Vec<String>,

@@ -120,6 +120,8 @@ pub struct LocalModelConfig {
     pub parallel: usize,
     /// Re-quantize 4-bit weights to Q8_0 at load (faster on x86).
     pub requantize: bool,
+    /// Memory for the prefix KV cache in MiB (0: off).
+    pub prefix_cache_mib: usize,
 }
 
 /// An error naming the file, the key and why.
@@ -222,6 +224,7 @@ fn local_model(name: &str, i: usize, m: RawModel) -> Result<ModelConfig, ConfigE
             context_size,
             parallel: positive(name, &key("parallel"), m.parallel, d::LOCAL_PARALLEL)? as usize,
             requantize: m.requantize.unwrap_or(true),
+            prefix_cache_mib: m.prefix_cache_mib.unwrap_or(d::LOCAL_PREFIX_CACHE_MIB) as usize,
         },
         upstream: None,
         sources: Vec::new(),
@@ -468,6 +471,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
                     context_size: None,
                     parallel: d::LOCAL_PARALLEL as usize,
                     requantize: true,
+                    prefix_cache_mib: d::LOCAL_PREFIX_CACHE_MIB as usize,
                 },
                 upstream: Some(upstream),
                 sources: Vec::new(),
@@ -493,6 +497,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
                 context_size: None,
                 parallel: d::LOCAL_PARALLEL as usize,
                 requantize: true,
+                prefix_cache_mib: d::LOCAL_PREFIX_CACHE_MIB as usize,
             },
             upstream: None,
             sources: Vec::new(),

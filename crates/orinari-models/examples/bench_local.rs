@@ -1,16 +1,27 @@
 //! Embedded-model benchmark through the public `ModelBackend` API: prompt
 //! processing (~200 and ~512 token prompts), generation (128 greedy tokens),
-//! time to first token (200-token prompt), and memory. Prints one JSON line.
+//! time to first token (200-token prompt), turn 10 of a conversation with
+//! ~1,500 tokens of history (with the prefix cache, and cold), and memory.
+//! Prints one JSON line.
 //!
 //! ```text
 //! cargo build --release -p orinari-models --example bench_local
 //! target/release/examples/bench_local [--requantize true|false] [--reps N] [--gen N]
+//!     [--weights q8_0|q4k] [--prefix-cache-mib N]
 //! ```
 //!
 //! Each figure is the median of `--reps` runs (default 3) after one warm-up
 //! request. Prompt processing is measured as prompt tokens / time to the first
 //! event with `max_tokens = 1`, so it includes tokenization, the engine's
 //! 128-token prefill chunking and one sampling step: what a client sees.
+//!
+//! The conversation: turn 1 hands over a ~800-token text, turns 2–9 ask
+//! short questions, each answered by the model itself (greedy, at most 64
+//! tokens) and sent back as history, as a chat client does; turn 10's time
+//! to first token is measured on that model (`turn10_ttft_ms`, the prefix
+//! cache holding turn 9) and on a second instance with the cache off
+//! (`turn10_cold_ms`). Each rep is a new conversation (its text is numbered),
+//! so nothing carries over between reps but the system prompt.
 //! `bench/model.sh` runs this side by side with llama.cpp.
 #![allow(
     clippy::unwrap_used,
@@ -24,7 +35,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use orinari_models::local::{LocalConfig, LocalModel, default_model_path, load_vocab};
+use orinari_models::local::{
+    EngineOptions, LocalConfig, LocalModel, Requantized, default_model_path, load_vocab,
+};
 use orinari_models::{Event, GenerateRequest, Message, ModelBackend, Sampling};
 
 /// Varied prose, repeated to the length needed.
@@ -34,10 +47,25 @@ A baker on the corner sold warm rolls to sailors, while children ran between the
 stalls chasing a dog that had stolen a sausage. By noon the sun burned off the fog \
 and the old lighthouse keeper climbed his hill to read the weather in the clouds. ";
 
+/// The conversation's questions: turns 2–10.
+const QUESTIONS: [&str; 9] = [
+    "Who sold warm rolls, and to whom?",
+    "What did the children chase?",
+    "What happened at noon?",
+    "Where did the lighthouse keeper go?",
+    "Which fish were people arguing about?",
+    "Describe the mood of the market in a few sentences.",
+    "What time of day did the town wake?",
+    "Give the text a title.",
+    "List three things a visitor would smell there.",
+];
+
 struct Args {
     requantize: bool,
     reps: usize,
     generate: u32,
+    prefix_cache_mib: usize,
+    requantized: Requantized,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -45,6 +73,8 @@ fn args() -> anyhow::Result<Args> {
         requantize: true,
         reps: 3,
         generate: 128,
+        prefix_cache_mib: orinari_models::local::DEFAULT_PREFIX_CACHE_MIB,
+        requantized: Requantized::Q8_0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -53,7 +83,21 @@ fn args() -> anyhow::Result<Args> {
             "--requantize" => a.requantize = v.parse().context("--requantize true|false")?,
             "--reps" => a.reps = v.parse().context("--reps N")?,
             "--gen" => a.generate = v.parse().context("--gen N")?,
-            _ => bail!("unknown argument {k} (use --requantize, --reps, --gen)"),
+            "--weights" => {
+                a.requantized = match v.as_str() {
+                    "q8_0" => Requantized::Q8_0,
+                    "q4k" => Requantized::TiledQ4K,
+                    _ => bail!("--weights q8_0|q4k"),
+                }
+            }
+            "--prefix-cache-mib" => {
+                a.prefix_cache_mib = v.parse().context("--prefix-cache-mib N")?
+            }
+            _ => {
+                bail!(
+                    "unknown argument {k} (use --requantize, --weights, --reps, --gen, --prefix-cache-mib)"
+                )
+            }
         }
     }
     a.reps = a.reps.max(1);
@@ -83,6 +127,32 @@ struct Timing {
     first_event_s: f64,
     total_s: f64,
     completion_tokens: u32,
+    prompt_tokens: u32,
+    text: String,
+}
+
+/// Turn 1 of conversation `n`: a numbered text of about 800 tokens.
+fn document(n: usize) -> String {
+    let mut doc = format!("Document {n}. Read this text, then answer my questions about it.\n\n");
+    for _ in 0..9 {
+        doc.push_str(PROSE);
+    }
+    doc
+}
+
+/// Play turns 1–9 of conversation `n` (answers by the model itself) and
+/// return the messages of turn 10.
+async fn conversation(m: &LocalModel, n: usize) -> anyhow::Result<Vec<Message>> {
+    let mut msgs = vec![Message::text("user", document(n))];
+    for q in QUESTIONS.iter().take(QUESTIONS.len() - 1) {
+        let answer = run(m, msgs.clone(), 64).await?.text;
+        msgs.push(Message::text("assistant", answer));
+        msgs.push(Message::text("user", *q));
+    }
+    let answer = run(m, msgs.clone(), 64).await?.text;
+    msgs.push(Message::text("assistant", answer));
+    msgs.push(Message::text("user", QUESTIONS[QUESTIONS.len() - 1]));
+    Ok(msgs)
 }
 
 async fn run(m: &LocalModel, messages: Vec<Message>, max_tokens: u32) -> anyhow::Result<Timing> {
@@ -99,14 +169,21 @@ async fn run(m: &LocalModel, messages: Vec<Message>, max_tokens: u32) -> anyhow:
     let t0 = Instant::now();
     let mut g = m.start(req).await?;
     let mut first = None;
+    let mut text = String::new();
     while let Some(ev) = g.events.recv().await {
         first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
-        if let Event::Done { usage, .. } = ev? {
-            return Ok(Timing {
-                first_event_s: first.unwrap_or_default(),
-                total_s: t0.elapsed().as_secs_f64(),
-                completion_tokens: usage.completion_tokens,
-            });
+        match ev? {
+            Event::Delta(t) => text.push_str(&t),
+            Event::Done { usage, .. } => {
+                return Ok(Timing {
+                    first_event_s: first.unwrap_or_default(),
+                    total_s: t0.elapsed().as_secs_f64(),
+                    completion_tokens: usage.completion_tokens,
+                    prompt_tokens: usage.prompt_tokens,
+                    text,
+                });
+            }
+            Event::ToolCall(_) => {}
         }
     }
     bail!("the stream ended without Done")
@@ -166,14 +243,20 @@ async fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .with_context(fetch)?;
     let t = Instant::now();
-    let m = LocalModel::load(&LocalConfig {
+    let cfg = LocalConfig {
         path: path.clone(),
         context_size: Some(2048),
         max_active: 1,
         queue_depth: 1,
         requantize: a.requantize,
-    })
-    .with_context(fetch)?;
+    };
+    // Single requests are measured without the prefix cache (repeated
+    // prompts would otherwise be served from it), as llama.cpp's are.
+    let no_cache = EngineOptions {
+        prefix_cache_mib: 0,
+        requantized: a.requantized,
+    };
+    let m = LocalModel::load_with(&cfg, &no_cache).with_context(fetch)?;
     let load_s = t.elapsed().as_secs_f64();
     let (rss_after_load, _) = memory_mib();
 
@@ -201,12 +284,41 @@ async fn main() -> anyhow::Result<()> {
         gen_tokens.push(g.completion_tokens);
     }
     let (rss_end, hwm) = memory_mib();
+
+    // Conversations on a second instance with the prefix cache; turn 10
+    // again, cold, on the first.
+    let cached = LocalModel::load_with(
+        &cfg,
+        &EngineOptions {
+            prefix_cache_mib: a.prefix_cache_mib,
+            requantized: a.requantized,
+        },
+    )?;
+    run(&cached, p512.clone(), 2).await?;
+    let mut turn10 = Vec::new();
+    let mut turn10_cold = Vec::new();
+    let mut turn10_tokens = 0;
+    for rep in 0..a.reps {
+        let msgs = conversation(&cached, rep + 1).await?;
+        let t = run(&cached, msgs.clone(), 1).await?;
+        turn10.push(t.first_event_s);
+        turn10_tokens = t.prompt_tokens;
+        turn10_cold.push(run(&m, msgs, 1).await?.first_event_s);
+    }
+    let stats = cached.prefix_cache_stats();
+    cached.shutdown();
+    m.shutdown();
     let ttft = median(ttft200);
     let pp512_s = median(pp512);
     let out = serde_json::json!({
         "engine": "orinari",
         "model": path.file_name().map(|f| f.to_string_lossy().into_owned()),
         "requantize": a.requantize,
+        "weights": match (a.requantize, a.requantized) {
+            (false, _) => "q4_1",
+            (true, Requantized::Q8_0) => "q8_0",
+            (true, Requantized::TiledQ4K) => "q4k-tiled",
+        },
         "threads": candle_core::utils::get_num_threads(),
         "candle_pool_threads": candle_core::utils::barrier_pool().n_workers() + 1,
         "reps": a.reps,
@@ -218,6 +330,13 @@ async fn main() -> anyhow::Result<()> {
         "ttft200_ms": round(ttft * 1e3, 1),
         "gen_tokens": gen_tokens.iter().min(),
         "gen_tok_s": round(median(gen_rate), 1),
+        "prefix_cache_mib": a.prefix_cache_mib,
+        "turn10_prompt_tokens": turn10_tokens,
+        "turn10_ttft_ms": round(median(turn10) * 1e3, 1),
+        "turn10_cold_ms": round(median(turn10_cold) * 1e3, 1),
+        "prefix_cache_hits": stats.hits,
+        "prefix_cache_reused_tokens": stats.reused_tokens,
+        "prefix_cache_held_mib": round(stats.bytes as f64 / 1048576.0, 1),
         "rss_after_load_mib": round(rss_after_load, 1),
         "rss_end_mib": round(rss_end, 1),
         "peak_rss_mib": round(hwm, 1),
@@ -225,6 +344,5 @@ async fn main() -> anyhow::Result<()> {
         "cpu_s": round(cpu_seconds(), 2),
     });
     writeln!(std::io::stdout(), "{out}")?;
-    m.shutdown();
     Ok(())
 }

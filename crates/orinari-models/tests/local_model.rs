@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use orinari_models::local::{LocalConfig, LocalModel, default_model_path};
+use orinari_models::local::{EngineOptions, LocalConfig, LocalModel, default_model_path};
 use orinari_models::{
     Event, FinishReason, GenerateRequest, Message, ModelBackend, ModelError, Sampling,
 };
@@ -126,4 +126,86 @@ async fn dropping_the_generation_frees_the_engine() {
     };
     let r = tokio::time::timeout(Duration::from_secs(20), collect(&m, ask("Hi", quick))).await;
     assert!(r.is_ok(), "the engine kept generating for a dropped client");
+}
+
+fn conversation(messages: &[Message], max_tokens: u32) -> GenerateRequest {
+    GenerateRequest {
+        messages: messages.to_vec(),
+        sampling: Sampling {
+            temperature: 0.0,
+            max_tokens: Some(max_tokens),
+            ..Sampling::default()
+        },
+        stream: true,
+        ..GenerateRequest::default()
+    }
+}
+
+fn with_prefix_cache(mib: usize) -> LocalModel {
+    LocalModel::load_with(
+        &LocalConfig {
+            path: default_model_path(),
+            context_size: Some(1024),
+            max_active: 1,
+            queue_depth: 4,
+            requantize: true,
+        },
+        &EngineOptions {
+            prefix_cache_mib: mib,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("run scripts/fetch-model.sh first")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_turn_reuses_the_cached_prefix_and_answers_the_same() {
+    let cached = with_prefix_cache(64);
+    let cold = with_prefix_cache(0);
+    // A first message of a few hundred tokens, so that whole prefill chunks
+    // (128 tokens) are there to be reused.
+    let text = "The tide came in over the flat sand, and the gulls rose from the pier. ".repeat(20);
+    let mut msgs = vec![Message::text(
+        "user",
+        format!("{text}\nWhat rose from the pier?"),
+    )];
+    let mut prompts = Vec::new();
+    for q in ["And what came in?", "Over what?", "Thanks!"] {
+        let (a, _, prompt, _) = collect(&cached, conversation(&msgs, 16)).await;
+        let (b, ..) = collect(&cold, conversation(&msgs, 16)).await;
+        // Exact reuse: the same greedy answer as without the cache.
+        assert_eq!(a, b, "the prefix cache changed a greedy answer");
+        prompts.push(prompt);
+        msgs.push(Message::text("assistant", a));
+        msgs.push(Message::text("user", q));
+    }
+    // The same request again is answered the same, from the cache.
+    let (a, ..) = collect(&cached, conversation(&msgs, 16)).await;
+    let (b, ..) = collect(&cached, conversation(&msgs, 16)).await;
+    let (c, ..) = collect(&cold, conversation(&msgs, 16)).await;
+    assert_eq!((&a, &b), (&c, &c));
+    let s = cached.prefix_cache_stats();
+    // Turns 2 and 3 resume at the last chunk boundary of the turn before.
+    let chunks = |n: u32| u64::from(n - n % 128);
+    assert!(s.hits >= 3, "{s:?}");
+    assert!(
+        s.reused_tokens >= chunks(prompts[0]) + chunks(prompts[1]),
+        "{s:?}, prompts {prompts:?}"
+    );
+    assert!(s.bytes > 0 && s.bytes <= 64 << 20, "{s:?}");
+    let c = cold.prefix_cache_stats();
+    assert_eq!((c.hits, c.bytes), (0, 0), "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_cache_stays_within_its_budget() {
+    // One MiB holds about 22 positions of this model: not one prefill chunk
+    // (128) fits, so nothing is kept and nothing is reused.
+    let m = with_prefix_cache(1);
+    let msgs = vec![Message::text("user", "Say hello. ".repeat(60))];
+    collect(&m, conversation(&msgs, 4)).await;
+    collect(&m, conversation(&msgs, 4)).await;
+    let s = m.prefix_cache_stats();
+    assert!(s.bytes <= 1 << 20, "{s:?}");
+    assert_eq!(s.hits, 0, "{s:?}");
 }

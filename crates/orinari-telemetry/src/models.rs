@@ -18,6 +18,28 @@ pub struct BackendLabels {
     pub backend: String,
 }
 
+/// `{model}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    /// The model name clients ask for.
+    pub model: String,
+}
+
+/// The prefix KV cache's metrics for one embedded model.
+#[derive(Clone, Debug)]
+pub struct PrefixCacheMeter {
+    /// `orinari_model_prefix_cache_hits_total`: requests that started from
+    /// cached keys and values of an earlier one.
+    pub hits: Counter,
+    /// `orinari_model_prefix_cache_misses_total`: requests that found none.
+    pub misses: Counter,
+    /// `orinari_model_prefix_cache_reused_tokens_total`: prompt tokens not
+    /// computed again.
+    pub reused_tokens: Counter,
+    /// `orinari_model_prefix_cache_bytes`: memory the cache holds now.
+    pub bytes: Gauge,
+}
+
 /// `{model, backend, outcome}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -164,6 +186,14 @@ pub struct ModelMetrics {
     /// itself before its first token is handed on (selection, retries'
     /// bookkeeping, relaying), upstream time excluded.
     pub gateway_overhead: Histogram,
+    /// `orinari_model_prefix_cache_hits_total{model}`.
+    pub prefix_cache_hits: Family<ModelLabel, Counter>,
+    /// `orinari_model_prefix_cache_misses_total{model}`.
+    pub prefix_cache_misses: Family<ModelLabel, Counter>,
+    /// `orinari_model_prefix_cache_reused_tokens_total{model}`.
+    pub prefix_cache_reused_tokens: Family<ModelLabel, Counter>,
+    /// `orinari_model_prefix_cache_bytes{model}`.
+    pub prefix_cache_bytes: Family<ModelLabel, Gauge>,
 }
 
 impl ModelMetrics {
@@ -179,6 +209,10 @@ impl ModelMetrics {
             gateway_overhead: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.000_01, 2.0, 14),
             ),
+            prefix_cache_hits: Family::default(),
+            prefix_cache_misses: Family::default(),
+            prefix_cache_reused_tokens: Family::default(),
+            prefix_cache_bytes: Family::default(),
         };
         registry.register(
             "orinari_model_requests",
@@ -210,7 +244,40 @@ impl ModelMetrics {
             "Time spent in the gateway itself before the first token is handed on",
             m.gateway_overhead.clone(),
         );
+        registry.register(
+            "orinari_model_prefix_cache_hits",
+            "Requests to an embedded model that reused cached keys and values of an earlier prompt",
+            m.prefix_cache_hits.clone(),
+        );
+        registry.register(
+            "orinari_model_prefix_cache_misses",
+            "Requests to an embedded model that found no cached prefix",
+            m.prefix_cache_misses.clone(),
+        );
+        registry.register(
+            "orinari_model_prefix_cache_reused_tokens",
+            "Prompt tokens an embedded model did not compute again thanks to its prefix cache",
+            m.prefix_cache_reused_tokens.clone(),
+        );
+        registry.register(
+            "orinari_model_prefix_cache_bytes",
+            "Memory held by an embedded model's prefix cache",
+            m.prefix_cache_bytes.clone(),
+        );
         m
+    }
+
+    /// The prefix-cache handles of one embedded model.
+    pub fn prefix_cache(&self, model: &str) -> PrefixCacheMeter {
+        let l = ModelLabel {
+            model: model.to_string(),
+        };
+        PrefixCacheMeter {
+            hits: self.prefix_cache_hits.get_or_create(&l).clone(),
+            misses: self.prefix_cache_misses.get_or_create(&l).clone(),
+            reused_tokens: self.prefix_cache_reused_tokens.get_or_create(&l).clone(),
+            bytes: self.prefix_cache_bytes.get_or_create(&l).clone(),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orinari_config::Config;
 use orinari_models::ModelBackend;
-use orinari_models::local::{LocalConfig, LocalModel, default_model_path};
+use orinari_models::local::{EngineOptions, LocalConfig, LocalModel, default_model_path};
 use orinari_server::{AppState, ServedModel};
 use orinari_store::Store;
 use orinari_store::backup::{Backups, Health, Schedule};
@@ -332,6 +332,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
         None => None,
     };
     let mut locals = Vec::new();
+    let mut named = Vec::new();
     let mut served = Vec::new();
     for m in config.models.iter().filter(|m| m.upstream.is_none()) {
         let path = m.local.path.clone().unwrap_or_else(default_model_path);
@@ -350,7 +351,13 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
             requantize: m.local.requantize,
         };
         let started = std::time::Instant::now();
-        let model = Arc::new(tokio::task::spawn_blocking(move || LocalModel::load(&local)).await??);
+        let opts = EngineOptions {
+            prefix_cache_mib: m.local.prefix_cache_mib,
+            ..EngineOptions::default()
+        };
+        let model = Arc::new(
+            tokio::task::spawn_blocking(move || LocalModel::load_with(&local, &opts)).await??,
+        );
         tracing::info!(
             model = %m.name,
             context_window = model.info().context_window,
@@ -358,6 +365,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
             "model loaded"
         );
         locals.push(model.clone());
+        named.push((m.name.clone(), model.clone()));
         served.push(ServedModel {
             name: m.name.clone(),
             backend: model,
@@ -377,6 +385,9 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
     ))
     .with_screening(orinari_chat::Screening::embedded(config.prompt_injection)?)
     .with_embedder(embedder(&config));
+    for (name, model) in &named {
+        model.attach_prefix_metrics(state.metrics().models.prefix_cache(name));
+    }
     // Every served model goes through the gateway: pools of upstream
     // backends and the embedded models. It owns the health-check tasks and
     // stops them after the server drains.

@@ -9,18 +9,27 @@
 //! whose client is slow simply waits its turn until the channel has room. A
 //! sequence whose receiver was dropped (client gone) is discarded at its next
 //! turn, so generation stops within one token.
+//!
+//! A sequence starts from the longest prefix of its prompt found in the
+//! [`PrefixCache`] (whole prefill chunks, so the result is exactly what an
+//! empty cache gives) and, when it ends without error, leaves its prompt's
+//! keys and values there for the next turn of the same conversation.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
+
+pub use orinari_telemetry::models::PrefixCacheMeter as PrefixMetrics;
 
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::llama::{KvCache, Llama};
+use super::prefix::PrefixCache;
 use super::sampler::Sampler;
 use super::text::{Piece, TextAssembler};
 use super::tokenizer::Tokenizer;
@@ -43,6 +52,50 @@ pub struct Shared {
     pub in_flight: AtomicUsize,
     /// False once the thread has stopped.
     pub alive: AtomicBool,
+    /// The prefix cache's counters.
+    pub prefix: PrefixStats,
+}
+
+/// What the prefix cache did, for metrics and tests.
+#[derive(Default)]
+pub struct PrefixStats {
+    /// Sequences that started from a cached prefix.
+    pub hits: AtomicU64,
+    /// Sequences that found none.
+    pub misses: AtomicU64,
+    /// Prompt tokens not fed again thanks to it.
+    pub reused_tokens: AtomicU64,
+    /// Bytes it holds now.
+    pub bytes: AtomicU64,
+    /// Exported metrics, once attached.
+    pub metrics: OnceLock<PrefixMetrics>,
+}
+
+impl PrefixStats {
+    fn record_start(&self, reused: usize) {
+        let m = self.metrics.get();
+        if reused > 0 {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.reused_tokens
+                .fetch_add(reused as u64, Ordering::Relaxed);
+            if let Some(m) = m {
+                m.hits.inc();
+                m.reused_tokens.inc_by(reused as u64);
+            }
+        } else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = m {
+                m.misses.inc();
+            }
+        }
+    }
+
+    fn record_bytes(&self, bytes: usize) {
+        self.bytes.store(bytes as u64, Ordering::Relaxed);
+        if let Some(m) = self.metrics.get() {
+            m.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 struct Sequence {
@@ -54,6 +107,8 @@ struct Sequence {
     completion_tokens: u32,
     outbox: VecDeque<Result<Event, ModelError>>,
     finished: bool,
+    /// A step failed: the cache may be inconsistent and is not kept.
+    failed: bool,
     prompt_tokens: u32,
 }
 
@@ -71,8 +126,10 @@ pub fn run(
     jobs: std_mpsc::Receiver<Job>,
     shared: Arc<Shared>,
     max_active: usize,
+    prefix_budget: usize,
 ) {
     shared.alive.store(true, Ordering::Release);
+    let mut prefix = PrefixCache::new(prefix_budget);
     let mut waiting: VecDeque<Job> = VecDeque::new();
     let mut active: VecDeque<Sequence> = VecDeque::new();
     let mut open = true;
@@ -101,7 +158,10 @@ pub fn run(
                 shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
-            active.push_back(Sequence::new(job, &model));
+            let seq = Sequence::new(job, &model, &mut prefix);
+            shared.prefix.record_start(seq.fed);
+            shared.prefix.record_bytes(prefix.bytes());
+            active.push_back(seq);
         }
         // One round: every active sequence gets at most one step.
         let mut progressed = false;
@@ -111,6 +171,7 @@ pub fn run(
             };
             if seq.job.events.is_closed() {
                 shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                seq.retire(&model, &mut prefix, &shared);
                 continue;
             }
             match seq.turn(&model, &tokenizer) {
@@ -119,6 +180,7 @@ pub fn run(
             }
             if seq.finished && seq.outbox.is_empty() {
                 shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                seq.retire(&model, &mut prefix, &shared);
             } else {
                 active.push_back(seq);
             }
@@ -132,19 +194,35 @@ pub fn run(
 }
 
 impl Sequence {
-    fn new(job: Job, model: &Llama) -> Self {
+    fn new(job: Job, model: &Llama, prefix: &mut PrefixCache) -> Self {
         let s = &job.sampling;
+        let (cache, fed) = match prefix.lookup(model, &job.prompt, job.prompt.len()) {
+            Some(hit) => (hit.cache, hit.reused),
+            None => (model.new_cache(), 0),
+        };
         Self {
             sampler: Sampler::new(s.temperature, s.top_p, s.seed),
             text: TextAssembler::new(&s.stop),
-            cache: model.new_cache(),
-            fed: 0,
+            cache,
+            fed,
             completion_tokens: 0,
             outbox: VecDeque::new(),
             finished: false,
+            failed: false,
             prompt_tokens: job.prompt.len() as u32,
             job,
         }
+    }
+
+    /// The sequence is over: leave its keys and values to the prefix cache
+    /// unless a step failed.
+    fn retire(self, model: &Llama, prefix: &mut PrefixCache, shared: &Shared) {
+        if self.failed || self.cache.len() != self.fed {
+            return;
+        }
+        let prefilled = self.prompt_tokens as usize;
+        prefix.insert(model, self.job.prompt, self.cache, prefilled);
+        shared.prefix.record_bytes(prefix.bytes());
     }
 
     fn flush(&mut self) -> bool {
@@ -188,6 +266,7 @@ impl Sequence {
             "the embedded model failed during generation".into(),
         )));
         self.finished = true;
+        self.failed = true;
     }
 
     fn step(&mut self, model: &Llama, tokenizer: &Tokenizer) -> Result<(), String> {

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::gguf::Hyper;
 
@@ -27,10 +27,27 @@ struct Layer {
     down: QMatMul,
 }
 
+/// How the matmul weights are laid out in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// As the GGUF loader left them (Q4_1, or Q8_0 after re-quantizing).
+    AsLoaded,
+    /// Re-quantized to Q4K with every input width zero-padded to a multiple
+    /// of 256, so that candle's repacked x86 tile kernels take every matmul
+    /// (they need `k % 256 == 0`; SmolLM2's hidden width is 576).
+    TiledQ4K,
+}
+
+/// Candle's k-quant super-block: the tile kernels need input widths that
+/// are a multiple of it.
+const SUPER_BLOCK: usize = 256;
+
 /// Model weights, shared read-only by all sequences.
 pub struct Llama {
     hyper: Hyper,
     head_dim: usize,
+    /// Zero columns appended to the hidden width for the padded layout.
+    pad: usize,
     embed: QMatMul,
     output: QMatMul,
     norm: Tensor,
@@ -40,10 +57,33 @@ pub struct Llama {
 }
 
 /// Keys and values of one sequence, per layer.
+///
+/// Positions `len..capacity` hold nothing meaningful: a forward pass writes
+/// its keys and values before attention reads them, and attention reads only
+/// up to the positions just written, so shortening `len` is a free truncation.
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
     capacity: usize,
+    /// Bytes one position takes across all layers (keys and values).
+    token_bytes: usize,
+}
+
+impl KvCache {
+    /// Positions filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes held (allocated capacity, not only the filled part).
+    pub fn bytes(&self) -> usize {
+        self.capacity * self.token_bytes
+    }
+
+    /// Forget every position from `len` on (no copy).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
 fn take(tensors: &mut HashMap<String, QTensor>, name: &str) -> Result<QTensor> {
@@ -56,35 +96,60 @@ fn dense(tensors: &mut HashMap<String, QTensor>, name: &str) -> Result<Tensor> {
     take(tensors, name)?.dequantize(&Device::Cpu)
 }
 
-fn qmm(tensors: &mut HashMap<String, QTensor>, name: &str) -> Result<QMatMul> {
-    QMatMul::from_qtensor(take(tensors, name)?)
+fn qmm(tensors: &mut HashMap<String, QTensor>, name: &str, layout: Layout) -> Result<QMatMul> {
+    let w = take(tensors, name)?;
+    match layout {
+        Layout::AsLoaded => QMatMul::from_qtensor(w),
+        Layout::TiledQ4K => QMatMul::from_qtensor(tiled(&w)?),
+    }
+}
+
+/// `w` (n x k) as Q4K with k zero-padded to a multiple of [`SUPER_BLOCK`].
+/// The padded columns meet the zeros that [`Llama::widen`] appends to the
+/// activations, so the product is unchanged.
+fn tiled(w: &QTensor) -> Result<QTensor> {
+    let f = w.dequantize(&Device::Cpu)?;
+    let (_, k) = f.dims2()?;
+    let pad = k.next_multiple_of(SUPER_BLOCK) - k;
+    let f = if pad > 0 {
+        f.pad_with_zeros(1, 0, pad)?
+    } else {
+        f
+    };
+    QTensor::quantize(&f, GgmlDType::Q4K)
 }
 
 impl Llama {
     /// Build the model from GGUF tensors (consumed).
-    pub fn new(hyper: Hyper, mut t: HashMap<String, QTensor>) -> Result<Self> {
+    pub fn new(hyper: Hyper, mut t: HashMap<String, QTensor>, layout: Layout) -> Result<Self> {
         let head_dim = hyper.n_embd / hyper.n_head;
+        let pad = match layout {
+            Layout::AsLoaded => 0,
+            Layout::TiledQ4K => hyper.n_embd.next_multiple_of(SUPER_BLOCK) - hyper.n_embd,
+        };
         let mut layers = Vec::with_capacity(hyper.n_layer);
         for i in 0..hyper.n_layer {
             let p = format!("blk.{i}");
             layers.push(Layer {
                 attn_norm: dense(&mut t, &format!("{p}.attn_norm.weight"))?,
-                wq: qmm(&mut t, &format!("{p}.attn_q.weight"))?,
-                wk: qmm(&mut t, &format!("{p}.attn_k.weight"))?,
-                wv: qmm(&mut t, &format!("{p}.attn_v.weight"))?,
-                wo: qmm(&mut t, &format!("{p}.attn_output.weight"))?,
+                wq: qmm(&mut t, &format!("{p}.attn_q.weight"), layout)?,
+                wk: qmm(&mut t, &format!("{p}.attn_k.weight"), layout)?,
+                wv: qmm(&mut t, &format!("{p}.attn_v.weight"), layout)?,
+                wo: qmm(&mut t, &format!("{p}.attn_output.weight"), layout)?,
                 ffn_norm: dense(&mut t, &format!("{p}.ffn_norm.weight"))?,
-                gate: qmm(&mut t, &format!("{p}.ffn_gate.weight"))?,
-                up: qmm(&mut t, &format!("{p}.ffn_up.weight"))?,
-                down: qmm(&mut t, &format!("{p}.ffn_down.weight"))?,
+                gate: qmm(&mut t, &format!("{p}.ffn_gate.weight"), layout)?,
+                up: qmm(&mut t, &format!("{p}.ffn_up.weight"), layout)?,
+                down: qmm(&mut t, &format!("{p}.ffn_down.weight"), layout)?,
             });
         }
         let norm = dense(&mut t, "output_norm.weight")?;
         let embed_q = std::sync::Arc::new(take(&mut t, "token_embd.weight")?);
         // Tied embeddings: without `output.weight` the logits reuse the embedding matrix.
-        let output = match t.remove("output.weight") {
-            Some(o) => QMatMul::from_qtensor(o)?,
-            None => QMatMul::from_arc(embed_q.clone())?,
+        let output = match (t.remove("output.weight"), layout) {
+            (Some(o), Layout::AsLoaded) => QMatMul::from_qtensor(o)?,
+            (Some(o), Layout::TiledQ4K) => QMatMul::from_qtensor(tiled(&o)?)?,
+            (None, Layout::AsLoaded) => QMatMul::from_arc(embed_q.clone())?,
+            (None, Layout::TiledQ4K) => QMatMul::from_qtensor(tiled(&embed_q)?)?,
         };
         let embed = QMatMul::from_arc(embed_q)?;
 
@@ -99,6 +164,7 @@ impl Llama {
         let freqs = positions.matmul(&inv_freq)?;
         Ok(Self {
             head_dim,
+            pad,
             embed,
             output,
             norm,
@@ -115,13 +181,62 @@ impl Llama {
             layers: (0..self.hyper.n_layer).map(|_| None).collect(),
             len: 0,
             capacity: 0,
+            token_bytes: self.hyper.n_layer * 2 * self.hyper.n_head_kv * self.head_dim * 4,
         }
+    }
+
+    /// A new cache holding a copy of the first `len` positions of `src`,
+    /// with room for `capacity` positions (at least `len`).
+    pub fn copy_prefix(&self, src: &KvCache, len: usize, capacity: usize) -> Result<KvCache> {
+        let len = len.min(src.len);
+        let mut dst = self.new_cache();
+        self.resize(&mut dst, Some(src), len, capacity.max(len))?;
+        Ok(dst)
+    }
+
+    /// Shrink `cache`'s allocation to `len + headroom` positions when it holds
+    /// more than that plus `headroom` again (one copy of the filled part).
+    pub fn compact(&self, cache: &mut KvCache, headroom: usize) -> Result<()> {
+        let target = (cache.len + headroom).min(self.hyper.context_length);
+        if cache.capacity <= target + headroom {
+            return Ok(());
+        }
+        let mut dst = self.new_cache();
+        self.resize(&mut dst, Some(cache), cache.len, target)?;
+        *cache = dst;
+        Ok(())
     }
 
     /// Feed `tokens` at the cache's current position; returns the logits of
     /// the last one. The caller keeps `cache.len() + tokens.len()` within the
     /// context window.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        let x = self.hidden(tokens, cache)?;
+        let n = tokens.len();
+        self.logits(&x.narrow(1, n - 1, 1)?)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    }
+
+    /// Like [`Llama::forward`], but the logits of every fed position, one
+    /// row each (for perplexity measurements).
+    pub fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<Vec<f32>>> {
+        let x = self.hidden(tokens, cache)?;
+        self.logits(&x)?.squeeze(0)?.to_vec2::<f32>()
+    }
+
+    /// Final norm and output projection of hidden states `(1, n, n_embd)`.
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.widen(&candle_nn::ops::rms_norm(
+            x,
+            &self.norm,
+            self.hyper.rms_eps,
+        )?)?;
+        self.output.forward(&x)
+    }
+
+    /// The last layer's hidden states for `tokens` fed at the cache's position.
+    fn hidden(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         let n = tokens.len();
         let pos = cache.len;
         if n == 0 || pos + n > self.hyper.context_length {
@@ -142,19 +257,22 @@ impl Llama {
             let Some((k_cache, v_cache)) = kv.as_mut() else {
                 candle_core::bail!("cache not allocated");
             };
+            let h = self.widen(&h)?;
             let attn =
                 self.attention(layer, &h, k_cache, v_cache, pos, &cos, &sin, mask.as_ref())?;
             x = (x + attn)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.hyper.rms_eps)?;
+            let h = self.widen(&candle_nn::ops::rms_norm(
+                &x,
+                &layer.ffn_norm,
+                self.hyper.rms_eps,
+            )?)?;
             let mlp = layer.down.forward(
                 &(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?,
             )?;
             x = (x + mlp)?;
         }
         cache.len = pos + n;
-        let last = x.narrow(1, n - 1, 1)?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, self.hyper.rms_eps)?;
-        self.output.forward(&last)?.flatten_all()?.to_vec1::<f32>()
+        Ok(x)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -212,7 +330,16 @@ impl Llama {
             .reshape((b, nh, n, hd))?
             .transpose(1, 2)?
             .reshape((b, n, nh * hd))?;
-        layer.wo.forward(&y)
+        layer.wo.forward(&self.widen(&y)?)
+    }
+
+    /// Append the padded layout's zero columns to activations (a no-op
+    /// otherwise).
+    fn widen(&self, x: &Tensor) -> Result<Tensor> {
+        if self.pad == 0 {
+            return Ok(x.clone());
+        }
+        x.pad_with_zeros(D::Minus1, 0, self.pad)
     }
 
     /// Additive causal mask for `n` query rows at offset `pos`, repeated for
@@ -238,19 +365,36 @@ impl Llama {
             .max(cache.capacity * 2)
             .max(64)
             .min(self.hyper.context_length);
+        let len = cache.len;
+        let mut grown = self.new_cache();
+        self.resize(&mut grown, Some(cache), len, cap)?;
+        *cache = grown;
+        Ok(())
+    }
+
+    /// Allocate `dst` with `cap` positions and copy the first `len`
+    /// positions of `src` into it.
+    fn resize(
+        &self,
+        dst: &mut KvCache,
+        src: Option<&KvCache>,
+        len: usize,
+        cap: usize,
+    ) -> Result<()> {
         let shape = (1, self.hyper.n_head_kv, cap, self.head_dim);
-        for slot in &mut cache.layers {
+        for (i, slot) in dst.layers.iter_mut().enumerate() {
             let k = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
             let v = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
-            if let Some((ok, ov)) = slot.take()
-                && cache.len > 0
+            if let Some((ok, ov)) = src.and_then(|s| s.layers.get(i)).and_then(|l| l.as_ref())
+                && len > 0
             {
-                k.slice_set(&ok.narrow(2, 0, cache.len)?.contiguous()?, 2, 0)?;
-                v.slice_set(&ov.narrow(2, 0, cache.len)?.contiguous()?, 2, 0)?;
+                k.slice_set(&ok.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+                v.slice_set(&ov.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
             }
             *slot = Some((k, v));
         }
-        cache.capacity = cap;
+        dst.len = len;
+        dst.capacity = cap;
         Ok(())
     }
 

@@ -4,11 +4,13 @@
 //! Loading reads the weights, tokenizer and chat template from the GGUF
 //! itself. Requests are tokenized on tokio's blocking pool, checked against
 //! the context window, and handed to the single inference thread
-//! ([`engine`]), which interleaves all active sequences fairly.
+//! ([`engine`]), which interleaves all active sequences fairly and reuses
+//! the keys and values of earlier turns ([`prefix`]).
 
 mod engine;
 mod gguf;
 mod llama;
+mod prefix;
 mod sampler;
 mod template;
 mod text;
@@ -23,7 +25,12 @@ use std::sync::mpsc as std_mpsc;
 use tokio::sync::mpsc;
 
 use crate::{BoxFuture, GenerateRequest, Generation, ModelBackend, ModelError, ModelInfo};
+pub use engine::PrefixMetrics;
 pub use tokenizer::Tokenizer;
+
+/// Default bound of the prefix KV cache, in MiB: about 2,900 positions of
+/// SmolLM2-135M (45 KiB each), e.g. two conversations of 1,400 tokens.
+pub const DEFAULT_PREFIX_CACHE_MIB: usize = 128;
 
 /// Events buffered per request before the engine waits for the client.
 const EVENT_BUFFER: usize = 64;
@@ -41,6 +48,47 @@ pub struct LocalConfig {
     pub queue_depth: usize,
     /// Re-quantize 4-bit weights to Q8_0 at load for candle's SIMD kernels.
     pub requantize: bool,
+}
+
+/// What `requantize = true` turns 4-bit weights into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requantized {
+    /// Q8_0, same layout: candle's AVX2 / AVX-512 vector dot products.
+    Q8_0,
+    /// Q4K with input widths zero-padded to a multiple of 256: candle's
+    /// repacked tile kernels.
+    TiledQ4K,
+}
+
+/// Engine settings beyond [`LocalConfig`], each with a default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Bound of the in-memory prefix KV cache in MiB; 0 turns it off.
+    pub prefix_cache_mib: usize,
+    /// The weight format when [`LocalConfig::requantize`] is set.
+    pub requantized: Requantized,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            prefix_cache_mib: DEFAULT_PREFIX_CACHE_MIB,
+            requantized: Requantized::Q8_0,
+        }
+    }
+}
+
+/// What the prefix cache has done since load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrefixCacheStats {
+    /// Requests that started from a cached prefix.
+    pub hits: u64,
+    /// Requests that found none.
+    pub misses: u64,
+    /// Prompt tokens not computed again.
+    pub reused_tokens: u64,
+    /// Bytes held now.
+    pub bytes: u64,
 }
 
 /// The loaded embedded model with its inference thread.
@@ -80,27 +128,30 @@ pub fn load_vocab(path: &std::path::Path) -> Result<Vocab, String> {
 
 impl LocalModel {
     /// Load the model (blocking: call from a blocking thread) and start its
-    /// inference thread.
+    /// inference thread, with default [`EngineOptions`].
     pub fn load(cfg: &LocalConfig) -> Result<Self, ModelError> {
+        Self::load_with(cfg, &EngineOptions::default())
+    }
+
+    /// [`LocalModel::load`] with explicit engine options.
+    pub fn load_with(cfg: &LocalConfig, opts: &EngineOptions) -> Result<Self, ModelError> {
         let fail = |e: String| ModelError::Internal(format!("cannot load the embedded model: {e}"));
-        let mut g = gguf::load(&cfg.path, cfg.requantize).map_err(fail)?;
-        if let Some(n) = cfg.context_size {
-            g.hyper.context_length = n.min(g.hyper.context_length);
-        }
-        let context_window = g.hyper.context_length as u32;
+        let (model, g) = build(cfg, opts).map_err(fail)?;
+        let context_window = model.context_length() as u32;
         let tokenizer = Arc::new(Tokenizer::new(&g.vocab).map_err(fail)?);
         let template = Arc::new(template::ChatTemplate::new(&g.chat_template).map_err(fail)?);
-        let model =
-            Arc::new(llama::Llama::new(g.hyper, g.tensors).map_err(|e| fail(e.to_string()))?);
+        let model = Arc::new(model);
+        log_threads();
         let (tx, rx) = std_mpsc::channel();
         let shared = Arc::new(engine::Shared::default());
         shared.alive.store(true, Ordering::Release);
         let thread = {
             let (tokenizer, shared) = (tokenizer.clone(), shared.clone());
             let max_active = cfg.max_active.max(1);
+            let prefix_budget = opts.prefix_cache_mib.saturating_mul(1 << 20);
             std::thread::Builder::new()
                 .name("orinari-infer".into())
-                .spawn(move || engine::run(model, tokenizer, rx, shared, max_active))
+                .spawn(move || engine::run(model, tokenizer, rx, shared, max_active, prefix_budget))
                 .map_err(|e| fail(e.to_string()))?
         };
         Ok(Self {
@@ -115,6 +166,23 @@ impl LocalModel {
             capacity: cfg.max_active.max(1) + cfg.queue_depth,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Export the prefix cache's counters through these metric handles (the
+    /// first call wins).
+    pub fn attach_prefix_metrics(&self, metrics: PrefixMetrics) {
+        let _ = self.shared.prefix.metrics.set(metrics);
+    }
+
+    /// The prefix cache's counters.
+    pub fn prefix_cache_stats(&self) -> PrefixCacheStats {
+        let p = &self.shared.prefix;
+        PrefixCacheStats {
+            hits: p.hits.load(Ordering::Relaxed),
+            misses: p.misses.load(Ordering::Relaxed),
+            reused_tokens: p.reused_tokens.load(Ordering::Relaxed),
+            bytes: p.bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Stop taking requests, let the active ones finish, and join the thread.
@@ -201,6 +269,85 @@ impl Drop for LocalModel {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Log how many threads candle's matmuls use against the cores this process
+/// may run on (affinity and cgroup quota, as the standard library counts
+/// them). Candle sizes its pool once, from `CANDLE_NUM_THREADS` or
+/// `RAYON_NUM_THREADS` or the physical cores, and offers no other way to
+/// set it; more threads than cores makes its workers wait on each other.
+fn log_threads() {
+    let threads = candle_core::utils::barrier_pool().n_workers() + 1;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads > cores {
+        tracing::warn!(
+            threads,
+            cores,
+            "the embedded model uses more threads than this process has cores: set CANDLE_NUM_THREADS"
+        );
+    } else {
+        tracing::info!(threads, cores, "embedded model threads");
+    }
+}
+
+/// Read the GGUF and build the weights as `cfg` and `opts` ask; the
+/// returned metadata has no tensors left.
+fn build(
+    cfg: &LocalConfig,
+    opts: &EngineOptions,
+) -> Result<(llama::Llama, gguf::GgufModel), String> {
+    let tiled = cfg.requantize && opts.requantized == Requantized::TiledQ4K;
+    let layout = if tiled {
+        llama::Layout::TiledQ4K
+    } else {
+        llama::Layout::AsLoaded
+    };
+    let mut g = gguf::load(&cfg.path, cfg.requantize && !tiled)?;
+    if let Some(n) = cfg.context_size {
+        g.hyper.context_length = n.min(g.hyper.context_length);
+    }
+    let tensors = std::mem::take(&mut g.tensors);
+    let model = llama::Llama::new(g.hyper.clone(), tensors, layout).map_err(|e| e.to_string())?;
+    Ok((model, g))
+}
+
+/// Perplexity of the model built as `cfg` and `opts` ask on the first
+/// `max_tokens` tokens of `text` (plain text, no chat template), fed in
+/// prefill chunks as requests are: `exp` of the mean negative log-likelihood
+/// of each token after the first. Returns it with the number of tokens
+/// scored. A quality check for weight formats, run by
+/// `examples/perplexity.rs` (blocking).
+pub fn perplexity(
+    cfg: &LocalConfig,
+    opts: &EngineOptions,
+    text: &str,
+    max_tokens: usize,
+) -> Result<(f64, usize), String> {
+    let (model, g) = build(cfg, opts)?;
+    let tokenizer = Tokenizer::new(&g.vocab)?;
+    let mut tokens = tokenizer.encode_text(text)?;
+    tokens.truncate(max_tokens.min(model.context_length()));
+    if tokens.len() < 2 {
+        return Err("the text has fewer than two tokens".into());
+    }
+    let mut cache = model.new_cache();
+    let (mut nll, mut scored) = (0f64, 0usize);
+    for (c, chunk) in tokens.chunks(engine::PREFILL_CHUNK).enumerate() {
+        let rows = model
+            .forward_all(chunk, &mut cache)
+            .map_err(|e| e.to_string())?;
+        for (i, row) in rows.iter().enumerate() {
+            let Some(&next) = tokens.get(c * engine::PREFILL_CHUNK + i + 1) else {
+                break;
+            };
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = row.iter().map(|&l| f64::from(l - max).exp()).sum();
+            let logit = row.get(next as usize).copied().unwrap_or(f32::NEG_INFINITY);
+            nll += sum.ln() - f64::from(logit - max);
+            scored += 1;
+        }
+    }
+    Ok(((nll / scored as f64).exp(), scored))
 }
 
 /// Where the embedded model is found: `ORINARI_MODEL_PATH`, else the cache
