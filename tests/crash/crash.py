@@ -42,7 +42,7 @@ SEED = int(os.environ.get("CRASH_SEED", random.randrange(1 << 30)))
 rng = random.Random(SEED)
 
 failures = []
-counts = {"iterations": 0, "kills": 0, "attempted": 0, "acknowledged": 0,
+counts = {"iterations": 0, "kills": 0, "sent": 0, "cut_off": 0, "acknowledged": 0,
           "keys": 0, "incidents": 0, "incident_updates": 0, "subscriptions": 0}
 
 
@@ -81,6 +81,14 @@ def ack(table, ident, kind):
         counts[kind] += 1
 
 
+def tally(r):
+    """Count a request: sent, and cut off (no answer: the server died)."""
+    counts["sent"] += 1
+    if r.status is None:
+        counts["cut_off"] += 1
+    return r
+
+
 def writers(srv, echo_port, stop):
     """Three clients writing as fast as they are answered, until `stop`."""
     n = [0]
@@ -88,23 +96,20 @@ def writers(srv, echo_port, stop):
     def keys():
         while not stop.is_set():
             n[0] += 1
-            counts["attempted"] += 1
-            r = srv.admin("POST", "/admin/v1/keys", {"name": f"crash-{n[0]}"}, timeout=10)
+            r = tally(srv.admin("POST", "/admin/v1/keys", {"name": f"crash-{n[0]}"}, timeout=10))
             if r.status in (200, 201) and (r.json() or {}).get("id"):
                 ack("api_keys", r.json()["id"], "keys")
 
     def incidents():
         while not stop.is_set():
-            counts["attempted"] += 1
-            r = srv.admin("POST", "/admin/v1/incidents",
-                          {"name": "Crash drill", "status": "investigating", "impact": "minor",
-                           "message": "Checking."}, timeout=10)
+            r = tally(srv.admin("POST", "/admin/v1/incidents",
+                                {"name": "Crash drill", "status": "investigating", "impact": "minor",
+                                 "message": "Checking."}, timeout=10))
             j = r.json() or {}
             if r.status in (200, 201) and j.get("id"):
                 ack("status_incidents", j["id"], "incidents")
-                counts["attempted"] += 1
-                u = srv.admin("POST", f"/admin/v1/incidents/{j['id']}/updates",
-                              {"status": "resolved", "message": "Done."}, timeout=10)
+                u = tally(srv.admin("POST", f"/admin/v1/incidents/{j['id']}/updates",
+                                    {"status": "resolved", "message": "Done."}, timeout=10))
                 uj = u.json() or {}
                 if u.status in (200, 201) and uj.get("status") == "resolved":
                     ack("resolved_incidents", j["id"], "incident_updates")
@@ -114,9 +119,8 @@ def writers(srv, echo_port, stop):
         for i in range(8):
             if stop.is_set():
                 return
-            counts["attempted"] += 1
-            r = srv.post("/api/v2/subscribers.json", {"endpoint": f"http://127.0.0.1:{echo_port}/hook/{i}"},
-                         timeout=10)
+            r = tally(srv.post("/api/v2/subscribers.json",
+                               {"endpoint": f"http://127.0.0.1:{echo_port}/hook/{i}"}, timeout=10))
             j = (r.json() or {}).get("subscriber") or {}
             if r.status in (200, 201) and j.get("id"):
                 ack("status_webhooks", j["id"], "subscriptions")
@@ -132,35 +136,37 @@ def sqlite_check(db_path):
     conn = sqlite3.connect(db_path, timeout=30)
     try:
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        missing = missing_rows(lambda sql, args: conn.execute(sql.replace("$1", "?"), args).fetchall())
+        missing = missing_rows(lambda sql: [str(r[0]) for r in conn.execute(sql).fetchall()])
     finally:
         conn.close()
     return integrity, missing
 
 
-def missing_rows(query):
+# What each acknowledged write left behind, as one query per kind.
+ROWS = {
+    "api_keys": "SELECT id FROM api_keys",
+    "status_incidents": "SELECT id FROM status_incidents",
+    "resolved_incidents": "SELECT id FROM status_incidents WHERE status = 'resolved'",
+    "status_webhooks": "SELECT id FROM status_webhooks",
+}
+
+
+def missing_rows(ids_of):
+    """The acknowledged writes not found; `ids_of(sql)` lists the ids."""
     with acked_lock:
         todo = list(acked)
-    missing = []
-    for table, ident in todo:
-        if table == "resolved_incidents":
-            rows = query("SELECT 1 FROM status_incidents WHERE id = $1 AND status = 'resolved'", (ident,))
-        else:
-            rows = query(f"SELECT 1 FROM {table} WHERE id = $1", (ident,))
-        if not rows:
-            missing.append((table, ident))
-    return missing
+    present = {kind: set(ids_of(sql)) for kind, sql in ROWS.items()}
+    return [(kind, ident) for kind, ident in todo if ident not in present[kind]]
 
 
-def pg_query(db):
-    def query(sql, args):
-        sql = sql.replace("$1", "'" + args[0].replace("'", "''") + "'")
+def pg_ids(db):
+    def ids_of(sql):
         r = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAc", sql],
                            capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
             raise RuntimeError(r.stderr)
-        return r.stdout.strip()
-    return query
+        return r.stdout.split()
+    return ids_of
 
 
 def listed(srv):
@@ -174,7 +180,9 @@ def listed(srv):
 
 def run_phase(name, srv, iterations, after_kill, echo_port):
     for i in range(iterations):
+        t0 = time.monotonic()
         srv.start()
+        started = time.monotonic() - t0
         ok, detail = listed(srv)
         check(f"{name} {i}: the restarted server lists every acknowledged key", ok, detail)
         stop = threading.Event()
@@ -188,8 +196,8 @@ def run_phase(name, srv, iterations, after_kill, echo_port):
             t.join()
         counts["iterations"] += 1
         result = after_kill()
-        print(f"crash: {name} {i}: killed after {wait:.2f}s; {counts['acknowledged']} acknowledged so far; {result}",
-              flush=True)
+        print(f"crash: {name} {i}: started in {started:.1f}s, killed after {wait:.2f}s of writes; "
+              f"{counts['acknowledged']} acknowledged so far; {result}; {time.monotonic() - t0:.1f}s", flush=True)
 
 
 def main():
@@ -273,7 +281,7 @@ retention = "1h"
 url = "postgres://postgres@127.0.0.1:5432/{db}"
 """ + status_cfg
         pg_srv = Server(BIN, os.path.join(WORK, "postgres"), pg_cfg, env, label="crash-postgres")
-        query = pg_query(db)
+        query = pg_ids(db)
 
         def after_pg_kill():
             missing = missing_rows(query)
