@@ -60,8 +60,13 @@ build-test:
 	$(WITH_CLIPPY) $(CARGO) nextest run --workspace --no-run
 	test -x target/debug/orinari
 
+# One candle thread per embedded model while tests run: nextest runs two
+# tests at once on these 2 cores, and candle's pool waits for its workers by
+# spinning, so two models with two threads each slow each other down about
+# 8x (3 answers of 40 tokens: 98 s with the default pool, 12 s with one
+# thread, at load average 15); a 60-token stream once outlasted a 30 s drain.
 unit:
-	$(WITH_CLIPPY) $(CARGO) nextest run --workspace --no-fail-fast
+	CANDLE_NUM_THREADS=1 $(WITH_CLIPPY) $(CARGO) nextest run --workspace --no-fail-fast
 
 # The official OpenAI Python and Node clients against the real server.
 clients:

@@ -27,6 +27,8 @@ streams='(package(orinari-limits))
   | binary(leader)'
 
 cargo nextest run --workspace --no-run >/dev/null || exit 2
+# One candle thread per embedded model, as in `make unit` (see the Makefile).
+export CANDLE_NUM_THREADS=1
 scripts/ensure-services.sh >/dev/null || exit 2
 
 failed=()
