@@ -6,12 +6,12 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris abuse abuse-full schema schema-fuzz soak soak-long tls-scan bench-model bench-limits bench-guard deploy
+.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris abuse abuse-full schema schema-fuzz soak soak-long tls-scan bench-model bench-limits bench-guard deploy cluster cluster-full
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
-test: model services lint build-test unit clients browser schema slowloris abuse soak tls-scan pg-pitr-drill deploy
+test: model services lint build-test unit clients browser schema slowloris abuse soak cluster tls-scan pg-pitr-drill deploy
 
 # The timing- and concurrency-sensitive tests many times each (upstream
 # pools 50 runs, streams/limits/leader election/slowloris 20): run it before
@@ -114,6 +114,20 @@ soak:
 soak-long:
 	$(CARGO) build --release -p orinari -p orinari-fake-upstream
 	bash tests/soak/run.sh target/release/orinari 3600 bench/results/soak
+
+# Three instances on one PostgreSQL and one Redis behind HAProxy
+# (deploy/haproxy/haproxy.cfg, README "Run a cluster"), two fake upstreams,
+# whole answers and streams through HAProxy: one instance SIGKILLed (only
+# requests in flight on it fail, its streams are cut visibly), a rolling
+# SIGUSR2 upgrade of all three (0 failed requests), the leader killed
+# (another probes within two intervals, each notification sent once).
+# Counts in target/cluster/cluster.json; cluster-full runs longer and
+# heavier.
+cluster: services
+	bash tests/cluster/run.sh target/debug/orinari target/cluster
+
+cluster-full: services
+	bash tests/cluster/run.sh target/debug/orinari target/cluster --full
 
 # Prompt-injection guard: precision/recall/FPR/latency on held-out public data
 # (BENCHMARKS.md); `bench/guard/train.sh` retrains the committed weights.
