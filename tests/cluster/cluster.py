@@ -35,7 +35,7 @@ import time
 
 ADMIN_TOKEN = "cluster-admin"
 NAMES = ["o1", "o2", "o3"]
-PROBE_INTERVAL_S = 10.0
+PROBE_INTERVAL_S = 15.0  # the check's interval in run.sh's config
 WHOLE = json.dumps({"model": "fake", "messages": [{"role": "user", "content": "hi"}]}).encode()
 STREAM = json.dumps(
     {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
@@ -556,7 +556,7 @@ async def scenario_upgrade(c, args, problems):
     await asyncio.sleep(args.upgrade_warmup)
     steps = []
     for name in NAMES:
-        open_streams = sum(1 for r in load.in_flight.values() if r.kind == "stream")
+        streams = [r for r in load.in_flight.values() if r.kind == "stream"]
         step(f"SIGUSR2 to {name}")
         t0 = now()
         pid, drained = await upgrade_one(c, name)
@@ -564,7 +564,8 @@ async def scenario_upgrade(c, args, problems):
             {
                 "instance": name,
                 "new_pid": pid,
-                "streams_open_at_signal": open_streams,
+                "streams_open_at_signal": len(streams),
+                "of_them_on_it": sum(1 for r in streams if r.served_by == name),
                 "handover_s": round(now() - t0 - drained, 2),
                 "old_drained_in_s": drained,
             }
@@ -617,6 +618,14 @@ async def wait_for(what, check, deadline_s):
     raise Failed(f"timed out after {deadline_s} s waiting for {what}")
 
 
+def table(c, view):
+    """name, id, leader, state of each instance in an /admin/v1/instances answer."""
+    return [
+        [c.name_of_port(int(i["id"].rsplit(":", 1)[1])), i["id"], i["leader"], i["state"]]
+        for i in view["data"]
+    ]
+
+
 async def scenario_leader(c, args, watcher, problems):
     # One leader among the three (it may still be settling after the
     # upgrades).
@@ -626,7 +635,7 @@ async def scenario_leader(c, args, watcher, problems):
 
     leader, view = await wait_for("one leader", one_leader, 60)
     step(f"{leader} leads; its probe target goes down")
-    instances_before = [(i["id"], i["leader"], i["state"]) for i in view["data"]]
+    instances_before = table(c, view)
     # Only the leader probes: hits over a few intervals ~ one per interval.
     # The target goes down; the leader notices and notifies once.
     watcher.up = False
@@ -687,7 +696,7 @@ async def scenario_leader(c, args, watcher, problems):
         "notifications": {s: changes.count(s) for s in sorted(set(changes))},
         "probe_hits_total": len(watcher.probes),
         "instances_before": instances_before,
-        "instances_after": [(i["id"], i["leader"], i["state"]) for i in view["data"]],
+        "instances_after": table(c, view),
     }
     show("leader", counts)
     if t_probe - t_kill > 2 * PROBE_INTERVAL_S:

@@ -121,7 +121,7 @@ builtin_checks = false
 [[status.checks]]
 name = "Probe target"
 url = "http://127.0.0.1:$watcher/probe"
-interval = "10s"
+interval = "15s"   # cluster.py PROBE_INTERVAL_S
 timeout = "2s"
 failure_threshold = 1
 success_threshold = 1
