@@ -124,11 +124,20 @@ impl LeaderLock {
         Some(i64::from(row.0))
     }
 
-    /// Give the role up now (the session is closed; the lock goes with it).
+    /// Give the role up now: the lock is released explicitly, so another
+    /// instance can take it as soon as this returns (a closed session frees
+    /// it too, but only once the server has noticed the close, which on a
+    /// loaded server comes later), then the session is closed.
     pub async fn release(&mut self) {
-        self.held = false;
+        let held = std::mem::take(&mut self.held);
         self.since = None;
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
+            if held {
+                let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(self.key)
+                    .execute(&mut conn);
+                let _ = tokio::time::timeout(CHECK_TIMEOUT, unlock).await;
+            }
             let _ = tokio::time::timeout(CHECK_TIMEOUT, conn.close()).await;
         }
     }
