@@ -5,9 +5,12 @@
 #   ROUNDS=5 THREADS=2 GEN=128 bench/model.sh
 #   LLAMA_PY=/path/to/python bench/model.sh   # reuse a llama-cpp-python install
 #   PROFILE=dev CARGO=/path/to/cargo bench/model.sh   # reuse the dev build
+#   BENCH_BIN=target/debug/examples/bench_local bench/model.sh   # no build at all
 #
-# Each round runs, in turn: ours with requantize=true, ours with
-# requantize=false, llama.cpp (n_threads=$THREADS). Every run is a fresh
+# Each round runs, in turn: ours in each weight format of WEIGHTS (default
+# "q8_0 q4_1": re-quantized at load, the default, and the GGUF's own Q4_1;
+# also q4k and q6k, padded for candle's tile kernels), then llama.cpp
+# (n_threads=$THREADS). Every run is a fresh
 # process (load, one warm-up request, then REPS measured requests, then REPS
 # ten-turn conversations whose turn 10 is timed with each engine's prompt
 # cache and cold; see bench_local.rs and llama_cpp_bench.py). The table
@@ -22,12 +25,15 @@ ROUNDS="${ROUNDS:-3}"
 REPS="${REPS:-1}"
 THREADS="${THREADS:-2}"
 GEN="${GEN:-128}"
+WEIGHTS="${WEIGHTS:-q8_0 q4_1}"
 
 py="$("$here/llama_py.sh")"
 # PROFILE=dev reuses the test build (dependencies and orinari-models are
 # optimised there too, see Cargo.toml) instead of a separate release build.
 PROFILE="${PROFILE:-release}"
-if [[ "$PROFILE" == release ]]; then
+if [[ -n "${BENCH_BIN:-}" ]]; then
+    bin="$BENCH_BIN"   # an already built bench_local
+elif [[ "$PROFILE" == release ]]; then
     (cd "$root" && ${CARGO:-cargo} build --release -q -p orinari-models --example bench_local)
     bin="$root/target/release/examples/bench_local"
 else
@@ -96,9 +102,10 @@ w=$t1-$t0; print(max(0, round(100*(($j1-$j0)/100 - d['cpu_s'])/(w*$(nproc)))))" 
 
 echo "cores: $(nproc); results: $out" >&2
 for round in $(seq 1 "$ROUNDS"); do
-    for rq in true false; do
-        echo "round $round/$ROUNDS: orinari requantize=$rq" >&2
-        measure env RAYON_NUM_THREADS="$THREADS" "$bin" --requantize "$rq" --reps "$REPS" --gen "$GEN"
+    for w in $WEIGHTS; do
+        echo "round $round/$ROUNDS: orinari weights=$w" >&2
+        if [[ "$w" == q4_1 ]]; then flags=(--requantize false); else flags=(--weights "$w"); fi
+        measure env RAYON_NUM_THREADS="$THREADS" "$bin" "${flags[@]}" --reps "$REPS" --gen "$GEN"
     done
     echo "round $round/$ROUNDS: llama.cpp" >&2
     measure "$py" "$here/llama_cpp_bench.py" --threads "$THREADS" --reps "$REPS" --gen "$GEN"
@@ -108,7 +115,7 @@ done
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def key(r):
-    return "llama.cpp" if r["engine"] == "llama.cpp" else f"orinari rq={str(r['requantize']).lower()}"
+    return "llama.cpp" if r["engine"] == "llama.cpp" else f"orinari {r['weights']}"
 groups = {}
 for r in runs:
     groups.setdefault(key(r), []).append(r)
@@ -120,19 +127,24 @@ metrics = [
     ("turn10_prompt_tokens", "turn 10: prompt tokens (history + question)", "-"),
     ("turn10_ttft_ms", "turn 10: TTFT with prompt cache ms", "lower"),
     ("turn10_cold_ms", "turn 10: TTFT cold ms", "lower"),
+    ("prefix_cache_held_mib", "prefix cache held after the conversations MiB", "-"),
     ("load_s", "load s", "lower"),
     ("rss_after_load_mib", "RSS after load MiB", "lower"),
     ("peak_rss_mib", "peak RSS (VmHWM) MiB", "lower"),
 ]
-med = {g: {m: statistics.median(r[m] for r in rs) for m, _, _ in metrics} for g, rs in groups.items()}
+def median_of(rs, m):
+    xs = [r[m] for r in rs if m in r]
+    return statistics.median(xs) if xs else None
+med = {g: {m: median_of(rs, m) for m, _, _ in metrics} for g, rs in groups.items()}
+show = lambda x: "-" if x is None else f"{x:g}"
 ref = med.get("llama.cpp")
-ours = [g for g in ("orinari rq=true", "orinari rq=false") if g in med]
+ours = sorted(g for g in med if g != "llama.cpp")
 head = ["metric", "better"] + ours + ["llama.cpp"] + [f"ratio {g.split()[1]}" for g in ours]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for m, label, better in metrics:
-    row = [label, better] + [f"{med[g][m]:g}" for g in ours] + [f"{ref[m]:g}" if ref else "-"]
-    row += [f"{med[g][m] / ref[m]:.2f}x" if ref and ref[m] else "-" for g in ours]
+    row = [label, better] + [show(med[g][m]) for g in ours] + [show(ref[m]) if ref else "-"]
+    row += [f"{med[g][m] / ref[m]:.2f}x" if ref and ref[m] and med[g][m] is not None and better != "-" else "-" for g in ours]
     print("| " + " | ".join(row) + " |")
 n = {g: len(rs) for g, rs in groups.items()}
 gen = {g: min(r["gen_tokens"] for r in rs) for g, rs in groups.items()}

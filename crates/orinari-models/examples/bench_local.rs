@@ -7,7 +7,7 @@
 //! ```text
 //! cargo build --release -p orinari-models --example bench_local
 //! target/release/examples/bench_local [--requantize true|false] [--reps N] [--gen N]
-//!     [--weights q8_0|q4k] [--prefix-cache-mib N]
+//!     [--weights q8_0|q4k|q6k] [--prefix-cache-mib N]
 //! ```
 //!
 //! Each figure is the median of `--reps` runs (default 3) after one warm-up
@@ -87,7 +87,8 @@ fn args() -> anyhow::Result<Args> {
                 a.requantized = match v.as_str() {
                     "q8_0" => Requantized::Q8_0,
                     "q4k" => Requantized::TiledQ4K,
-                    _ => bail!("--weights q8_0|q4k"),
+                    "q6k" => Requantized::TiledQ6K,
+                    _ => bail!("--weights q8_0|q4k|q6k"),
                 }
             }
             "--prefix-cache-mib" => {
@@ -318,6 +319,7 @@ async fn main() -> anyhow::Result<()> {
             (false, _) => "q4_1",
             (true, Requantized::Q8_0) => "q8_0",
             (true, Requantized::TiledQ4K) => "q4k-tiled",
+            (true, Requantized::TiledQ6K) => "q6k-tiled",
         },
         "threads": candle_core::utils::get_num_threads(),
         "candle_pool_threads": candle_core::utils::barrier_pool().n_workers() + 1,

@@ -36,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         ("q4_1", false, Requantized::Q8_0),
         ("q8_0", true, Requantized::Q8_0),
         ("q4k-tiled", true, Requantized::TiledQ4K),
+        ("q6k-tiled", true, Requantized::TiledQ6K),
     ] {
         let cfg = LocalConfig {
             path: default_model_path(),

@@ -32,10 +32,11 @@ struct Layer {
 pub enum Layout {
     /// As the GGUF loader left them (Q4_1, or Q8_0 after re-quantizing).
     AsLoaded,
-    /// Re-quantized to Q4K with every input width zero-padded to a multiple
-    /// of 256, so that candle's repacked x86 tile kernels take every matmul
-    /// (they need `k % 256 == 0`; SmolLM2's hidden width is 576).
-    TiledQ4K,
+    /// Re-quantized to this k-quant type with every input width zero-padded
+    /// to a multiple of 256, so that candle's repacked x86 tile kernels can
+    /// take every matmul (they need `k % 256 == 0`; SmolLM2's hidden width is
+    /// 576).
+    Padded(GgmlDType),
 }
 
 /// Candle's k-quant super-block: the tile kernels need input widths that
@@ -100,14 +101,14 @@ fn qmm(tensors: &mut HashMap<String, QTensor>, name: &str, layout: Layout) -> Re
     let w = take(tensors, name)?;
     match layout {
         Layout::AsLoaded => QMatMul::from_qtensor(w),
-        Layout::TiledQ4K => QMatMul::from_qtensor(tiled(&w)?),
+        Layout::Padded(dtype) => QMatMul::from_qtensor(padded(&w, dtype)?),
     }
 }
 
-/// `w` (n x k) as Q4K with k zero-padded to a multiple of [`SUPER_BLOCK`].
-/// The padded columns meet the zeros that [`Llama::widen`] appends to the
-/// activations, so the product is unchanged.
-fn tiled(w: &QTensor) -> Result<QTensor> {
+/// `w` (n x k) as `dtype` with k zero-padded to a multiple of
+/// [`SUPER_BLOCK`]. The padded columns meet the zeros that [`Llama::widen`]
+/// appends to the activations, so the product is unchanged.
+fn padded(w: &QTensor, dtype: GgmlDType) -> Result<QTensor> {
     let f = w.dequantize(&Device::Cpu)?;
     let (_, k) = f.dims2()?;
     let pad = k.next_multiple_of(SUPER_BLOCK) - k;
@@ -116,7 +117,7 @@ fn tiled(w: &QTensor) -> Result<QTensor> {
     } else {
         f
     };
-    QTensor::quantize(&f, GgmlDType::Q4K)
+    QTensor::quantize(&f, dtype)
 }
 
 impl Llama {
@@ -125,7 +126,7 @@ impl Llama {
         let head_dim = hyper.n_embd / hyper.n_head;
         let pad = match layout {
             Layout::AsLoaded => 0,
-            Layout::TiledQ4K => hyper.n_embd.next_multiple_of(SUPER_BLOCK) - hyper.n_embd,
+            Layout::Padded(_) => hyper.n_embd.next_multiple_of(SUPER_BLOCK) - hyper.n_embd,
         };
         let mut layers = Vec::with_capacity(hyper.n_layer);
         for i in 0..hyper.n_layer {
@@ -147,9 +148,9 @@ impl Llama {
         // Tied embeddings: without `output.weight` the logits reuse the embedding matrix.
         let output = match (t.remove("output.weight"), layout) {
             (Some(o), Layout::AsLoaded) => QMatMul::from_qtensor(o)?,
-            (Some(o), Layout::TiledQ4K) => QMatMul::from_qtensor(tiled(&o)?)?,
+            (Some(o), Layout::Padded(d)) => QMatMul::from_qtensor(padded(&o, d)?)?,
             (None, Layout::AsLoaded) => QMatMul::from_arc(embed_q.clone())?,
-            (None, Layout::TiledQ4K) => QMatMul::from_qtensor(tiled(&embed_q)?)?,
+            (None, Layout::Padded(d)) => QMatMul::from_qtensor(padded(&embed_q, d)?)?,
         };
         let embed = QMatMul::from_arc(embed_q)?;
 

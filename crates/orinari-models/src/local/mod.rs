@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 
+use candle_core::quantized::GgmlDType;
 use tokio::sync::mpsc;
 
 use crate::{BoxFuture, GenerateRequest, Generation, ModelBackend, ModelError, ModelInfo};
@@ -56,8 +57,11 @@ pub enum Requantized {
     /// Q8_0, same layout: candle's AVX2 / AVX-512 vector dot products.
     Q8_0,
     /// Q4K with input widths zero-padded to a multiple of 256: candle's
-    /// repacked tile kernels.
+    /// repacked tile kernels for every matmul.
     TiledQ4K,
+    /// Q6K, padded the same way: tile kernels for prompts (several rows),
+    /// candle's Q6K vector dot products when generating.
+    TiledQ6K,
 }
 
 /// Engine settings beyond [`LocalConfig`], each with a default.
@@ -296,12 +300,12 @@ fn build(
     cfg: &LocalConfig,
     opts: &EngineOptions,
 ) -> Result<(llama::Llama, gguf::GgufModel), String> {
-    let tiled = cfg.requantize && opts.requantized == Requantized::TiledQ4K;
-    let layout = if tiled {
-        llama::Layout::TiledQ4K
-    } else {
-        llama::Layout::AsLoaded
+    let layout = match (cfg.requantize, opts.requantized) {
+        (true, Requantized::TiledQ4K) => llama::Layout::Padded(GgmlDType::Q4K),
+        (true, Requantized::TiledQ6K) => llama::Layout::Padded(GgmlDType::Q6K),
+        _ => llama::Layout::AsLoaded,
     };
+    let tiled = layout != llama::Layout::AsLoaded;
     let mut g = gguf::load(&cfg.path, cfg.requantize && !tiled)?;
     if let Some(n) = cfg.context_size {
         g.hyper.context_length = n.min(g.hyper.context_length);
