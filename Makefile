@@ -6,12 +6,12 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris abuse abuse-full schema schema-fuzz soak soak-long tls-scan bench-model bench-limits bench-guard deploy cluster cluster-full
+.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris abuse abuse-full schema schema-fuzz soak soak-long tls-scan bench-model bench-limits bench-guard deploy cluster cluster-full regions
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
-test: model services lint build-test unit clients browser schema slowloris abuse soak cluster tls-scan pg-pitr-drill deploy
+test: model services lint build-test unit clients browser schema slowloris abuse soak cluster regions tls-scan pg-pitr-drill deploy
 
 # The timing- and concurrency-sensitive tests many times each (upstream
 # pools 50 runs, streams/limits/leader election/slowloris 20): run it before
@@ -128,6 +128,15 @@ cluster: services
 
 cluster-full: services
 	bash tests/cluster/run.sh target/debug/orinari target/cluster --full
+
+# Two regions as two network namespaces (veth links, a backend in each;
+# netem is not in this kernel, so the fault proxy adds 100 ms each way on
+# the link to region b): answers come from the instance's own region while
+# it is healthy, from region b while a's backend is dead and its link cut,
+# and from region a again once it is back; region b's extra latency shows in
+# the time-to-first-token metric. Needs root.
+regions:
+	bash tests/regions/run.sh target/debug/orinari
 
 # Prompt-injection guard: precision/recall/FPR/latency on held-out public data
 # (BENCHMARKS.md); `bench/guard/train.sh` retrains the committed weights.
