@@ -99,7 +99,8 @@ pub struct Collected {
 pub struct Answer {
     generation: Generation,
     model: String,
-    flagged: bool,
+    /// Screening flagged the request: the guard's score.
+    flagged: Option<f32>,
     stream: bool,
     tokens: Window,
     held: Option<Held>,
@@ -114,7 +115,7 @@ impl Answer {
     pub(crate) fn new(
         generation: Generation,
         model: String,
-        flagged: bool,
+        flagged: Option<f32>,
         stream: bool,
         tokens: Window,
         held: Held,
@@ -146,7 +147,7 @@ impl Answer {
         Self {
             generation,
             model,
-            flagged: false,
+            flagged: None,
             stream,
             tokens: Window {
                 limit: 0,
@@ -173,6 +174,12 @@ impl Answer {
     /// Screening found an attack and its action is `flag`: the answer goes
     /// out marked.
     pub fn flagged(&self) -> bool {
+        self.flagged.is_some()
+    }
+
+    /// The guard's score (attack probability, 0 to 1) when the answer is
+    /// flagged (for the `x-orinari-guard-score` header).
+    pub fn guard_score(&self) -> Option<f32> {
         self.flagged
     }
 

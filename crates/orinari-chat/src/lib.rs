@@ -129,20 +129,28 @@ impl ChatRequest {
         }
     }
 
-    /// The user messages with the `param` that names each in a refusal.
-    fn user_messages(&self) -> impl Iterator<Item = (String, &str)> + '_ {
-        self.messages
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.role == Role::User)
-            .enumerate()
-            .map(|(n, (i, m))| {
-                let field = match &self.fields {
-                    Some(fields) => fields.get(n).map_or("messages", |f| f).to_string(),
-                    None => format!("messages[{i}].content"),
-                };
-                (field, m.content.as_str())
-            })
+    /// The messages the guard screens — user messages and tool results,
+    /// each with its channel — with the `param` that names each in a
+    /// refusal.
+    fn screened_messages(
+        &self,
+    ) -> impl Iterator<Item = (String, orinari_guard::Channel, &str)> + '_ {
+        let mut users = 0;
+        self.messages.iter().enumerate().filter_map(move |(i, m)| {
+            let channel = match m.role {
+                Role::User => orinari_guard::Channel::User,
+                Role::Tool => orinari_guard::Channel::Tool,
+                Role::System | Role::Assistant => return None,
+            };
+            let field = match &self.fields {
+                Some(fields) if channel == orinari_guard::Channel::User => {
+                    users += 1;
+                    fields.get(users - 1).map_or("messages", |f| f).to_string()
+                }
+                _ => format!("messages[{i}].content"),
+            };
+            Some((field, channel, m.content.as_str()))
+        })
     }
 }
 
@@ -284,7 +292,7 @@ impl Chat {
             self.screening.as_ref(),
             &metrics.guard,
             caller.prompt_injection,
-            request.user_messages(),
+            request.screened_messages(),
         )
         .map_err(ChatError::Refused)?;
 

@@ -207,6 +207,7 @@ pub(crate) async fn retrieve(
         let (flagged, delimited) = match screening {
             Some((s, action)) if action != PromptInjection::Off => {
                 let screened = s.guard().screen_retrieved(&ranked.source, &body);
+                guard_metrics.score("retrieved", screened.verdict.score);
                 match (screened.verdict.rule, action) {
                     (Some(rule), PromptInjection::Block) => {
                         guard_metrics.record(rule, "drop_retrieved");

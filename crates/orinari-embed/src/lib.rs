@@ -32,9 +32,9 @@
 mod bert;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -125,6 +125,22 @@ pub fn default_model_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/orinari")))
         .unwrap_or_else(|| PathBuf::from(".cache/orinari"));
     cache.join("models").join("all-MiniLM-L6-v2")
+}
+
+/// The model in `dir`, loaded once per process and shared: the
+/// prompt-injection guard and `/v1/embeddings` use one copy (91 MB). A
+/// failed load is not remembered, so a model installed later is found.
+pub fn shared(dir: &Path) -> Result<Arc<Encoder>, EmbedError> {
+    static LOADED: Mutex<Vec<(PathBuf, Arc<Encoder>)>> = Mutex::new(Vec::new());
+    let mut loaded = LOADED
+        .lock()
+        .map_err(|_| EmbedError::Internal("the shared model is unusable".into()))?;
+    if let Some((_, e)) = loaded.iter().find(|(d, _)| d == dir) {
+        return Ok(e.clone());
+    }
+    let encoder = Arc::new(Encoder::load(dir)?);
+    loaded.push((dir.to_path_buf(), encoder.clone()));
+    Ok(encoder)
 }
 
 /// The loaded model: tokenizer and encoder. Synchronous; `Send + Sync`.
@@ -356,7 +372,7 @@ impl std::fmt::Debug for Embedder {
 /// closes. A failed load answers the jobs waiting with its error and ends.
 fn serve(dir: &Path, queue: &mpsc::Receiver<Job>) {
     let started = Instant::now();
-    let encoder = match Encoder::load(dir) {
+    let encoder = match shared(dir) {
         Ok(e) => {
             tracing::info!(
                 model = MODEL,

@@ -1,31 +1,48 @@
 //! Prompt-injection screening for ORINARI. A text is normalized
-//! (`normalize.rs`), checked against named rules (`rules.rs`), and scored by a
-//! small trained classifier (`model.rs` over `features.rs`; trained by
-//! `train.rs`). Retrieved text is screened and delimited (`retrieved.rs`).
+//! (`normalize.rs`), checked against named rules (`rules.rs`), and scored
+//! by two trained classifiers combined (`learned.rs`'s [`Ensemble`]): a
+//! hashed n-gram logistic regression (`model.rs` over `features.rs`,
+//! trained by `train.rs`) and, when the caller hands in a
+//! [`SentenceEncoder`] (all-MiniLM-L6-v2 through `orinari-embed`), a head
+//! over the text's sentence vector. Each [`Channel`] — user messages, tool
+//! results, retrieved text — has a threshold of its own; retrieved text is
+//! also delimited (`retrieved.rs`). Without an encoder the guard decides on
+//! the n-gram model alone, with thresholds fitted for that case.
 //! Pure computation: this crate never touches the network or the disk.
 
 pub mod features;
+pub mod learned;
 pub mod model;
 pub mod normalize;
 pub mod retrieved;
 pub mod rules;
 pub mod train;
 
+use std::sync::Arc;
+
+pub use learned::{Channel, Ensemble, SentenceEncoder};
 pub use model::Model;
 pub use normalize::{Normalized, normalize};
 pub use retrieved::{PREAMBLE, Retrieved};
 
 use rules::Rules;
 
-/// The committed classifier weights (see `bench/guard/train.sh`).
+/// The committed n-gram classifier's weights (see `bench/guard/train.sh`).
 const EMBEDDED_MODEL: &[u8] = include_bytes!("../model/prompt-injection.bin");
+/// The committed head, stacker and per-channel thresholds (same script).
+const EMBEDDED_ENSEMBLE: &[u8] = include_bytes!("../model/ensemble.bin");
 
 /// Texts longer than this many characters are scored in overlapping windows
-/// (the classifier was trained on prompts; one injected sentence must not be
-/// diluted by a long benign text around it).
-const WINDOW_CHARS: usize = 600;
+/// (the classifiers were trained on prompts; one injected sentence must not
+/// be diluted by a long benign text around it).
+pub const WINDOW_CHARS: usize = 600;
 
-/// The rule label used when the classifier, not a named rule, decides.
+/// At most this many windows of a long text go through the encoder: those
+/// the n-gram model finds most suspicious. Bounds the cost of a long text
+/// (a window is ≤ 600 characters, about 150 tokens).
+pub const MAX_ENCODED_WINDOWS: usize = 3;
+
+/// The rule label used when the classifiers, not a named rule, decide.
 pub const CLASSIFIER_RULE: &str = "classifier";
 
 /// This crate's one error type.
@@ -46,34 +63,93 @@ pub struct Verdict {
     pub attack: bool,
     /// The rule that decided (a rule name or [`CLASSIFIER_RULE`]), when `attack`.
     pub rule: Option<&'static str>,
-    /// The classifier's attack probability (highest over windows).
+    /// The classifiers' attack probability: the ensemble's when the encoder
+    /// ran, else the n-gram model's (highest over windows).
     pub score: f32,
+    /// The channel whose threshold applied.
+    pub channel: Channel,
+    /// Whether the sentence encoder took part.
+    pub learned: bool,
 }
 
-/// The screening engine: rules plus classifier. Build once, share freely.
-#[derive(Debug, Clone)]
+/// The raw scores of one text, before any threshold (training, evaluation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    /// The first named rule that matched.
+    pub rule: Option<&'static str>,
+    /// The n-gram model's log-odds (highest over windows).
+    pub ngram: f32,
+    /// The head's log-odds over the sentence vector (highest over the
+    /// windows encoded); `None` without an encoder or when it failed.
+    pub embed: Option<f32>,
+}
+
+/// The screening engine: rules plus classifiers. Build once, share freely.
+#[derive(Clone)]
 pub struct Guard {
     rules: Rules,
     model: Model,
+    ensemble: Ensemble,
+    encoder: Option<Arc<dyn SentenceEncoder>>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("encoder", &self.encoder.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Guard {
-    /// The guard with the committed classifier.
+    /// The guard with the committed weights and no encoder (n-gram model
+    /// alone); add one with [`Guard::with_encoder`].
     pub fn new() -> Result<Self, GuardError> {
-        Self::with_model(Model::from_bytes(EMBEDDED_MODEL)?)
+        Self::with_parts(
+            Model::from_bytes(EMBEDDED_MODEL)?,
+            Ensemble::from_bytes(EMBEDDED_ENSEMBLE)?,
+        )
     }
 
-    /// The guard with another classifier (training and evaluation).
+    /// The guard with another n-gram classifier alone, deciding at the
+    /// model's own threshold on every channel (training and evaluation).
     pub fn with_model(model: Model) -> Result<Self, GuardError> {
+        let mut ensemble = Ensemble::from_bytes(EMBEDDED_ENSEMBLE)?;
+        ensemble.without_encoder = learned::Thresholds([model.threshold; 3]);
+        Self::with_parts(model, ensemble)
+    }
+
+    /// The guard with these weights (training and evaluation).
+    pub fn with_parts(model: Model, ensemble: Ensemble) -> Result<Self, GuardError> {
         Ok(Self {
             rules: Rules::new()?,
             model,
+            ensemble,
+            encoder: None,
         })
     }
 
-    /// The classifier.
+    /// The same guard using `encoder` for the learned half.
+    pub fn with_encoder(self, encoder: Arc<dyn SentenceEncoder>) -> Self {
+        Self {
+            encoder: Some(encoder),
+            ..self
+        }
+    }
+
+    /// Whether a sentence encoder is in use.
+    pub fn has_encoder(&self) -> bool {
+        self.encoder.is_some()
+    }
+
+    /// The n-gram classifier.
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The head, stacker and thresholds.
+    pub fn ensemble(&self) -> &Ensemble {
+        &self.ensemble
     }
 
     /// Every `rule` label a verdict can carry.
@@ -81,41 +157,107 @@ impl Guard {
         Rules::names().chain(std::iter::once(CLASSIFIER_RULE))
     }
 
-    /// Screen one text (a user message or retrieved text).
+    /// Screen a user message.
     pub fn screen(&self, text: &str) -> Verdict {
-        let normalized = normalize(text);
-        let score = self.score_normalized(&normalized.text);
-        let rule = self
-            .rules
-            .first_match(&normalized.text)
-            .or_else(|| (score >= self.model.threshold).then_some(CLASSIFIER_RULE));
+        self.screen_as(Channel::User, text)
+    }
+
+    /// Screen a text arriving on `channel`, at that channel's threshold.
+    /// A text a named rule already convicts skips the encoder (the rule
+    /// decides; the score is the n-gram model's).
+    pub fn screen_as(&self, channel: Channel, text: &str) -> Verdict {
+        let s = self.scores_with(text, false);
+        let (score, threshold, learned) = match s.embed {
+            Some(embed) => (
+                self.ensemble.probability(s.ngram, embed),
+                self.ensemble.with_encoder.get(channel),
+                true,
+            ),
+            None => (
+                learned::sigmoid(s.ngram),
+                self.ensemble.without_encoder.get(channel),
+                false,
+            ),
+        };
+        let rule = s
+            .rule
+            .or_else(|| (score >= threshold).then_some(CLASSIFIER_RULE));
         Verdict {
             attack: rule.is_some(),
             rule,
             score,
+            channel,
+            learned,
         }
     }
 
-    /// The classifier's score over windows of a normalized text.
-    fn score_normalized(&self, text: &str) -> f32 {
-        let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
-        if bounds.len() <= WINDOW_CHARS {
-            return self.model.probability(text);
-        }
-        let step = WINDOW_CHARS / 2;
-        let mut best = 0.0f32;
-        let mut start = 0;
-        while start < bounds.len() {
-            let end = bounds
-                .get(start + WINDOW_CHARS)
-                .copied()
-                .unwrap_or(text.len());
-            best = best.max(self.model.probability(&text[bounds[start]..end]));
-            if start + WINDOW_CHARS >= bounds.len() {
-                break;
-            }
-            start += step;
-        }
-        best
+    /// The raw scores of a text (no threshold applied), the encoder's
+    /// included whatever the rules say (training, evaluation).
+    pub fn scores(&self, text: &str) -> Scores {
+        self.scores_with(text, true)
     }
+
+    fn scores_with(&self, text: &str, always_encode: bool) -> Scores {
+        let normalized = normalize(text);
+        let text = normalized.text.as_str();
+        let rule = self.rules.first_match(text);
+        let windows = windows(text);
+        let ngram: Vec<f32> = windows
+            .iter()
+            .map(|&(a, b)| self.model.logit(&text[a..b]))
+            .collect();
+        let encoder = self
+            .encoder
+            .as_ref()
+            .filter(|_| always_encode || rule.is_none());
+        let embed = encoder.and_then(|encoder| {
+            let mut order: Vec<usize> = (0..windows.len()).collect();
+            // Most suspicious first; ties keep text order.
+            order.sort_by(|&i, &j| ngram[j].total_cmp(&ngram[i]).then(i.cmp(&j)));
+            order.truncate(MAX_ENCODED_WINDOWS);
+            let texts: Vec<&str> = order
+                .iter()
+                .map(|&i| &text[windows[i].0..windows[i].1])
+                .collect();
+            let vectors = encoder.embed(&texts).ok()?;
+            if vectors.len() != texts.len() {
+                return None;
+            }
+            vectors
+                .iter()
+                .map(|v| self.ensemble.head.logit(v))
+                .collect::<Option<Vec<f32>>>()?
+                .into_iter()
+                .reduce(f32::max)
+        });
+        Scores {
+            rule,
+            ngram: ngram.into_iter().reduce(f32::max).unwrap_or(f32::MIN),
+            embed,
+        }
+    }
+}
+
+/// Byte ranges of the overlapping windows of a text ([`WINDOW_CHARS`]
+/// characters, half overlapping); one window for a short text.
+pub fn windows(text: &str) -> Vec<(usize, usize)> {
+    let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+    if bounds.len() <= WINDOW_CHARS {
+        return vec![(0, text.len())];
+    }
+    let step = WINDOW_CHARS / 2;
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < bounds.len() {
+        let end = bounds
+            .get(start + WINDOW_CHARS)
+            .copied()
+            .unwrap_or(text.len());
+        out.push((bounds[start], end));
+        if start + WINDOW_CHARS >= bounds.len() {
+            break;
+        }
+        start += step;
+    }
+    out
 }

@@ -38,11 +38,20 @@ impl Model {
 
     /// Attack probability of extracted features.
     pub fn probability_of(&self, x: &Sparse) -> f32 {
-        let z = self.bias
+        crate::learned::sigmoid(self.logit_of(x))
+    }
+
+    /// Attack log-odds of a normalized text.
+    pub fn logit(&self, normalized: &str) -> f32 {
+        self.logit_of(&features::extract(normalized, self.buckets()))
+    }
+
+    /// Attack log-odds of extracted features.
+    pub fn logit_of(&self, x: &Sparse) -> f32 {
+        self.bias
             + x.iter()
                 .map(|&(b, v)| self.weights.get(b as usize).copied().unwrap_or(0.0) * v)
-                .sum::<f32>();
-        1.0 / (1.0 + (-z).exp())
+                .sum::<f32>()
     }
 
     /// Read the committed format.

@@ -31,7 +31,7 @@ impl Guard {
     /// Screen text retrieved from `source` and delimit it for the model. The
     /// caller decides what a flagged block means (drop it, or keep it marked).
     pub fn screen_retrieved(&self, source: &str, text: &str) -> Retrieved {
-        let verdict = self.screen(text);
+        let verdict = self.screen_as(crate::Channel::Retrieved, text);
         let delimited = delimit(source, text, verdict.attack);
         Retrieved { verdict, delimited }
     }

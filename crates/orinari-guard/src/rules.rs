@@ -13,6 +13,26 @@ const RULES: &[(&str, &str)] = &[
         "instruction_override",
         r"\b(ignore|disregard|forget|override|bypass|abandon|drop)\b(\s+\S+){0,3}?\s+(previous|prior|above|earlier|preceding|initial|original|system|safety|existing)\s+(\S+\s+){0,2}?(instructions?|prompts?|rules|directives?|guidelines|constraints|programming|restrictions)\b",
     ),
+    // The same in German, French, Spanish and Italian ("ignoriere alle
+    // vorherigen Anweisungen", "ignore toutes les instructions
+    // précédentes", "ignora las instrucciones anteriores", "ignora le
+    // istruzioni precedenti").
+    (
+        "instruction_override",
+        r"\b(ignoriere|ignorier|vergiss|missachte|übergehe)\b(\s+\S+){0,3}?\s+(vorherigen|bisherigen|obigen|vorigen|früheren|ursprünglichen|system)\S*\s+(\S+\s+){0,2}?(anweisungen|instruktionen|befehle|regeln|vorgaben|richtlinien)\b",
+    ),
+    (
+        "instruction_override",
+        r"\b(ignore[zs]?|oublie[zs]?|négliger?)\b(\s+\S+){0,3}?\s+(instructions|consignes|règles|directives)\s+(précédentes|antérieures|ci-dessus|initiales|du système|système)\b",
+    ),
+    (
+        "instruction_override",
+        r"\b(ignora|ignore|olvida|olvide|descarta)\b(\s+\S+){0,3}?\s+(instrucciones|indicaciones|reglas|directrices|órdenes)\s+(anteriores|previas|de arriba|iniciales|del sistema)\b",
+    ),
+    (
+        "instruction_override",
+        r"\b(ignora|dimentica|trascura)\b(\s+\S+){0,3}?\s+(istruzioni|indicazioni|regole|direttive)\s+(precedenti|di sistema|iniziali|sopra)\b",
+    ),
     (
         "prompt_leak",
         r"\b(reveal|print|repeat|output|disclose|leak|dump|recite|show me)\b(\s+\S+){0,4}?\s+(your|the)\s+(system|initial|hidden|secret|original)\s+(prompt|instructions|message)\b",
@@ -55,8 +75,12 @@ impl Rules {
             .map(|&(name, _)| name)
     }
 
-    /// Every rule name (metric labels).
+    /// Every rule name (metric labels), once each.
     pub fn names() -> impl Iterator<Item = &'static str> {
-        RULES.iter().map(|&(name, _)| name)
+        RULES
+            .iter()
+            .enumerate()
+            .filter(|&(i, &(name, _))| !RULES[..i].iter().any(|&(n, _)| n == name))
+            .map(|(_, &(name, _))| name)
     }
 }

@@ -116,3 +116,15 @@ pub fn has_token_headers(h: &HeaderMap) -> bool {
 pub fn mark_flagged(h: &mut HeaderMap) {
     h.insert(GUARD_HEADER, HeaderValue::from_static("flagged"));
 }
+
+/// The response header with the guard's score of a flagged request.
+pub const GUARD_SCORE_HEADER: &str = "x-orinari-guard-score";
+
+/// Mark an answer to a flagged request and give the guard's score
+/// (`x-orinari-guard-score: 0.973`, the attack probability).
+pub fn mark_flagged_score(h: &mut HeaderMap, score: f32) {
+    mark_flagged(h);
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", score.clamp(0.0, 1.0))) {
+        h.insert(GUARD_SCORE_HEADER, v);
+    }
+}

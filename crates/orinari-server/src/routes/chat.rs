@@ -59,7 +59,7 @@ pub async fn completions(
         Ok(a) => a,
         Err(e) => return ChatFailure(e).into_response(),
     };
-    let (tokens, flagged) = (answer.tokens(), answer.flagged());
+    let (tokens, flagged) = (answer.tokens(), answer.guard_score());
     let id = format!("chatcmpl-{}", crate::ids::uuid().simple());
     let mut res = if answer.stream() {
         let chunks = ChunkBuilder::new(
@@ -81,8 +81,8 @@ pub async fn completions(
         }
     };
     http::set_token_headers(res.headers_mut(), &tokens);
-    if flagged {
-        http::mark_flagged(res.headers_mut());
+    if let Some(score) = flagged {
+        http::mark_flagged_score(res.headers_mut(), score);
     }
     res
 }

@@ -43,7 +43,7 @@ pub async fn create(
         Ok(s) => s,
         Err(res) => return res,
     };
-    let (tokens, flagged) = (answer.tokens(), answer.flagged());
+    let (tokens, flagged) = (answer.tokens(), answer.guard_score());
     let id = format!("cmpl-{}", crate::ids::uuid().simple());
     let res = if answer.stream() {
         let chunks = Chunks {

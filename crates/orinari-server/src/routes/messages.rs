@@ -32,7 +32,7 @@ pub async fn create(
         Ok(s) => s,
         Err(res) => return res,
     };
-    let (tokens, flagged) = (answer.tokens(), answer.flagged());
+    let (tokens, flagged) = (answer.tokens(), answer.guard_score());
     let id = format!("msg_{}", crate::ids::uuid().simple());
     let res = if answer.stream() {
         surface::stream(&state, answer, Events { id, writer: None })

@@ -40,7 +40,7 @@ pub async fn create(
         Ok(s) => s,
         Err(res) => return res,
     };
-    let (tokens, flagged) = (answer.tokens(), answer.flagged());
+    let (tokens, flagged) = (answer.tokens(), answer.guard_score());
     let head = ResponseHead::new(
         format!("resp_{}", crate::ids::uuid().simple()),
         now(),

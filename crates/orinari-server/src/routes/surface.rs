@@ -192,11 +192,12 @@ fn event_stream(body: Body) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// The answer's headers: the token reservation, and the screening mark.
-pub(super) fn headed(mut res: Response, tokens: &Window, flagged: bool) -> Response {
+/// The answer's headers: the token reservation, and the screening mark
+/// with the guard's score.
+pub(super) fn headed(mut res: Response, tokens: &Window, flagged: Option<f32>) -> Response {
     http::set_token_headers(res.headers_mut(), tokens);
-    if flagged {
-        http::mark_flagged(res.headers_mut());
+    if let Some(score) = flagged {
+        http::mark_flagged_score(res.headers_mut(), score);
     }
     res
 }
