@@ -6,12 +6,12 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris abuse abuse-full schema schema-fuzz soak soak-long tls-scan bench-model bench-limits bench-guard deploy cluster cluster-full regions
+.PHONY: serve test test-stress model services pg-pitr-drill build-release build-test lint clippy unit clients browser slowloris abuse abuse-full schema schema-fuzz soak soak-long faults faults-long crash crash-long fairness fairness-long tls-scan bench-model bench-limits bench-guard deploy cluster cluster-full regions
 
 serve: model build-release
 	./target/release/orinari serve $(if $(CONFIG),--config $(CONFIG))
 
-test: model services lint build-test unit clients browser schema slowloris abuse soak cluster regions tls-scan pg-pitr-drill deploy
+test: model services lint build-test unit clients browser schema slowloris abuse soak cluster regions faults crash fairness tls-scan pg-pitr-drill deploy
 
 # The timing- and concurrency-sensitive tests many times each (upstream
 # pools 50 runs, streams/limits/leader election/slowloris 20): run it before
@@ -137,6 +137,40 @@ cluster-full: services
 # the time-to-first-token metric. Needs root.
 regions:
 	bash tests/regions/run.sh target/debug/orinari
+
+# Faults between ORINARI and its peers: a fault-injecting TCP proxy
+# (tests/faults/faultproxy.py: latency, bandwidth, resets, half-open links,
+# truncated answers) in front of the fake upstream, PostgreSQL and Redis,
+# then SQLite on a full and a read-only tmpfs: every request answered
+# within its deadline, breakers open and close, pooled connections
+# replaced, no acknowledged write lost, clear storage errors while serving
+# goes on. faults-long runs three rounds.
+faults: services
+	bash tests/faults/run.sh target/debug/orinari
+
+faults-long: services
+	bash tests/faults/run.sh target/debug/orinari --long
+
+# Crash at random points: SIGKILL during writes (keys, incidents, webhook
+# subscriptions, backup shipping), 24 times on SQLite and PostgreSQL; after
+# each, integrity_check passes and every acknowledged write is there, and a
+# backup restore holds them all. crash-long kills 300 times
+# (CRASH_SEED=N repeats a run).
+CRASH_ITERATIONS ?= 24
+crash: services
+	bash tests/crash/run.sh target/debug/orinari $(CRASH_ITERATIONS)
+
+crash-long: services
+	bash tests/crash/run.sh target/debug/orinari 300
+
+# Fairness over HTTP: two API keys, one flooding at ten times its share of
+# an overloaded model (fake upstream, fixed 250 ms): the other keeps its
+# share, no refusal and its latency. fairness-long floods for 5 minutes.
+fairness:
+	bash tests/fairness/run.sh target/debug/orinari 20
+
+fairness-long:
+	bash tests/fairness/run.sh target/debug/orinari 300
 
 # Prompt-injection guard: precision/recall/FPR/latency on held-out public data
 # (BENCHMARKS.md); `bench/guard/train.sh` retrains the committed weights.

@@ -189,9 +189,11 @@ def run_phase(name, srv, iterations, after_kill, echo_port):
         ts = writers(srv, echo_port, stop)
         wait = rng.uniform(0.2, 1.5)
         time.sleep(wait)
+        # No new request after this one (each client has one in flight, which
+        # the kill cuts off or lets through acknowledged).
+        stop.set()
         srv.kill(signal.SIGKILL)
         counts["kills"] += 1
-        stop.set()
         for t in ts:
             t.join()
         counts["iterations"] += 1
