@@ -81,9 +81,12 @@ impl StoreError {
                 if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                     // SQLite's primary result codes (extended codes keep
                     // them in the low byte): 13 FULL, 8 READONLY, 10 IOERR,
-                    // 14 CANTOPEN.
+                    // 14 CANTOPEN, 5 BUSY and 6 LOCKED (still held after the
+                    // busy timeout, or at once while a failed write's
+                    // transaction holds the file on a full disk).
                     match code.parse::<i64>().map(|c| c & 0xff) {
                         Ok(13) => Some("the disk holding the database is full"),
+                        Ok(5 | 6) => Some("the database is busy (locked by another write)"),
                         Ok(8) => Some("the data directory is read-only"),
                         Ok(10 | 14) => Some(
                             "the database file cannot be written (disk full, read-only or failing)",
