@@ -432,6 +432,13 @@ async def scenario_kill(c, args, problems):
     mark = log_size(args.haproxy_log)
     load.begin()
     await asyncio.sleep(args.kill_after)
+
+    # The kill lands while the victim has a stream under way (it nearly
+    # always has), so the claim about cut streams is always exercised.
+    async def victim_streaming():
+        return any(r.kind == "stream" and r.served_by == victim for r in load.in_flight.values())
+
+    await wait_for(f"a stream under way on {victim}", victim_streaming, 30)
     in_flight = list(load.in_flight.values())
     pid = c.pid(victim)
     t_kill = now()
