@@ -59,10 +59,11 @@ region "$ns_b" "$link_b" "$net_b"
 
 # One backend per region, each inside its namespace.
 ip netns exec "$ns_a" "$fake" --listen "$net_a.2:9001" >/dev/null 2>&1 &
-disown $!
 echo $! >"$work/fake-a.pid"
+disown $!
 ip netns exec "$ns_b" "$fake" --listen "$net_b.2:9001" >/dev/null 2>&1 &
 echo $! >"$work/fake-b.pid"
+disown $!
 
 PYTHONPATH="$root/tests/faults" python3 "$here/regions.py" \
     --bin "$bin" --work "$work" \
