@@ -288,12 +288,16 @@ impl Chat {
         )?;
 
         // 3. Prompt screening.
-        let flagged = screen::screen(
+        let flagged = screen::screen_off_runtime(
             self.screening.as_ref(),
             &metrics.guard,
             caller.prompt_injection,
-            request.screened_messages(),
+            request
+                .screened_messages()
+                .map(|(param, channel, text)| (param, channel, text.to_string()))
+                .collect(),
         )
+        .await
         .map_err(ChatError::Refused)?;
 
         // 4. Retrieval (grounded models), then caching (a slot for a later

@@ -92,6 +92,30 @@ fn with_encoder(guard: Guard) -> Guard {
     }
 }
 
+/// [`screen`] off the async runtime's workers when the guard has its
+/// sentence encoder (milliseconds of arithmetic per text: nothing may block
+/// the runtime), inline otherwise (microseconds).
+pub(crate) async fn screen_off_runtime(
+    screening: Option<&Screening>,
+    metrics: &GuardMetrics,
+    policy: Option<PromptInjection>,
+    messages: Vec<(String, Channel, String)>,
+) -> Result<Option<f32>, ApiError> {
+    let Some(s) = screening.filter(|s| s.guard.has_encoder()) else {
+        return screen(screening, metrics, policy, borrowed(&messages));
+    };
+    let (s, m) = (s.clone(), metrics.clone());
+    tokio::task::spawn_blocking(move || screen(Some(&s), &m, policy, borrowed(&messages)))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("The prompt screening failed.")))
+}
+
+fn borrowed(m: &[(String, Channel, String)]) -> Vec<(String, Channel, &str)> {
+    m.iter()
+        .map(|(p, c, t)| (p.clone(), *c, t.as_str()))
+        .collect()
+}
+
 /// Screen user messages and tool results, given as (`param` name,
 /// channel, text). `Ok(Some(score))`: an attack was found and the action
 /// is `flag` (answer, marked; the first flagged text's score); the
