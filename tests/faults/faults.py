@@ -52,6 +52,9 @@ FIRST_TOKEN_S = 2.0
 TOTAL_S = 6.0
 CONNECT_S = 1.0
 SLACK_S = 5.0
+# Active health checks every 60 s (a failed one takes the backend out until
+# the next passes): rare enough that the breaker is what the faults meet.
+HEALTH_S = 60
 # The store: the pool's acquire timeout (5 s) and the per-query deadline.
 STORE_DEADLINE_S = 10.0
 
@@ -81,11 +84,15 @@ def redis_cli(port, *args):
     return r.stdout.strip()
 
 
-def circuit(srv):
+def backend(srv):
     r = srv.admin("GET", "/admin/v1/models/fake-gpt", timeout=10)
     j = r.json() or {}
     backs = j.get("backends") or []
-    return backs[0].get("circuit") if backs else None
+    return backs[0] if backs else {}
+
+
+def circuit(srv):
+    return backend(srv).get("circuit")
 
 
 def eventually(fn, timeout, every=0.5):
@@ -106,9 +113,11 @@ def chat_ok(srv, stream=False):
 
 
 def healthy_again(srv, what):
-    """Wait until the upstream model answers again (breaker closed)."""
+    """Wait until the upstream model answers again (breaker closed, and its
+    active health check passed: one that failed during a fault keeps the
+    backend out until the next one, up to HEALTH_S later)."""
     try:
-        wait_for(f"{what}: chat answered again", lambda: chat_ok(srv), 30, every=0.5)
+        wait_for(f"{what}: chat answered again", lambda: chat_ok(srv), HEALTH_S + 15, every=0.5)
         wait_for(f"{what}: circuit closed", lambda: circuit(srv) == "closed", 30, every=0.5)
         return True
     except AssertionError as e:
@@ -155,18 +164,43 @@ def upstream_faults(srv, proxy):
     check("upstream: half-open connections: every request answered (5xx) within its deadline",
           all(r.status in (502, 503, 504) and r.seconds < TOTAL_S + SLACK_S for r in rs),
           ", ".join(f"{r.status} in {r.seconds:.2f}s" for r in rs))
-    check("upstream: the breaker opened", eventually(lambda: circuit(srv) == "open", 20))
+    b = backend(srv)
+    check("upstream: half-open: the backend was taken out (breaker open, or its health check failed)",
+          b.get("circuit") == "open" or b.get("up") is False, f"circuit {b.get('circuit')}, up {b.get('up')}")
     r = srv.chat("fake-gpt", timeout=60)
     counts["requests"] += 1
-    check("upstream: while open, refused at once", r.status in (502, 503) and r.seconds < SLACK_S,
+    check("upstream: while out, refused at once", r.status in (502, 503) and r.seconds < SLACK_S,
           f"{r.status} in {r.seconds:.2f}s")
     proxy.set()
     t0 = time.monotonic()
     closed = healthy_again(srv, "after half-open")
-    check("upstream: the breaker closed again once the link was back", closed,
-          f"{time.monotonic() - t0:.1f}s")
+    check("upstream: back in once the link was back", closed, f"{time.monotonic() - t0:.1f}s")
     after = proxy.stats()["forwarded"]
     check("upstream: new connections replaced the half-open ones", after > before, f"{before} -> {after}")
+
+    # The breaker itself: pooled connections reset and new ones refused, so
+    # three requests fail at once (failure_threshold 3) and it opens; it
+    # refuses without trying while open, and one trial closes it open_ms
+    # after the link is back.
+    proxy.set(refuse=True)
+    proxy.reset_all()
+    rs = [srv.chat("fake-gpt", timeout=60) for _ in range(3)]
+    counts["requests"] += 3
+    state = circuit(srv)
+    tried = proxy.stats()["accepted"]
+    r = srv.chat("fake-gpt", timeout=60)
+    counts["requests"] += 1
+    check("upstream: refused connections: 3 failures (502 at once) open the breaker",
+          all(r.status == 502 and r.seconds < SLACK_S for r in rs) and state == "open",
+          ", ".join(f"{r.status} in {r.seconds:.2f}s" for r in rs) + f"; circuit {state}")
+    check("upstream: while open, refused at once (503)",
+          r.status == 503 and r.seconds < SLACK_S,
+          f"{r.status} in {r.seconds:.2f}s; connections tried meanwhile {proxy.stats()['accepted'] - tried}")
+    proxy.set()
+    t0 = time.monotonic()
+    closed = healthy_again(srv, "after refusals")
+    check("upstream: the breaker closed again (a trial after open_ms 2 s)", closed,
+          f"{time.monotonic() - t0:.1f}s after the link was back")
 
     # Resets of every pooled connection between requests.
     resets_ok = 0
@@ -521,7 +555,7 @@ max_attempts = 1
 failure_threshold = 3
 open_ms = 2000
 # Active health checks out of the way: the passive breaker is what is tested.
-health_interval_ms = 60000
+health_interval_ms = {HEALTH_S * 1000}
 [[models.backends]]
 name = "fake"
 provider = "openai"
