@@ -194,19 +194,53 @@ pub(crate) async fn retrieve(
     let mut blocks = Vec::with_capacity(packed.len());
     let mut sources = Vec::with_capacity(packed.len());
     let mut refs = Vec::with_capacity(packed.len());
-    for p in packed {
+    let bodies: Vec<(String, String)> = packed
+        .iter()
+        .map(|p| {
+            let Some(ranked) = found.hits.get(p.index) else {
+                return (String::new(), String::new());
+            };
+            let hit = &ranked.hit;
+            let body = if hit.locator.is_empty() || hit.locator == hit.title {
+                format!("Title: {}\n\n{}", hit.title, p.text)
+            } else {
+                format!("Title: {} ({})\n\n{}", hit.title, hit.locator, p.text)
+            };
+            (ranked.source.to_string(), body)
+        })
+        .collect();
+    // Every passage screened at once, off the async workers when the guard
+    // runs its sentence encoder (milliseconds per passage).
+    let mut screened: Vec<Option<orinari_guard::Retrieved>> = match screening {
+        Some((s, action)) if action != PromptInjection::Off => {
+            let (s, texts) = (s.clone(), bodies.clone());
+            let run = move || -> Vec<Option<orinari_guard::Retrieved>> {
+                texts
+                    .iter()
+                    .map(|(source, body)| Some(s.guard().screen_retrieved(source, body)))
+                    .collect()
+            };
+            if screening.is_some_and(|(s, _)| s.guard().has_encoder()) {
+                tokio::task::spawn_blocking(run)
+                    .await
+                    // A screening that failed keeps no passage unscreened.
+                    .unwrap_or_default()
+            } else {
+                run()
+            }
+        }
+        _ => Vec::new(),
+    };
+    screened.resize_with(bodies.len(), || None);
+    for ((p, (_, body)), screened) in packed.iter().zip(bodies).zip(screened) {
         let Some(ranked) = found.hits.get(p.index) else {
             continue;
         };
         let hit = &ranked.hit;
-        let body = if hit.locator.is_empty() || hit.locator == hit.title {
-            format!("Title: {}\n\n{}", hit.title, p.text)
-        } else {
-            format!("Title: {} ({})\n\n{}", hit.title, hit.locator, p.text)
-        };
         let (flagged, delimited) = match screening {
-            Some((s, action)) if action != PromptInjection::Off => {
-                let screened = s.guard().screen_retrieved(&ranked.source, &body);
+            Some((_, action)) if action != PromptInjection::Off => {
+                // Not screened (the screening itself failed): dropped.
+                let Some(screened) = screened else { continue };
                 guard_metrics.score("retrieved", screened.verdict.score);
                 match (screened.verdict.rule, action) {
                     (Some(rule), PromptInjection::Block) => {
