@@ -27,7 +27,7 @@ python=""
 cleanup() {
     [[ -n "$python" ]] && kill "$python" 2>/dev/null && wait "$python" 2>/dev/null || true
     # Mounts the script left behind if it was killed (deepest first).
-    grep -o " $work/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -o " $work/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
