@@ -384,7 +384,12 @@ async fn a_backend_killed_under_load_costs_no_client_errors_and_comes_back() {
         })
     };
     let clients: Vec<_> = (0..16).map(|_| load(30)).collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Kill `a` once it is serving, not after a fixed time (a loaded machine
+    // may not have reached it yet).
+    let started = std::time::Instant::now();
+    while a.requests() < 3 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     a.stop().await;
     let before_restart = a.requests();
     let mut errors = 0;

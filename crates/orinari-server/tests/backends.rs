@@ -182,7 +182,12 @@ async fn a_backend_killed_under_load_costs_no_client_errors() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    // Kill `a` once it is serving (not after a fixed time: on a loaded
+    // machine the first requests may not have reached it yet).
+    let started = std::time::Instant::now();
+    while a.requests() < 3 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     a.stop().await;
     let served_by_a = a.requests();
     let mut bad = Vec::new();
