@@ -39,10 +39,16 @@ trap cleanup EXIT
 token="schema-fuzz-admin-token-$$"
 # The embedded model answers the generated chats; rate limits are out of
 # the way (they have tests of their own).
+# A small context window bounds every generated answer: the fuzzer's
+# requests set no max_tokens, and a sampled answer to an empty prompt once
+# ran past 2,500 tokens (80 s) and the 30 s request timeout. With 256 tokens
+# the longest answer takes seconds; longer inputs are refused with
+# context_length_exceeded, a documented 400.
 cat >"$work/orinari.toml" <<TOML
 [[models]]
 name = "orinari-small"
 backend = "local"
+context_size = 256
 TOML
 serve_start schema "$bin" "$work" "$work/server.log" \
     ORINARI_ADMIN_TOKEN="$token" \
