@@ -22,12 +22,10 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 
 from faultproxy import FaultProxy
+from harness import Server, wait_for
 
 DELAY_MS = 100
 PER_PHASE = 24
@@ -69,12 +67,13 @@ provider = "openai"
 base_url = "http://127.0.0.1:{far.port}/v1"
 region = "b"
 """
-    with open(f"{args.work}/orinari.toml", "w") as f:
-        f.write(config)
-    server = Server(args.bin, args.work)
+    server = Server(args.bin, f"{args.work}/server", config,
+                    env={"ORINARI_LOG": "warn"}, label="regions").start(120)
+    with open(f"{args.work}/orinari.pid", "w") as f:  # killed by run.sh's trap
+        f.write(str(server.proc.pid))
     results = {}
     try:
-        server.wait_ready()
+        wait_for("readiness", lambda: server.get("/readyz").status == 200, 60)
         fake_a = FakeA(args)
         results["both up"] = phase(server, "both up")
         fake_a.kill()
@@ -85,7 +84,7 @@ region = "b"
         fake_a.start()
         results["a restored"] = phase(server, "a restored", settle=True)
         fake_a.kill()
-        metrics = server.metrics()
+        metrics = server.get("/metrics").body
     finally:
         server.stop()
         far.stop()
@@ -136,19 +135,19 @@ def phase(server, name, settle=False):
         # 500 ms); wait until a probe request lands there.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            before = server.counts()
-            status, _ = server.ask(stream=False)
-            after = server.counts()
+            before = counts(server)
+            status, _ = ask(server, stream=False)
+            after = counts(server)
             if status == 200 and after.get("a1", 0) > before.get("a1", 0):
                 break
             time.sleep(0.2)
-    before = server.counts()
+    before = counts(server)
     errors = []
     for i in range(PER_PHASE):
-        status, body = server.ask(stream=(i % 3 == 2))
+        status, body = ask(server, stream=(i % 3 == 2))
         if status != 200:
             errors.append(f"{status}: {body[:160]}")
-    after = server.counts()
+    after = counts(server)
     by_backend = {b: after.get(b, 0) - before.get(b, 0) for b in ("a1", "b1")}
     r = {"sent": PER_PHASE, "failed": len(errors), "by_backend": by_backend, "errors": errors}
     print(f"regions: {name}: {PER_PHASE} sent, {len(errors)} failed, "
@@ -182,84 +181,26 @@ class FakeA:
             f.write(str(p.pid))
 
 
-class Server:
-    def __init__(self, binary, work):
-        env = {"PATH": "/usr/bin:/bin", "ORINARI_SERVER_LISTEN": "127.0.0.1:0",
-               "ORINARI_LOG": "warn"}
-        self.proc = subprocess.Popen([binary, "serve"], cwd=work, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        with open(f"{work}/orinari.pid", "w") as f:
-            f.write(str(self.proc.pid))
-        self.log = []
-        self.url = None
-        found = threading.Event()
+def ask(server, stream):
+    """One chat answer from model m: (status, body); a stream counts only if
+    it ends with [DONE] and carries no error event."""
+    r = server.chat("m", stream=stream, timeout=60, content="Where are you?")
+    if r.status != 200:
+        return r.status or 0, r.error or r.body
+    if (stream and not r.body.rstrip().endswith("data: [DONE]")) or '"error"' in r.body:
+        return 0, r.body[-300:]
+    return 200, r.body
 
-        def read():
-            for line in self.proc.stderr:
-                self.log.append(line)
-                m = re.search(r"orinari is serving on (http://[^/ ]+)/v1", line)
-                if m and not self.url:
-                    self.url = m.group(1)
-                    found.set()
-        threading.Thread(target=read, daemon=True).start()
-        if not found.wait(120):
-            self.stop()
-            sys.exit("regions: orinari serve did not start:\n" + "".join(self.log))
 
-    def wait_ready(self):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.get("/readyz")[0] == 200:
-                return
-            time.sleep(0.2)
-        sys.exit("regions: not ready in 60 s:\n" + "".join(self.log))
-
-    def get(self, path):
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=30) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError as e:
-            return 0, str(e)
-
-    def ask(self, stream):
-        body = json.dumps({"model": "m", "stream": stream,
-                           "messages": [{"role": "user", "content": "Where are you?"}]}).encode()
-        req = urllib.request.Request(self.url + "/v1/chat/completions", data=body,
-                                     headers={"content-type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                text = r.read().decode()
-                if stream and not text.rstrip().endswith("data: [DONE]"):
-                    return 0, "stream did not end with [DONE]: " + text[-200:]
-                if '"error"' in text:
-                    return 0, text[-300:]
-                return r.status, text
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError as e:
-            return 0, str(e)
-
-    def metrics(self):
-        return self.get("/metrics")[1]
-
-    def counts(self):
-        """Successful model requests per backend of model m."""
-        out = {}
-        for line in self.metrics().splitlines():
-            if line.startswith("orinari_model_requests_total{") and 'model="m"' in line \
-                    and 'outcome="success"' in line:
-                b = re.search(r'backend="([^"]+)"', line).group(1)
-                out[b] = out.get(b, 0) + int(float(line.rsplit(" ", 1)[1]))
-        return out
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def counts(server):
+    """Successful model requests per backend of model m."""
+    out = {}
+    for line in server.get("/metrics").body.splitlines():
+        if line.startswith("orinari_model_requests_total{") and 'model="m"' in line \
+                and 'outcome="success"' in line:
+            b = re.search(r'backend="([^"]+)"', line).group(1)
+            out[b] = out.get(b, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return out
 
 
 def histogram(text, name, backend):

@@ -65,7 +65,7 @@ ip netns exec "$ns_b" "$fake" --listen "$net_b.2:9001" >/dev/null 2>&1 &
 echo $! >"$work/fake-b.pid"
 disown $!
 
-PYTHONPATH="$root/tests/faults" python3 "$here/regions.py" \
+PYTHONPATH="$root/tests/faults:$root/tests/lib" python3 "$here/regions.py" \
     --bin "$bin" --work "$work" \
     --backend-a "$net_a.2:9001" --backend-b "$net_b.2:9001" \
     --fake-a-pid "$(cat "$work/fake-a.pid")" --link-a "$link_a"
