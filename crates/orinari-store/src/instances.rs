@@ -24,7 +24,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use tokio::sync::watch;
 
-use crate::{Store, StoreError, now_ms};
+use crate::{Bounded, Store, StoreError, now_ms};
 
 /// How often an instance writes its row.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
@@ -97,6 +97,7 @@ impl Store {
         .bind(me.started_at)
         .bind(me.last_seen)
         .execute(self.pool())
+        .bounded()
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -104,7 +105,7 @@ impl Store {
     /// Every instance's row, by id.
     pub async fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM instances ORDER BY id");
-        let rows = sqlx::query(&sql).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(&sql).fetch_all(self.pool()).bounded().await?;
         rows.iter().map(row).collect()
     }
 
@@ -118,6 +119,7 @@ impl Store {
         .bind(id)
         .bind(pid)
         .execute(self.pool())
+        .bounded()
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -127,6 +129,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM instances WHERE last_seen < $1")
             .bind(before)
             .execute(self.pool())
+            .bounded()
             .await?;
         Ok(done.rows_affected())
     }

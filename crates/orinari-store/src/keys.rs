@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::journal::Change;
-use crate::{Store, StoreError};
+use crate::{Bounded, Store, StoreError};
 
 /// A key as stored (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +134,7 @@ impl Store {
     /// All keys, newest first (revoked ones included).
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id");
-        let rows = sqlx::query(&sql).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(&sql).fetch_all(self.pool()).bounded().await?;
         rows.iter().map(row).collect()
     }
 
@@ -145,6 +145,7 @@ impl Store {
         let r = sqlx::query(&sql)
             .bind(key_hash)
             .fetch_optional(self.pool())
+            .bounded()
             .await?;
         r.as_ref().map(row).transpose()
     }
@@ -165,6 +166,7 @@ impl Store {
         let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
             .bind(key)
             .fetch_optional(self.pool())
+            .bounded()
             .await?;
         Ok(row.map(|r| r.try_get("value")).transpose()?)
     }

@@ -132,13 +132,31 @@ pub struct Store {
 const SQLITE_POOL: u32 = 4;
 const POSTGRES_POOL: u32 = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest a write may take, connection included. A dead link under an
-/// open connection (the peer never answers, no reset) would otherwise keep
-/// the caller waiting forever: sqlx puts no deadline on a query.
+/// The longest a write or a read may take, connection included. A dead link
+/// under an open connection (the peer never answers, no reset) would
+/// otherwise keep the caller waiting forever: sqlx puts no deadline on a
+/// query.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection handed back to the pool may take to show it still
 /// answers; one that does not is closed instead of pooled.
 const RELEASE_CHECK: Duration = Duration::from_secs(2);
+
+/// A deadline on one statement run outside [`Store::write`] (which bounds
+/// its whole transaction): `query.fetch_all(pool).bounded().await?` fails
+/// with [`StoreError::Timeout`] after [`QUERY_TIMEOUT`] instead of waiting
+/// on a dead link for good — a key lookup on the request path, the status
+/// page, the admin API. The connection it gave up on goes back through the
+/// pool's bounded release check.
+pub(crate) trait Bounded<T>: Future<Output = Result<T, sqlx::Error>> + Sized {
+    async fn bounded(self) -> Result<T, StoreError> {
+        tokio::time::timeout(QUERY_TIMEOUT, self)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(StoreError::from)
+    }
+}
+
+impl<T, F: Future<Output = Result<T, sqlx::Error>>> Bounded<T> for F {}
 
 impl Store {
     /// Open (creating an SQLite file and its directory if needed) and migrate.
@@ -228,7 +246,10 @@ impl Store {
 
     /// Whether the database answers (for readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .bounded()
+            .await?;
         Ok(())
     }
 

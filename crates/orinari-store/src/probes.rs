@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use crate::journal::Change;
-use crate::{Store, StoreError};
+use crate::{Bounded, Store, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -85,6 +85,7 @@ impl Store {
         .bind(check_id)
         .bind(since)
         .fetch_all(self.pool())
+        .bounded()
         .await?;
         rows.iter()
             .map(|r| {
@@ -127,6 +128,7 @@ impl Store {
         .bind(check_id)
         .bind(first_day)
         .fetch_all(self.pool())
+        .bounded()
         .await?;
         rows.iter()
             .map(|r| {

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::journal::Change;
-use crate::{Store, StoreError};
+use crate::{Bounded, Store, StoreError};
 
 /// A new, already verified webhook subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl Store {
             "SELECT {COLUMNS} FROM status_webhooks \
              WHERE disabled_at IS NULL AND unsubscribed_at IS NULL ORDER BY created_at, id"
         );
-        let rows = sqlx::query(&sql).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(&sql).fetch_all(self.pool()).bounded().await?;
         rows.iter().map(row).collect()
     }
 
@@ -118,6 +118,7 @@ impl Store {
         let r = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(self.pool())
+            .bounded()
             .await?;
         r.as_ref().map(row).transpose()
     }
@@ -162,6 +163,7 @@ impl Store {
              WHERE disabled_at IS NULL AND unsubscribed_at IS NULL",
         )
         .fetch_one(self.pool())
+        .bounded()
         .await?;
         Ok(r.try_get("n")?)
     }

@@ -4,7 +4,8 @@
 //!
 //! * a write on a pooled connection whose link went dead waited forever
 //!   (sqlx puts no deadline on a query): now it fails with
-//!   [`StoreError::Timeout`] within [`QUERY_TIMEOUT`];
+//!   [`StoreError::Timeout`] within [`QUERY_TIMEOUT`], and so does a read
+//!   (a key lookup on the request path also waited forever);
 //! * the connection it gave up on went back to the pool through sqlx's own
 //!   release ping, which has no deadline either and never returned: each
 //!   such write lost a pool slot for good, and once the link was back the
@@ -111,7 +112,7 @@ fn key(n: u32) -> NewApiKey {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_link_fails_writes_in_time_and_the_pool_recovers() {
+async fn a_dead_link_fails_reads_and_writes_in_time_and_the_pool_recovers() {
     let name = format!("orinari_dl_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&admin_url())
         .await
@@ -149,12 +150,19 @@ async fn a_dead_link_fails_writes_in_time_and_the_pool_recovers() {
     // them there), more than the pool has connections (8): each must fail
     // within the deadline.
     slow.store(true, Ordering::SeqCst);
+    // Every other one a read (a key lookup, as on the request path), which
+    // waited forever too before reads got the deadline.
     let mut writes = Vec::new();
     for n in 1..=12 {
         let s = store.clone();
         writes.push(tokio::spawn(async move {
             let t = Instant::now();
-            (s.create_key(key(n)).await, t.elapsed())
+            let result = if n % 2 == 0 {
+                s.create_key(key(n)).await.map(drop)
+            } else {
+                s.find_active_key("hash-200").await.map(drop)
+            };
+            (result, t.elapsed())
         }));
     }
     // Past the pool's check of each connection (one round trip, 600 ms
@@ -165,9 +173,9 @@ async fn a_dead_link_fails_writes_in_time_and_the_pool_recovers() {
     for w in writes {
         let (result, took) = tokio::time::timeout(limit + Duration::from_secs(5), w)
             .await
-            .expect("a write on a dead link must not hang")
+            .expect("a query on a dead link must not hang")
             .unwrap();
-        assert!(took < limit, "a write took {took:?}");
+        assert!(took < limit, "a query took {took:?}");
         if let Err(e) = result {
             assert!(
                 matches!(e, StoreError::Timeout | StoreError::Query(_)),
@@ -196,6 +204,7 @@ async fn a_dead_link_fails_writes_in_time_and_the_pool_recovers() {
     for n in 101..=110 {
         store.create_key(key(n)).await.unwrap();
     }
+    assert!(store.find_active_key("hash-110").await.unwrap().is_some());
     store.close().await;
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .execute(&mut admin)

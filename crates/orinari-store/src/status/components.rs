@@ -5,7 +5,7 @@
 use sqlx::Row;
 
 use crate::journal::Change;
-use crate::{Store, StoreError};
+use crate::{Bounded, Store, StoreError};
 
 /// A component as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +100,7 @@ impl Store {
              created_at, updated_at FROM status_components ORDER BY position, id",
         )
         .fetch_all(self.pool())
+        .bounded()
         .await?;
         rows.iter()
             .map(|r| {
@@ -134,6 +135,7 @@ impl Store {
         .bind(id)
         .bind(since)
         .fetch_optional(self.pool())
+        .bounded()
         .await?;
         let rows = sqlx::query(
             "SELECT at, status FROM status_component_events WHERE component_id = $1 AND at >= $2 \
@@ -142,6 +144,7 @@ impl Store {
         .bind(id)
         .bind(since)
         .fetch_all(self.pool())
+        .bounded()
         .await?;
         before
             .iter()

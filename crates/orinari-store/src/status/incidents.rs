@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::journal::Change;
-use crate::{Store, StoreError};
+use crate::{Bounded, Store, StoreError};
 
 /// An incident or a scheduled maintenance as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +155,7 @@ impl Store {
         let Some(row) = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(self.pool())
+            .bounded()
             .await?
         else {
             return Ok(None);
@@ -182,6 +183,7 @@ impl Store {
             .bind(kind)
             .bind(limit)
             .fetch_all(self.pool())
+            .bounded()
             .await?;
         let mut out = rows
             .iter()
@@ -199,6 +201,7 @@ impl Store {
             )
             .bind(&i.id)
             .fetch_all(self.pool())
+            .bounded()
             .await?;
             i.components = comps
                 .iter()
@@ -210,6 +213,7 @@ impl Store {
             )
             .bind(&i.id)
             .fetch_all(self.pool())
+            .bounded()
             .await?;
             i.updates = ups
                 .iter()

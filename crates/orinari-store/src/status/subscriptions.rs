@@ -5,7 +5,7 @@
 use sqlx::Row;
 
 use crate::journal::Change;
-use crate::{Store, StoreError};
+use crate::{Bounded, Store, StoreError};
 
 /// A new email subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,7 @@ impl Store {
              WHERE confirmed_at IS NOT NULL AND unsubscribed_at IS NULL ORDER BY created_at, id",
         )
         .fetch_all(self.pool())
+        .bounded()
         .await?;
         rows.iter()
             .map(|r| {
@@ -109,6 +110,7 @@ impl Store {
         )
         .bind(email)
         .fetch_one(self.pool())
+        .bounded()
         .await?;
         Ok(row.try_get("at")?)
     }
