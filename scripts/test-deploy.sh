@@ -54,7 +54,12 @@ storage=(--root "$containers/storage" --runroot "$containers/run" --storage-driv
 # controllers from cgroupv2"), as this kind of machine's are.
 runtime=(--runtime runc)
 container=""
+nspawn_pid=""   # the systemd-nspawn container of the systemd step
 cleanup() {
+    if [[ -n "$nspawn_pid" ]]; then
+        kill -TERM "$nspawn_pid" 2>/dev/null || true
+        wait "$nspawn_pid" 2>/dev/null || true
+    fi
     if [[ -d "$containers" ]]; then
         podman "${storage[@]}" rm -af -v >/dev/null 2>&1 || true
         podman "${storage[@]}" rmi -af >/dev/null 2>&1 || true
@@ -91,6 +96,7 @@ apt_install systemd-analyze systemd
 apt_install buildah buildah
 apt_install podman podman
 apt_install runc runc
+apt_install systemd-nspawn systemd-container
 apt_install curl curl
 apt_install strace strace
 venv="$root/target/deploy-venv"
@@ -233,6 +239,85 @@ systemd_sandbox() {
     "${check[@]}" sandbox "$unit" "$work/syscall-groups.txt" "$trace" "$state/var-lib-orinari"
 }
 step "systemd: the unit's sandbox allows what orinari does (strace, unprivileged)" systemd_sandbox
+
+# A real systemd runs the unit: Debian's systemd booted as PID 1 of a
+# systemd-nspawn container over the host's own /usr (--volatile=yes: a fresh
+# tmpfs for everything else), with a private network and no machined
+# (--register=no; nspawn's scratch folder on a tmpfs of a private mount
+# namespace, as this host's /run is not one). The unit is installed
+# unchanged: the binary and the model are bound at /usr/local, the config at
+# /etc/orinari, the unit in /etc/systemd/system (nothing else there, so the
+# container starts no other service). deploy/test/systemd_upgrade.py then
+# starts it, upgrades it twice with SIGUSR2 under load, reloads and stops it.
+systemd_stop_container() {
+    [[ -n "$nspawn_pid" ]] || return 0
+    # SIGTERM: nspawn asks the container's systemd to power off.
+    kill -TERM "$nspawn_pid" 2>/dev/null || true
+    for _ in $(seq 1 300); do
+        kill -0 "$nspawn_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$nspawn_pid" 2>/dev/null || true
+    wait "$nspawn_pid" 2>/dev/null || true
+    nspawn_pid=""
+}
+systemd_upgrade() {
+    local r="$work/nspawn" leader="" state model
+    model="$(scripts/fetch-model.sh)"
+    mkdir -p "$r/usr-local/bin" "$r/usr-local/share/orinari" "$r/etc-systemd-system" "$r/etc-orinari"
+    install -m 0755 "$bin" "$r/usr-local/bin/orinari"
+    ln -f "$model" "$r/usr-local/share/orinari/SmolLM2-135M-Instruct.Q4_1.gguf" 2>/dev/null ||
+        install -m 0644 "$model" "$r/usr-local/share/orinari/SmolLM2-135M-Instruct.Q4_1.gguf"
+    install -m 0644 "$unit" "$r/etc-systemd-system/orinari.service"
+    # Loopback in the container's own network, the default drain (30 s, within
+    # the unit's TimeoutStopSec), no rate limit in the way of the clients.
+    printf '[server]\nlisten = "127.0.0.1:8080"\n\n[limits]\nrequests_per_minute = 1000000\n' \
+        >"$r/etc-orinari/orinari.toml"
+    install -m 0600 /dev/null "$r/etc-orinari/env"
+    echo "ORINARI_ADMIN_TOKEN=systemd-test" >"$r/etc-orinari/env"
+    # A machine id of its own: no first-boot presets or wizard.
+    od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$r/machine-id"
+    echo >>"$r/machine-id"
+    mkdir -p /run/systemd/nspawn
+    unshare --mount --propagation private sh -c 'mount -t tmpfs tmpfs /run/systemd/nspawn && exec "$@"' sh \
+        systemd-nspawn --quiet --directory=/ --volatile=yes --private-network --register=no --keep-unit \
+        --machine="orinari-test-$$" \
+        --bind-ro="$r/machine-id:/etc/machine-id" \
+        --bind="$r/etc-systemd-system:/etc/systemd/system" \
+        --bind-ro="$r/etc-orinari:/etc/orinari" \
+        --bind="$r/usr-local:/usr/local" \
+        --boot -- systemd.unit=basic.target systemd.firstboot=off >"$r/console.log" 2>&1 &
+    nspawn_pid=$!
+    for _ in $(seq 1 300); do
+        leader="$(pgrep -P "$nspawn_pid" -x systemd || true)"
+        [[ -n "$leader" ]] && break
+        kill -0 "$nspawn_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -z "$leader" ]]; then
+        echo "deploy: systemd-nspawn did not boot systemd:" >&2
+        tail -n 20 "$r/console.log" >&2
+        systemd_stop_container
+        return 1
+    fi
+    # Booted: basic.target reached (is-system-running --wait needs D-Bus).
+    for _ in $(seq 1 600); do
+        state="$(nsenter --target "$leader" --mount --pid -- systemctl is-system-running 2>/dev/null || true)"
+        [[ "$state" == initializing || "$state" == starting || -z "$state" ]] || break
+        sleep 0.1
+    done
+    echo "deploy: container booted (systemd pid $leader on the host): $state"
+    local rc=0
+    nsenter --target "$leader" --net -- env PYTHONDONTWRITEBYTECODE=1 "$py" deploy/test/systemd_upgrade.py \
+        "$leader" "$bin" "$r/usr-local/bin/orinari" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        echo "deploy: the unit's journal:" >&2
+        nsenter --target "$leader" --mount --pid -- journalctl --no-pager -u orinari.service | tail -n 30 >&2 || true
+    fi
+    systemd_stop_container
+    return $rc
+}
+step "systemd: Type=notify start and SIGUSR2 upgrades under load under a real systemd (nspawn)" systemd_upgrade
 
 # --- 3. Prometheus and Grafana ---------------------------------------------------
 alerts() {

@@ -96,6 +96,10 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    // The process an upgrade starts starts the new server and exits.
+    if let Some(code) = upgrade::relaunch_detached() {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

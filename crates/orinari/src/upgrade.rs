@@ -12,6 +12,17 @@
 //! If the new process exits, or is not ready within [`READY_WITHIN`], it is
 //! killed and the old one keeps serving, with the reason logged.
 //!
+//! The new process is not the old one's child: the process the old one
+//! starts starts the binary once more, says that process's id
+//! (`MAINPID=` on the readiness socket) and exits ([`relaunch_detached`]),
+//! so the new process belongs to whoever reaps orphans — under systemd,
+//! systemd itself. systemd takes a main PID that is not its own child for
+//! an "alien" one ("Supervising process … which is not our child"): it does
+//! not wait for it on `systemctl stop` but sends SIGTERM and at once SIGKILL
+//! to the whole service, so the drain after an upgrade was cut
+//! (`make deploy` showed it; `crates/orinari/tests/cli.rs` checks the
+//! parent now).
+//!
 //! The same code serves systemd socket activation: sockets passed by a
 //! `.socket` unit are used instead of binding, and `READY=1` goes to
 //! `NOTIFY_SOCKET` once the server accepts.
@@ -19,6 +30,7 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,6 +41,11 @@ use tokio::net::{TcpListener, UnixDatagram};
 const READY_WITHIN: Duration = Duration::from_secs(60);
 /// Where the new process finds the old one's readiness socket.
 const NOTIFY_ENV: &str = "ORINARI_UPGRADE_NOTIFY";
+/// Set for the process an upgrade starts: it starts the binary once more
+/// and exits ([`relaunch_detached`]).
+const DETACH_ENV: &str = "ORINARI_UPGRADE_DETACH";
+/// How often the old process looks whether the new one is still there.
+const ALIVE_EVERY: Duration = Duration::from_millis(50);
 /// The first descriptor passed (`SD_LISTEN_FDS_START`).
 const FIRST_FD: i32 = 3;
 
@@ -118,26 +135,45 @@ impl Handover {
             .env("LISTEN_FDNAMES", names.join(":"))
             .env_remove("LISTEN_PID")
             .env(NOTIFY_ENV, socket_path)
+            .env(DETACH_ENV, "1")
             .kill_on_drop(true)
             .fd_mappings(mappings)
             .context("socket descriptors")?;
-        let mut child = command
+        // The process started here starts the one that serves and exits;
+        // a binary that does not (it ignores DETACH_ENV) serves itself.
+        let mut launcher = command
             .spawn()
             .with_context(|| format!("cannot start {}", self.program.display()))?;
-        let pid = child.id().unwrap_or_default();
-        tracing::info!(pid, program = %self.program.display(), "upgrade: new process started");
+        let mut new = Pending(None);
+        let mut launched = false;
         let mut buf = [0u8; 256];
         let outcome = tokio::time::timeout(READY_WITHIN, async {
             loop {
                 tokio::select! {
-                    status = child.wait() => {
-                        let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                        anyhow::bail!("the new process exited before it was ready ({status})");
+                    status = launcher.wait(), if !launched => {
+                        let status = status.context("the new process")?;
+                        anyhow::ensure!(
+                            status.success(),
+                            "the new process exited before it was ready ({status})"
+                        );
+                        launched = true;
+                        // It said the id before it exited.
+                        while let Ok(n) = notify.try_recv(&mut buf) {
+                            if new.read(&buf[..n], &self.program) {
+                                return Ok(());
+                            }
+                        }
+                        anyhow::ensure!(new.0.is_some(), "the new process did not say its process id");
                     }
                     got = notify.recv(&mut buf) => {
                         let n = got.context("the readiness socket")?;
-                        if ready(&buf[..n]) {
+                        if new.read(&buf[..n], &self.program) {
                             return Ok(());
+                        }
+                    }
+                    () = tokio::time::sleep(ALIVE_EVERY), if launched => {
+                        if new.0.is_some_and(gone) {
+                            anyhow::bail!("the new process exited before it was ready (its log says why)");
                         }
                     }
                 }
@@ -151,16 +187,103 @@ impl Handover {
             ))
         });
         if let Err(e) = outcome {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            drop(new);
+            let _ = launcher.start_kill();
+            let _ = launcher.wait().await;
             return Err(e);
         }
+        let pid = match new.0.take() {
+            Some(pid) => pid,
+            // READY=1 from the process started here: it serves itself and
+            // outlives this process (not killed on drop).
+            None => {
+                let pid = launcher.id().unwrap_or_default();
+                tracing::info!(pid, program = %self.program.display(), "upgrade: new process started");
+                std::mem::forget(launcher);
+                pid
+            }
+        };
         // Ready: it serves on by itself. Under systemd it becomes the
         // service's main process (`NotifyAccess=all` in the unit).
         notify_systemd(&format!("MAINPID={pid}"));
-        // Not killed on drop from now on: it outlives this process.
-        std::mem::forget(child);
         Ok(pid)
+    }
+}
+
+/// The new process until it is ready: its id once known, and killed if the
+/// upgrade is given up (a failure, or SIGTERM dropping [`Handover::hand_over`]).
+struct Pending(Option<u32>);
+
+impl Pending {
+    /// Take in a datagram from the readiness socket: the new process's id
+    /// (`MAINPID=`); whether it says `READY=1`.
+    fn read(&mut self, datagram: &[u8], program: &Path) -> bool {
+        if let Some(pid) = main_pid(datagram)
+            && self.0.is_none()
+        {
+            tracing::info!(pid, program = %program.display(), "upgrade: new process started");
+            self.0 = Some(pid);
+        }
+        ready(datagram)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take()
+            && let Ok(pid) = i32::try_from(pid)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Whether process `pid` has exited (gone, or a zombie its new parent has
+/// not reaped yet).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        // `pid (comm) state ...`; comm may hold spaces and parentheses.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| matches!(state, "Z" | "X" | "x"))
+    })
+}
+
+/// The first thing `main` does. In the process an upgrade starts
+/// ([`DETACH_ENV`] set), start this binary once more with the same
+/// arguments, environment (without [`DETACH_ENV`]) and descriptors (the
+/// passed sockets are not close-on-exec), tell the old process the new
+/// one's id (`MAINPID=`) and exit: the new process, whose parent has gone,
+/// belongs to whoever reaps orphans (systemd, under systemd), not to the
+/// process it replaces. `None` where this is not such a process.
+pub fn relaunch_detached() -> Option<ExitCode> {
+    std::env::var_os(DETACH_ENV)?;
+    let started = std::env::current_exe().and_then(|program| {
+        std::process::Command::new(program)
+            .args(std::env::args_os().skip(1))
+            .env_remove(DETACH_ENV)
+            .spawn()
+    });
+    match started {
+        Ok(child) => {
+            let message = format!("MAINPID={}", child.id());
+            if let Some(path) = std::env::var_os(NOTIFY_ENV)
+                && let Err(e) = send(Path::new(&path), &message)
+            {
+                eprintln!("error: upgrade: cannot tell the old process the new one's id: {e}");
+                return Some(ExitCode::from(2));
+            }
+            // Not waited for: it outlives this process.
+            drop(child);
+            Some(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: upgrade: cannot start the new process: {e}");
+            Some(ExitCode::from(2))
+        }
     }
 }
 
@@ -196,6 +319,10 @@ pub fn request(listen: std::net::SocketAddr) -> anyhow::Result<(u32, u32)> {
     .with_context(|| format!("cannot signal pid {old}"))?;
     let deadline = std::time::Instant::now() + READY_WITHIN + Duration::from_secs(5);
     let mut started = None;
+    // Polls in a row that saw the new process gone: two, so that the
+    // moment the process the server starts hands over to the one that
+    // serves ([`relaunch_detached`]) is not taken for an exit.
+    let mut missing = 0;
     loop {
         std::thread::sleep(Duration::from_millis(20));
         let now = holders(inode);
@@ -206,10 +333,14 @@ pub fn request(listen: std::net::SocketAddr) -> anyhow::Result<(u32, u32)> {
             });
         }
         match (new, started) {
-            (Some(pid), _) => started = Some(pid),
-            (None, Some(pid)) => anyhow::bail!(
-                "the new process (pid {pid}) exited before it was ready; pid {old} serves on (its log says why)"
-            ),
+            (Some(pid), _) => (started, missing) = (Some(pid), 0),
+            (None, Some(pid)) => {
+                missing += 1;
+                anyhow::ensure!(
+                    missing < 2,
+                    "the new process (pid {pid}) exited before it was ready; pid {old} serves on (its log says why)"
+                );
+            }
             (None, None) => {}
         }
         anyhow::ensure!(
@@ -316,11 +447,19 @@ fn ready(datagram: &[u8]) -> bool {
         .any(|l| l.trim() == "READY=1")
 }
 
+/// The process id in a notification datagram's `MAINPID=`.
+fn main_pid(datagram: &[u8]) -> Option<u32> {
+    String::from_utf8_lossy(datagram)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MAINPID=")?.parse().ok())
+        .filter(|pid| *pid > 0)
+}
+
 /// Tell whoever started this process that it accepts connections: the
 /// process it replaces (an upgrade) and systemd (`Type=notify`).
 pub fn announce_ready() {
     if let Some(path) = std::env::var_os(NOTIFY_ENV) {
-        send(Path::new(&path), "READY=1");
+        warn_unsent(&path, send(Path::new(&path), "READY=1"));
     }
     notify_systemd("READY=1");
 }
@@ -328,25 +467,30 @@ pub fn announce_ready() {
 /// A message to systemd's `NOTIFY_SOCKET`, where there is one.
 fn notify_systemd(message: &str) {
     if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
-        send(Path::new(&path), message);
+        warn_unsent(&path, send(Path::new(&path), message));
     }
 }
 
-fn send(path: &Path, message: &str) {
-    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|s| {
-        match path.as_os_str().as_encoded_bytes().strip_prefix(b"@") {
-            // An abstract socket (systemd may use one).
-            Some(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                s.send_to_addr(message.as_bytes(), &addr)
-            }
-            None => s.send_to(message.as_bytes(), path),
-        }
-    });
+fn warn_unsent(path: &std::ffi::OsStr, sent: std::io::Result<()>) {
     if let Err(e) = sent {
-        tracing::warn!(error = %e, socket = %path.display(), "cannot send a readiness notification");
+        tracing::warn!(error = %e, socket = %Path::new(path).display(), "cannot send a readiness notification");
     }
+}
+
+fn send(path: &Path, message: &str) -> std::io::Result<()> {
+    let s = std::os::unix::net::UnixDatagram::unbound()?;
+    match path.as_os_str().as_encoded_bytes().strip_prefix(b"@") {
+        // An abstract socket (systemd may use one).
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            s.send_to_addr(message.as_bytes(), &addr)?;
+        }
+        None => {
+            s.send_to(message.as_bytes(), path)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -381,6 +525,24 @@ mod tests {
             .local_addr()
             .unwrap();
         assert_eq!(listening_inode(free).unwrap(), None);
+    }
+
+    #[test]
+    fn the_new_process_id_is_read_from_mainpid() {
+        assert_eq!(main_pid(b"MAINPID=4242"), Some(4242));
+        assert_eq!(main_pid(b"STATUS=x\nMAINPID=7\n"), Some(7));
+        assert_eq!(main_pid(b"MAINPID=0"), None);
+        assert_eq!(main_pid(b"MAINPID=-1"), None);
+        assert_eq!(main_pid(b"READY=1"), None);
+    }
+
+    #[test]
+    fn a_running_process_is_not_gone_and_a_reaped_one_is() {
+        assert!(!gone(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(gone(pid));
     }
 
     #[test]

@@ -988,6 +988,95 @@ fn sigusr2_with_a_new_process_that_fails_keeps_the_old_one_serving() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", server.log());
 }
 
+/// The parent of a process, from `/proc/PID/stat` (as systemd reads it).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The upgrade under a supervisor, as systemd runs it (`Type=notify`,
+/// `NotifyAccess=all`): this test is the supervisor, a child subreaper (as
+/// PID 1 is) listening on `NOTIFY_SOCKET`. It gets READY=1 from the first
+/// process; on SIGUSR2, READY=1 from the new one and `MAINPID=<new pid>`
+/// from the old one, and by then the new process is the supervisor's own
+/// child. systemd takes a main PID that is not its child for an alien one
+/// and, on `systemctl stop`, SIGKILLs the service instead of waiting for
+/// the drain: that is what `make deploy` showed under a real systemd before
+/// the new process was started detached. The old process exits 0; the
+/// supervisor reaps the new one's exit status itself after its drain.
+/// A protocol test, not systemd (`make deploy` runs the real one).
+#[test]
+fn sigusr2_under_a_supervisor_names_a_main_pid_that_is_the_supervisors_child() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = scratch("serve-upgrade-notify");
+    let socket_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut server = Server::start(
+        "serve-upgrade-notify",
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let old = server.child.id();
+    assert_eq!(recv(), "READY=1", "the first process says it is ready");
+    server.signal("USR2");
+    let (mut ready, mut main_pid) = (false, None);
+    while !ready || main_pid.is_none() {
+        let message = recv();
+        match message.strip_prefix("MAINPID=") {
+            Some(pid) => {
+                let pid: u32 = pid.parse().unwrap();
+                // What systemd checks when it takes the new main PID.
+                assert_eq!(
+                    parent_of(pid),
+                    Some(std::process::id()),
+                    "when MAINPID={pid} arrives, the new process is the supervisor's child, not pid {old}'s\n{}",
+                    server.log()
+                );
+                main_pid = Some(pid);
+            }
+            None => {
+                assert_eq!(message, "READY=1");
+                ready = true;
+            }
+        }
+    }
+    let new = main_pid.unwrap();
+    assert_ne!(new, old);
+    assert_eq!(new_pid(&server.log()), Some(new), "{}", server.log());
+    let status = server.wait_for_exit(Duration::from_secs(60));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "the old process exits 0 after draining\n{}",
+        server.log()
+    );
+    assert_eq!(
+        get(server.addr, "/healthz").status,
+        200,
+        "the new process serves"
+    );
+    // SIGTERM to the main PID (as `systemctl stop` sends it): it drains and
+    // the supervisor, its parent, reaps exit status 0.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(new).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(
+        nix::sys::wait::waitpid(pid, None).unwrap(),
+        nix::sys::wait::WaitStatus::Exited(pid, 0),
+        "{}",
+        server.log()
+    );
+}
+
 /// `orinari serve --upgrade` finds the server by its listening address,
 /// has it hand its socket to a new process (the SIGUSR2 path), and says
 /// which process serves now; it refuses clearly when nothing, or something
