@@ -188,7 +188,8 @@ bench-model: model
 
 # The deployment files in deploy/ (README "Deploy on Kubernetes / systemd"):
 # Kubernetes manifests rendered with kustomize and validated with
-# kubernetes-validate, the systemd unit with systemd-analyze, the alert rules
+# kubernetes-validate, the systemd unit with systemd-analyze and under a real
+# systemd (booted in systemd-nspawn: start, SIGUSR2 upgrades, stop), the alert rules
 # with promtool, the dashboard's metric names, and the FROM-scratch image
 # built by buildah and run read-only by podman.
 deploy:

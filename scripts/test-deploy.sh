@@ -14,7 +14,11 @@
 #     and show that a misspelt field fails both validators.
 #  2. systemd: `systemd-analyze verify` must print nothing; the
 #     `systemd-analyze security --offline=yes` exposure must be at most
-#     $MAX_EXPOSURE.
+#     $MAX_EXPOSURE; an strace of orinari held to the unit's sandbox; and the
+#     unit run by a real systemd booted in a systemd-nspawn container
+#     (deploy/test/systemd_upgrade.py): start at READY=1, SIGUSR2 upgrades
+#     under load with MainPID handed over and 0 failed requests, reload, a
+#     stop that drains.
 #  3. Prometheus and Grafana: `promtool check rules` and `promtool test rules`
 #     on the alerts; every metric name of the dashboard and the alerts is one
 #     the telemetry crate registers; every dashboard query parses (promtool).
@@ -25,7 +29,7 @@
 #     answer, and `podman stop` (SIGTERM) drains and exits 0.
 #
 # Installs what is missing: Debian's prometheus (promtool), systemd
-# (systemd-analyze), buildah and podman; kubernetes-validate into
+# (systemd-analyze), systemd-container (systemd-nspawn), buildah and podman; kubernetes-validate into
 # target/deploy-venv. Prints `deploy: N passed, N failed`.
 set -euo pipefail
 
