@@ -268,12 +268,16 @@ pub fn relaunch_detached() -> Option<ExitCode> {
             .spawn()
     });
     match started {
-        Ok(child) => {
+        Ok(mut child) => {
             let message = format!("MAINPID={}", child.id());
             if let Some(path) = std::env::var_os(NOTIFY_ENV)
                 && let Err(e) = send(Path::new(&path), &message)
             {
+                // The old process would not know it: stop it, the old one
+                // serves on.
                 eprintln!("error: upgrade: cannot tell the old process the new one's id: {e}");
+                let _ = child.kill();
+                let _ = child.wait();
                 return Some(ExitCode::from(2));
             }
             // Not waited for: it outlives this process.
