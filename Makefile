@@ -73,10 +73,13 @@ clients:
 	bash tests/clients/run.sh target/debug/orinari
 
 # The chat page in headless Chromium (playwright-core, axe-core, Lighthouse);
-# screenshots and reports land in tests/browser/artifacts/.
+# screenshots and reports land in tests/browser/artifacts/. One candle
+# thread, as in `unit`: a no-JavaScript turn waits for a whole 512-token
+# answer, and with candle's spinning pool on a loaded machine (load average
+# 7-19, other builds) two turns outlasted their 90 s.
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
-	bash tests/browser/run.sh target/debug/orinari
+	CANDLE_NUM_THREADS=1 bash tests/browser/run.sh target/debug/orinari
 
 # Debian's slowhttptest (slow heads, slow bodies) against the real server
 # while a normal client must be answered within 1 s.
@@ -107,7 +110,7 @@ schema-fuzz:
 # requests) with reloads, upstream kills and one upgrade; memory after the
 # warm-up must grow < 5 %, descriptors and threads return to their level at
 # rest, no unexpected error. soak-long is the hour of BENCHMARKS.md.
-SOAK_SECONDS ?= 180
+SOAK_SECONDS ?= 300
 soak:
 	bash tests/soak/run.sh target/debug/orinari $(SOAK_SECONDS) target/soak
 

@@ -7,7 +7,7 @@
 # Writes soak.csv and soak.png to OUT (default: target/soak).
 #
 # Usage: tests/soak/run.sh [BINARY] [SECONDS] [OUT]
-#   make soak       180 s (in make test; SOAK_SECONDS changes it)
+#   make soak       300 s (in make test; SOAK_SECONDS changes it)
 #   make soak-long  3,600 s, results in bench/results/soak/ (BENCHMARKS.md)
 set -euo pipefail
 
@@ -15,7 +15,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 bin="${1:-$root/target/debug/orinari}"
 case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
-seconds="${2:-180}"
+seconds="${2:-300}"
 out="${3:-$root/target/soak}"
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 fake="$(dirname "$bin")/orinari-fake-upstream"
