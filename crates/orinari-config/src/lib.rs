@@ -5,6 +5,7 @@
 
 pub mod admission;
 mod fingerprint;
+mod locate;
 pub mod models;
 mod raw;
 pub mod reload;
@@ -61,8 +62,8 @@ pub fn parse(
     name: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
-    let raw = raw::parse(text, name, env)?;
-    validate::validate(raw, name)
+    let (raw, overridden) = raw::parse(text, name, env)?;
+    validate::validate(raw, name).map_err(|e| locate::place(e, text, name, &overridden))
 }
 
 /// The config file to use: `--config`, else `orinari.toml` in the working

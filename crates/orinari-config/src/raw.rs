@@ -493,7 +493,7 @@ const OVERRIDABLE: &[(&str, &[&str])] = &[
 ];
 
 /// Byte offset → 1-based line and column.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -511,16 +511,18 @@ fn toml_error(text: &str, name: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
+/// The raw configuration, and the keys (`section.key`) that environment
+/// variables set over the file's values.
 pub fn parse(
     text: &str,
     name: &str,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Raw, ConfigError> {
+) -> Result<(Raw, Vec<String>), ConfigError> {
     // Parse once with spans for precise file errors, then re-deserialize with
     // environment overrides applied on top.
     let raw: Raw = toml::from_str(text).map_err(|e| toml_error(text, name, &e))?;
     let mut table: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, name, &e))?;
-    let mut overridden = false;
+    let mut overridden = Vec::new();
     for (var, value) in env {
         let Some(rest) = var.strip_prefix("ORINARI_") else {
             continue;
@@ -541,13 +543,14 @@ pub fn parse(
                 return Err(ConfigError(format!("{name}: `{section}` must be a table")));
             };
             t.insert(key.to_string(), parsed);
-            overridden = true;
+            overridden.push(format!("{section}.{key}"));
         }
     }
-    if !overridden {
-        return Ok(raw);
+    if overridden.is_empty() {
+        return Ok((raw, overridden));
     }
     Raw::deserialize(toml::Value::Table(table))
+        .map(|raw| (raw, overridden))
         .map_err(|e| ConfigError(format!("environment override: {}", e.message().trim_end())))
 }
 

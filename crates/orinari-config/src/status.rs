@@ -126,6 +126,9 @@ pub struct CheckSettings {
     pub failure_threshold: u32,
     /// `success_threshold`.
     pub success_threshold: u32,
+    /// Derived by ORINARI rather than configured (`builtin_checks`: the
+    /// store, each model backend, Redis).
+    pub builtin: bool,
 }
 
 /// A webhook subscriber.
@@ -326,6 +329,7 @@ pub(crate) fn validate(
             keyword: c.keyword,
             json,
             degraded_after,
+            builtin: false,
         });
     }
     let builtin = raw.builtin_checks.unwrap_or(d::STATUS_BUILTIN_CHECKS);
@@ -346,6 +350,7 @@ pub(crate) fn validate(
             degraded_after: Some(Duration::from_secs(1)),
             failure_threshold: d::CHECK_FAILURE_THRESHOLD,
             success_threshold: d::CHECK_SUCCESS_THRESHOLD,
+            builtin: true,
         });
     }
     if builtin {
@@ -368,6 +373,7 @@ pub(crate) fn validate(
                         degraded_after: None,
                         failure_threshold: d::CHECK_FAILURE_THRESHOLD,
                         success_threshold: d::CHECK_SUCCESS_THRESHOLD,
+                        builtin: true,
                     });
                 }
             };

@@ -5,7 +5,9 @@
 //! beyond route patterns, no callers.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use orinari_config::{AlertKind, AlertSettings};
 
@@ -60,37 +62,60 @@ pub struct Reading {
 /// The request counts and the rules.
 #[derive(Debug, Default)]
 pub struct Alerts {
-    rules: Vec<AlertSettings>,
-    keep_ms: i64,
+    rules: ArcSwap<Rules>,
     buckets: Mutex<VecDeque<(i64, HashMap<String, Agg>)>>,
     firing: Mutex<HashMap<String, bool>>,
+}
+
+/// The rules, and how long their counts are kept (the longest window).
+#[derive(Debug, Default)]
+struct Rules {
+    list: Arc<Vec<AlertSettings>>,
+    keep_ms: i64,
 }
 
 impl Alerts {
     /// The configured rules.
     pub fn new(rules: Vec<AlertSettings>) -> Self {
+        let a = Self::default();
+        a.set_rules(rules);
+        a
+    }
+
+    /// Replace the rules (a configuration reload). The counts are kept, so
+    /// a new or changed rule reads the requests already counted; a rule
+    /// that stays (by id) keeps its firing state, so it notifies when its
+    /// new threshold makes it start or stop firing; a removed rule is
+    /// forgotten without a notice.
+    pub fn set_rules(&self, rules: Vec<AlertSettings>) {
         let keep_ms = rules
             .iter()
             .map(|r| i64::try_from(r.window.as_millis()).unwrap_or(i64::MAX))
             .max()
             .unwrap_or(0);
-        Self {
-            rules,
-            keep_ms,
-            ..Self::default()
+        if let Ok(mut firing) = self.firing.lock() {
+            firing.retain(|id, _| rules.iter().any(|r| &r.id == id));
         }
+        self.rules.store(Arc::new(Rules {
+            list: Arc::new(rules),
+            keep_ms,
+        }));
     }
 
     /// The rules.
-    pub fn rules(&self) -> &[AlertSettings] {
-        &self.rules
+    pub fn rules(&self) -> Arc<Vec<AlertSettings>> {
+        self.rules.load().list.clone()
     }
 
     /// Count one finished request (nothing is kept without rules).
     pub fn record(&self, route: &str, status: u16, seconds: f64, now_ms: i64) {
-        if self.rules.is_empty() {
-            return;
-        }
+        let keep_ms = {
+            let r = self.rules.load();
+            if r.list.is_empty() {
+                return;
+            }
+            r.keep_ms
+        };
         let Ok(mut b) = self.buckets.lock() else {
             return;
         };
@@ -100,7 +125,7 @@ impl Alerts {
         }
         while b
             .front()
-            .is_some_and(|(s, _)| *s < now_ms - self.keep_ms - BUCKET_MS)
+            .is_some_and(|(s, _)| *s < now_ms - keep_ms - BUCKET_MS)
         {
             b.pop_front();
         }
@@ -149,7 +174,7 @@ impl Alerts {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for rule in &self.rules {
+        for rule in self.rules().iter() {
             let r = self.read(rule, now_ms);
             let was = state.insert(rule.id.clone(), r.firing).unwrap_or(false);
             if was != r.firing {
@@ -207,5 +232,38 @@ mod tests {
         a.record("/v1/chat/completions", 200, 0.01, later);
         assert_eq!(a.changes(later).len(), 2);
         assert!(!a.read(&err, later).firing, "too few requests never fire");
+    }
+
+    #[test]
+    fn new_rules_read_the_counts_already_kept() {
+        let err = rule(AlertKind::ErrorRate, 0.5);
+        let a = Alerts::new(vec![err.clone()]);
+        let t = 1_000_000;
+        for i in 0..20 {
+            a.record(
+                "/v1/chat/completions",
+                if i < 4 { 503 } else { 200 },
+                0.01,
+                t,
+            );
+        }
+        assert!(a.changes(t).is_empty(), "20% errors: under 50%");
+        // The same rule with a lower threshold fires on the same counts.
+        a.set_rules(vec![AlertSettings {
+            threshold: 0.1,
+            ..err.clone()
+        }]);
+        let fired = a.changes(t);
+        assert_eq!(fired.len(), 1);
+        assert!(fired[0].1.firing && fired[0].0.threshold == 0.1);
+        // Back to 50%: it resolves.
+        a.set_rules(vec![err]);
+        let resolved = a.changes(t);
+        assert_eq!(resolved.len(), 1);
+        assert!(!resolved[0].1.firing);
+        // Without rules nothing is counted or read.
+        a.set_rules(Vec::new());
+        assert!(a.changes(t).is_empty());
+        assert!(a.rules().is_empty());
     }
 }

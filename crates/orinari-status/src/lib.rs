@@ -29,9 +29,10 @@ pub use badge::{badge, colour_of};
 pub use clock::PageClock;
 pub use feed::atom;
 pub use leader::ELECTION_EVERY;
-pub use notify::{Notifier, Webhook, sign};
+pub use notify::{Notifier, Operators, Webhook, sign};
 pub use service::{
-    Component, IncidentInput, MaintenanceInput, PageInfo, Snapshot, StatusService, UpdateInput,
+    Component, IncidentInput, MaintenanceInput, PageInfo, Snapshot, StatusReload, StatusService,
+    UpdateInput,
 };
 
 /// Errors at the status boundary.

@@ -14,6 +14,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hmac::{Hmac, Mac};
 use orinari_config::{SmtpSettings, StatusSettings};
 use orinari_store::{Store, WebhookRow};
@@ -59,6 +60,38 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
+/// The operators' subscribers: webhooks (`[[status.webhooks]]`) and the
+/// addresses alerts are emailed to (`alert_emails`).
+#[derive(Clone, Debug, Default)]
+pub struct Operators {
+    /// Webhooks, each sent every notification.
+    pub hooks: Vec<Webhook>,
+    /// Emailed when an alert fires or resolves.
+    pub emails: Vec<String>,
+}
+
+impl Operators {
+    /// From `[status]`; each webhook's secret is read from its environment
+    /// variable now.
+    pub fn of(settings: &StatusSettings) -> Self {
+        Self {
+            hooks: settings
+                .webhooks
+                .iter()
+                .map(|w| Webhook {
+                    url: w.url.clone(),
+                    secret: w
+                        .secret_env
+                        .as_ref()
+                        .and_then(|v| std::env::var(v).ok())
+                        .map(String::into_bytes),
+                })
+                .collect(),
+            emails: settings.alert_emails.clone(),
+        }
+    }
+}
+
 /// `t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 pub fn sign(secret: &[u8], unix_s: i64, body: &[u8]) -> String {
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
@@ -79,9 +112,10 @@ pub fn sign(secret: &[u8], unix_s: i64, body: &[u8]) -> String {
 /// The notification queue and its subscribers.
 #[derive(Clone, Debug)]
 pub struct Notifier {
-    hooks: Arc<Vec<Webhook>>,
+    /// The operators' subscribers (`[[status.webhooks]]`, `alert_emails`);
+    /// a reload replaces them, and the next delivery goes to the new ones.
+    operators: Arc<ArcSwap<Operators>>,
     email: Option<(SmtpSettings, Store, String)>,
-    operators: Arc<Vec<String>>,
     visitors: Option<Visitors>,
     tx: Option<mpsc::Sender<serde_json::Value>>,
     rx: Arc<Mutex<Option<mpsc::Receiver<serde_json::Value>>>>,
@@ -91,21 +125,12 @@ pub struct Notifier {
 impl Notifier {
     /// Subscribers from config (secrets are read from their environment
     /// variables now), and email subscribers from `store` when SMTP is set.
+    /// The queue always exists: a reload may add webhooks to a page that
+    /// had none.
     pub fn new(settings: &StatusSettings, store: &Store) -> Self {
-        let hooks = settings
-            .webhooks
-            .iter()
-            .map(|w| Webhook {
-                url: w.url.clone(),
-                secret: w
-                    .secret_env
-                    .as_ref()
-                    .and_then(|v| std::env::var(v).ok())
-                    .map(String::into_bytes),
-            })
-            .collect();
         let v = &settings.visitor_webhooks;
-        let mut n = Self::with_hooks(hooks, settings.smtp.is_some() || v.enabled);
+        let mut n = Self::with_hooks(Vec::new(), true);
+        n.set_operators(Operators::of(settings));
         if v.enabled {
             n.visitors = Some(Visitors {
                 store: store.clone(),
@@ -118,7 +143,6 @@ impl Notifier {
                 backoff: Duration::from_millis(500),
             });
         }
-        n.operators = Arc::new(settings.alert_emails.clone());
         n.email = settings
             .smtp
             .clone()
@@ -140,10 +164,12 @@ impl Notifier {
             (Some(tx), Some(rx))
         };
         Self {
-            hooks: Arc::new(hooks),
+            operators: Arc::new(ArcSwap::from_pointee(Operators {
+                hooks,
+                emails: Vec::new(),
+            })),
             email: None,
             visitors: None,
-            operators: Arc::new(Vec::new()),
             tx,
             rx: Arc::new(Mutex::new(rx)),
             http: reqwest::Client::builder()
@@ -151,6 +177,17 @@ impl Notifier {
                 .build()
                 .unwrap_or_default(),
         }
+    }
+
+    /// Replace the operators' subscribers (a configuration reload); a
+    /// delivery under way finishes with the ones it started with.
+    pub fn set_operators(&self, operators: Operators) {
+        self.operators.store(Arc::new(operators));
+    }
+
+    /// The operators' webhooks now.
+    pub fn hooks(&self) -> Vec<Webhook> {
+        self.operators.load().hooks.clone()
     }
 
     /// Visitors' webhook subscriptions, when enabled.
@@ -184,7 +221,8 @@ impl Notifier {
                 _ = stop.wait_for(|s| *s) => return,
             };
             let body = event.to_string();
-            for h in self.hooks.iter() {
+            let operators = self.operators.load_full();
+            for h in &operators.hooks {
                 self.post(h, &body).await;
             }
             self.mail(&event).await;
@@ -213,7 +251,8 @@ impl Notifier {
                 "{}\n\nStatus page: {page_url}\n",
                 serde_json::to_string_pretty(a).unwrap_or_default()
             );
-            for to in self.operators.iter() {
+            let operators = self.operators.load_full();
+            for to in &operators.emails {
                 let mail = crate::smtp::Mail {
                     from: &smtp.from,
                     to,

@@ -41,20 +41,22 @@ pub fn build(
     Ok(gw.build())
 }
 
+/// How the gateway that replaces the running one after a reload is built:
+/// what [`rebuild`] decided, with every fallible step done.
+pub struct Rebuild(Vec<Plan>);
+
+enum Plan {
+    Keep(String),
+    New(Box<PoolConfig>, Vec<BackendSpec>),
+}
+
 /// The gateway that replaces `previous` after a reload to `next`: models
 /// whose settings are unchanged since `current` keep their pools (health,
 /// circuit state, weights, rollouts); changed and new upstream models get
-/// new pools. Every fallible step (secrets, clients) runs before anything
-/// is taken from `previous`, so an error leaves it serving as it was.
-pub fn rebuild(
-    previous: &Gateway,
-    current: &Config,
-    next: &Config,
-) -> anyhow::Result<Arc<Gateway>> {
-    enum Plan {
-        Keep(String),
-        New(Box<PoolConfig>, Vec<BackendSpec>),
-    }
+/// new pools. Every fallible step (secrets, clients) runs here, and nothing
+/// is taken from `previous` until [`Rebuild::build`], which cannot fail: a
+/// reload that fails later (or here) leaves `previous` serving as it was.
+pub fn rebuild(previous: &Gateway, current: &Config, next: &Config) -> anyhow::Result<Rebuild> {
     let mut plans = Vec::new();
     for m in &next.models {
         let unchanged = current.models.iter().any(|o| o == m);
@@ -71,19 +73,27 @@ pub fn rebuild(
             }
         }
     }
-    let mut gw = previous.next();
-    for plan in plans {
-        match plan {
-            Plan::Keep(name) => {
-                gw.keep(&name, previous);
-            }
-            Plan::New(config, backends) => {
-                tracing::info!(model = %config.name, backends = backends.len(), "backend pool rebuilt");
-                gw.pool(*config, backends);
+    Ok(Rebuild(plans))
+}
+
+impl Rebuild {
+    /// Build the new gateway (its new pools' health checks start now); serve
+    /// it, then retire `previous`.
+    pub fn build(self, previous: &Gateway) -> Arc<Gateway> {
+        let mut gw = previous.next();
+        for plan in self.0 {
+            match plan {
+                Plan::Keep(name) => {
+                    gw.keep(&name, previous);
+                }
+                Plan::New(config, backends) => {
+                    tracing::info!(model = %config.name, backends = backends.len(), "backend pool rebuilt");
+                    gw.pool(*config, backends);
+                }
             }
         }
+        gw.build()
     }
-    Ok(gw.build())
 }
 
 fn backends(m: &ModelConfig, u: &UpstreamModelConfig) -> anyhow::Result<Vec<BackendSpec>> {

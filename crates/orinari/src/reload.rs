@@ -1,10 +1,17 @@
 //! Configuration reload (SIGHUP, `POST /admin/v1/reload`): read the file
-//! again, validate it, and apply what can change while serving — upstream
-//! models and backends, limits, auth, firewall, guard — in one swap.
-//! Requests already running finish on what they started with; unchanged
-//! models keep their pools (health, circuit state, rollouts). What needs a
-//! restart is reported and keeps its running value
+//! again, validate it whole, and apply what can change while serving —
+//! upstream models and backends, limits, auth, firewall, guard, and the
+//! status page's checks, components, alert rules and operator webhooks —
+//! all or nothing. Requests already running finish on what they started
+//! with; unchanged models keep their pools (health, circuit state,
+//! rollouts) and unchanged checks their probe loops. What needs a restart
+//! is reported by key and keeps its running value
 //! (`orinari_config::reload::plan`).
+//!
+//! The order makes it atomic: every step that can fail (the guard's
+//! screening, the backends' secrets and clients, the status checks'
+//! targets, then the status components' definitions in the store) runs
+//! before anything serving is replaced; the swaps after it cannot fail.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -31,12 +38,18 @@ impl Reloader {
         }
     }
 
-    /// The configuration error, without the file's path (responses never
-    /// carry paths); the full text goes to the log.
+    /// The configuration error (`file:line:col: why`) with the file's name
+    /// in place of its path (responses never carry paths); the full text
+    /// goes to the log.
     fn refused(&self, e: &orinari_config::ConfigError) -> String {
         tracing::warn!(error = %e, "configuration not reloaded; the running one stays");
         match &self.path {
-            Some(p) => e.0.replace(&p.display().to_string(), "config"),
+            Some(p) => {
+                let name = p
+                    .file_name()
+                    .map_or_else(|| "config".into(), |n| n.to_string_lossy());
+                e.0.replace(&p.display().to_string(), &name)
+            }
             None => e.0.clone(),
         }
     }
@@ -46,25 +59,49 @@ impl Reloader {
         let next = orinari_config::load(self.path.as_deref(), std::env::vars())
             .map_err(|e| self.refused(&e))?;
         let (changes, effective) = orinari_config::reload::plan(&current, &next);
+        let not_reloaded = |e: String| {
+            tracing::warn!(error = %e, "configuration not reloaded; the running one stays");
+            e
+        };
         let live = state.live();
-        if !changes.applied.is_empty() {
+        // 1. Everything that can fail, changing nothing.
+        let gateway = if orinari_config::reload::touches_gateway(&changes) {
             let previous = live
                 .gateway
                 .clone()
                 .ok_or_else(|| "this server has no gateway to reload".to_string())?;
-            // Everything that can fail happens before the swap.
-            let gateway =
-                crate::gateway::rebuild(&previous, &current, &effective).map_err(|e| {
-                    tracing::warn!(error = %format!("{e:#}"), "configuration not reloaded");
-                    format!("{e:#}")
-                })?;
             let screening = match live.chat.screening() {
                 Some(_) if effective.prompt_injection != current.prompt_injection => Some(
                     orinari_chat::Screening::embedded(effective.prompt_injection)
-                        .map_err(|e| format!("[guard]: {e}"))?,
+                        .map_err(|e| not_reloaded(format!("[guard]: {e}")))?,
                 ),
                 s => s.cloned(),
             };
+            let rebuild = crate::gateway::rebuild(&previous, &current, &effective)
+                .map_err(|e| not_reloaded(format!("{e:#}")))?;
+            Some((previous, rebuild, screening))
+        } else {
+            None
+        };
+        let status = match state.status() {
+            Some(svc) if orinari_config::reload::touches_status(&changes) => {
+                let prepared = svc
+                    .prepare(&effective.status)
+                    .map_err(|e| not_reloaded(format!("[status]: {e}")))?;
+                Some((svc, prepared))
+            }
+            _ => None,
+        };
+        // 2. The status components' definitions (a store write: the last
+        // step that can fail), then the status service's swap.
+        if let Some((svc, prepared)) = status {
+            svc.apply(prepared, orinari_store::now_ms())
+                .await
+                .map_err(|e| not_reloaded(format!("[status]: {e}")))?;
+        }
+        // 3. The request path, in one swap.
+        if let Some((previous, rebuild, screening)) = gateway {
+            let gateway = rebuild.build(&previous);
             let edge = live
                 .edge()
                 .next(effective.admission.clone(), &crate::model_caps(&effective));
@@ -73,8 +110,8 @@ impl Reloader {
                     .serve(gateway.clone())
             });
             previous.retire(&gateway);
-            *current = effective;
         }
+        *current = effective;
         tracing::info!(
             applied = ?changes.applied,
             restart_required = ?changes.restart_required,

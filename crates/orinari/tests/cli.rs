@@ -170,7 +170,11 @@ fn config_check_semantic_error_names_the_key() {
     std::fs::write(&file, "[limits]\nqueue_depth = 0\n").unwrap();
     let out = run(&dir, &["config", "check", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(text(&out.stderr).contains("limits.queue_depth"), "{out:?}");
+    // Validation errors are placed in the file like syntax errors.
+    assert!(
+        text(&out.stderr).contains(&format!("{}:2:1: `limits.queue_depth`", file.display())),
+        "{out:?}"
+    );
 }
 
 #[test]

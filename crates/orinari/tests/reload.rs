@@ -1,8 +1,9 @@
 //! Configuration reload on a running `orinari serve`, as an operator does
 //! it: edit the file, then SIGHUP or `POST /admin/v1/reload`. Backends are
 //! added and removed under streaming load with no failed request, limits
-//! change at once, what needs a restart is reported, and an invalid file
-//! changes nothing.
+//! change at once, status checks start and stop probing, alert rules and
+//! webhooks change, what needs a restart is reported by key, and an invalid
+//! file changes nothing and is reported at its line and column.
 #![allow(
     clippy::panic,
     clippy::unwrap_used,
@@ -15,7 +16,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use orinari_fake_upstream::{FakeUpstream, Faults};
@@ -84,7 +85,7 @@ fn start(name: &str, backends: &[(&str, &FakeUpstream)], extra: &str) -> Server 
         .env("ORINARI_ADMIN_TOKEN", "admin")
         .env("ORINARI_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
     let until = Instant::now() + Duration::from_secs(30);
@@ -132,8 +133,12 @@ fn reload(port: u16) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(json).unwrap_or_default())
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
+async fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    wait_within(what, Duration::from_secs(10), done).await;
+}
+
+async fn wait_within(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + within;
     while !done() {
         assert!(Instant::now() < until, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -188,12 +193,12 @@ async fn backends_change_under_streaming_load_without_a_failed_request() {
         .await
         .unwrap();
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report["applied"], serde_json::json!(["models.pooled"]));
-    // The status page's built-in probe of each backend follows at restart.
+    // The status page's built-in probe of each backend follows at once.
     assert_eq!(
-        report["restart_required"],
-        serde_json::json!(["status (model backend checks)"])
+        report["applied"],
+        serde_json::json!(["models.pooled", "status.checks (model backends)"])
     );
+    assert_eq!(report["restart_required"], serde_json::json!([]));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let a_after = a.requests();
     let b_after = b.requests();
@@ -264,7 +269,7 @@ async fn limits_apply_at_once_restarts_are_reported_and_bad_files_change_nothing
         // The status page's default address follows the listener.
         assert_eq!(
             report["restart_required"],
-            serde_json::json!(["server", "status"])
+            serde_json::json!(["server.listen", "status.page_url"])
         );
         assert_eq!(report["applied"], serde_json::json!([]));
     }
@@ -283,7 +288,11 @@ async fn limits_apply_at_once_restarts_are_reported_and_bad_files_change_nothing
     .unwrap();
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("invalid_config"), "{text}");
-    assert!(text.contains("requests_per_minute"), "{text}");
+    // Line 9 of the file (`write_config`'s text) sets it.
+    assert!(
+        text.contains("orinari.toml:9:1: `limits.requests_per_minute`"),
+        "{text}"
+    );
     let dir = server.dir.display().to_string();
     assert!(!text.contains(&dir), "no file paths in responses: {text}");
     let (status, _) = tokio::task::spawn_blocking(ask).await.unwrap();
@@ -291,4 +300,240 @@ async fn limits_apply_at_once_restarts_are_reported_and_bad_files_change_nothing
         status, 429,
         "the limit of the last good configuration still holds"
     );
+}
+
+/// A TCP port that counts the connections made to it (a probe target).
+fn counted_port() -> (u16, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, count)
+}
+
+/// An HTTP server that answers 200 to every POST and keeps the bodies (an
+/// operator's webhook).
+fn webhook_receiver() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The head, then as many body bytes as it announces.
+            let body = loop {
+                let Ok(n) = conn.read(&mut chunk) else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                let Some(end) = text.find("\r\n\r\n") else {
+                    continue;
+                };
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break Some(text[end + 4..].to_string());
+                }
+            };
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if let Some(b) = body {
+                kept.lock().unwrap().push(b);
+            }
+        }
+    });
+    (port, bodies)
+}
+
+/// `GET /admin/v1/status`: the component with this id, if shown.
+fn component(port: u16, id: &str) -> Option<serde_json::Value> {
+    let (status, text) = request(port, "GET", "/admin/v1/status", Some("admin"), "");
+    assert_eq!(status, 200, "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json = &body[body.find('{').unwrap_or(0)..=body.rfind('}').unwrap_or(0)];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    v["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .cloned()
+}
+
+/// `[status]` with a check on `probe` (when given), an operator webhook on
+/// `hook`, and an alert rule on p99 latency above `p99_s`.
+fn status_section(probe: Option<u16>, hook: u16, p99_s: f64) -> String {
+    let mut s = String::new();
+    if let Some(p) = probe {
+        s.push_str(&format!(
+            "[[status.checks]]\nname = \"Probe target\"\nid = \"target\"\nurl = \"tcp://127.0.0.1:{p}\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\n"
+        ));
+    }
+    s.push_str(&format!(
+        "[[status.webhooks]]\nurl = \"http://127.0.0.1:{hook}/hook\"\n\n[[status.alerts]]\nname = \"Slow answers\"\nkind = \"latency_p99\"\nthreshold = {p99_s:?}\nwindow = \"1m\"\nmin_requests = 1\n\n"
+    ));
+    s
+}
+
+fn events(bodies: &std::sync::Mutex<Vec<String>>, event: &str) -> usize {
+    let needle = format!("\"event\":\"{event}\"");
+    bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|b| b.contains(&needle))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_checks_alerts_and_webhooks_reload_while_serving() {
+    let up = FakeUpstream::start(Faults::default()).await.unwrap();
+    let server = start("status", &[("a", &up)], "");
+    let port = server.port;
+    let (target, probed) = counted_port();
+    let (hook, bodies) = webhook_receiver();
+    let reload_now = move || tokio::task::spawn_blocking(move || reload(port));
+    let get = move |path: &'static str| {
+        tokio::task::spawn_blocking(move || request(port, "GET", path, None, ""))
+    };
+    let ask = |id: &'static str| tokio::task::spawn_blocking(move || component(port, id));
+    assert!(ask("target").await.unwrap().is_none());
+
+    // Add a check, a webhook and an alert rule that fires on any request.
+    write_config(
+        &server.config,
+        port,
+        &[("a", &up)],
+        &status_section(Some(target), hook, 1e-6),
+    );
+    let (status, report) = reload_now().await.unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["applied"],
+        serde_json::json!(["status.checks", "status.alerts", "status.webhooks"])
+    );
+    assert_eq!(report["restart_required"], serde_json::json!([]));
+    // The new check is probed without a restart, and its component shows
+    // what the probes saw.
+    wait_for("the new check to be probed", || {
+        probed.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = ask("target").await.unwrap();
+        if c.as_ref().is_some_and(|c| c["observed"] == "operational") {
+            break;
+        }
+        assert!(Instant::now() < until, "the check never decided: {c:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The new rule fires on the requests that follow; the new webhook hears it.
+    for _ in 0..5 {
+        assert_eq!(get("/healthz").await.unwrap().0, 200);
+    }
+    wait_within(
+        "alert.firing at the new webhook",
+        Duration::from_secs(15),
+        || events(&bodies, "alert.firing") > 0,
+    )
+    .await;
+
+    // A higher threshold: the same rule resolves.
+    write_config(
+        &server.config,
+        port,
+        &[("a", &up)],
+        &status_section(Some(target), hook, 60.0),
+    );
+    let (status, report) = reload_now().await.unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["applied"], serde_json::json!(["status.alerts"]));
+    wait_within("alert.resolved", Duration::from_secs(15), || {
+        events(&bodies, "alert.resolved") > 0
+    })
+    .await;
+
+    // The check removed: nothing probes its target any more; its component
+    // stays with its history, as after a restart.
+    write_config(
+        &server.config,
+        port,
+        &[("a", &up)],
+        &status_section(None, hook, 60.0),
+    );
+    let (status, report) = reload_now().await.unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["applied"], serde_json::json!(["status.checks"]));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopped_at = probed.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        probed.load(Ordering::SeqCst),
+        stopped_at,
+        "a removed check is not probed"
+    );
+    assert!(ask("target").await.unwrap().is_some());
+
+    // A bad file, by the admin API and by SIGHUP: refused at its line and
+    // column, and nothing in it applies (its new check is never probed).
+    let (other, other_probed) = counted_port();
+    let bad = status_section(Some(other), hook, 60.0).replace("latency_p99", "latency_p42");
+    write_config(&server.config, port, &[("a", &up)], &bad);
+    let file = std::fs::read_to_string(&server.config).unwrap();
+    let line = file
+        .lines()
+        .position(|l| l.contains("latency_p42"))
+        .unwrap()
+        + 1;
+    let at = format!("orinari.toml:{line}:1: `status.alerts[0].kind`");
+    let (status, text) = tokio::task::spawn_blocking(move || {
+        request(port, "POST", "/admin/v1/reload", Some("admin"), "")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains(&at), "no {at} in: {text}");
+    assert!(text.contains("latency_p42"), "{text}");
+    // The log has the file's path, line and column, once per refusal.
+    let log = server.dir.join("stderr.log");
+    let refusals = || {
+        let needle = format!(
+            "{}:{line}:1: `status.alerts[0].kind`",
+            server.config.display()
+        );
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("configuration not reloaded") && l.contains(&needle))
+            .count()
+    };
+    assert_eq!(refusals(), 1, "the admin API's refusal is logged");
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for("the refused SIGHUP in the log", || refusals() == 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(other_probed.load(Ordering::SeqCst), 0, "{bad}");
 }

@@ -8,14 +8,16 @@
 //! own methods: `incidents.rs`, `maintenance.rs`, `subscriptions.rs` (email;
 //! visitor webhooks are in `crate::webhooks`), `alerts.rs`, `probes.rs`,
 //! `publish.rs` (recompute and publish: every change the page shows ends there) with
-//! `snapshot.rs` (what is published), and `scheduler.rs` (the background
-//! tasks, owned until shutdown). This module holds the state and opens it.
+//! `snapshot.rs` (what is published), `scheduler.rs` (the background
+//! tasks, owned until shutdown) and `reload.rs` (a new `[status]` applied
+//! while running). This module holds the state and opens it.
 
 mod alerts;
 mod incidents;
 mod maintenance;
 mod probes;
 mod publish;
+mod reload;
 mod scheduler;
 mod snapshot;
 mod subscriptions;
@@ -29,21 +31,23 @@ use tokio::sync::{Mutex, watch};
 use crate::clock::PageClock;
 use crate::model::page_status;
 use crate::notify::Notifier;
-use crate::probe::{Prober, Target};
+use crate::probe::Prober;
 use crate::{StatusError, derived_id};
 
 pub use incidents::{IncidentInput, UpdateInput};
 pub use maintenance::MaintenanceInput;
+pub use reload::StatusReload;
 pub use snapshot::{Component, PageInfo, Snapshot};
 
-use probes::{Check, check};
+use probes::Probes;
 
 /// The service; share it in an `Arc`.
 pub struct StatusService {
     store: Store,
     page: Arc<PageInfo>,
-    checks: Vec<Check>,
-    connectivity: Option<Target>,
+    /// The checks and the connectivity check; the scheduler follows
+    /// changes (a reload) by starting and stopping probe loops.
+    probes: watch::Sender<Arc<Probes>>,
     prober: Prober,
     notifier: Notifier,
     snapshot: watch::Sender<Arc<Snapshot>>,
@@ -69,55 +73,8 @@ impl StatusService {
             url: settings.page_url.clone(),
             clock,
         });
-        let mut position = 0;
-        let mut define = async |id: &str,
-                                name: &str,
-                                desc: Option<&String>,
-                                group: Option<&str>,
-                                is_group: bool| {
-            position += 1;
-            store
-                .upsert_component(
-                    &ComponentDef {
-                        id: id.into(),
-                        name: name.into(),
-                        description: desc.cloned(),
-                        position,
-                        group_id: group.map(str::to_string),
-                        is_group,
-                        showcase: !is_group,
-                    },
-                    now,
-                )
-                .await
-        };
-        let mut groups: Vec<String> = Vec::new();
-        let all = settings
-            .components
-            .iter()
-            .chain(settings.checks.iter().map(|c| &c.component));
-        for c in all {
-            if let Some((gid, gname)) = &c.group
-                && !groups.contains(gid)
-            {
-                groups.push(gid.clone());
-                define(gid, gname, None, None, true).await?;
-            }
-            let gid = c.group.as_ref().map(|(g, _)| g.as_str());
-            define(&c.id, &c.name, c.description.as_ref(), gid, false).await?;
-        }
-        let checks = settings
-            .checks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| check(i, c))
-            .collect::<Result<Vec<_>, _>>()?;
-        let connectivity = settings
-            .connectivity_check
-            .as_deref()
-            .map(|u| Target::parse(u, None, None))
-            .transpose()
-            .map_err(|e| StatusError::invalid("status.connectivity_check", e))?;
+        let probes = Probes::of(settings)?;
+        define(&store, settings, now).await?;
         let notifier = Notifier::new(settings, &store);
         let empty = Arc::new(Snapshot {
             page: page.clone(),
@@ -140,8 +97,7 @@ impl StatusService {
             prober: Prober::new(Some(store.clone())),
             store,
             page,
-            checks,
-            connectivity,
+            probes: watch::channel(Arc::new(probes)).0,
             notifier,
             snapshot: watch::channel(empty).0,
             writing: Mutex::new(()),
@@ -182,4 +138,45 @@ impl StatusService {
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
     }
+}
+
+/// Define the configured components (and their groups) in the store, in
+/// config order; their statuses and history are kept. At start-up and on
+/// each reload: a component no longer configured stays as it was.
+async fn define(store: &Store, settings: &StatusSettings, now: i64) -> Result<(), StatusError> {
+    let mut position = 0;
+    let mut upsert =
+        async |id: &str, name: &str, desc: Option<&String>, group: Option<&str>, is_group: bool| {
+            position += 1;
+            store
+                .upsert_component(
+                    &ComponentDef {
+                        id: id.into(),
+                        name: name.into(),
+                        description: desc.cloned(),
+                        position,
+                        group_id: group.map(str::to_string),
+                        is_group,
+                        showcase: !is_group,
+                    },
+                    now,
+                )
+                .await
+        };
+    let mut groups: Vec<String> = Vec::new();
+    let all = settings
+        .components
+        .iter()
+        .chain(settings.checks.iter().map(|c| &c.component));
+    for c in all {
+        if let Some((gid, gname)) = &c.group
+            && !groups.contains(gid)
+        {
+            groups.push(gid.clone());
+            upsert(gid, gname, None, None, true).await?;
+        }
+        let gid = c.group.as_ref().map(|(g, _)| g.as_str());
+        upsert(&c.id, &c.name, c.description.as_ref(), gid, false).await?;
+    }
+    Ok(())
 }

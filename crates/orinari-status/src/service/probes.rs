@@ -1,12 +1,13 @@
-//! Probes: each configured check runs in its own loop (started and owned by
-//! the scheduler) while this instance leads, records every attempt, and
+//! Probes: each configured check runs in its own loop (started, and on a
+//! reload stopped or replaced, by the scheduler) while this instance leads, records every attempt, and
 //! commits a status change once the thresholds agree (never "down" while
 //! this instance cannot reach the network itself); a changed component is
 //! announced once across instances.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use orinari_config::CheckSettings;
+use orinari_config::{CheckSettings, StatusSettings};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -17,11 +18,42 @@ use crate::probe::{Target, Thresholds, Tracker};
 
 /// One configured check, validated.
 pub(super) struct Check {
-    id: String,
+    pub(super) id: String,
     target: Target,
     interval: Duration,
     timeout: Duration,
     limits: Thresholds,
+    /// As configured: a reload replaces the loop of a check whose settings
+    /// changed, and keeps the others running.
+    pub(super) settings: CheckSettings,
+}
+
+/// Every check, and the self-connectivity check.
+pub(super) struct Probes {
+    pub(super) checks: Vec<Arc<Check>>,
+    connectivity: Option<Target>,
+}
+
+impl Probes {
+    /// The checks of `[status]`, each target parsed (nothing starts).
+    pub(super) fn of(settings: &StatusSettings) -> Result<Self, StatusError> {
+        let checks = settings
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| check(i, c).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let connectivity = settings
+            .connectivity_check
+            .as_deref()
+            .map(|u| Target::parse(u, None, None))
+            .transpose()
+            .map_err(|e| StatusError::invalid("status.connectivity_check", e))?;
+        Ok(Self {
+            checks,
+            connectivity,
+        })
+    }
 }
 
 impl StatusService {
@@ -60,8 +92,9 @@ impl StatusService {
         Ok(())
     }
 
-    pub(super) async fn probe_loop(&self, i: usize, mut stop: watch::Receiver<bool>) {
-        let Some(c) = self.checks.get(i) else { return };
+    /// Probe `c` every interval while this instance leads, until `stop`
+    /// turns true (or its sender is dropped).
+    pub(super) async fn probe_loop(&self, c: Arc<Check>, mut stop: watch::Receiver<bool>) {
         let mut tracker = Tracker::new(c.limits);
         if let Some(s) = self.snapshot().component(&c.id).and_then(|c| c.observed) {
             tracker.commit(s);
@@ -109,7 +142,8 @@ impl StatusService {
     /// Whether this instance can reach the network at all (the configured
     /// `connectivity_check`); with none configured, assumed.
     async fn connected(&self, timeout: Duration) -> bool {
-        match &self.connectivity {
+        let probes = self.probes.borrow().clone();
+        match &probes.connectivity {
             Some(t) => self.prober.attempt(t, timeout).await.ok,
             None => true,
         }
@@ -119,7 +153,9 @@ impl StatusService {
     /// `(check id, up)` for every check that has decided (degraded is up).
     pub fn probe_states(&self) -> Vec<(String, bool)> {
         let snap = self.snapshot();
-        self.checks
+        let probes = self.probes.borrow().clone();
+        probes
+            .checks
             .iter()
             .filter_map(|c| {
                 let s = snap.component(&c.id)?.observed?;
@@ -143,5 +179,6 @@ pub(super) fn check(i: usize, c: &CheckSettings) -> Result<Check, StatusError> {
             successes: c.success_threshold,
             degraded_after: c.degraded_after,
         },
+        settings: c.clone(),
     })
 }

@@ -4,13 +4,17 @@
 //! It holds the leader election, one probe loop per check and the
 //! notification delivery in a `JoinSet` (nothing else in the service spawns;
 //! the delivery task joins its own per-subscriber sends in `notify.rs`), and
-//! runs the 1 s clock itself. Leader-only jobs (probes,
+//! runs the 1 s clock itself. When a reload changes the checks it starts a
+//! loop for each new or changed check and stops the loops of the changed
+//! and removed ones (each loop has its own stop signal); the loops of
+//! unchanged checks run on. Leader-only jobs (probes,
 //! moving maintenances on time, reminders, pruning) run only while this
 //! instance leads; every instance evaluates its alert rules and refreshes its
 //! snapshot from the store. At shutdown the clock stops, every task sees the
 //! same `stop` signal, and the scheduler waits for each to end; dropping it
 //! instead aborts them (the `JoinSet` is dropped with it).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::StatusService;
+use super::probes::{Check, Probes};
 
 /// How often maintenances are moved on time and other instances' writes read.
 const TICK: Duration = Duration::from_secs(1);
@@ -33,6 +38,10 @@ struct Scheduler {
     svc: Arc<StatusService>,
     stop: watch::Receiver<bool>,
     tasks: JoinSet<()>,
+    /// The configured checks (changed by a reload).
+    probes: watch::Receiver<Arc<Probes>>,
+    /// The probe loops running, by check id: what each probes and its stop.
+    running: HashMap<String, (Arc<Check>, watch::Sender<bool>)>,
 }
 
 impl StatusService {
@@ -63,17 +72,50 @@ impl Scheduler {
                 crate::leader::run(lock, leader, crate::leader::ELECTION_EVERY, stop).await;
             });
         }
-        for i in 0..svc.checks.len() {
-            let svc = svc.clone();
-            let stop = stop.clone();
-            tasks.spawn(async move { svc.probe_loop(i, stop).await });
-        }
         if let Some(queue) = svc.notifier.take_queue() {
             let notifier = svc.notifier.clone();
             let stop = stop.clone();
             tasks.spawn(async move { notifier.deliver(queue, stop).await });
         }
-        Self { svc, stop, tasks }
+        let probes = svc.probes.subscribe();
+        let mut scheduler = Self {
+            svc,
+            stop,
+            tasks,
+            probes,
+            running: HashMap::new(),
+        };
+        scheduler.follow_checks();
+        scheduler
+    }
+
+    /// Run one probe loop per configured check: start the new and changed
+    /// ones, stop the changed and removed ones, leave the rest running.
+    fn follow_checks(&mut self) {
+        let probes = self.probes.borrow_and_update().clone();
+        self.running.retain(|id, (running, stop)| {
+            let same = probes
+                .checks
+                .iter()
+                .any(|c| &c.id == id && c.settings == running.settings);
+            if !same {
+                let _ = stop.send(true);
+            }
+            same
+        });
+        for c in &probes.checks {
+            if self.running.contains_key(&c.id) {
+                continue;
+            }
+            let (stop, stopped) = watch::channel(false);
+            let svc = self.svc.clone();
+            let check = c.clone();
+            self.tasks
+                .spawn(async move { svc.probe_loop(check, stopped).await });
+            self.running.insert(c.id.clone(), (c.clone(), stop));
+        }
+        // Reap the loops that stopped.
+        while self.tasks.try_join_next().is_some() {}
     }
 
     /// Every [`TICK`] until `stop` turns true: the leader's jobs, then every
@@ -83,9 +125,15 @@ impl Scheduler {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut reloaded = false;
             tokio::select! {
                 _ = tick.tick() => {}
+                Ok(()) = self.probes.changed() => reloaded = true,
                 _ = self.stop.wait_for(|s| *s) => break,
+            }
+            if reloaded {
+                self.follow_checks();
+                continue;
             }
             let now = orinari_store::now_ms();
             n += 1;
@@ -134,6 +182,9 @@ impl Scheduler {
 
     /// Wait for every owned task to see `stop` and end.
     async fn shutdown(mut self) {
+        for (_, (_, stop)) in self.running.drain() {
+            let _ = stop.send(true);
+        }
         while self.tasks.join_next().await.is_some() {}
     }
 }
