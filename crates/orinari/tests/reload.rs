@@ -186,6 +186,8 @@ async fn backends_change_under_streaming_load_without_a_failed_request() {
         .unwrap();
     assert!(hup.success());
     wait_for("traffic on b", || b.requests() > 10).await;
+    // The status page's built-in check of the new backend probes it.
+    wait_observed(port, "backend-pooled-b", "operational").await;
 
     // Remove a by the admin API: a gets nothing more once its streams end.
     write_config(&server.config, port, &[("b", &b)], "");
@@ -379,6 +381,21 @@ fn component(port: u16, id: &str) -> Option<serde_json::Value> {
         .cloned()
 }
 
+/// Wait until `/admin/v1/status` shows what the probes of `id` saw.
+async fn wait_observed(port: u16, id: &'static str, want: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = tokio::task::spawn_blocking(move || component(port, id))
+            .await
+            .unwrap();
+        if c.as_ref().is_some_and(|c| c["observed"] == want) {
+            return;
+        }
+        assert!(Instant::now() < until, "{id} never showed {want}: {c:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `[status]` with a check on `probe` (when given), an operator webhook on
 /// `hook`, and an alert rule on p99 latency above `p99_s`.
 fn status_section(probe: Option<u16>, hook: u16, p99_s: f64) -> String {
@@ -438,15 +455,7 @@ async fn status_checks_alerts_and_webhooks_reload_while_serving() {
         probed.load(Ordering::SeqCst) > 0
     })
     .await;
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let c = ask("target").await.unwrap();
-        if c.as_ref().is_some_and(|c| c["observed"] == "operational") {
-            break;
-        }
-        assert!(Instant::now() < until, "the check never decided: {c:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_observed(port, "target", "operational").await;
     // The new rule fires on the requests that follow; the new webhook hears it.
     for _ in 0..5 {
         assert_eq!(get("/healthz").await.unwrap().0, 200);
