@@ -92,9 +92,10 @@ pub async fn verify(State(state): State<AppState>) -> Result<Json<Value>, HttpEr
 
 /// `POST /admin/v1/reload`: read the configuration again and apply what can
 /// change while serving (upstream models and backends, limits, auth,
-/// firewall, guard), and reload the TLS certificate files. The answer lists
-/// what was applied and what changed but waits for a restart. An invalid
-/// configuration is a 400 naming the key and why; nothing changes.
+/// firewall, guard, status checks, alert rules and operator webhooks), and
+/// reload the TLS certificate files. The answer lists what was applied and
+/// each key that changed but waits for a restart. An invalid configuration
+/// is a 400 with `file:line:col`, the key and why; nothing changes.
 pub async fn reload(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
     match state.reload().await {
         Ok(report) => Ok(Json(json!(report))),
