@@ -192,8 +192,12 @@ fn split_checks(checks: &[CheckSettings]) -> (Vec<&CheckSettings>, Vec<&CheckSet
             && c.component
                 .group
                 .as_ref()
-                // The group `status.rs` gives the checks it derives from backends.
-                .is_some_and(|(id, _)| id == "model-backends")
+                // The groups `status.rs` gives the checks it derives from
+                // backends: one, or one per region.
+                .is_some_and(|(id, _)| {
+                    id.strip_prefix(crate::status::BACKENDS_GROUP)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+                })
     });
     (own, backends)
 }

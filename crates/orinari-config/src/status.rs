@@ -197,14 +197,27 @@ fn host_port(url: &str, schemes: &[(&str, u16)]) -> Option<String> {
     })
 }
 
+/// An upstream model backend, for its built-in status check.
+pub(crate) struct BackendTarget<'a> {
+    pub model: &'a str,
+    pub backend: &'a str,
+    pub base_url: &'a str,
+    /// Its `region`: the page groups backends by region when they have one.
+    pub region: Option<&'a str>,
+}
+
+/// The group id of built-in backend checks (`model-backends`, or
+/// `model-backends-REGION` for a backend with a region).
+pub(crate) const BACKENDS_GROUP: &str = "model-backends";
+
 /// `[status]` → [`StatusSettings`]. `duration` is the config's parser;
-/// `backends` (model, backend, base URL) and `redis_url` get built-in checks.
+/// `backends` and `redis_url` get built-in checks.
 pub(crate) fn validate(
     raw: RawStatus,
     name: &str,
     listen: std::net::SocketAddr,
     duration: impl Fn(&str, &str, &str) -> Result<Duration, ConfigError>,
-    backends: &[(String, String, String)],
+    backends: &[BackendTarget<'_>],
     redis_url: Option<&str>,
 ) -> Result<StatusSettings, ConfigError> {
     let mut ids = std::collections::HashSet::new();
@@ -377,12 +390,19 @@ pub(crate) fn validate(
                     });
                 }
             };
-        for (model, backend, base_url) in backends {
-            if let Some(addr) = host_port(base_url, &[("http://", 80), ("https://", 443)]) {
+        for b in backends {
+            if let Some(addr) = host_port(b.base_url, &[("http://", 80), ("https://", 443)]) {
+                let group = match b.region {
+                    Some(r) => (
+                        format!("{BACKENDS_GROUP}-{}", slug(r)),
+                        format!("Model backends · {r}"),
+                    ),
+                    None => (BACKENDS_GROUP.into(), "Model backends".into()),
+                };
                 builtin_check(
-                    slug(&format!("backend {model} {backend}")),
-                    format!("{model} · {backend}"),
-                    Some(("model-backends".into(), "Model backends".into())),
+                    slug(&format!("backend {} {}", b.model, b.backend)),
+                    format!("{} · {}", b.model, b.backend),
+                    Some(group),
                     format!("tcp://{addr}"),
                 );
             }

@@ -362,13 +362,16 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         ));
     }
     // Built-in status checks: one per upstream model backend, and Redis.
-    let backends: Vec<(String, String, String)> = raw
+    let backends: Vec<crate::status::BackendTarget<'_>> = raw
         .models
         .iter()
         .flat_map(|m| {
-            m.backends
-                .iter()
-                .map(|b| (m.name.clone(), b.name.clone(), b.base_url.clone()))
+            m.backends.iter().map(|b| crate::status::BackendTarget {
+                model: &m.name,
+                backend: &b.name,
+                base_url: &b.base_url,
+                region: b.region.as_deref(),
+            })
         })
         .collect();
     let status = crate::status::validate(

@@ -234,6 +234,62 @@ base_url = "https://api.example.org/v1"
 }
 
 #[test]
+fn backends_with_a_region_are_grouped_by_region() {
+    let s = parse(
+        r#"
+[[models]]
+name = "chat"
+[[models.backends]]
+name = "eu-1"
+provider = "openai"
+base_url = "http://10.0.1.1:8000/v1"
+region = "eu-west"
+[[models.backends]]
+name = "us-1"
+provider = "openai"
+base_url = "http://10.0.2.1:8000/v1"
+region = "us-east"
+[[models.backends]]
+name = "any"
+provider = "openai"
+base_url = "http://10.0.3.1:8000/v1"
+"#,
+    )
+    .unwrap();
+    let groups: Vec<(&str, Option<(&str, &str)>)> = s
+        .checks
+        .iter()
+        .filter(|c| c.component.id.starts_with("backend-"))
+        .map(|c| {
+            (
+                c.component.id.as_str(),
+                c.component
+                    .group
+                    .as_ref()
+                    .map(|(id, name)| (id.as_str(), name.as_str())),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            (
+                "backend-chat-eu-1",
+                Some(("model-backends-eu-west", "Model backends · eu-west"))
+            ),
+            (
+                "backend-chat-us-1",
+                Some(("model-backends-us-east", "Model backends · us-east"))
+            ),
+            (
+                "backend-chat-any",
+                Some(("model-backends", "Model backends"))
+            ),
+        ]
+    );
+}
+
+#[test]
 fn alert_rules_are_checked() {
     let s = parse(
         "[status]\nsmtp = \"relay:25\"\nsmtp_from = \"s@acme.test\"\nalert_emails = [\"ops@acme.test\"]\n\
