@@ -118,12 +118,16 @@ soak-long:
 	$(CARGO) build --release -p orinari -p orinari-fake-upstream
 	bash tests/soak/run.sh target/release/orinari 3600 bench/results/soak
 
-# Three instances on one PostgreSQL and one Redis behind HAProxy
-# (deploy/haproxy/haproxy.cfg, README "Run a cluster"), two fake upstreams,
-# whole answers and streams through HAProxy: one instance SIGKILLed (only
-# requests in flight on it fail, its streams are cut visibly), a rolling
-# SIGUSR2 upgrade of all three (0 failed requests), the leader killed
-# (another probes within two intervals, each notification sent once).
+# Three instances on one PostgreSQL and one Redis (private ones, made for
+# the run) behind HAProxy (deploy/haproxy/haproxy.cfg, README "Run a
+# cluster"), two fake upstreams, whole answers and streams through HAProxy:
+# one instance SIGKILLed (only requests in flight on it fail, its streams
+# are cut visibly), a rolling SIGUSR2 upgrade of all three (0 failed
+# requests), the leader killed (another probes within two intervals, each
+# notification sent once), Redis stopped and PostgreSQL stopped and started
+# under load with writers (limits fall back to each instance and come back
+# shared, /readyz flips and recovers, no chat request fails, no
+# acknowledged write is lost).
 # Counts in target/cluster/cluster.json; cluster-full runs longer and
 # heavier.
 cluster: services

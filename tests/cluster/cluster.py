@@ -19,6 +19,21 @@ request, failed ones included. Scenarios, each printing its counts:
             target is down: another instance leads and probes within two
             probe intervals; the down and the recovery are each notified
             exactly once across the failover.
+4. services: under load (whole answers, streams, and writers creating API
+            keys through the admin API), Redis stopped for a few seconds
+            then started, then PostgreSQL stopped (-m fast), held down past
+            the store's 5 s connection wait, and started. No chat request
+            fails; with Redis down each instance enforces a key's limit
+            alone (a key's requests spread over the three get up to three
+            times its limit, each instance at most once; logged once,
+            counted in orinari_ratelimit_local_fallbacks_total), and with
+            Redis back the limit is shared again (once in all); every
+            /readyz stays 200 without Redis, flips to 503 without
+            PostgreSQL and back to 200 after it; writes get 201 or 503
+            `storage_unavailable` with Retry-After, 503 only while the
+            store is down; one instance leads again (the lock went with
+            its session); every acknowledged key is in the database
+            afterwards (read with psql).
 
 Standard library only. Exit status 1 when a scenario's claim fails.
 """
@@ -343,14 +358,15 @@ def step(text):
 
 
 LOG_LINE = re.compile(
-    r" orinari orinari/(?P<srv>\S+) \S+ (?P<status>-?\d+) \S+ \S+ \S+ (?P<term>\S{4}) "
-    r"\S+/\S+/\S+/\S+/(?P<retries>\+?\d+) "
+    r" orinari (?P<be>orinari(?:_live)?)/(?P<srv>\S+) \S+ (?P<status>-?\d+) \S+ \S+ \S+ (?P<term>\S{4}) "
+    r"\S+/\S+/\S+/\S+/(?P<retries>\+?\d+) \S+ (?:\{[^}]*\} )*\"(?P<method>\S+) (?P<path>\S+)"
 )
+CHECK_LINE = re.compile(r"Server (?P<be>orinari(?:_live)?)/(?P<srv>\S+) is (?P<state>UP|DOWN)")
 
 
 def haproxy_log(path, skip):
-    """(server, status, termination state, retries, redispatched) per line
-    after the first `skip` bytes."""
+    """(server, status, termination state, retries, redispatched, backend,
+    path) per line after the first `skip` bytes."""
     out = []
     with open(path, errors="replace") as f:
         f.seek(skip)
@@ -359,8 +375,29 @@ def haproxy_log(path, skip):
             if m:
                 rc = m.group("retries")
                 out.append(
-                    (m.group("srv"), int(m.group("status")), m.group("term"), int(rc.lstrip("+")), rc.startswith("+"))
+                    (
+                        m.group("srv"),
+                        int(m.group("status")),
+                        m.group("term"),
+                        int(rc.lstrip("+")),
+                        rc.startswith("+"),
+                        m.group("be"),
+                        m.group("path"),
+                    )
                 )
+    return out
+
+
+def haproxy_checks(path, skip):
+    """HAProxy's health-check changes after `skip` bytes, in order:
+    `backend/server UP|DOWN`."""
+    out = []
+    with open(path, errors="replace") as f:
+        f.seek(skip)
+        for line in f:
+            m = CHECK_LINE.search(line)
+            if m:
+                out.append(f"{m.group('be')}/{m.group('srv')} {m.group('state')}")
     return out
 
 
@@ -716,6 +753,445 @@ async def scenario_leader(c, args, watcher, problems):
     return counts
 
 
+
+# --------------------------------------------------------------------------
+# Shared services: Redis stopped, PostgreSQL restarted
+
+FALLBACKS = "orinari_ratelimit_local_fallbacks_total"
+REDIS_DOWN_LOG = "Redis unreachable; rate limits fall back to local limits"
+REDIS_UP_LOG = "Redis reachable again; rate limits are shared again"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def metric(c, name, metric_name):
+    """The sum of one metric's samples on instance `name`."""
+    status, _, body = await http("127.0.0.1", c.ports[name], "GET", "/metrics", headers=AUTH)
+    if status != 200:
+        raise Failed(f"/metrics on {name}: {status}")
+    total = 0.0
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith(metric_name + " ") or line.startswith(metric_name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def fallbacks(c):
+    return {n: int(await metric(c, n, FALLBACKS)) for n in NAMES}
+
+
+async def create_key(c, name, key_name, rpm):
+    status, _, body = await http(
+        "127.0.0.1",
+        c.ports[name],
+        "POST",
+        "/admin/v1/keys",
+        json.dumps({"name": key_name, "requests_per_minute": rpm}).encode(),
+        headers=AUTH,
+    )
+    if status != 201:
+        raise Failed(f"creating the key {key_name} on {name}: {status} {body[:200]!r}")
+    return json.loads(body)["key"]
+
+
+async def limit_probe(c, key, per_instance):
+    """`per_instance` whole answers with `key` straight to each instance (the
+    three at once, each one after the other): how many each admitted."""
+
+    async def one(name):
+        got = {"ok": 0, "refused_429": 0, "other": []}
+        for _ in range(per_instance):
+            try:
+                status, h, body = await http(
+                    "127.0.0.1",
+                    c.ports[name],
+                    "POST",
+                    "/v1/chat/completions",
+                    WHOLE,
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
+                got["other"].append(f"{type(e).__name__}: {e}")
+                continue
+            if status == 200 and b'"choices"' in body:
+                got["ok"] += 1
+            elif status == 429 and "retry-after" in h:
+                got["refused_429"] += 1
+            else:
+                got["other"].append(f"{status} {body[:120]!r}")
+        return name, got
+
+    t0 = now()
+    got = dict(await asyncio.gather(*(one(n) for n in NAMES)))
+    return got, now() - t0
+
+
+class Readiness:
+    """Each instance's /readyz, asked directly every 0.1 s."""
+
+    def __init__(self, c):
+        self.c = c
+        self.samples = {n: [] for n in NAMES}
+        self.stop = asyncio.Event()
+        self.tasks = []
+
+    def begin(self):
+        self.tasks = [asyncio.ensure_future(self.poll(n)) for n in NAMES]
+
+    async def end(self):
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+
+    async def poll(self, name):
+        while not self.stop.is_set():
+            t = now()
+            try:
+                status, _, _ = await http("127.0.0.1", self.c.ports[name], "GET", "/readyz", timeout=5)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError):
+                status = 0
+            self.samples[name].append((t, now(), status))
+            await asyncio.sleep(0.1)
+
+    def ready_all_since(self, t):
+        """Whether every instance answered 200 to a question asked after `t`."""
+        return all(any(a > t and st == 200 for a, _, st in self.samples[n]) for n in NAMES)
+
+
+class Writer:
+    """Closed-loop writers creating API keys through HAProxy; every answer
+    kept (status, error code, Retry-After, the key's id when created)."""
+
+    def __init__(self, port, clients, pause_s):
+        self.port = port
+        self.clients = clients
+        self.pause_s = pause_s
+        self.results = []
+        self.stop = asyncio.Event()
+        self.tasks = []
+
+    def begin(self):
+        self.tasks = [asyncio.ensure_future(self.client(i)) for i in range(self.clients)]
+
+    async def end(self):
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+        return self.results
+
+    async def client(self, i):
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            rec = {"name": f"cw-{i}-{n}", "start": now(), "status": 0, "code": None}
+            try:
+                status, h, body = await http(
+                    "127.0.0.1",
+                    self.port,
+                    "POST",
+                    "/admin/v1/keys",
+                    json.dumps({"name": rec["name"]}).encode(),
+                    headers=AUTH,
+                    timeout=20,
+                )
+                rec["status"] = status
+                rec["served_by"] = h.get("x-served-by")
+                rec["retry_after"] = h.get("retry-after")
+                try:
+                    v = json.loads(body)
+                except ValueError:
+                    v = {}
+                if status == 201:
+                    rec["id"] = v.get("id")
+                elif isinstance(v.get("error"), dict):
+                    rec["code"] = v["error"].get("code")
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
+                rec["reason"] = f"{type(e).__name__}: {e}"
+            rec["end"] = now()
+            self.results.append(rec)
+            await asyncio.sleep(self.pause_s)
+
+
+def log_mark(c):
+    return {n: log_size(c.log(n)) for n in NAMES}
+
+
+def log_count(c, mark, text):
+    out = {}
+    for n in NAMES:
+        with open(c.log(n), errors="replace") as f:
+            f.seek(mark[n])
+            out[n] = f.read().count(text)
+    return out
+
+
+async def tcp_open(port):
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1)
+        w.close()
+        return True
+    except (OSError, asyncio.TimeoutError):
+        return False
+
+
+async def scenario_services(c, args, problems, restart):
+    # The leader scenario left one instance killed: back to three.
+    if restart:
+        step(f"restarting {restart}")
+        c.start(restart)
+        await c.wait_ready(restart)
+        await until_served_by(c, restart)
+    redis_pid = int(open(os.path.join(args.work, "redis.pid")).read().strip())
+    rpm = args.limit_rpm
+
+    load = Load(c.lb_port, args.whole, args.streams)
+    writer = Writer(c.lb_port, args.writers, args.write_pause)
+    ready = Readiness(c)
+    hmark = log_size(args.haproxy_log)
+    lmark = log_mark(c)
+    load.begin()
+    writer.begin()
+    ready.begin()
+    await asyncio.sleep(args.services_warmup)
+
+    # Redis stopped: each instance limits alone.
+    key_local = await create_key(c, "o1", "limit-local", rpm)
+    f_before = await fallbacks(c)
+    step("stopping Redis")
+    t_redis_stop = now()
+    os.kill(redis_pid, signal.SIGTERM)
+    if not await asyncio.to_thread(gone, redis_pid, 10):
+        raise Failed("Redis did not stop within 10 s")
+    await asyncio.sleep(0.5)
+    local, local_s = await limit_probe(c, key_local, args.limit_probe)
+    f_down = await fallbacks(c)
+    await asyncio.sleep(max(0.0, t_redis_stop + args.redis_down - now()))
+    key_shared = await create_key(c, "o1", "limit-shared", rpm)
+    step("starting Redis")
+    t_redis_start = now()
+    subprocess.run(["bash", os.path.join(args.work, "redis.sh")], check=True)
+
+    async def redis_listening():
+        return await tcp_open(args.redis_port)
+
+    await wait_for("Redis listening", redis_listening, 10)
+
+    # Every instance says it shares again (its log), then the probe.
+    async def shared_again():
+        return all(v >= 1 for v in log_count(c, lmark, REDIS_UP_LOG).values())
+
+    await wait_for("every instance back on Redis", shared_again, 15)
+    t_shared = now()
+    f_up = await fallbacks(c)
+    shared, shared_s = await limit_probe(c, key_shared, args.limit_probe)
+    f_after = await fallbacks(c)
+    redis_keys = subprocess.run(
+        ["redis-cli", "-p", str(args.redis_port), "dbsize"], capture_output=True, text=True
+    ).stdout.strip()
+    step(f"every instance back on Redis {t_shared - t_redis_start:.1f} s after its start")
+
+    # PostgreSQL stopped (fast: sessions cut), held down, started.
+    await asyncio.sleep(args.services_gap)
+    step(f"stopping PostgreSQL for {args.pg_down:.0f} s")
+    t_pg_stop = now()
+    await asyncio.to_thread(subprocess.run, ["bash", os.path.join(args.work, "pg.sh"), "stop"], check=True)
+    t_pg_stopped = now()
+    await asyncio.sleep(max(0.0, t_pg_stop + args.pg_down - now()))
+    step("starting PostgreSQL")
+    t_pg_start = now()
+    await asyncio.to_thread(subprocess.run, ["bash", os.path.join(args.work, "pg.sh"), "start"], check=True)
+    t_pg_started = now()
+
+    async def all_ready():
+        return ready.ready_all_since(t_pg_started)
+
+    await wait_for("every instance ready again", all_ready, 30)
+    t_ready = now()
+    step(f"every instance ready {t_ready - t_pg_started:.1f} s after PostgreSQL started")
+
+    # The leader lost its lock with its session: one instance (each asked
+    # about itself) leads again, within an election period and the grace.
+    async def leading():
+        out = []
+        for n in NAMES:
+            try:
+                v = await c.instances(n)
+            except (OSError, Failed, asyncio.TimeoutError, ValueError):
+                continue
+            if any(i["this"] and i["leader"] for i in v["data"]):
+                out.append(n)
+        return out
+
+    async def one_leader():
+        got = await leading()
+        return got if len(got) == 1 else None
+
+    leader_again = (await wait_for("one leader after PostgreSQL restarted", one_leader, 30))[0]
+    t_leader = now()
+    step(f"{leader_again} leads {t_leader - t_pg_started:.1f} s after PostgreSQL started")
+    await asyncio.sleep(max(0.0, t_ready + args.services_after - now()))
+    leaders_at_end = await leading()
+    results = await load.end()
+    writes = await writer.end()
+    await ready.end()
+    t_end = now()
+
+    # Chat: no request fails.
+    counts = summary(results, load.ended - load.started)
+    failed = [r for r in results if not r.ok]
+    by_status = {}
+    for r in failed:
+        k = str(r.status or "cut")
+        by_status[k] = by_status.get(k, 0) + 1
+    counts["failed_by_status"] = by_status
+    for r in failed[:10]:
+        print(f"  chat failure: {r.kind} on {r.served_by} at +{r.start - t_redis_stop:.2f}s: {r.reason}")
+    if failed:
+        problems.append(f"services: {len(failed)} chat requests failed (0 expected)")
+
+    # Limits: alone while Redis is down, shared once it is back.
+    local_ok = {n: v["ok"] for n, v in local.items()}
+    shared_ok = {n: v["ok"] for n, v in shared.items()}
+    # A probe takes ~1 s; the GCRA frees one more request every 60/rpm s.
+    slack_local = 1 + int(local_s * rpm / 60)
+    slack_shared = 1 + int(shared_s * rpm / 60)
+    fell_back = {n: f_down[n] - f_before[n] for n in NAMES}
+    after_back = {n: f_after[n] - f_up[n] for n in NAMES}
+    logged_down = log_count(c, lmark, REDIS_DOWN_LOG)
+    logged_up = log_count(c, lmark, REDIS_UP_LOG)
+    counts["redis"] = {
+        "down_s": round(t_redis_start - t_redis_stop, 2),
+        "shared_again_after_start_s": round(t_shared - t_redis_start, 2),
+        "key_rpm": rpm,
+        "probe_per_instance": args.limit_probe,
+        "admitted_while_down": local_ok,
+        "admitted_while_down_total": sum(local_ok.values()),
+        "admitted_after_back": shared_ok,
+        "admitted_after_back_total": sum(shared_ok.values()),
+        "local_decisions_while_down": fell_back,
+        "local_decisions_after_back": after_back,
+        "logged_fallback": logged_down,
+        "logged_shared_again": logged_up,
+        "redis_keys_after": int(redis_keys) if redis_keys.isdigit() else redis_keys,
+    }
+    for phase, got in (("while Redis was down", local), ("after Redis came back", shared)):
+        for n, v in got.items():
+            if v["other"]:
+                problems.append(f"services: {phase}, {n} answered the probe with {v['other'][:3]}")
+    for n in NAMES:
+        if not 1 <= local_ok[n] <= rpm + slack_local:
+            problems.append(f"services: while Redis was down {n} admitted {local_ok[n]} of the key's requests (limit {rpm} per instance)")
+        if fell_back[n] <= 0:
+            problems.append(f"services: {n} counted no local decision while Redis was down")
+        if after_back[n] != 0:
+            problems.append(f"services: {n} decided {after_back[n]} requests locally after Redis was back")
+        if logged_down[n] != 1 or logged_up[n] != 1:
+            problems.append(f"services: {n} logged the fallback {logged_down[n]} times and the return {logged_up[n]} times (once each)")
+    if sum(local_ok.values()) <= rpm + slack_local:
+        problems.append(f"services: while Redis was down the instances admitted {sum(local_ok.values())} in all, not more than one shared limit ({rpm})")
+    if not rpm <= sum(shared_ok.values()) <= rpm + slack_shared:
+        problems.append(f"services: after Redis came back the instances admitted {sum(shared_ok.values())} in all (one shared limit: {rpm})")
+
+    # Readiness: 200 without Redis; 503 without PostgreSQL, 200 again after.
+    flips = {}
+    for n in NAMES:
+        samples = ready.samples[n]
+        early = [st for a, _, st in samples if a < t_pg_stop]
+        during = [(a, b, st) for a, b, st in samples if t_pg_stopped <= a and b <= t_pg_start]
+        down = [b for a, b, st in samples if a >= t_pg_stop and st == 503]
+        later = [a for a, b, st in samples if a >= t_pg_started and st == 200]
+        odd = sorted({st for _, _, st in samples} - {200, 503})
+        flips[n] = {
+            "first_503_after_stop_s": round(min(down) - t_pg_stop, 2) if down else None,
+            "ready_after_start_s": round(min(later) - t_pg_started, 2) if later else None,
+            "answers": len(samples),
+            "503_while_down": sum(1 for _, _, st in during if st == 503),
+            "200_while_down": sum(1 for _, _, st in during if st == 200),
+        }
+        if any(st != 200 for st in early):
+            problems.append(f"services: {n}'s /readyz was not 200 before PostgreSQL stopped (Redis is not readiness)")
+        if not down:
+            problems.append(f"services: {n}'s /readyz never turned 503 while PostgreSQL was down")
+        if any(st == 200 for _, _, st in during):
+            problems.append(f"services: {n}'s /readyz said 200 while PostgreSQL was down")
+        if odd:
+            problems.append(f"services: {n}'s /readyz answered {odd} (200 or 503 expected)")
+        if samples and samples[-1][2] != 200:
+            problems.append(f"services: {n}'s /readyz ended at {samples[-1][2]}")
+    counts["readiness"] = flips
+
+    # Writes: 201, or 503 storage_unavailable with Retry-After while the
+    # store is down; every acknowledged one is in the database.
+    acked = [w for w in writes if w["status"] == 201 and w.get("id")]
+    unavailable = [w for w in writes if w["status"] == 503 and w["code"] == "storage_unavailable" and w.get("retry_after")]
+    other = [w for w in writes if w not in acked and w not in unavailable]
+    late_503 = [w for w in unavailable if w["start"] > t_ready + 1.0]
+    rows = subprocess.run(
+        [args.psql, "-X", "-At", args.db_url, "-c", "SELECT id FROM api_keys WHERE name LIKE 'cw-%'"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    in_db = set(rows)
+    missing = [w for w in acked if w["id"] not in in_db]
+    w_by = {}
+    for w in writes:
+        s_ = w_by.setdefault(w.get("served_by") or "-", {})
+        k = str(w["status"] or "cut")
+        s_[k] = s_.get(k, 0) + 1
+    counts["writes"] = {
+        "sent": len(writes),
+        "acknowledged": len(acked),
+        "storage_unavailable_503": len(unavailable),
+        "other": len(other),
+        "by_instance_and_status": dict(sorted(w_by.items())),
+        "acknowledged_after_pg_start": sum(1 for w in acked if w["start"] > t_pg_started),
+        "unavailable_first_s_after_stop": round(min((w["end"] for w in unavailable), default=t_pg_stop) - t_pg_stop, 2),
+        "unavailable_last_s_after_start": round(max((w["end"] for w in unavailable), default=t_pg_start) - t_pg_start, 2),
+        "retry_after_values": sorted({w["retry_after"] for w in unavailable}),
+        "slowest_s": round(max((w["end"] - w["start"] for w in writes), default=0.0), 2),
+        "rows_in_db": len(in_db),
+        "acknowledged_missing_in_db": len(missing),
+        "unacknowledged_but_in_db": len(in_db - {w["id"] for w in acked}),
+    }
+    for w in other[:10]:
+        print(f"  write: {w['name']} at +{w['start'] - t_pg_stop:.2f}s from the stop: {w['status']} {w['code']} retry-after={w.get('retry_after')} {w.get('reason', '')}")
+    if other:
+        problems.append(f"services: {len(other)} writes got neither 201 nor 503 storage_unavailable with Retry-After")
+    if not unavailable:
+        problems.append("services: no write got 503 storage_unavailable while PostgreSQL was down")
+    if late_503:
+        problems.append(f"services: {len(late_503)} writes got 503 after every instance was ready again")
+    if not any(w["start"] > t_pg_started for w in acked):
+        problems.append("services: no write was acknowledged after PostgreSQL came back")
+    if missing:
+        problems.append(f"services: {len(missing)} acknowledged writes are not in the database: {[w['id'] for w in missing[:5]]}")
+
+    # HAProxy: which backend served while no instance was ready.
+    lines = haproxy_log(args.haproxy_log, hmark)
+    by_backend = {}
+    for l in lines:
+        k = f"{l[5]} {'admin' if l[6].startswith('/admin/') else 'chat'}"
+        b = by_backend.setdefault(k, {})
+        b[str(l[1])] = b.get(str(l[1]), 0) + 1
+    checks = []
+    for x in haproxy_checks(args.haproxy_log, hmark):
+        if not checks or checks[-1] != x:
+            checks.append(x)
+    counts["pg"] = {
+        "down_s": round(t_pg_start - t_pg_stop, 2),
+        "stop_took_s": round(t_pg_stopped - t_pg_stop, 2),
+        "start_took_s": round(t_pg_started - t_pg_start, 2),
+        "all_ready_after_start_s": round(t_ready - t_pg_started, 2),
+        "leader_after_start": leader_again,
+        "leader_after_start_s": round(t_leader - t_pg_started, 2),
+        "leaders_at_end": leaders_at_end,
+    }
+    if len(leaders_at_end) != 1:
+        problems.append(f"services: {leaders_at_end} lead at the end (one expected)")
+    counts["haproxy"] = {"by_backend_path_status": dict(sorted(by_backend.items())), "checks": checks}
+    counts["seconds_total"] = round(t_end - load.started, 1)
+    show("services", counts)
+    return counts
+
+
 async def main():
     p = argparse.ArgumentParser()
     p.add_argument("--work", required=True)
@@ -726,19 +1202,31 @@ async def main():
     p.add_argument("--source-bin", required=True)
     p.add_argument("--instance-bin", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--redis-port", type=int, required=True)
+    p.add_argument("--db-url", required=True)
+    p.add_argument("--psql", required=True)
     p.add_argument("--full", action="store_true")
     args = p.parse_args()
+    # The services scenario: a key limited to `limit_rpm`, probed with
+    # `limit_probe` requests on each instance; writers creating keys.
+    args.limit_rpm, args.limit_probe = 20, 30
+    args.writers, args.write_pause = 3, 0.05
+    args.services_gap = 1.0
     if args.full:
         args.whole, args.streams = 48, 24
         args.kill_after, args.kill_for = 10.0, 30.0
         args.upgrade_warmup, args.upgrade_gap = 10.0, 10.0
         args.duplicate_wait = 15.0
+        args.services_warmup, args.redis_down, args.pg_down, args.services_after = 5.0, 10.0, 15.0, 5.0
         args.deadline = 900
     else:
         args.whole, args.streams = 24, 12
         args.kill_after, args.kill_for = 4.0, 10.0
         args.upgrade_warmup, args.upgrade_gap = 3.0, 1.0
         args.duplicate_wait = 5.0
+        # PostgreSQL down past the store's 5 s connection wait, so writes
+        # that wait for it give up with 503 while it is still down.
+        args.services_warmup, args.redis_down, args.pg_down, args.services_after = 2.0, 4.0, 7.0, 2.0
         args.deadline = 360
     args.min_rate = 0  # reported, not enforced: the 2-core machine is shared
 
@@ -764,6 +1252,8 @@ async def main():
         report["upgrade"] = await scenario_upgrade(c, args, problems)
         step("scenario leader")
         report["leader"] = await scenario_leader(c, args, watcher, problems)
+        step("scenario services")
+        report["services"] = await scenario_services(c, args, problems, report["leader"]["killed_leader"])
 
     def dump():
         # What each task waits on, before the deadline cancels them.

@@ -3,8 +3,11 @@
 # PostgreSQL database and one Redis, behind HAProxy with the repo's own
 # deploy/haproxy/haproxy.cfg, two fake upstreams as the model's backends,
 # and a load generator of whole answers and streams (tests/cluster/cluster.py
-# runs the scenarios and says what fails). Every process it starts is
-# stopped on exit, failed or not, and the database is dropped.
+# runs the scenarios and says what fails). PostgreSQL and Redis are private
+# ones (a throwaway PostgreSQL cluster made by initdb in a temp dir, a
+# redis-server, both on free loopback ports), so the driver may stop and
+# restart them; the shared ones on 5432 and 6379 are never touched. Every
+# process it starts is stopped on exit, failed or not, and its files removed.
 #
 # Usage: tests/cluster/run.sh [BINARY] [OUT] [--full]
 #   make cluster       the fast version (in make test, ~2 minutes)
@@ -31,11 +34,22 @@ if ! command -v haproxy >/dev/null; then
 fi
 "$root/scripts/ensure-services.sh" >/dev/null
 
+# PostgreSQL's own tools (Debian's postgresql package: ensure-services.sh
+# installs it), the newest version installed.
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+[[ -x "$pg_bin/initdb" ]] || { echo "cluster: no PostgreSQL in /usr/lib/postgresql/*/bin" >&2; exit 1; }
+
 work="$(mktemp -d /tmp/orinari-cluster.XXXXXX)"
-db="orinari_cluster_$$_${RANDOM}"
-pg_admin="${ORINARI_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-db_url="${pg_admin%/*}/$db"
-mkdir -p "$out" "$work/bin"
+# The private PostgreSQL runs as `postgres` when we are root (it refuses
+# root): it must reach its directory under $work.
+chmod 711 "$work"
+mkdir -p "$out" "$work/bin" "$work/pg"
+if [[ "$(id -u)" -eq 0 ]]; then
+    chown postgres: "$work/pg"
+    as_pg="runuser -u postgres --"
+else
+    as_pg=""
+fi
 rm -f "$out/cluster.json"
 
 cleanup() {
@@ -46,15 +60,19 @@ cleanup() {
     for f in "$work"/driver.pid "$work"/redis.pid "$work"/upstream-*.pid "$work"/haproxy.pid; do
         [[ -f "$f" ]] && kill -KILL "$(cat "$f")" 2>/dev/null
     done
+    if [[ -f "$work/pg/data/postmaster.pid" ]]; then
+        $as_pg "$pg_bin/pg_ctl" stop -D "$work/pg/data" -m immediate -w -t 15 >/dev/null 2>&1 ||
+            kill -KILL "$(head -n1 "$work/pg/data/postmaster.pid")" 2>/dev/null
+    fi
     for p in /proc/[0-9]*; do
         case "$(readlink "$p/exe" 2>/dev/null)" in
             "$work/bin/"*) kill -KILL "${p#/proc/}" 2>/dev/null ;;
         esac
     done
-    psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
     if [[ $status -ne 0 ]]; then
         mkdir -p "$out/logs"
         cp "$work"/*.log "$work/orinari.toml" "$out/logs/" 2>/dev/null
+        cp "$work/pg/postgresql.log" "$out/logs/" 2>/dev/null
         echo "cluster: logs kept in $out/logs" >&2
     fi
     rm -rf "$work"
@@ -70,11 +88,48 @@ for s in socks: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))')
 
 # A Redis of its own (the limiter's shared state), not the shared one.
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-    >"$work/redis.log" 2>&1 &
-echo $! >"$work/redis.pid"
-disown
-psql "$pg_admin" -qc "CREATE DATABASE $db" >/dev/null
+# redis.sh starts it; the driver stops it and runs redis.sh again.
+cat >"$work/redis.sh" <<SH
+#!/usr/bin/env bash
+redis-server --port $redis_port --bind 127.0.0.1 --save "" --appendonly no >>"$work/redis.log" 2>&1 &
+echo \$! >"$work/redis.pid"
+SH
+bash "$work/redis.sh"
+
+# A PostgreSQL of its own: a new cluster (trust on loopback only), on a
+# free port below the ephemeral range (no outgoing connection can hold it
+# between the check and the bind; a port taken meanwhile by another test's
+# server is skipped). pg.sh start|stop; the driver stops it (-m fast) and
+# starts it again.
+$as_pg "$pg_bin/initdb" -D "$work/pg/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync \
+    >"$work/pg/initdb.log" 2>&1 || { cat "$work/pg/initdb.log" >&2; exit 1; }
+cat >"$work/pg.sh" <<SH
+#!/usr/bin/env bash
+set -euo pipefail
+case "\$1" in
+    start) exec $as_pg "$pg_bin/pg_ctl" start -D "$work/pg/data" -l "$work/pg/postgresql.log" -w -t 60 >/dev/null ;;
+    stop) exec $as_pg "$pg_bin/pg_ctl" stop -D "$work/pg/data" -m fast -w -t 60 >/dev/null ;;
+    *) exit 2 ;;
+esac
+SH
+pg_port=""
+for candidate in $(python3 -c 'import random; print(" ".join(str(p) for p in random.sample(range(20000, 32000), 20)))'); do
+    (echo >"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null && continue
+    cat >"$work/pg/data/postgresql.auto.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $candidate
+unix_socket_directories = '$work/pg'
+max_connections = 100
+CONF
+    if bash "$work/pg.sh" start; then
+        pg_port="$candidate"
+        break
+    fi
+done
+[[ -n "$pg_port" ]] || { echo "cluster: the private PostgreSQL did not start:" >&2; tail -n 20 "$work/pg/postgresql.log" >&2; exit 1; }
+pg_admin="postgres://postgres@127.0.0.1:$pg_port/postgres"
+db_url="postgres://postgres@127.0.0.1:$pg_port/orinari"
+"$pg_bin/psql" -X "$pg_admin" -qc "CREATE DATABASE orinari" >/dev/null
 
 # The model's backends: streams of 40 tokens 50 ms apart (2 s), whole
 # answers at once.
@@ -168,7 +223,8 @@ SH
 # once, by the cleanup above, rather than after the driver ends.
 python3 -u "$here/cluster.py" --work "$work" --lb-port "$lb" --ports "$p1,$p2,$p3" \
     --watcher-port "$watcher" --haproxy-log "$work/haproxy.log" \
-    --source-bin "$bin" --instance-bin "$work/bin/orinari" --out "$out/cluster.json" "${full[@]}" &
+    --source-bin "$bin" --instance-bin "$work/bin/orinari" --out "$out/cluster.json" \
+    --redis-port "$redis_port" --db-url "$db_url" --psql "$pg_bin/psql" "${full[@]}" &
 echo $! >"$work/driver.pid"
 wait "$(cat "$work/driver.pid")"
 
