@@ -1093,7 +1093,7 @@ async def scenario_services(c, args, problems, restart):
     flips = {}
     for n in NAMES:
         samples = ready.samples[n]
-        early = [st for a, _, st in samples if a < t_pg_stop]
+        early = [st for _, b, st in samples if b < t_pg_stop]
         during = [(a, b, st) for a, b, st in samples if t_pg_stopped <= a and b <= t_pg_start]
         down = [b for a, b, st in samples if a >= t_pg_stop and st == 503]
         later = [a for a, b, st in samples if a >= t_pg_started and st == 200]
