@@ -121,7 +121,10 @@ pub enum RedisError {
 /// The shared limiter.
 pub struct RedisLimiter {
     client: Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    /// The connection in use, and how many times Redis was marked
+    /// unreachable: a reply counts as Redis being back only when no failure
+    /// came after the connection it used was taken (see [`Taken`]).
+    conn: Mutex<(Option<MultiplexedConnection>, u64)>,
     retry_at: Mutex<Option<Instant>>,
     connecting: AtomicBool,
     reachable: AtomicBool,
@@ -140,7 +143,7 @@ impl RedisLimiter {
         let client = Client::open(url).map_err(|e| RedisError::Url(e.to_string()))?;
         Ok(Self {
             client,
-            conn: Mutex::new(None),
+            conn: Mutex::new((None, 0)),
             retry_at: Mutex::new(None),
             connecting: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
@@ -173,9 +176,15 @@ impl RedisLimiter {
 
     /// A connection, or `None` while Redis is unreachable (at most one task
     /// tries to connect at a time, at most once per [`RETRY_EVERY`]).
-    async fn connection(&self) -> Option<MultiplexedConnection> {
-        if let Some(c) = lock(&self.conn).clone() {
-            return Some(c);
+    async fn connection(&self) -> Option<Taken> {
+        {
+            let guard = lock(&self.conn);
+            if let Some(c) = &guard.0 {
+                return Some(Taken {
+                    conn: c.clone(),
+                    epoch: guard.1,
+                });
+            }
         }
         if lock(&self.retry_at).is_some_and(|at| Instant::now() < at) {
             return None;
@@ -193,8 +202,15 @@ impl RedisLimiter {
         self.connecting.store(false, Ordering::Release);
         match result {
             Ok(c) => {
-                *lock(&self.conn) = Some(c.clone());
-                Some(c)
+                // Taken at the count now: a late failure of a command on
+                // the old connection (before this one existed) is no
+                // reason to doubt this one's replies.
+                let mut guard = lock(&self.conn);
+                guard.0 = Some(c.clone());
+                Some(Taken {
+                    conn: c,
+                    epoch: guard.1,
+                })
             }
             Err(e) => {
                 self.mark_down(&e);
@@ -204,22 +220,40 @@ impl RedisLimiter {
     }
 
     fn mark_down(&self, e: &redis::RedisError) {
-        *lock(&self.conn) = None;
+        let was = {
+            let mut guard = lock(&self.conn);
+            guard.0 = None;
+            guard.1 = guard.1.wrapping_add(1);
+            self.reachable.swap(false, Ordering::AcqRel)
+        };
         *lock(&self.retry_at) = Some(Instant::now() + RETRY_EVERY);
-        if self.reachable.swap(false, Ordering::AcqRel) {
+        if was {
             tracing::warn!(error = %e, "Redis unreachable; rate limits fall back to local limits");
         }
     }
 
-    fn mark_up(&self) {
-        if !self.reachable.swap(true, Ordering::AcqRel) {
+    /// A reply came on a connection taken at `epoch`. It shows Redis is
+    /// reachable only if nothing failed since: with many requests on one
+    /// connection, a reply Redis sent just before it went away can be
+    /// handled after another request's failure, and must not mark Redis
+    /// back (that logged "reachable again" while it was down, and the
+    /// decisions taken locally until the next try went uncounted).
+    fn mark_up(&self, epoch: u64) {
+        if self.reachable.load(Ordering::Acquire) {
+            return;
+        }
+        let now_up = {
+            let guard = lock(&self.conn);
+            guard.1 == epoch && !self.reachable.swap(true, Ordering::AcqRel)
+        };
+        if now_up {
             tracing::info!("Redis reachable again; rate limits are shared again");
         }
     }
 
     /// Check one request, reserving `estimate` tokens when admitted.
     pub async fn check(&self, subject: &str, policy: Policy, estimate: u32) -> Decision {
-        if let Some(mut conn) = self.connection().await {
+        if let Some(Taken { mut conn, epoch }) = self.connection().await {
             let (rk, tk) = self.keys(subject);
             let reply: Result<Vec<i64>, _> = self
                 .check
@@ -232,7 +266,7 @@ impl RedisLimiter {
                 .await;
             match reply {
                 Ok(v) if v.len() == 6 => {
-                    self.mark_up();
+                    self.mark_up(epoch);
                     return decision(&v, policy);
                 }
                 Ok(v) => {
@@ -248,7 +282,7 @@ impl RedisLimiter {
     /// Reserve `estimate` tokens for a request already counted by
     /// [`RedisLimiter::check`].
     pub async fn reserve(&self, subject: &str, policy: Policy, estimate: u32) -> TokenDecision {
-        if let Some(mut conn) = self.connection().await {
+        if let Some(Taken { mut conn, epoch }) = self.connection().await {
             let (_, tk) = self.keys(subject);
             let reply: Result<Vec<i64>, _> = self
                 .reserve
@@ -259,7 +293,7 @@ impl RedisLimiter {
                 .await;
             match reply {
                 Ok(v) if v.len() == 4 => {
-                    self.mark_up();
+                    self.mark_up(epoch);
                     return TokenDecision {
                         refused: v[0] != 0,
                         retry_after: micros(v[1]),
@@ -286,7 +320,7 @@ impl RedisLimiter {
 
     /// Charge (`delta > 0`) or refund (`delta < 0`) tokens after the fact.
     pub async fn adjust_tokens(&self, subject: &str, policy: Policy, delta: i64) {
-        if let Some(mut conn) = self.connection().await {
+        if let Some(Taken { mut conn, epoch }) = self.connection().await {
             let (_, tk) = self.keys(subject);
             let reply: Result<i64, _> = self
                 .adjust
@@ -296,7 +330,7 @@ impl RedisLimiter {
                 .invoke_async(&mut conn)
                 .await;
             match reply {
-                Ok(_) => return self.mark_up(),
+                Ok(_) => return self.mark_up(epoch),
                 Err(e) => self.mark_down(&e),
             }
         }
@@ -335,6 +369,42 @@ fn decision(v: &[i64], policy: Policy) -> Decision {
     }
 }
 
+/// A connection and the failure count when it was taken.
+struct Taken {
+    conn: MultiplexedConnection,
+    epoch: u64,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure() -> redis::RedisError {
+        redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+
+    /// Regression (make cluster, Redis stopped under load): a reply taken
+    /// on a connection before a later failure marked Redis reachable again
+    /// while it was down.
+    #[test]
+    fn a_reply_from_before_a_failure_does_not_mark_redis_back() {
+        let l = RedisLimiter::new("redis://127.0.0.1:1", "t").unwrap();
+        let before = lock(&l.conn).1;
+        l.mark_down(&failure());
+        assert!(!l.reachable());
+        // The reply to a command sent on the connection taken before.
+        l.mark_up(before);
+        assert!(!l.reachable(), "an old reply marked Redis reachable");
+        // A reply on a connection taken after the failure does.
+        let after = lock(&l.conn).1;
+        l.mark_up(after);
+        assert!(l.reachable());
+        // And a failure after that is one change again.
+        l.mark_down(&failure());
+        assert!(!l.reachable());
+    }
 }
