@@ -74,9 +74,13 @@ fn pool(name: &str, strategy: Strategy) -> PoolConfig {
             window: 20,
             open_for: Duration::from_millis(300),
         },
+        // Probed often, with a timeout far from a loopback answer: one probe
+        // slower than its timeout takes a backend out by design, and at
+        // load average 15-20 a 100 ms timeout took out the last healthy
+        // backend while its peer was dead (136 `Unavailable`s, 2 runs in 50).
         health: HealthConfig {
             interval: Duration::from_millis(100),
-            timeout: Duration::from_millis(100),
+            timeout: Duration::from_secs(1),
         },
         region: "local".into(),
         group_weights: BTreeMap::new(),
@@ -486,8 +490,13 @@ async fn failures_open_the_circuit_and_it_closes_after_recovery() {
     .unwrap();
     let good = FakeUpstream::start(Faults::default()).await.unwrap();
     let mut gw = Gateway::builder(ModelMetrics::default());
+    // Open for 2 s: the 10 reads below must all fall within it, and with
+    // 300 ms a loaded machine (load average 15-20) once let the circuit
+    // turn half-open before the last of them (4 requests to `a`, 1 run in 50).
+    let mut config = pool("m", Strategy::RoundRobin);
+    config.breaker.open_for = Duration::from_secs(2);
     gw.pool(
-        pool("m", Strategy::RoundRobin),
+        config,
         vec![spec("a", "blue", &flaky), spec("b", "blue", &good)],
     );
     let gw = gw.build();
@@ -501,7 +510,7 @@ async fn failures_open_the_circuit_and_it_closes_after_recovery() {
         CircuitState::Open
     );
     flaky.set(|f| f.fail_status = None);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     for _ in 0..10 {
         read(m.as_ref(), false).await.unwrap();
     }
@@ -601,10 +610,13 @@ async fn total_timeout_on_a_slow_stream() {
         tokens: 20,
         ..Faults::default()
     };
-    // Tokens every 100 ms for 2 s: the 600 ms total ends it. The idle
-    // timeout is far from the token gap, so a loaded machine stretching one
-    // gap past 150 ms (it did, one run in 50) cannot end it first.
+    // Tokens every 100 ms for 2 s: the 600 ms total ends it. The idle and
+    // first-token timeouts are far from the token gap and a loopback first
+    // token, so a loaded machine stretching one gap past 150 ms (it did, one
+    // run in 50) or the first token past 150 ms (load average 15-20, one
+    // run in 50) cannot end it first.
     let timeouts = Timeouts {
+        first_token: Duration::from_secs(1),
         idle: Duration::from_secs(1),
         ..T
     };
