@@ -99,12 +99,14 @@ abuse-full:
 # Schema fuzzing with schemathesis from the server's own /openapi.json:
 # every route, no 5xx, every answer valid against the document, invalid
 # input refused (fixed seed, bounded); schema-fuzz runs long with a random
-# seed and stateful links.
+# seed and stateful links. One candle thread, as in `unit` and `browser`:
+# the generated chats run the embedded model, and on a loaded machine
+# (load average 10) candle's spinning pool took 256-token answers past 10 s.
 schema:
-	bash tests/schema/run.sh target/debug/orinari
+	CANDLE_NUM_THREADS=1 bash tests/schema/run.sh target/debug/orinari
 
 schema-fuzz:
-	bash tests/schema/run.sh target/debug/orinari --long
+	CANDLE_NUM_THREADS=1 bash tests/schema/run.sh target/debug/orinari --long
 
 # Soak: mixed traffic (whole answers, streams, cancels, slow readers, bad
 # requests) with reloads, upstream kills and one upgrade; memory after the
