@@ -48,7 +48,10 @@ group() {
     grep -E '^\s+Summary' "$logs/$name.log" | tail -1
 }
 
-group pools cargo nextest run -p orinari-balance --test pools \
+# --workspace with a filter, not `-p orinari-balance`: `-p` resolves
+# features for that package alone and compiled ~200 crates a second time
+# (about 15 minutes here before the first run).
+group pools cargo nextest run --workspace -E 'binary_id(orinari-balance::pools)' \
     --stress-count "$pools_runs" --no-fail-fast
 group streams cargo nextest run --workspace -E "$streams" \
     --stress-count "$runs" --no-fail-fast
