@@ -1,10 +1,11 @@
 // The Vercel AI SDK (`ai` + `@ai-sdk/openai`), unmodified, against orinari:
 // generateText with a tool (the fake upstream really calls it; the SDK runs
-// it and sends the result back) and streamText.
+// it and sends the result back), streamText, and the embedded model's tool
+// calls and generateObject (constrained decoding: the object always parses).
 //
 // Usage: node ai_sdk_client.mjs http://HOST:PORT/v1
 import { createOpenAI } from "@ai-sdk/openai";
-import { generateText, stepCountIs, streamText, tool } from "ai";
+import { generateObject, generateText, stepCountIs, streamText, tool } from "ai";
 import { z } from "zod";
 
 const baseURL = process.argv[2] ?? "http://127.0.0.1:8080/v1";
@@ -53,6 +54,32 @@ await check("streamText (embedded model)", async () => {
   expect(text.length > 0, "no text streamed");
   const usage = await r.usage;
   expect(usage.outputTokens > 0, JSON.stringify(usage));
+});
+
+await check("generateText with a tool (embedded model)", async () => {
+  const r = await generateText({
+    model: provider.chat("orinari-small"),
+    prompt: "What is the weather in Paris?",
+    tools: { get_weather: weather },
+    toolChoice: "required",
+    maxOutputTokens: 100,
+    stopWhen: stepCountIs(1),
+  });
+  expect(r.toolCalls.length >= 1 && r.toolCalls[0].toolName === "get_weather", JSON.stringify(r.toolCalls));
+  expect(typeof r.toolCalls[0].input.city === "string", JSON.stringify(r.toolCalls[0].input));
+  expect(r.toolResults.length === r.toolCalls.length, JSON.stringify(r.toolResults));
+  expect(r.finishReason === "tool-calls", r.finishReason);
+});
+
+await check("generateObject (embedded model)", async () => {
+  const { object } = await generateObject({
+    model: provider.chat("orinari-small"),
+    schema: z.object({ city: z.string().max(40), sunny: z.boolean(), celsius: z.number().int() }),
+    prompt: "The weather in Paris today.",
+    maxOutputTokens: 100,
+  });
+  expect(typeof object.city === "string" && typeof object.sunny === "boolean", JSON.stringify(object));
+  expect(Number.isInteger(object.celsius), JSON.stringify(object));
 });
 
 await check("streamText with a tool call (Anthropic upstream)", async () => {

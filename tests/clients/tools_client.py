@@ -2,7 +2,8 @@
 official `openai` Python client, LangChain (`langchain-openai`: bind_tools
 round trip, with_structured_output), against models served by the in-repo
 fake upstream (which really emits tool calls) over the OpenAI and the
-Anthropic adapters; the embedded model's clear refusal; and the OpenAPI
+Anthropic adapters; the embedded model's tool calls and structured output
+(LangChain too) and its clear refusal of logprobs; and the OpenAPI
 document, validated as OpenAPI 3.1 with real answers checked against its
 schemas.
 
@@ -112,15 +113,66 @@ def main():
         )
         expect(isinstance(json.loads(r.choices[0].message.content), dict), r)
 
-    def embedded_refuses_tools():
+    def embedded_tools():
+        r = client.chat.completions.create(model=LOCAL_MODEL, messages=ASK, tools=[WEATHER],
+                                           tool_choice="required", max_tokens=100)
+        c = r.choices[0]
+        expect(c.finish_reason == "tool_calls", c)
+        call = c.message.tool_calls[0]
+        expect(call.function.name == "get_weather" and call.id.startswith("call_"), call)
+        expect(isinstance(json.loads(call.function.arguments)["city"], str), call)
+        history = ASK + [
+            c.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"},
+        ]
+        r = client.chat.completions.create(model=LOCAL_MODEL, messages=history, tools=[WEATHER],
+                                           tool_choice="none", max_tokens=40)
+        expect(r.choices[0].message.content and not r.choices[0].message.tool_calls, r)
+        # Streamed: the call comes as tool_calls deltas.
+        args, names = "", []
+        for chunk in client.chat.completions.create(
+                model=LOCAL_MODEL, messages=ASK, tools=[WEATHER], max_tokens=100,
+                tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True):
+            for ch in chunk.choices:
+                for d in ch.delta.tool_calls or []:
+                    names += [d.function.name] if d.function and d.function.name else []
+                    args += d.function.arguments or "" if d.function else ""
+        expect(names == ["get_weather"] and isinstance(json.loads(args)["city"], str), (names, args))
+        # The embedded model still refuses what it cannot do, by name.
         try:
-            client.chat.completions.create(model=LOCAL_MODEL, messages=ASK, tools=[WEATHER])
+            client.chat.completions.create(model=LOCAL_MODEL, messages=ASK, logprobs=True)
         except openai.BadRequestError as e:
             err = e.body if isinstance(e.body, dict) else {}
             expect(err.get("code") == "unsupported_parameter", err)
-            expect(err.get("param") == "tools", err)
-            return
-        raise AssertionError("the embedded model accepted tools")
+            expect(err.get("param") == "logprobs", err)
+        else:
+            raise AssertionError("the embedded model accepted logprobs")
+
+    def embedded_langchain():
+        from langchain_core.messages import HumanMessage
+        from langchain_core.tools import tool
+        from langchain_openai import ChatOpenAI
+        from pydantic import BaseModel, Field
+
+        class Weather(BaseModel):
+            city: str = Field(max_length=40)
+            celsius: int
+
+        @tool
+        def get_weather(city: str) -> str:
+            """The weather in a city."""
+            return f"Sunny in {city}"
+
+        llm = ChatOpenAI(model=LOCAL_MODEL, base_url=base_url, api_key="unused", max_retries=0,
+                         max_tokens=100, timeout=120)
+        for method in ("json_schema", "function_calling"):
+            prompt = "The weather in Paris as JSON with keys city and celsius"
+            out = llm.with_structured_output(Weather, method=method).invoke(prompt)
+            expect(isinstance(out, Weather), f"{method}: {out!r}")
+        ai = llm.bind_tools([get_weather], tool_choice="get_weather").invoke(
+            [HumanMessage("What is the weather in Paris?")])
+        expect(ai.tool_calls and ai.tool_calls[0]["name"] == "get_weather", ai)
+        expect(isinstance(ai.tool_calls[0]["args"].get("city"), str), ai.tool_calls)
 
     def langchain_bind_tools():
         from langchain_core.messages import HumanMessage, ToolMessage
@@ -212,10 +264,16 @@ def main():
                 text = "".join(s.text_stream)
                 final = s.get_final_message()
             expect(text and final.stop_reason in ("end_turn", "max_tokens"), final)
-            if model == LOCAL_MODEL:
-                return
             tool = {"name": "get_weather", "description": "Weather",
                     "input_schema": WEATHER["function"]["parameters"]}
+            if model == LOCAL_MODEL:
+                # The embedded model calls when told to (constrained decoding).
+                m = a.messages.create(model=model, max_tokens=100, tools=[tool],
+                                      tool_choice={"type": "any"},
+                                      messages=[{"role": "user", "content": "Weather in Paris?"}])
+                use = next(b for b in m.content if b.type == "tool_use")
+                expect(m.stop_reason == "tool_use" and isinstance(use.input.get("city"), str), m)
+                return
             m = a.messages.create(model=model, max_tokens=64, tools=[tool],
                                   messages=[{"role": "user", "content": "Weather in Paris?"}])
             expect(m.stop_reason == "tool_use", m)
@@ -244,7 +302,7 @@ def main():
         expect(text, "nothing streamed")
 
     check("openai completions (legacy)", legacy_completions)
-    check("anthropic SDK /v1/messages (embedded model)", anthropic_sdk(LOCAL_MODEL))
+    check("anthropic SDK /v1/messages and tool use (embedded model)", anthropic_sdk(LOCAL_MODEL))
     check("anthropic SDK /v1/messages tools (OpenAI upstream)", anthropic_sdk(OPENAI_MODEL))
     check("anthropic SDK /v1/messages tools (Anthropic upstream)", anthropic_sdk(ANTHROPIC_MODEL))
     check("openai tools round trip (OpenAI upstream)", tool_round_trip(OPENAI_MODEL))
@@ -252,7 +310,8 @@ def main():
     check("openai streamed tool calls (OpenAI upstream)", streamed_tool_calls(OPENAI_MODEL))
     check("openai streamed tool calls (Anthropic upstream)", streamed_tool_calls(ANTHROPIC_MODEL))
     check("openai json_object", json_mode)
-    check("embedded model refuses tools by name", embedded_refuses_tools)
+    check("embedded model: tool calls, whole and streamed, and a round trip", embedded_tools)
+    check("embedded model: langchain with_structured_output and bind_tools", embedded_langchain)
     check("langchain bind_tools round trip", langchain_bind_tools)
     check("langchain with_structured_output", langchain_structured_output)
     check("openapi.json is valid OpenAPI 3.1 and describes real answers", openapi_document)

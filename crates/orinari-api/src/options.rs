@@ -4,8 +4,7 @@
 //!
 //! Every backend reads the same [`Options`]: an OpenAI-compatible upstream
 //! gets them passed through, the Anthropic adapter maps what it can, and a
-//! backend that cannot honour one refuses the request naming the field
-//! ([`Options::beyond_text`]).
+//! backend that cannot honour one refuses the request naming the field.
 
 use serde_json::{Map, Value};
 
@@ -58,39 +57,6 @@ pub const HINTS: &[&str] = &[
 ];
 
 impl Options {
-    /// The first field that asks for more than sampled text (which the
-    /// embedded model gives), or `None`. Hints do not count.
-    pub fn beyond_text(&self) -> Option<&'static str> {
-        if !self.tools.is_empty() {
-            return Some("tools");
-        }
-        if matches!(
-            self.response_format,
-            Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema(_))
-        ) {
-            return Some("response_format");
-        }
-        if self.logprobs {
-            return Some("logprobs");
-        }
-        if self.frequency_penalty.is_some_and(|p| p != 0.0) {
-            return Some("frequency_penalty");
-        }
-        if self.presence_penalty.is_some_and(|p| p != 0.0) {
-            return Some("presence_penalty");
-        }
-        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
-            return Some("logit_bias");
-        }
-        if self.reasoning_effort.is_some() {
-            return Some("reasoning_effort");
-        }
-        if self.prediction.is_some() {
-            return Some("prediction");
-        }
-        None
-    }
-
     /// Parse the option fields of a request object.
     pub(crate) fn parse(o: &Map<String, Value>) -> Result<Self, ApiError> {
         let mut out = Self {
@@ -554,7 +520,6 @@ mod tests {
         assert_eq!(o.tool_choice, Some(crate::ToolChoice::Required));
         assert_eq!(o.top_logprobs, Some(3));
         assert_eq!(o.hints.len(), 4);
-        assert_eq!(o.beyond_text(), Some("tools"));
     }
 
     #[test]

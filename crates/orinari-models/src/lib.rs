@@ -105,27 +105,6 @@ pub struct GenerateRequest {
     pub options: Options,
 }
 
-impl GenerateRequest {
-    /// The first field or message part that asks for more than text in and
-    /// text out (what the embedded model gives), or `None`.
-    pub fn beyond_text(&self) -> Option<String> {
-        if let Some(param) = self.options.beyond_text() {
-            return Some(param.to_string());
-        }
-        self.messages.iter().enumerate().find_map(|(i, m)| {
-            if !m.parts.is_empty() {
-                Some(format!("messages[{i}].content"))
-            } else if !m.tool_calls.is_empty() {
-                Some(format!("messages[{i}].tool_calls"))
-            } else if m.tool_call_id.is_some() {
-                Some(format!("messages[{i}].role"))
-            } else {
-                None
-            }
-        })
-    }
-}
-
 /// Why a generation ended, in OpenAI's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
@@ -355,6 +334,15 @@ pub enum ModelError {
     /// request, not about the backend): another backend would refuse it too.
     #[error("the upstream rejected the request: {0}")]
     Rejected(String),
+    /// A field's value cannot be honoured as given (a schema the embedded
+    /// model cannot enforce, a `logit_bias` key outside its vocabulary).
+    #[error("`{param}` {message}")]
+    Invalid {
+        /// The request field at fault.
+        param: String,
+        /// Why, in words that follow the field name.
+        message: String,
+    },
     /// No backend of this model can take requests now (all down or open).
     #[error("no backend of this model is available")]
     Unavailable,
@@ -374,7 +362,10 @@ impl ModelError {
     pub fn retryable(&self) -> bool {
         !matches!(
             self,
-            Self::ContextOverflow { .. } | Self::Rejected(_) | Self::Unsupported { .. }
+            Self::ContextOverflow { .. }
+                | Self::Rejected(_)
+                | Self::Unsupported { .. }
+                | Self::Invalid { .. }
         )
     }
 

@@ -87,6 +87,9 @@ pub fn from_model(e: ModelError) -> ApiError {
             ),
         )
         .with_code("unsupported_parameter"),
+        ModelError::Invalid { param, message } => {
+            ApiError::invalid(param.clone(), format!("`{param}` {message}."))
+        }
         ModelError::Unavailable => {
             let mut e =
                 ApiError::overloaded(format!("{e}; try again shortly."), OVERLOAD_RETRY_AFTER_S);

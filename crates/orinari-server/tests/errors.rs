@@ -143,9 +143,14 @@ async fn invalid_fields_name_their_param() {
             "unsupported_parameter",
         ),
         (
-            json!({"presence_penalty": 1}),
-            "presence_penalty",
+            json!({"reasoning_effort": "low"}),
+            "reasoning_effort",
             "unsupported_parameter",
+        ),
+        (
+            json!({"logit_bias": {"49152": 3}}),
+            "logit_bias.49152",
+            "invalid_value",
         ),
         (
             json!({"frequency_penalty": 3}),
@@ -153,14 +158,16 @@ async fn invalid_fields_name_their_param() {
             "invalid_value",
         ),
         (
-            json!({"response_format": {"type": "json_object"}}),
-            "response_format",
-            "unsupported_parameter",
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "strict": true,
+                "schema": {"type": "object", "properties": {"a": {"type": "no-such-type"}}}}}}),
+            "response_format.json_schema.schema",
+            "invalid_value",
         ),
         (json!({"user": 7}), "user", "invalid_type"),
         (
-            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}),
-            "tools",
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+                "messages": msg(json!([{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]))}),
+            "messages[0].content",
             "unsupported_parameter",
         ),
         (json!({"tools": {}}), "tools", "invalid_type"),

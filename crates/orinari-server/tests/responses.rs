@@ -355,24 +355,38 @@ async fn the_embedded_model_answers_and_refuses_by_the_responses_field() {
         "{last}"
     );
 
-    for (extra, param) in [
-        (json!({"tools": [weather()]}), "tools"),
-        (
-            json!({"text": {"format": {"type": "json_object"}}}),
-            "text.format",
-        ),
-    ] {
-        let mut body = json!({"model": "orinari-small", "input": "hi"});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let (status, text) = post(body).await;
-        if status == 200 {
-            // The embedded model honours it (wave 2): nothing to refuse.
-            continue;
-        }
-        assert_eq!(status, 400, "{text}");
-        let e: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(e["error"]["param"], param, "{text}");
+    // Tools and JSON output: the embedded model honours them (constrained
+    // decoding), as a function_call item and as JSON text.
+    let (status, text) = post(
+        json!({"model": "orinari-small", "input": "What is the weather in Paris?",
+        "tools": [weather()], "tool_choice": "required", "max_output_tokens": 100}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let call = v["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["type"] == "function_call")
+        .unwrap_or_else(|| panic!("no function_call in {v}"));
+    assert_eq!(call["name"], "get_weather", "{call}");
+    let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert!(args.is_object(), "{args}");
+
+    let (status, text) = post(json!({"model": "orinari-small", "input": "Describe Paris.",
+        "text": {"format": {"type": "json_object"}}, "max_output_tokens": 120}))
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    if v["status"] == "completed" {
+        let out = v["output"][0]["content"][0]["text"].as_str().unwrap();
+        let parsed: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert!(parsed.is_object(), "{parsed}");
+    } else {
+        assert_eq!(
+            v["incomplete_details"]["reason"], "max_output_tokens",
+            "{v}"
+        );
     }
 }

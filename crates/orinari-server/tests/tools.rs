@@ -288,18 +288,89 @@ async fn no_failover_after_a_streamed_tool_call_piece() {
     assert_eq!(a.requests() + b.requests(), 1, "retried after a tool call");
 }
 
+/// The embedded model calls tools (SmolLM2's format, constrained to the
+/// declared names and parameter schemas) and answers JSON that follows a
+/// schema, whole and streamed, in OpenAI's shapes; what it cannot honour
+/// is refused by name.
 #[tokio::test]
-async fn the_embedded_model_refuses_what_it_cannot_honour_by_name() {
+async fn the_embedded_model_calls_tools_answers_json_and_refuses_the_rest_by_name() {
     let server = common::start(common::Options::default()).await;
+    let tools = json!({"tools": [weather_tool()], "tool_choice": "required", "max_tokens": 120});
+    let (status, v) = server
+        .post(&common::chat(
+            "What is the weather in Paris?",
+            tools.clone(),
+        ))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"), "{call}");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string() && args["days"].is_i64(), "{args}");
+
+    // Streamed: the call arrives as `tool_calls` deltas, then the finish.
+    let mut streamed = tools.clone();
+    streamed["stream"] = json!(true);
+    let text = server
+        .client
+        .post(format!("{}/v1/chat/completions", server.base))
+        .json(&common::chat("What is the weather in Rome?", streamed))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("\"tool_calls\":[{\"index\":0,\"id\":\"call_"),
+        "{text}"
+    );
+    assert!(text.contains("\"finish_reason\":\"tool_calls\""), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+
+    // The call and its result go back; the model answers in text.
+    let history = json!({"tools": [weather_tool()], "tool_choice": "none", "max_tokens": 40, "messages": [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "Sunny, 21 C"}]});
+    let (status, v) = server.post(&common::chat("", history)).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{v}"
+    );
+
+    // JSON that follows the schema.
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
+        "sunny": {"type": "boolean"}}, "required": ["city", "sunny"], "additionalProperties": false});
+    let format = json!({"max_tokens": 60, "response_format": {"type": "json_schema",
+        "json_schema": {"name": "w", "strict": true, "schema": schema}}});
+    let (status, v) = server
+        .post(&common::chat("Is it sunny in Paris?", format))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let answer: Value =
+        serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(
+        answer["city"].is_string() && answer["sunny"].is_boolean(),
+        "{answer}"
+    );
+    assert_eq!(answer.as_object().unwrap().len(), 2, "{answer}");
+
     for (extra, param) in [
-        (json!({"tools": [weather_tool()]}), "tools"),
-        (
-            json!({"response_format": {"type": "json_object"}}),
-            "response_format",
-        ),
         (json!({"logprobs": true, "top_logprobs": 2}), "logprobs"),
-        (json!({"presence_penalty": 1.0}), "presence_penalty"),
         (json!({"reasoning_effort": "low"}), "reasoning_effort"),
+        (
+            json!({"prediction": {"type": "content", "content": "x"}}),
+            "prediction",
+        ),
     ] {
         let (status, v) = server.post(&common::chat("hi", extra.clone())).await;
         assert_eq!(status, 400, "{extra}: {v}");

@@ -7,6 +7,7 @@
 //! ([`engine`]), which interleaves all active sequences fairly and reuses
 //! the keys and values of earlier turns ([`prefix`]).
 
+mod constrain;
 mod engine;
 mod gguf;
 mod llama;
@@ -19,6 +20,7 @@ mod tokenizer;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 
@@ -100,6 +102,8 @@ pub struct LocalModel {
     info: ModelInfo,
     tokenizer: Arc<Tokenizer>,
     template: Arc<template::ChatTemplate>,
+    /// The grammar compiler, built at the first structured request.
+    grammars: Arc<OnceLock<Result<constrain::Grammars, String>>>,
     jobs: Mutex<Option<std_mpsc::Sender<engine::Job>>>,
     shared: Arc<engine::Shared>,
     capacity: usize,
@@ -165,6 +169,7 @@ impl LocalModel {
             },
             tokenizer,
             template,
+            grammars: Arc::new(OnceLock::new()),
             jobs: Mutex::new(Some(tx)),
             shared,
             capacity: cfg.max_active.max(1) + cfg.queue_depth,
@@ -202,11 +207,31 @@ impl LocalModel {
 
     async fn admit(&self, request: GenerateRequest) -> Result<Generation, ModelError> {
         let (tokenizer, template) = (self.tokenizer.clone(), self.template.clone());
+        let grammars = self.grammars.clone();
+        let adjust = adjustments(&request.options, tokenizer.vocab_size())?;
+        let shape = constrain::Shape::of(&request.options);
         let messages = request.messages;
-        let prompt = tokio::task::spawn_blocking(move || template.encode(&tokenizer, &messages))
-            .await
-            .map_err(|_| ModelError::Internal("tokenization was interrupted".into()))?
-            .map_err(ModelError::Internal)?;
+        // Tokenizing and compiling a grammar take milliseconds: not on the
+        // async workers.
+        let (prompt, constraint) = tokio::task::spawn_blocking(move || {
+            let messages = constrain::prompt(shape.as_ref(), messages);
+            let prompt = template
+                .encode(&tokenizer, &messages)
+                .map_err(ModelError::Internal)?;
+            let constraint = match &shape {
+                Some(shape) => Some(
+                    grammars
+                        .get_or_init(|| constrain::Grammars::new(tokenizer.clone()))
+                        .as_ref()
+                        .map_err(|e| ModelError::Internal(e.clone()))?
+                        .compile(shape)?,
+                ),
+                None => None,
+            };
+            Ok::<_, ModelError>((prompt, constraint))
+        })
+        .await
+        .map_err(|_| ModelError::Internal("tokenization was interrupted".into()))??;
         let prompt_tokens = prompt.len() as u32;
         let window = self.info.context_window;
         let requested = request.sampling.max_tokens;
@@ -227,6 +252,8 @@ impl LocalModel {
         let job = engine::Job {
             prompt,
             sampling: request.sampling,
+            adjust,
+            constraint,
             events: events_tx,
         };
         let sent = self
@@ -252,9 +279,9 @@ impl ModelBackend for LocalModel {
     }
 
     fn start(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, ModelError>> {
-        // Text in, text out: anything more is refused, naming the field,
-        // rather than silently ignored.
-        if let Some(param) = request.beyond_text() {
+        // What the embedded model cannot honour is refused, naming the
+        // field, rather than silently ignored.
+        if let Some(param) = refused(&request) {
             return Box::pin(std::future::ready(Err(ModelError::Unsupported {
                 param,
                 backend: "the embedded model".into(),
@@ -273,6 +300,51 @@ impl Drop for LocalModel {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The first field of a request the embedded model cannot honour: text
+/// and tools in, text, JSON and tool calls out; no images, no reasoning,
+/// no predicted output, no log probabilities.
+fn refused(request: &GenerateRequest) -> Option<String> {
+    let o = &request.options;
+    if o.logprobs {
+        return Some("logprobs".into());
+    }
+    if o.reasoning_effort.is_some() {
+        return Some("reasoning_effort".into());
+    }
+    if o.prediction.is_some() {
+        return Some("prediction".into());
+    }
+    request
+        .messages
+        .iter()
+        .position(|m| !m.parts.is_empty())
+        .map(|i| format!("messages[{i}].content"))
+}
+
+/// Penalties and `logit_bias` (keys are token ids of this model's
+/// vocabulary, values already checked to lie in -100..=100).
+fn adjustments(o: &crate::Options, vocab: usize) -> Result<sampler::Adjustments, ModelError> {
+    let mut bias = Vec::new();
+    for (key, value) in o.logit_bias.iter().flatten() {
+        let id = key.parse::<u32>().ok().filter(|&id| (id as usize) < vocab);
+        let (Some(id), Some(b)) = (id, value.as_f64()) else {
+            return Err(ModelError::Invalid {
+                param: format!("logit_bias.{key}"),
+                message: format!(
+                    "must be a token id of the embedded model (0 to {}) mapped to a number",
+                    vocab.saturating_sub(1)
+                ),
+            });
+        };
+        bias.push((id, b as f32));
+    }
+    Ok(sampler::Adjustments::new(
+        o.frequency_penalty.unwrap_or(0.0),
+        o.presence_penalty.unwrap_or(0.0),
+        bias,
+    ))
 }
 
 /// Log how many threads candle's matmuls use against the cores this process

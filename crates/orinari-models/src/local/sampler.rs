@@ -1,4 +1,7 @@
-//! Picking the next token: greedy, temperature, nucleus (top-p), seeded.
+//! Picking the next token: greedy, temperature, nucleus (top-p), seeded;
+//! before it, OpenAI's penalties and `logit_bias` ([`Adjustments`]).
+
+use std::collections::HashMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -74,6 +77,53 @@ impl Sampler {
     }
 }
 
+/// Changes to the logits before sampling, as OpenAI defines them: each
+/// token's logit minus `frequency × its count so far + presence × (count >
+/// 0)`, plus its `logit_bias`.
+#[derive(Debug, Clone, Default)]
+pub struct Adjustments {
+    frequency: f32,
+    presence: f32,
+    bias: Vec<(u32, f32)>,
+    counts: HashMap<u32, u32>,
+}
+
+impl Adjustments {
+    /// Penalties (0 leaves sampling unchanged) and biases by token id.
+    pub fn new(frequency: f32, presence: f32, bias: Vec<(u32, f32)>) -> Self {
+        Self {
+            frequency,
+            presence,
+            bias,
+            counts: HashMap::new(),
+        }
+    }
+
+    /// Apply to one step's logits.
+    pub fn apply(&self, logits: &mut [f32]) {
+        for &(id, b) in &self.bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += b;
+            }
+        }
+        if self.frequency == 0.0 && self.presence == 0.0 {
+            return;
+        }
+        for (&id, &n) in &self.counts {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l -= self.frequency * n as f32 + self.presence;
+            }
+        }
+    }
+
+    /// Count a generated token.
+    pub fn record(&mut self, token: u32) {
+        if self.frequency != 0.0 || self.presence != 0.0 {
+            *self.counts.entry(token).or_default() += 1;
+        }
+    }
+}
+
 /// Reorder `probs` so the smallest set of most likely tokens whose mass
 /// reaches `target` comes first; returns its length.
 fn nucleus(probs: &mut [(u32, f32)], target: f32) -> usize {
@@ -138,6 +188,21 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(p[0].0, 1);
         assert_eq!(p[1].0, 2);
+    }
+
+    #[test]
+    fn penalties_and_bias_change_the_logits_as_openai_defines_them() {
+        let mut a = Adjustments::new(0.5, 1.0, vec![(3, -100.0), (9, 1.0)]);
+        a.record(1);
+        a.record(1);
+        a.record(2);
+        let mut logits = [0.0f32; 4];
+        a.apply(&mut logits);
+        assert_eq!(logits, [0.0, -2.0, -1.5, -100.0]);
+        // Without penalties nothing is counted.
+        let mut b = Adjustments::new(0.0, 0.0, Vec::new());
+        b.record(1);
+        assert!(b.counts.is_empty());
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Tokenizer {
     text: tokenizers::Tokenizer,
     /// The raw bytes of each token; empty for control tokens.
     bytes: Vec<Vec<u8>>,
+    /// Control tokens by id, with their names.
+    controls: Vec<(u32, String)>,
     /// Ids that end a turn.
     pub(crate) end_of_turn: Vec<u32>,
 }
@@ -90,6 +92,14 @@ impl Tokenizer {
                 }
             })
             .collect();
+        let controls = vocab
+            .tokens
+            .iter()
+            .zip(&vocab.token_types)
+            .enumerate()
+            .filter(|(_, (_, ty))| **ty == TOKEN_TYPE_CONTROL)
+            .map(|(id, (t, _))| (id as u32, t.clone()))
+            .collect();
         let mut end_of_turn = vec![vocab.eos_token_id];
         if let Some(id) = vocab.tokens.iter().position(|t| t == "<|endoftext|>")
             && id as u32 != vocab.eos_token_id
@@ -100,6 +110,7 @@ impl Tokenizer {
             trusted,
             text,
             bytes,
+            controls,
             end_of_turn,
         })
     }
@@ -117,6 +128,23 @@ impl Tokenizer {
     /// The bytes a token stands for (empty for control tokens).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
         self.bytes.get(id as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// The token that ends the assistant's turn.
+    pub fn eos(&self) -> u32 {
+        self.end_of_turn.first().copied().unwrap_or_default()
+    }
+
+    /// Every token's bytes for a byte trie: control tokens as `\xFF` and
+    /// their name (`\xFF<|im_end|>`), so they never match text.
+    pub fn trie_words(&self) -> Vec<Vec<u8>> {
+        let mut words = self.bytes.clone();
+        for (id, name) in &self.controls {
+            if let Some(w) = words.get_mut(*id as usize) {
+                *w = [&[0xFF], name.as_bytes()].concat();
+            }
+        }
+        words
     }
 
     /// Vocabulary size.
