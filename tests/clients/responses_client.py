@@ -90,7 +90,7 @@ def main():
             # The SDK's helper rebuilds the response from the events (it
             # wants `response.completed`: an answer cut by max_output_tokens
             # ends with `response.incomplete`, as OpenAI's does).
-            with client.responses.stream(model=model, input="Say hello.") as s:
+            with client.responses.stream(model=model, input="Say hello.", max_output_tokens=24) as s:
                 last = None
                 for event in s:
                     last = event
