@@ -3,7 +3,7 @@ official `openai` Python client, LangChain (`langchain-openai`: bind_tools
 round trip, with_structured_output), against models served by the in-repo
 fake upstream (which really emits tool calls) over the OpenAI and the
 Anthropic adapters; the embedded model's tool calls and structured output
-(LangChain too) and its clear refusal of logprobs; and the OpenAPI
+(LangChain too) and log probabilities; and the OpenAPI
 document, validated as OpenAPI 3.1 with real answers checked against its
 schemas.
 
@@ -138,15 +138,18 @@ def main():
                     names += [d.function.name] if d.function and d.function.name else []
                     args += d.function.arguments or "" if d.function else ""
         expect(names == ["get_weather"] and isinstance(json.loads(args)["city"], str), (names, args))
-        # The embedded model still refuses what it cannot do, by name.
-        try:
-            client.chat.completions.create(model=LOCAL_MODEL, messages=ASK, logprobs=True)
-        except openai.BadRequestError as e:
-            err = e.body if isinstance(e.body, dict) else {}
-            expect(err.get("code") == "unsupported_parameter", err)
-            expect(err.get("param") == "logprobs", err)
-        else:
-            raise AssertionError("the embedded model accepted logprobs")
+        # Log probabilities from the model's own distribution, in the client's types.
+        r = client.chat.completions.create(model=LOCAL_MODEL, messages=ASK, max_tokens=8,
+                                           temperature=0, logprobs=True, top_logprobs=2)
+        content = r.choices[0].logprobs.content
+        expect(content and all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in content), r)
+        expect(b"".join(bytes(t.bytes) for t in content).decode() == r.choices[0].message.content, r)
+        # Relayed from an OpenAI-compatible upstream, streamed.
+        got = [t.token for chunk in client.chat.completions.create(
+                   model=OPENAI_MODEL, messages=ASK, max_tokens=3, logprobs=True, top_logprobs=1,
+                   stream=True)
+               for ch in chunk.choices if ch.logprobs for t in ch.logprobs.content]
+        expect(got == ["tok0 ", "tok1 ", "tok2 "], got)
 
     def embedded_langchain():
         from langchain_core.messages import HumanMessage
@@ -310,7 +313,7 @@ def main():
     check("openai streamed tool calls (OpenAI upstream)", streamed_tool_calls(OPENAI_MODEL))
     check("openai streamed tool calls (Anthropic upstream)", streamed_tool_calls(ANTHROPIC_MODEL))
     check("openai json_object", json_mode)
-    check("embedded model: tool calls, whole and streamed, and a round trip", embedded_tools)
+    check("embedded model: tool calls, whole and streamed, a round trip, logprobs", embedded_tools)
     check("embedded model: langchain with_structured_output and bind_tools", embedded_langchain)
     check("langchain bind_tools round trip", langchain_bind_tools)
     check("langchain with_structured_output", langchain_structured_output)

@@ -767,8 +767,8 @@ pub struct Choice {
     pub index: u32,
     /// The answer.
     pub message: ResponseMessage,
-    /// Always null.
-    pub logprobs: Option<()>,
+    /// The output tokens' log probabilities when asked for, else null.
+    pub logprobs: Option<crate::ChoiceLogprobs>,
     /// `stop`, `length` or `tool_calls`.
     pub finish_reason: &'static str,
 }
@@ -833,6 +833,14 @@ impl ChatCompletion {
         }
     }
 
+    /// The output tokens' log probabilities (`None`: not asked for).
+    pub fn with_logprobs(mut self, logprobs: Option<Vec<crate::TokenLogprob>>) -> Self {
+        if let (Some(choice), Some(l)) = (self.choices.first_mut(), logprobs) {
+            choice.logprobs = Some(crate::ChoiceLogprobs::of(l));
+        }
+        self
+    }
+
     /// The same as a grounded answer: its sources and retrieval outcomes,
     /// and the annotations of its markers.
     pub fn with_grounding(mut self, grounding: Grounding, annotations: Vec<Annotation>) -> Self {
@@ -883,8 +891,8 @@ pub struct ChunkChoice {
     pub index: u32,
     /// What changed.
     pub delta: Delta,
-    /// Always null.
-    pub logprobs: Option<()>,
+    /// Log probabilities of this chunk's tokens, when asked for.
+    pub logprobs: Option<crate::ChoiceLogprobs>,
     /// Set in the last content chunk.
     pub finish_reason: Option<&'static str>,
 }
@@ -1108,6 +1116,19 @@ impl ChunkBuilder {
                     ..Delta::default()
                 },
                 logprobs: None,
+                finish_reason: None,
+            }],
+            self.pending_usage(),
+        )
+    }
+
+    /// Log probabilities of the tokens whose text comes next (empty delta).
+    pub fn logprobs(&self, content: Vec<crate::TokenLogprob>) -> ChatCompletionChunk {
+        self.chunk(
+            vec![ChunkChoice {
+                index: 0,
+                delta: Delta::default(),
+                logprobs: Some(crate::ChoiceLogprobs::of(content)),
                 finish_reason: None,
             }],
             self.pending_usage(),

@@ -9,6 +9,7 @@ pub mod completions;
 pub mod embeddings;
 pub mod error;
 pub mod grounded;
+pub mod logprobs;
 pub mod messages;
 pub mod models;
 pub mod options;
@@ -18,5 +19,6 @@ pub mod tools;
 
 pub use chat::{ChatMessage, ChatRequest, Role, ValidationLimits};
 pub use error::{ApiError, ErrorType};
+pub use logprobs::{ChoiceLogprobs, TokenLogprob, TopLogprob};
 pub use options::Options;
 pub use tools::{ContentPart, ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice};

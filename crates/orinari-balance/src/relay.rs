@@ -24,7 +24,7 @@ const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 fn done_usage(e: &Event) -> Option<Usage> {
     match e {
         Event::Done { usage, .. } => Some(*usage),
-        Event::Delta(_) | Event::ToolCall(_) => None,
+        Event::Delta(_) | Event::ToolCall(_) | Event::Logprobs(_) => None,
     }
 }
 
@@ -119,7 +119,7 @@ impl Relay {
             ))
         });
         match &event {
-            Ok(Event::Delta(_) | Event::ToolCall(_)) => {}
+            Ok(Event::Delta(_) | Event::ToolCall(_) | Event::Logprobs(_)) => {}
             Ok(Event::Done { usage, .. }) => self.finish(Outcome::Success, Some(*usage)),
             Err(e) => self.finish(e.outcome(), None),
         }

@@ -288,7 +288,7 @@ impl Answer {
             m.meter.first_token(m.started.elapsed());
         }
         let (outcome, actual) = match event {
-            Some(Ok(Event::Delta(_) | Event::ToolCall(_))) => return,
+            Some(Ok(Event::Delta(_) | Event::ToolCall(_) | Event::Logprobs(_))) => return,
             Some(Ok(Event::Done { usage, .. })) => {
                 if let Some(m) = &self.metered {
                     m.meter.tokens(usage.prompt_tokens, usage.completion_tokens);

@@ -577,8 +577,15 @@ async fn respond(
         .get("max_tokens")
         .and_then(serde_json::Value::as_u64)
         .map_or(faults.tokens, |m| faults.tokens.min(m as usize));
+    let logprobs = dialect == wire::Dialect::OpenAi
+        && request.get("logprobs") == Some(&serde_json::Value::Bool(true));
+    let top = request
+        .get("top_logprobs")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0) as usize;
     let reply = match (wire::plan(dialect, &request, tokens), &faults.reply_text) {
         (wire::Reply::Text(_), Some(text)) => wire::Reply::Json(text.clone()),
+        (wire::Reply::Text(n), None) if logprobs => wire::Reply::Scored(n, top),
         (reply, _) => reply,
     };
     if let Ok(mut r) = s.last_request.write() {

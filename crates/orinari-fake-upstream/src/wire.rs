@@ -93,6 +93,10 @@ pub enum Reply {
     /// This JSON text (`response_format` `json_object` or `json_schema`,
     /// or an Anthropic request whose system prompt asks for JSON).
     Json(String),
+    /// `n` tokens of text with their log probabilities (an OpenAI request
+    /// with `logprobs: true`): token `i` has log probability `-0.1 × (i +
+    /// 1)`, with `top_logprobs` alternatives.
+    Scored(usize, usize),
     /// Calls to the request's tools.
     Calls(Vec<Call>),
 }
@@ -305,6 +309,24 @@ fn pieces(s: &str, n: usize) -> Vec<&str> {
     out
 }
 
+/// Token `i`'s log probability entry, with `top` alternatives (itself
+/// first, then "alt1 ", "alt2 ", … less likely).
+fn scored(i: usize, top: usize) -> serde_json::Value {
+    let t = token(i);
+    let lp = -0.1 * (i as f64 + 1.0);
+    let alts: Vec<serde_json::Value> = (0..top)
+        .map(|k| {
+            let (tok, p) = if k == 0 {
+                (t.clone(), lp)
+            } else {
+                (format!("alt{k} "), lp - k as f64)
+            };
+            serde_json::json!({"token": tok, "logprob": p, "bytes": tok.as_bytes()})
+        })
+        .collect();
+    serde_json::json!({"token": t, "logprob": lp, "bytes": t.as_bytes(), "top_logprobs": alts})
+}
+
 /// Characters per streamed piece of JSON or tool arguments.
 const PIECE: usize = 4;
 
@@ -314,6 +336,16 @@ pub fn whole_reply(d: Dialect, reply: &Reply) -> String {
     let (text, calls) = match reply {
         Reply::Text(n) => return whole(d, *n),
         Reply::Json(j) => (Some(j.clone()), &[][..]),
+        Reply::Scored(n, top) => {
+            return json!({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": "fake",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text(*n)},
+                    "logprobs": {"content": (0..*n).map(|i| scored(i, *top)).collect::<Vec<_>>(), "refusal": null},
+                    "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": n + 5}
+            })
+            .to_string();
+        }
         Reply::Calls(c) => (None, c.as_slice()),
     };
     let out = count_out(reply);
@@ -362,6 +394,7 @@ fn count_out(reply: &Reply) -> usize {
     match reply {
         Reply::Text(n) => *n,
         Reply::Json(j) => pieces(j, PIECE).len(),
+        Reply::Scored(n, _) => *n,
         Reply::Calls(c) => c
             .iter()
             .map(|c| 1 + pieces(&c.arguments, PIECE).len())
@@ -389,6 +422,17 @@ pub fn stream_reply(d: Dialect, reply: &Reply) -> Vec<Bytes> {
         (_, Reply::Text(n)) => {
             events.extend((0..*n).map(|i| stream_token(d, i)));
             events.push(stream_tail(d, *n));
+        }
+        (_, Reply::Scored(n, top)) => {
+            for i in 0..*n {
+                events.push(Bytes::from(format!(
+                    "data: {}\n\n",
+                    json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake",
+                        "choices": [{"index": 0, "delta": {"content": token(i)},
+                            "logprobs": {"content": [scored(i, *top)], "refusal": null}, "finish_reason": null}]})
+                )));
+            }
+            events.push(stream_tail(d, out));
         }
         (Dialect::OpenAi, Reply::Json(j)) => {
             for p in pieces(j, PIECE) {

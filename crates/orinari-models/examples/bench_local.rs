@@ -184,7 +184,7 @@ async fn run(m: &LocalModel, messages: Vec<Message>, max_tokens: u32) -> anyhow:
                     text,
                 });
             }
-            Event::ToolCall(_) => {}
+            Event::ToolCall(_) | Event::Logprobs(_) => {}
         }
     }
     bail!("the stream ended without Done")

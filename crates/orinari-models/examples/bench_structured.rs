@@ -53,7 +53,7 @@ async fn run(model: &LocalModel, request: GenerateRequest) -> anyhow::Result<Run
         let since_first = now - *first.get_or_insert(now);
         match event? {
             Event::Delta(t) => text.push_str(&t),
-            Event::ToolCall(_) => {}
+            Event::ToolCall(_) | Event::Logprobs(_) => {}
             Event::Done {
                 finish_reason,
                 usage,

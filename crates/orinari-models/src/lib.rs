@@ -21,7 +21,8 @@ mod wire;
 pub use orinari_api::embeddings::{Embeddings, EmbeddingsRequest};
 pub use orinari_api::tools::ToolCalls;
 pub use orinari_api::{
-    ContentPart, Options, ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice,
+    ContentPart, Options, ResponseFormat, TokenLogprob, Tool, ToolCall, ToolCallDelta, ToolChoice,
+    TopLogprob,
 };
 pub use orinari_telemetry::models::Outcome;
 pub use upstream::{HttpBackend, HttpVersion, UpstreamConfig, UpstreamSecret};
@@ -148,6 +149,9 @@ pub enum Event {
     /// answer's call is one piece). Like text, once handed on it cannot be
     /// taken back: a stream never fails over after it.
     ToolCall(ToolCallDelta),
+    /// Log probabilities of tokens, sent before their text (only when the
+    /// request asked for `logprobs`).
+    Logprobs(Vec<TokenLogprob>),
     /// The last event of a successful generation.
     Done {
         /// Why it stopped.
@@ -239,6 +243,8 @@ pub struct Answer {
     pub text: String,
     /// The tool calls the model made, in order.
     pub tool_calls: Vec<ToolCall>,
+    /// The output tokens' log probabilities, when asked for.
+    pub logprobs: Option<Vec<TokenLogprob>>,
     /// Why it stopped.
     pub finish_reason: FinishReason,
     /// Final token counts.
@@ -266,6 +272,7 @@ impl Generation {
 pub struct Collector {
     text: String,
     calls: ToolCalls,
+    logprobs: Option<Vec<TokenLogprob>>,
 }
 
 impl Collector {
@@ -274,6 +281,7 @@ impl Collector {
         match event {
             Event::Delta(t) => self.text.push_str(&t),
             Event::ToolCall(d) => self.calls.push(&d),
+            Event::Logprobs(l) => self.logprobs.get_or_insert_default().extend(l),
             Event::Done {
                 finish_reason,
                 usage,
@@ -281,6 +289,7 @@ impl Collector {
                 return Some(Answer {
                     text: std::mem::take(&mut self.text),
                     tool_calls: std::mem::take(&mut self.calls).into_vec(),
+                    logprobs: self.logprobs.take(),
                     finish_reason,
                     usage,
                 });

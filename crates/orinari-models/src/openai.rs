@@ -15,8 +15,8 @@ use crate::upstream::{
 };
 use crate::wire::{AnyError, Count, First, Messages, Text};
 use crate::{
-    Event, FinishReason, GenerateRequest, ModelError, ResponseFormat, Tool, ToolCallDelta,
-    ToolChoice, Usage,
+    Event, FinishReason, GenerateRequest, ModelError, ResponseFormat, TokenLogprob, Tool,
+    ToolCallDelta, ToolChoice, Usage,
 };
 
 /// An OpenAI-compatible upstream.
@@ -52,17 +52,8 @@ impl Provider for OpenAi {
         serde_json::to_vec(&request_body(model, request))
     }
 
-    fn check(request: &GenerateRequest) -> Result<(), ModelError> {
-        // Everything else passes through; log probabilities would come
-        // back in a place the answer does not carry yet.
-        if request.options.logprobs {
-            return Err(ModelError::Unsupported {
-                param: "logprobs".into(),
-                backend:
-                    "this server's OpenAI-compatible relay (log probabilities are not relayed yet)"
-                        .into(),
-            });
-        }
+    fn check(_: &GenerateRequest) -> Result<(), ModelError> {
+        // Everything passes through.
         Ok(())
     }
 }
@@ -92,6 +83,10 @@ pub struct RequestBody<'a> {
     parallel_tool_calls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<&'a ResponseFormat>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    logprobs: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     frequency_penalty: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +135,8 @@ pub fn request_body<'a>(model: &'a str, r: &'a GenerateRequest) -> RequestBody<'
         tool_choice: o.tool_choice.as_ref(),
         parallel_tool_calls: o.parallel_tool_calls,
         response_format: o.response_format.as_ref(),
+        logprobs: o.logprobs,
+        top_logprobs: o.top_logprobs,
         frequency_penalty: o.frequency_penalty,
         presence_penalty: o.presence_penalty,
         logit_bias: o.logit_bias.as_ref(),
@@ -179,6 +176,23 @@ struct WireChoice<'a> {
     message: Option<WireText<'a>>,
     #[serde(default, borrow)]
     finish_reason: Text<'a>,
+    /// With `logprobs: true`: the tokens' log probabilities.
+    #[serde(default)]
+    logprobs: Option<WireLogprobs>,
+}
+
+#[derive(Deserialize)]
+struct WireLogprobs {
+    #[serde(default)]
+    content: Option<Vec<TokenLogprob>>,
+}
+
+impl WireChoice<'_> {
+    /// The log probabilities it carries, if any.
+    fn logprobs(&self) -> Option<Event> {
+        let content = self.logprobs.as_ref()?.content.as_ref()?;
+        (!content.is_empty()).then(|| Event::Logprobs(content.clone()))
+    }
 }
 
 #[derive(Deserialize)]
@@ -280,6 +294,7 @@ impl Translate for Chunks {
             self.usage = Some(u.usage());
         }
         if let Some(choice) = &v.choices.0 {
+            out.extend(choice.logprobs());
             if let Some(t) = choice
                 .delta
                 .as_ref()
@@ -339,6 +354,7 @@ impl Translate for Chunks {
         self.usage = v.usage.as_ref().map(WireUsage::usage);
         self.deltas = u32::from(!text.is_empty());
         let mut out = Vec::with_capacity(2);
+        out.extend(choice.logprobs());
         if !text.is_empty() {
             out.push(Event::Delta(text.to_string()));
         }

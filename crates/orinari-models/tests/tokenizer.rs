@@ -205,7 +205,9 @@ async fn first_token(m: &LocalModel, messages: Vec<Message>) -> String {
     while let Some(ev) = g.events.recv().await {
         match ev.expect("no model error") {
             Event::Delta(t) => text.push_str(&t),
-            Event::ToolCall(_) => panic!("the embedded model makes no tool calls"),
+            Event::ToolCall(_) | Event::Logprobs(_) => {
+                panic!("no tools or logprobs were asked for")
+            }
             Event::Done { usage, .. } => {
                 assert_eq!(usage.completion_tokens, 1);
                 return text;

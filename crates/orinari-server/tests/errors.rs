@@ -138,9 +138,9 @@ async fn invalid_fields_name_their_param() {
         ),
         (json!({"n": 2}), "n", "unsupported_parameter"),
         (
-            json!({"logprobs": true}),
-            "logprobs",
-            "unsupported_parameter",
+            json!({"top_logprobs": 21, "logprobs": true}),
+            "top_logprobs",
+            "invalid_value",
         ),
         (
             json!({"reasoning_effort": "low"}),

@@ -365,7 +365,6 @@ async fn the_embedded_model_calls_tools_answers_json_and_refuses_the_rest_by_nam
     assert_eq!(answer.as_object().unwrap().len(), 2, "{answer}");
 
     for (extra, param) in [
-        (json!({"logprobs": true, "top_logprobs": 2}), "logprobs"),
         (json!({"reasoning_effort": "low"}), "reasoning_effort"),
         (
             json!({"prediction": {"type": "content", "content": "x"}}),
@@ -540,4 +539,93 @@ async fn legacy_completions_onto_an_openai_upstream() {
     let (status, text) = post(json!({"model": "m", "prompt": "x", "echo": true})).await;
     assert_eq!(status, 400);
     assert!(text.contains("unsupported_parameter"), "{text}");
+}
+
+/// `logprobs` and `top_logprobs`: the embedded model's own distribution,
+/// and an OpenAI-compatible upstream's relayed unchanged, whole and
+/// streamed, in OpenAI's shape.
+#[tokio::test]
+async fn log_probabilities_from_the_embedded_model_and_relayed_from_an_upstream() {
+    let server = common::start(common::Options::default()).await;
+    let greedy = json!({"logprobs": true, "top_logprobs": 3, "max_tokens": 12, "temperature": 0});
+    let (status, v) = server
+        .post(&common::chat("Name a colour.", greedy.clone()))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!content.is_empty(), "{v}");
+    let mut bytes = Vec::new();
+    for t in content {
+        let lp = t["logprob"].as_f64().unwrap();
+        assert!(lp <= 0.0, "{t}");
+        let top = t["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{t}");
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(top[0]["token"], t["token"], "{t}");
+        assert!(
+            top.windows(2)
+                .all(|w| w[0]["logprob"].as_f64() >= w[1]["logprob"].as_f64()),
+            "{t}"
+        );
+        let mass: f64 = top
+            .iter()
+            .map(|a| a["logprob"].as_f64().unwrap().exp())
+            .sum();
+        assert!(mass <= 1.0 + 1e-4, "{t}");
+        bytes.extend(
+            t["bytes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_u64().unwrap() as u8),
+        );
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&bytes),
+        text,
+        "the tokens spell the answer"
+    );
+    // Streamed: the same tokens, in chunks of their own before the text.
+    let mut streamed = greedy.clone();
+    streamed["stream"] = json!(true);
+    let lines = server
+        .stream(&common::chat("Name a colour.", streamed))
+        .await;
+    let tokens: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(
+        tokens, *content,
+        "the stream carries the same log probabilities"
+    );
+    let (status, v) = server
+        .post(&common::chat("hi", json!({"top_logprobs": 2})))
+        .await;
+    assert_eq!(status, 400, "top_logprobs without logprobs: {v}");
+
+    // An OpenAI-compatible upstream's, relayed as they came.
+    let fake = FakeUpstream::start(Faults::default()).await.unwrap();
+    let app = serve(vec![spec("a", "openai", &fake)]).await;
+    let scored = json!({"logprobs": true, "top_logprobs": 2, "max_tokens": 3});
+    let v = app.whole(&ask(false, scored.clone())).await;
+    assert_eq!(fake.last_request().unwrap()["top_logprobs"], 2);
+    let content = &v["choices"][0]["logprobs"]["content"];
+    assert_eq!(content.as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(content[0]["token"], "tok0 ");
+    assert!(
+        (content[1]["logprob"].as_f64().unwrap() + 0.2).abs() < 1e-6,
+        "{v}"
+    );
+    assert_eq!(content[1]["top_logprobs"][1]["token"], "alt1 ");
+    let (status, text) = app.post(&ask(true, scored)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        text.matches("\"logprobs\":{\"content\":[{").count(),
+        3,
+        "{text}"
+    );
 }

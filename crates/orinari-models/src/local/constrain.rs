@@ -72,7 +72,8 @@ impl TokenizerEnv for Env {
 }
 
 impl Grammars {
-    /// Index the vocabulary (about 50 ms for SmolLM2's 49,152 tokens).
+    /// Index the vocabulary (once per model, at the first structured
+    /// request).
     pub fn new(tokenizer: Arc<Tokenizer>) -> Result<Self, String> {
         let words = tokenizer.trie_words();
         let eos = tokenizer.eos();

@@ -34,19 +34,27 @@ use super::prefix::PrefixCache;
 use super::sampler::{Adjustments, Sampler};
 use super::text::{Piece, TextAssembler};
 use super::tokenizer::Tokenizer;
-use crate::{Event, FinishReason, ModelError, Sampling, ToolCallDelta, Usage};
+use crate::{
+    Event, FinishReason, ModelError, Sampling, TokenLogprob, ToolCallDelta, TopLogprob, Usage,
+};
 
 /// Prompt tokens fed per turn; bounds how long one turn keeps others waiting.
 pub const PREFILL_CHUNK: usize = 128;
 
 /// When a structured answer's budget (`max_tokens` or the context window)
 /// is down to this many tokens, plus [`WRAP_UP_PER_LEVEL`] for each array or
-/// object still open, the grammar steers it to its end, so a JSON answer or
+/// object still open, plus one [`WRAP_UP_SHARE`]th of the budget (room for
+/// values the schema still requires), the grammar steers it to its end, so a JSON answer or
 /// a call cut by its budget still parses. Closing one level costs a few
 /// tokens (a string's quote, the keys the schema still requires, the
 /// bracket).
-const WRAP_UP_BASE: u32 = 8;
+const WRAP_UP_BASE: u32 = 16;
 const WRAP_UP_PER_LEVEL: u32 = 8;
+const WRAP_UP_SHARE: u32 = 8;
+/// Wrapping up, subtracted from the logit of every token the answer has
+/// already used: a small model stuck repeating itself inside a string that
+/// cannot close yet (an e-mail address still without `@`) moves on.
+const WRAP_UP_REPEAT_PENALTY: f32 = 10.0;
 
 /// One admitted request.
 pub struct Job {
@@ -56,6 +64,8 @@ pub struct Job {
     pub adjust: Adjustments,
     /// The grammar the answer must follow, if any.
     pub constraint: Option<Constraint>,
+    /// Report each token's log probability with this many alternatives.
+    pub logprobs: Option<usize>,
     pub events: mpsc::Sender<Result<Event, ModelError>>,
 }
 
@@ -133,6 +143,8 @@ struct Sequence {
     budget: u32,
     /// How deep the JSON written so far is nested.
     depth: constrain::Depth,
+    /// The tokens a structured answer has used so far.
+    used: std::collections::HashSet<u32>,
     /// It did: the content was cut short by the budget (`length`).
     wrapped: bool,
     completion_tokens: u32,
@@ -244,6 +256,7 @@ impl Sequence {
             output,
             budget: u32::try_from(budget).unwrap_or(u32::MAX),
             depth: constrain::Depth::default(),
+            used: std::collections::HashSet::new(),
             wrapped: false,
             cache,
             fed,
@@ -328,17 +341,41 @@ impl Sequence {
         if let Some(c) = &mut self.job.constraint {
             let structured = c.json() || matches!(self.output, Output::Calls(_));
             let left = self.budget.saturating_sub(self.completion_tokens);
-            let reserve = WRAP_UP_BASE + WRAP_UP_PER_LEVEL * self.depth.get();
+            let reserve = WRAP_UP_BASE
+                + WRAP_UP_PER_LEVEL * self.depth.get()
+                + self.budget.min(1 << 16) / WRAP_UP_SHARE;
             let wrap_up = match (structured && left <= reserve, self.depth.in_string()) {
                 (false, _) => WrapUp::No,
                 (true, true) => WrapUp::InString,
                 (true, false) => WrapUp::Outside,
             };
             self.wrapped |= wrap_up != WrapUp::No;
+            if wrap_up != WrapUp::No {
+                for &id in &self.used {
+                    if let Some(l) = logits.get_mut(id as usize) {
+                        *l -= WRAP_UP_REPEAT_PENALTY;
+                    }
+                }
+            }
             c.mask(&mut logits, wrap_up)?;
         }
-        let token = self.sampler.sample(&logits);
+        // Wrapping up, the most likely token: a sampled detour now costs
+        // the budget the answer needs to close.
+        let token = if self.wrapped {
+            Sampler::argmax(&logits)
+        } else {
+            self.sampler.sample(&logits)
+        };
         self.completion_tokens += 1;
+        if self.job.constraint.is_some() {
+            self.used.insert(token);
+        }
+        if let Some(top) = self.job.logprobs
+            && !tokenizer.end_of_turn.contains(&token)
+        {
+            let entry = logprob(&logits, token, top, tokenizer);
+            self.outbox.push_back(Ok(Event::Logprobs(vec![entry])));
+        }
         self.job.adjust.record(token);
         let complete = match &mut self.job.constraint {
             Some(c) => c.commit(token)?,
@@ -446,5 +483,52 @@ impl Sequence {
             },
         }));
         self.finished = true;
+    }
+}
+
+/// `token`'s log probability in the distribution it was sampled from (the
+/// model's logits after penalties, biases and the grammar's mask, before
+/// temperature and top-p), with the `top` most likely tokens.
+fn logprob(logits: &[f32], token: u32, top: usize, tokenizer: &Tokenizer) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = logits
+        .iter()
+        .map(|&l| f64::from(l - max).exp())
+        .sum::<f64>()
+        .ln() as f32
+        + max;
+    let of = |id: u32| {
+        logits
+            .get(id as usize)
+            .map_or(f32::NEG_INFINITY, |&l| l - log_sum)
+    };
+    let mut best: Vec<u32> = Vec::new();
+    if top > 0 {
+        let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+        let by_logit = |a: &u32, b: &u32| of(*b).total_cmp(&of(*a)).then(a.cmp(b));
+        let n = top.min(ids.len());
+        if n > 0 && n < ids.len() {
+            ids.select_nth_unstable_by(n - 1, by_logit);
+        }
+        ids.truncate(n);
+        ids.sort_unstable_by(by_logit);
+        best = ids;
+    }
+    let (text, bytes) = tokenizer.token_text(token);
+    TokenLogprob {
+        token: text,
+        logprob: of(token),
+        bytes,
+        top_logprobs: best
+            .into_iter()
+            .map(|id| {
+                let (token, bytes) = tokenizer.token_text(id);
+                TopLogprob {
+                    token,
+                    logprob: of(id),
+                    bytes,
+                }
+            })
+            .collect(),
     }
 }

@@ -209,6 +209,7 @@ impl LocalModel {
         let (tokenizer, template) = (self.tokenizer.clone(), self.template.clone());
         let grammars = self.grammars.clone();
         let adjust = adjustments(&request.options, tokenizer.vocab_size())?;
+        let (logprobs, top_logprobs) = (request.options.logprobs, request.options.top_logprobs);
         let shape = constrain::Shape::of(&request.options);
         let messages = request.messages;
         // Tokenizing and compiling a grammar take milliseconds: not on the
@@ -254,6 +255,7 @@ impl LocalModel {
             sampling: request.sampling,
             adjust,
             constraint,
+            logprobs: logprobs.then(|| top_logprobs.unwrap_or(0) as usize),
             events: events_tx,
         };
         let sent = self
@@ -303,13 +305,10 @@ impl Drop for LocalModel {
 }
 
 /// The first field of a request the embedded model cannot honour: text
-/// and tools in, text, JSON and tool calls out; no images, no reasoning,
-/// no predicted output, no log probabilities.
+/// and tools in, text, JSON, tool calls and log probabilities out; no
+/// images, no reasoning, no predicted output.
 fn refused(request: &GenerateRequest) -> Option<String> {
     let o = &request.options;
-    if o.logprobs {
-        return Some("logprobs".into());
-    }
     if o.reasoning_effort.is_some() {
         return Some("reasoning_effort".into());
     }

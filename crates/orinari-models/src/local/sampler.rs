@@ -33,17 +33,20 @@ impl Sampler {
         }
     }
 
+    /// The most likely token (the first of equals).
+    pub fn argmax(logits: &[f32]) -> u32 {
+        let mut best = 0usize;
+        for (i, &l) in logits.iter().enumerate() {
+            if l > logits[best] {
+                best = i;
+            }
+        }
+        best as u32
+    }
+
     /// Choose a token id from raw logits.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let argmax = || {
-            let mut best = 0usize;
-            for (i, &l) in logits.iter().enumerate() {
-                if l > logits[best] {
-                    best = i;
-                }
-            }
-            best as u32
-        };
+        let argmax = || Self::argmax(logits);
         if self.temperature <= 0.0 || logits.is_empty() {
             return argmax();
         }

@@ -130,6 +130,16 @@ impl Tokenizer {
         self.bytes.get(id as usize).map_or(&[], Vec::as_slice)
     }
 
+    /// A token as `logprobs` show it: its text (lossy inside a character)
+    /// and bytes, or a control token's name and no bytes.
+    pub fn token_text(&self, id: u32) -> (String, Option<Vec<u8>>) {
+        if let Some((_, name)) = self.controls.iter().find(|(c, _)| *c == id) {
+            return (name.clone(), None);
+        }
+        let bytes = self.token_bytes(id).to_vec();
+        (String::from_utf8_lossy(&bytes).into_owned(), Some(bytes))
+    }
+
     /// The token that ends the assistant's turn.
     pub fn eos(&self) -> u32 {
         self.end_of_turn.first().copied().unwrap_or_default()

@@ -104,7 +104,8 @@ async fn whole(
         answer.finish_reason.as_str(),
         Usage::new(answer.usage.prompt_tokens, answer.usage.completion_tokens),
     )
-    .with_tool_calls(answer.tool_calls);
+    .with_tool_calls(answer.tool_calls)
+    .with_logprobs(answer.logprobs);
     Ok(axum::Json(match collected.grounding {
         Some((grounding, annotations)) => completion.with_grounding(grounding, annotations),
         None => completion,
@@ -223,6 +224,10 @@ fn token_event(
         // The hot path: only the text is encoded per token.
         Some(Ok(Event::Delta(t))) => {
             chunks.write_content_sse(out, &t);
+            return Phase::Tokens;
+        }
+        Some(Ok(Event::Logprobs(l))) => {
+            sse::write_data(out, &chunks.logprobs(l));
             return Phase::Tokens;
         }
         // Relayed exactly, one chunk per piece.

@@ -150,6 +150,8 @@ impl<S: Sink + Unpin> Stream for Events<S> {
             match event {
                 Some(Ok(Event::Delta(t))) => this.sink.text(&mut out, &t),
                 Some(Ok(Event::ToolCall(d))) => this.sink.tool_call(&mut out, &d),
+                // No surface but Chat Completions asks for them.
+                Some(Ok(Event::Logprobs(_))) => {}
                 Some(Ok(Event::Done {
                     finish_reason,
                     usage,
