@@ -168,7 +168,7 @@ def main():
         raw = client.responses.with_raw_response.create(**req)
         validator("Response").validate(json.loads(raw.text))
 
-    def agents_sdk():
+    def agents_sdk(model):
         from agents import (Agent, ModelSettings, OpenAIResponsesModel, Runner,
                             function_tool, set_tracing_disabled)
 
@@ -182,12 +182,24 @@ def main():
             return f"Sunny in {city}"
 
         async def run():
-            model = OpenAIResponsesModel(
-                model=OPENAI_MODEL,
+            responses = OpenAIResponsesModel(
+                model=model,
                 openai_client=AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0),
             )
+            if model == LOCAL_MODEL:
+                # The embedded model calls when told to (constrained decoding);
+                # the tool's result is the answer.
+                agent = Agent(name="weather", instructions="Answer with the weather.",
+                              tools=[get_weather], model=responses,
+                              tool_use_behavior="stop_on_first_tool",
+                              model_settings=ModelSettings(store=False, tool_choice="required",
+                                                           max_tokens=100))
+                result = await Runner.run(agent, "What is the weather in Paris?")
+                expect(len(called) == 1 and isinstance(called[0], str), called)
+                expect(result.final_output == f"Sunny in {called[0]}", result.final_output)
+                return
             agent = Agent(name="weather", instructions="Answer with the weather.",
-                          tools=[get_weather], model=model,
+                          tools=[get_weather], model=responses,
                           model_settings=ModelSettings(store=False))
             result = await Runner.run(agent, "What is the weather in Paris?")
             expect(called == ["fake"], called)
@@ -197,7 +209,7 @@ def main():
                 pass
             expect(called == ["fake", "fake"] and streamed.final_output, streamed)
 
-        asyncio.run(run())
+        return lambda: asyncio.run(run())
 
     check("whole text, fake upstream (openai adapter)", whole(OPENAI_MODEL))
     check("whole text, fake upstream (anthropic adapter)", whole(ANTHROPIC_MODEL))
@@ -210,7 +222,8 @@ def main():
     check("text.format json_schema", json_schema)
     check("store, previous_response_id, background, built-in tools refused by name", refusals)
     check("a real response validates against the OpenAPI document", openapi_schemas)
-    check("OpenAI Agents SDK: an agent with one function tool", agents_sdk)
+    check("OpenAI Agents SDK: an agent with one function tool", agents_sdk(OPENAI_MODEL))
+    check("OpenAI Agents SDK: a function tool called by the embedded model", agents_sdk(LOCAL_MODEL))
     return 1 if failures else 0
 
 

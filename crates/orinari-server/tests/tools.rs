@@ -316,22 +316,16 @@ async fn the_embedded_model_calls_tools_answers_json_and_refuses_the_rest_by_nam
     // Streamed: the call arrives as `tool_calls` deltas, then the finish.
     let mut streamed = tools.clone();
     streamed["stream"] = json!(true);
-    let text = server
-        .client
-        .post(format!("{}/v1/chat/completions", server.base))
-        .json(&common::chat("What is the weather in Rome?", streamed))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let lines = server
+        .stream(&common::chat("What is the weather in Rome?", streamed))
+        .await;
+    let text = lines.join("\n");
     assert!(
         text.contains("\"tool_calls\":[{\"index\":0,\"id\":\"call_"),
         "{text}"
     );
     assert!(text.contains("\"finish_reason\":\"tool_calls\""), "{text}");
-    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(lines.last().map(String::as_str), Some("[DONE]"), "{text}");
 
     // The call and its result go back; the model answers in text.
     let history = json!({"tools": [weather_tool()], "tool_choice": "none", "max_tokens": 40, "messages": [

@@ -44,10 +44,10 @@ pub const PREFILL_CHUNK: usize = 128;
 /// When a structured answer's budget (`max_tokens` or the context window)
 /// is down to this many tokens, plus [`WRAP_UP_PER_LEVEL`] for each array or
 /// object still open, plus one [`WRAP_UP_SHARE`]th of the budget (room for
-/// values the schema still requires), the grammar steers it to its end, so a JSON answer or
-/// a call cut by its budget still parses. Closing one level costs a few
-/// tokens (a string's quote, the keys the schema still requires, the
-/// bracket).
+/// values the schema still requires), the grammar steers it to its end, so
+/// a JSON answer or a call cut by its budget still parses. Closing one level
+/// costs a few tokens (a string's quote, the keys the schema still
+/// requires, the bracket).
 const WRAP_UP_BASE: u32 = 16;
 const WRAP_UP_PER_LEVEL: u32 = 8;
 const WRAP_UP_SHARE: u32 = 8;
@@ -338,27 +338,7 @@ impl Sequence {
             return Ok(());
         }
         self.job.adjust.apply(&mut logits);
-        if let Some(c) = &mut self.job.constraint {
-            let structured = c.json() || matches!(self.output, Output::Calls(_));
-            let left = self.budget.saturating_sub(self.completion_tokens);
-            let reserve = WRAP_UP_BASE
-                + WRAP_UP_PER_LEVEL * self.depth.get()
-                + self.budget.min(1 << 16) / WRAP_UP_SHARE;
-            let wrap_up = match (structured && left <= reserve, self.depth.in_string()) {
-                (false, _) => WrapUp::No,
-                (true, true) => WrapUp::InString,
-                (true, false) => WrapUp::Outside,
-            };
-            self.wrapped |= wrap_up != WrapUp::No;
-            if wrap_up != WrapUp::No {
-                for &id in &self.used {
-                    if let Some(l) = logits.get_mut(id as usize) {
-                        *l -= WRAP_UP_REPEAT_PENALTY;
-                    }
-                }
-            }
-            c.mask(&mut logits, wrap_up)?;
-        }
+        self.constrain(&mut logits)?;
         // Wrapping up, the most likely token: a sampled detour now costs
         // the budget the answer needs to close.
         let token = if self.wrapped {
@@ -401,6 +381,33 @@ impl Sequence {
             self.finish(FinishReason::Length);
         }
         Ok(())
+    }
+
+    /// Mask what the grammar forbids; near the end of the budget, steer a
+    /// structured answer closed.
+    fn constrain(&mut self, logits: &mut [f32]) -> Result<(), String> {
+        let Some(c) = &mut self.job.constraint else {
+            return Ok(());
+        };
+        let structured = c.json() || matches!(self.output, Output::Calls(_));
+        let left = self.budget.saturating_sub(self.completion_tokens);
+        let reserve = WRAP_UP_BASE
+            + WRAP_UP_PER_LEVEL * self.depth.get()
+            + self.budget.min(1 << 16) / WRAP_UP_SHARE;
+        let wrap_up = match (structured && left <= reserve, self.depth.in_string()) {
+            (false, _) => WrapUp::No,
+            (true, true) => WrapUp::InString,
+            (true, false) => WrapUp::Outside,
+        };
+        if wrap_up != WrapUp::No {
+            self.wrapped = true;
+            for &id in &self.used {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l -= WRAP_UP_REPEAT_PENALTY;
+                }
+            }
+        }
+        c.mask(logits, wrap_up)
     }
 
     /// Route one token's bytes: text is released as it is safe to, a call
