@@ -62,7 +62,8 @@ await check("generateText with a tool (embedded model)", async () => {
     prompt: "What is the weather in Paris?",
     tools: { get_weather: weather },
     toolChoice: "required",
-    maxOutputTokens: 100,
+    maxOutputTokens: 200,
+    temperature: 0,
     stopWhen: stepCountIs(1),
   });
   expect(r.toolCalls.length >= 1 && r.toolCalls[0].toolName === "get_weather", JSON.stringify(r.toolCalls));
@@ -76,7 +77,8 @@ await check("generateObject (embedded model)", async () => {
     model: provider.chat("orinari-small"),
     schema: z.object({ city: z.string().max(40), sunny: z.boolean(), celsius: z.number().int() }),
     prompt: "The weather in Paris today.",
-    maxOutputTokens: 100,
+    maxOutputTokens: 200,
+    temperature: 0,
   });
   expect(typeof object.city === "string" && typeof object.sunny === "boolean", JSON.stringify(object));
   expect(Number.isInteger(object.celsius), JSON.stringify(object));

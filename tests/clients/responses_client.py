@@ -193,7 +193,7 @@ def main():
                               tools=[get_weather], model=responses,
                               tool_use_behavior="stop_on_first_tool",
                               model_settings=ModelSettings(store=False, tool_choice="required",
-                                                           max_tokens=100))
+                                                           max_tokens=200, temperature=0))
                 result = await Runner.run(agent, "What is the weather in Paris?")
                 expect(len(called) == 1 and isinstance(called[0], str), called)
                 expect(result.final_output == f"Sunny in {called[0]}", result.final_output)

@@ -114,8 +114,9 @@ def main():
         expect(isinstance(json.loads(r.choices[0].message.content), dict), r)
 
     def embedded_tools():
+        # Greedy (temperature 0): the same answers every run.
         r = client.chat.completions.create(model=LOCAL_MODEL, messages=ASK, tools=[WEATHER],
-                                           tool_choice="required", max_tokens=100)
+                                           tool_choice="required", max_tokens=200, temperature=0)
         c = r.choices[0]
         expect(c.finish_reason == "tool_calls", c)
         call = c.message.tool_calls[0]
@@ -126,12 +127,12 @@ def main():
             {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"},
         ]
         r = client.chat.completions.create(model=LOCAL_MODEL, messages=history, tools=[WEATHER],
-                                           tool_choice="none", max_tokens=40)
+                                           tool_choice="none", max_tokens=40, temperature=0)
         expect(r.choices[0].message.content and not r.choices[0].message.tool_calls, r)
         # Streamed: the call comes as tool_calls deltas.
         args, names = "", []
         for chunk in client.chat.completions.create(
-                model=LOCAL_MODEL, messages=ASK, tools=[WEATHER], max_tokens=100,
+                model=LOCAL_MODEL, messages=ASK, tools=[WEATHER], max_tokens=200, temperature=0,
                 tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True):
             for ch in chunk.choices:
                 for d in ch.delta.tool_calls or []:
@@ -167,7 +168,7 @@ def main():
             return f"Sunny in {city}"
 
         llm = ChatOpenAI(model=LOCAL_MODEL, base_url=base_url, api_key="unused", max_retries=0,
-                         max_tokens=100, timeout=120)
+                         max_tokens=200, temperature=0, timeout=120)
         for method in ("json_schema", "function_calling"):
             prompt = "The weather in Paris as JSON with keys city and celsius"
             out = llm.with_structured_output(Weather, method=method).invoke(prompt)
@@ -271,7 +272,7 @@ def main():
                     "input_schema": WEATHER["function"]["parameters"]}
             if model == LOCAL_MODEL:
                 # The embedded model calls when told to (constrained decoding).
-                m = a.messages.create(model=model, max_tokens=100, tools=[tool],
+                m = a.messages.create(model=model, max_tokens=200, tools=[tool], temperature=0,
                                       tool_choice={"type": "any"},
                                       messages=[{"role": "user", "content": "Weather in Paris?"}])
                 use = next(b for b in m.content if b.type == "tool_use")

@@ -359,7 +359,7 @@ async fn the_embedded_model_answers_and_refuses_by_the_responses_field() {
     // decoding), as a function_call item and as JSON text.
     let (status, text) = post(
         json!({"model": "orinari-small", "input": "What is the weather in Paris?",
-        "tools": [weather()], "tool_choice": "required", "max_output_tokens": 100}),
+        "tools": [weather()], "tool_choice": "required", "max_output_tokens": 200, "temperature": 0}),
     )
     .await;
     assert_eq!(status, 200, "{text}");
@@ -375,18 +375,18 @@ async fn the_embedded_model_answers_and_refuses_by_the_responses_field() {
     assert!(args.is_object(), "{args}");
 
     let (status, text) = post(json!({"model": "orinari-small", "input": "Describe Paris.",
-        "text": {"format": {"type": "json_object"}}, "max_output_tokens": 120}))
+        "text": {"format": {"type": "json_object"}}, "max_output_tokens": 120, "temperature": 0}))
     .await;
     assert_eq!(status, 200, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
-    if v["status"] == "completed" {
-        let out = v["output"][0]["content"][0]["text"].as_str().unwrap();
-        let parsed: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
-        assert!(parsed.is_object(), "{parsed}");
-    } else {
+    // Steered closed near its budget, even an `incomplete` answer parses.
+    if v["status"] != "completed" {
         assert_eq!(
             v["incomplete_details"]["reason"], "max_output_tokens",
             "{v}"
         );
     }
+    let out = v["output"][0]["content"][0]["text"].as_str().unwrap();
+    let parsed: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(parsed.is_object(), "{parsed}");
 }

@@ -295,7 +295,9 @@ async fn no_failover_after_a_streamed_tool_call_piece() {
 #[tokio::test]
 async fn the_embedded_model_calls_tools_answers_json_and_refuses_the_rest_by_name() {
     let server = common::start(common::Options::default()).await;
-    let tools = json!({"tools": [weather_tool()], "tool_choice": "required", "max_tokens": 120});
+    // Greedy: the same answer every run.
+    let tools = json!({"tools": [weather_tool()], "tool_choice": "required", "max_tokens": 200,
+        "temperature": 0});
     let (status, v) = server
         .post(&common::chat(
             "What is the weather in Paris?",
@@ -328,7 +330,8 @@ async fn the_embedded_model_calls_tools_answers_json_and_refuses_the_rest_by_nam
     assert_eq!(lines.last().map(String::as_str), Some("[DONE]"), "{text}");
 
     // The call and its result go back; the model answers in text.
-    let history = json!({"tools": [weather_tool()], "tool_choice": "none", "max_tokens": 40, "messages": [
+    let history = json!({"tools": [weather_tool()], "tool_choice": "none", "max_tokens": 40,
+        "temperature": 0, "messages": [
         {"role": "user", "content": "What is the weather in Paris?"},
         {"role": "assistant", "content": null, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": call["id"], "content": "Sunny, 21 C"}]});
@@ -344,7 +347,7 @@ async fn the_embedded_model_calls_tools_answers_json_and_refuses_the_rest_by_nam
     // JSON that follows the schema.
     let schema = json!({"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
         "sunny": {"type": "boolean"}}, "required": ["city", "sunny"], "additionalProperties": false});
-    let format = json!({"max_tokens": 60, "response_format": {"type": "json_schema",
+    let format = json!({"max_tokens": 100, "temperature": 0, "response_format": {"type": "json_schema",
         "json_schema": {"name": "w", "strict": true, "schema": schema}}});
     let (status, v) = server
         .post(&common::chat("Is it sunny in Paris?", format))
