@@ -272,7 +272,8 @@ def main():
                     "input_schema": WEATHER["function"]["parameters"]}
             if model == LOCAL_MODEL:
                 # The embedded model calls when told to (constrained decoding).
-                m = a.messages.create(model=model, max_tokens=200, tools=[tool], temperature=0,
+                m = a.messages.create(model=model, max_tokens=200, tools=[tool],
+                                      extra_body={"temperature": 0},
                                       tool_choice={"type": "any"},
                                       messages=[{"role": "user", "content": "Weather in Paris?"}])
                 use = next(b for b in m.content if b.type == "tool_use")
