@@ -69,31 +69,40 @@ fn schema_format(schema: Value) -> Options {
     }
 }
 
-fn weather() -> Tool {
+fn tool(name: &str, description: &str, parameters: Value, strict: Option<bool>) -> Tool {
     Tool {
-        name: "get_weather".into(),
-        description: Some("The weather in a city".into()),
-        parameters: Some(json!({
+        name: name.into(),
+        description: Some(description.into()),
+        parameters: Some(parameters),
+        strict,
+    }
+}
+
+fn weather() -> Tool {
+    tool(
+        "get_weather",
+        "The weather in a city",
+        json!({
             "type": "object",
             "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
             "required": ["city", "days"],
             "additionalProperties": false,
-        })),
-        strict: Some(true),
-    }
+        }),
+        Some(true),
+    )
 }
 
 fn time_tool() -> Tool {
-    Tool {
-        name: "get_time".into(),
-        description: Some("The local time in a time zone".into()),
-        parameters: Some(json!({
+    tool(
+        "get_time",
+        "The local time in a time zone",
+        json!({
             "type": "object",
             "properties": {"zone": {"type": "string", "enum": ["UTC", "CET", "PST"]}},
             "required": ["zone"],
-        })),
-        strict: None,
-    }
+        }),
+        None,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
