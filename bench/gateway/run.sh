@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side gateway benchmark on this machine, one run:
 #   mock direct | ORINARI -> mock | ORINARI -> mock over HTTP/2 | nginx
-#   proxy_pass -> mock | TensorZero -> mock | LiteLLM proxy -> mock
+#   proxy_pass -> mock | HAProxy -> mock | HAProxy -> ORINARI -> mock |
+#   TensorZero -> mock | LiteLLM proxy -> mock
 # Whole and streamed chat completions; closed-loop throughput (wrk); latency
 # at a fixed 2,000 req/s, open loop with evenly spaced requests (orinari-load,
 # in this repository) and hey's per-worker rate limit (bursts of 20); peak
@@ -9,7 +10,7 @@
 #
 #   bash bench/gateway/run.sh            (DURATION=10 RATE=2000 TOKENS=16 GUARD=off ONLY=)
 #
-# Needs: wrk, hey, nginx-light (apt), python3 venv; TensorZero and the
+# Needs: wrk, hey, nginx-light, haproxy (apt), python3 venv; TensorZero and the
 # LiteLLM proxy are installed into bench/.venv when missing. Every gateway
 # gets both cores (nginx 2 workers, LiteLLM 2 workers, ORINARI and
 # TensorZero their multi-threaded runtimes) and the same load and mock.
@@ -27,8 +28,8 @@ want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 DIR=$(mktemp -d /tmp/orinari-gw-bench.XXXXXX)
 ulimit -n 65536 || true
 
-for tool in wrk hey nginx; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk hey nginx-light" >&2; exit 1; }
+for tool in wrk hey nginx haproxy; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk hey nginx-light haproxy" >&2; exit 1; }
 done
 VENV=$ROOT/bench/.venv
 if ! "$VENV/bin/python" -c 'import tensorzero, litellm' 2>/dev/null; then
@@ -70,6 +71,11 @@ ORINARI_LOG=warn ORINARI_ADMIN_TOKEN=bench "$BIN"/orinari serve --config "$DIR/o
 
 sed -e "s#BENCH_DIR#$DIR#g" bench/gateway/nginx.conf >"$DIR/nginx.conf"
 nginx -c "$DIR/nginx.conf" -p "$DIR" -g 'daemon off;' & NGX=$!; pids+=($NGX)
+HAP=$$
+if want haproxy || want haproxy-orinari; then
+  haproxy -db -f bench/gateway/haproxy.cfg 2>"$DIR/haproxy.log" & HAP=$!; pids+=($HAP)
+  wait_port http://127.0.0.1:19501/v1/models
+fi
 
 LLP=$$ TZP=$$ TZ_BASE=http://127.0.0.1:1/
 if want litellm; then
@@ -99,6 +105,8 @@ TARGETS=(
   "orinari|http://127.0.0.1:19201/v1/chat/completions|bench|$ORI"
   "orinari-h2|http://127.0.0.1:19201/v1/chat/completions|bench-h2|$ORI"
   "nginx|http://127.0.0.1:19301/v1/chat/completions|fake|$NGX"
+  "haproxy|http://127.0.0.1:19501/v1/chat/completions|fake|$HAP"
+  "haproxy-orinari|http://127.0.0.1:19502/v1/chat/completions|bench|$HAP"
   "tensorzero|${TZ_BASE%/}/chat/completions|tensorzero::model_name::bench|$TZ_PID"
   "litellm|http://127.0.0.1:19401/v1/chat/completions|bench|$LLP"
 )
@@ -176,15 +184,17 @@ streams_mem() { # model label
   kill $p; wait $p 2>/dev/null || true
   echo "$STREAMS open streams: orinari, $2 upstream, RSS ${before} before, ${during} with them open (${open} fds, ${up} upstream connections); $(cat "$DIR/streams-$1.txt")" | tee -a "$DIR/memory.txt" >&2
 }
-streams_mem slow HTTP/1.1
-streams_mem slow-h2 HTTP/2
-nbefore=$(tree_mb $NGX)
-"$VENV/bin/python" bench/gateway/streams.py http://127.0.0.1:19302/v1/chat/completions fake "$STREAMS" >"$DIR/nstreams.txt" &
-SP=$!
-sleep 3
-nduring=$(tree_mb $NGX)
-wait $SP
-echo "$STREAMS open streams: nginx (master + 2 workers) RSS ${nbefore} before, ${nduring} with them open; $(cat "$DIR/nstreams.txt")" | tee -a "$DIR/memory.txt" >&2
+if [ "$STREAMS" -gt 0 ]; then # STREAMS=0 leaves the open-streams memory check out
+  streams_mem slow HTTP/1.1
+  streams_mem slow-h2 HTTP/2
+  nbefore=$(tree_mb $NGX)
+  "$VENV/bin/python" bench/gateway/streams.py http://127.0.0.1:19302/v1/chat/completions fake "$STREAMS" >"$DIR/nstreams.txt" &
+  SP=$!
+  sleep 3
+  nduring=$(tree_mb $NGX)
+  wait $SP
+  echo "$STREAMS open streams: nginx (master + 2 workers) RSS ${nbefore} before, ${nduring} with them open; $(cat "$DIR/nstreams.txt")" | tee -a "$DIR/memory.txt" >&2
+fi
 
 echo
 echo "| target | mode | max req/s (wrk -c32) | p50 / p99 ms at max | errors | req/s (hey, target ${RATE}) | p50 / p99 ms | errors | req/s (open loop, target ${RATE}) | p50 / p99 ms (whole: answer, stream: first token) | errors |"

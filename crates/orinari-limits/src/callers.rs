@@ -93,7 +93,7 @@ impl Caller {
                 .map_or(limits.max_concurrent_per_key, |n| n as usize),
             allowed_models: key.allowed_models.clone().map(Arc::from),
             prompt_injection: key.prompt_injection.as_deref().and_then(policy),
-            allowed_sources: None,
+            allowed_sources: key.allowed_sources.clone().map(Arc::from),
         }
     }
 }
@@ -121,6 +121,9 @@ pub struct KeySpec {
     pub max_concurrent: Option<u32>,
     /// Prompt-injection policy (default: `[guard] prompt_injection`).
     pub prompt_injection: Option<PromptInjection>,
+    /// Data sources its grounded answers may search (default: every
+    /// source of the model asked for).
+    pub allowed_sources: Option<Vec<String>>,
 }
 
 /// `block`, `flag` or `off`.
@@ -163,14 +166,20 @@ impl KeySpec {
                 return Err((field, "must be at least 1".into()));
             }
         }
-        if let Some(models) = &self.allowed_models
-            && (models.is_empty() || models.iter().any(|m| m.trim().is_empty()))
-        {
-            return Err((
-                "allowed_models",
-                "must list at least one model name, none empty (leave it out to allow every model)"
-                    .into(),
-            ));
+        for (field, names, what) in [
+            ("allowed_models", &self.allowed_models, "model"),
+            ("allowed_sources", &self.allowed_sources, "source"),
+        ] {
+            if let Some(names) = names
+                && (names.is_empty() || names.iter().any(|m| m.trim().is_empty()))
+            {
+                return Err((
+                    field,
+                    format!(
+                        "must list at least one {what} name, none empty (leave it out to allow every {what})"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -204,6 +213,7 @@ pub async fn create_key(store: &Store, spec: KeySpec) -> Result<CreatedKey, Stor
             priority: spec.priority,
             max_concurrent: spec.max_concurrent,
             prompt_injection: spec.prompt_injection.map(|p| policy_name(p).to_string()),
+            allowed_sources: spec.allowed_sources,
         })
         .await?;
     Ok(CreatedKey { record, secret })

@@ -94,6 +94,18 @@ async fn app(
     faults: Faults,
     screening: Option<PromptInjection>,
 ) -> App {
+    app_with_keys(sources_toml, grounded, budget_ms, faults, screening, None).await
+}
+
+/// [`app`], with API keys from `keys` required on `/v1/*` when given.
+async fn app_with_keys(
+    sources_toml: &str,
+    grounded: &[&str],
+    budget_ms: u64,
+    faults: Faults,
+    screening: Option<PromptInjection>,
+    keys: Option<orinari_store::Store>,
+) -> App {
     let text = format!(
         "[retrieval]\nbudget_ms = {budget_ms}\n\n{sources_toml}\n[[models]]\nname = \"m\"\nbackend = \"local\"\nsources = {grounded:?}\n"
     );
@@ -144,6 +156,16 @@ async fn app(
         .with_indexer(Arc::new(std::sync::Mutex::new(Some(indexer))));
     if let Some(action) = screening {
         state = state.with_screening(orinari_chat::Screening::embedded(action).unwrap());
+    }
+    if let Some(store) = keys {
+        let admission = orinari_config::admission::AdmissionConfig {
+            auth_required: true,
+            ..Default::default()
+        };
+        let models = [("m".to_string(), None), ("plain".to_string(), None)];
+        state = state
+            .with_store(store)
+            .with_edge(orinari_limits::Edge::new(admission, &models));
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -671,6 +693,134 @@ async fn a_request_narrows_or_turns_off_retrieval() {
     let (status, body) = app.ask(plain).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["param"], "orinari.sources[0]");
+}
+
+/// An API key limited to named sources (`allowed_sources`, set through the
+/// admin API): its answers search only those, and asking for another is
+/// refused — in code, whatever the prompt says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_limited_to_sources_searches_only_those() {
+    let docs = handbook();
+    let api = search_api().await;
+    let db = tempfile::tempdir().unwrap();
+    let store = orinari_store::Store::open(&format!("sqlite://{}/k.db", db.path().display()))
+        .await
+        .unwrap();
+    let app = app_with_keys(
+        &format!(
+            "{}{}",
+            files_toml("handbook", docs.path()),
+            http_toml("wiki", api, "/search", 2000)
+        ),
+        &["handbook", "wiki"],
+        1500,
+        replying("It hums [1]."),
+        None,
+        Some(store),
+    )
+    .await;
+    app.indexed("handbook", 2).await;
+    let create = |body: Value| {
+        app.client
+            .post(format!("{}/admin/v1/keys", app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    for (body, param) in [
+        (
+            json!({"name": "x", "allowed_sources": "wiki"}),
+            "allowed_sources",
+        ),
+        (
+            json!({"name": "x", "allowed_sources": []}),
+            "allowed_sources",
+        ),
+        (
+            json!({"name": "x", "allowed_sources": ["wiki", 3]}),
+            "allowed_sources[1]",
+        ),
+    ] {
+        let r = create(body).await.unwrap();
+        assert_eq!(r.status(), 400);
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["param"], param, "{e}");
+    }
+    let r = create(json!({"name": "wiki-only", "allowed_sources": ["wiki"]}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["allowed_sources"], json!(["wiki"]));
+    let key = created["key"].as_str().unwrap().to_string();
+    let r = create(json!({"name": "everything"})).await.unwrap();
+    let all_key = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ask = |key: &str, body: Value| {
+        app.client
+            .post(format!("{}/v1/chat/completions", app.base))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+
+    // The model's sources, narrowed to the key's.
+    let r = ask(&key, question("m", "What does the frobnicator do?"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let searched: Vec<&Value> = body["retrieval"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["source"])
+        .collect();
+    assert_eq!(searched, [&json!("wiki")], "{body}");
+    assert!(
+        body["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["source"] == "wiki")
+    );
+    // Asking for a source the key may not search is refused by name.
+    let mut narrowed = question("m", "What does the frobnicator do?");
+    narrowed["orinari"] = json!({"sources": ["handbook"]});
+    let r = ask(&key, narrowed.clone()).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "source_not_allowed", "{e}");
+    assert_eq!(e["error"]["param"], "orinari.sources[0]");
+    // A key without the limit searches both.
+    let r = ask(&all_key, question("m", "What does the frobnicator do?"))
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["retrieval"].as_array().unwrap().len(), 2, "{body}");
+    let r = ask(&all_key, narrowed).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The list shows the limit, never the key.
+    let listed: Value = app
+        .client
+        .get(format!("{}/admin/v1/keys", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let wiki_only = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "wiki-only")
+        .unwrap();
+    assert_eq!(wiki_only["allowed_sources"], json!(["wiki"]));
+    assert!(!listed.to_string().contains(&key));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

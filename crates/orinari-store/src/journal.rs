@@ -38,6 +38,9 @@ pub enum Change {
         /// Per-key prompt-injection policy.
         #[serde(default)]
         prompt_injection: Option<String>,
+        /// Sources the key's answers may search (JSON array); `None` = all.
+        #[serde(default)]
+        allowed_sources: Option<String>,
         /// Unix ms.
         created_at: i64,
     },
@@ -243,12 +246,13 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
             priority,
             max_concurrent,
             prompt_injection,
+            allowed_sources,
             created_at,
         } => vec![
             sqlx::query(
                 "INSERT INTO api_keys (id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, \
-                 allowed_models, priority, max_concurrent, prompt_injection, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 allowed_models, priority, max_concurrent, prompt_injection, allowed_sources, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(id)
             .bind(name)
@@ -260,6 +264,7 @@ pub(crate) async fn apply(conn: &mut AnyConnection, c: &Change) -> Result<Vec<u6
             .bind(*priority)
             .bind(*max_concurrent)
             .bind(prompt_injection.as_deref())
+            .bind(allowed_sources.as_deref())
             .bind(*created_at)
             .execute(&mut *conn)
             .await?

@@ -30,6 +30,9 @@ pub struct ApiKey {
     pub max_concurrent: Option<u32>,
     /// Per-key prompt-injection policy (`block`, `flag`, `off`), if set.
     pub prompt_injection: Option<String>,
+    /// Data sources the key's grounded answers may search; `None` = every
+    /// source of the model.
+    pub allowed_sources: Option<Vec<String>>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms, once revoked.
@@ -59,21 +62,28 @@ pub struct NewApiKey {
     pub max_concurrent: Option<u32>,
     /// Per-key prompt-injection policy (`block`, `flag`, `off`).
     pub prompt_injection: Option<String>,
+    /// Data sources the key's grounded answers may search; `None` = all.
+    pub allowed_sources: Option<Vec<String>>,
 }
 
 const COLUMNS: &str = "id, name, key_hash, prefix, requests_per_minute, tokens_per_minute, \
-     allowed_models, priority, max_concurrent, prompt_injection, created_at, revoked_at";
+     allowed_models, priority, max_concurrent, prompt_injection, allowed_sources, created_at, revoked_at";
 
 fn limit(v: Option<i64>, what: &str) -> Result<Option<u32>, StoreError> {
     v.map(|n| u32::try_from(n).map_err(|_| StoreError::Invalid(format!("{what} = {n}"))))
         .transpose()
 }
 
-fn models(v: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
+/// A JSON array of names (`allowed_models`, `allowed_sources`).
+fn names(v: Option<String>, what: &str) -> Result<Option<Vec<String>>, StoreError> {
     v.map(|json| {
-        serde_json::from_str(&json).map_err(|e| StoreError::Invalid(format!("allowed_models: {e}")))
+        serde_json::from_str(&json).map_err(|e| StoreError::Invalid(format!("{what}: {e}")))
     })
     .transpose()
+}
+
+fn names_json(v: Option<&Vec<String>>) -> Option<String> {
+    v.map(|m| serde_json::to_string(m).unwrap_or_default())
 }
 
 fn row(r: &AnyRow) -> Result<ApiKey, StoreError> {
@@ -84,11 +94,12 @@ fn row(r: &AnyRow) -> Result<ApiKey, StoreError> {
         prefix: r.try_get("prefix")?,
         requests_per_minute: limit(r.try_get("requests_per_minute")?, "requests_per_minute")?,
         tokens_per_minute: limit(r.try_get("tokens_per_minute")?, "tokens_per_minute")?,
-        allowed_models: models(r.try_get("allowed_models")?)?,
+        allowed_models: names(r.try_get("allowed_models")?, "allowed_models")?,
         priority: i32::try_from(r.try_get::<i64, _>("priority")?)
             .map_err(|_| StoreError::Invalid("priority out of range".into()))?,
         max_concurrent: limit(r.try_get("max_concurrent")?, "max_concurrent")?,
         prompt_injection: r.try_get("prompt_injection")?,
+        allowed_sources: names(r.try_get("allowed_sources")?, "allowed_sources")?,
         created_at: r.try_get("created_at")?,
         revoked_at: r.try_get("revoked_at")?,
     })
@@ -105,13 +116,11 @@ impl Store {
             prefix: k.prefix.clone(),
             requests_per_minute: k.requests_per_minute.map(i64::from),
             tokens_per_minute: k.tokens_per_minute.map(i64::from),
-            allowed_models: k
-                .allowed_models
-                .as_ref()
-                .map(|m| serde_json::to_string(m).unwrap_or_default()),
+            allowed_models: names_json(k.allowed_models.as_ref()),
             priority: i64::from(k.priority),
             max_concurrent: k.max_concurrent.map(i64::from),
             prompt_injection: k.prompt_injection.clone(),
+            allowed_sources: names_json(k.allowed_sources.as_ref()),
             created_at,
         })
         .await?;
@@ -126,6 +135,7 @@ impl Store {
             priority: k.priority,
             max_concurrent: k.max_concurrent,
             prompt_injection: k.prompt_injection,
+            allowed_sources: k.allowed_sources,
             created_at,
             revoked_at: None,
         })

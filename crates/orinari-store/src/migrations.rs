@@ -48,6 +48,10 @@ const SQLITE: &[(&str, &str)] = &[
         "0008_instances.sql",
         include_str!("../migrations/sqlite/0008_instances.sql"),
     ),
+    (
+        "0010_key_sources.sql",
+        include_str!("../migrations/sqlite/0010_key_sources.sql"),
+    ),
 ];
 
 /// `migrations/postgres`: (file name, SQL).
@@ -83,6 +87,10 @@ const POSTGRES: &[(&str, &str)] = &[
     (
         "0008_instances.sql",
         include_str!("../migrations/postgres/0008_instances.sql"),
+    ),
+    (
+        "0010_key_sources.sql",
+        include_str!("../migrations/postgres/0010_key_sources.sql"),
     ),
 ];
 

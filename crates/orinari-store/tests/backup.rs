@@ -68,6 +68,7 @@ fn key(id: &str) -> NewApiKey {
         priority: 0,
         max_concurrent: None,
         prompt_injection: None,
+        allowed_sources: Some(vec![format!("source-of-{id}")]),
     }
 }
 
@@ -127,6 +128,22 @@ async fn restore_at_a_time_is_exact() {
             ("k3".into(), false)
         ]
     );
+    // A key's policy survives the journal's replay (k3 came after the
+    // last snapshot).
+    let s = Store::open(&format!("sqlite://{}", at("latest").display()))
+        .await
+        .unwrap();
+    let k3 = s
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.id == "k3");
+    assert_eq!(
+        k3.and_then(|k| k.allowed_sources),
+        Some(vec!["source-of-k3".to_string()])
+    );
+    s.close().await;
     // Before the first backed-up write there is nothing to restore.
     let early = backup::restore(&cfg, 1, &at("early"), None).await;
     assert!(

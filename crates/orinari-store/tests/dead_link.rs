@@ -108,6 +108,7 @@ fn key(n: u32) -> NewApiKey {
         priority: 0,
         max_concurrent: None,
         prompt_injection: None,
+        allowed_sources: None,
     }
 }
 

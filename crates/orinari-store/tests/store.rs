@@ -68,6 +68,7 @@ fn key(id: &str, hash: &str) -> NewApiKey {
         priority: 2,
         max_concurrent: Some(4),
         prompt_injection: Some("flag".into()),
+        allowed_sources: Some(vec!["handbook".into()]),
     }
 }
 

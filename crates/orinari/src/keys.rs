@@ -34,6 +34,10 @@ pub enum KeysCommand {
         /// (default: [guard] prompt_injection).
         #[arg(long, value_parser = ["block", "flag", "off"])]
         prompt_injection: Option<String>,
+        /// Data sources the key's grounded answers may search,
+        /// comma-separated (default: every source of the model).
+        #[arg(long, value_delimiter = ',')]
+        sources: Option<Vec<String>>,
     },
     /// List keys (never the keys themselves).
     List,
@@ -70,6 +74,7 @@ pub async fn command(config: &Config, command: KeysCommand) -> Result<(), Failur
             priority,
             max_concurrent,
             prompt_injection,
+            sources,
         } => {
             let spec = KeySpec {
                 name,
@@ -81,12 +86,14 @@ pub async fn command(config: &Config, command: KeysCommand) -> Result<(), Failur
                 prompt_injection: prompt_injection
                     .as_deref()
                     .and_then(orinari_limits::callers::policy),
+                allowed_sources: sources,
             };
             spec.validate().map_err(|(field, why)| {
                 let flag = match field {
                     "requests_per_minute" => "--rpm",
                     "tokens_per_minute" => "--tpm",
                     "allowed_models" => "--models",
+                    "allowed_sources" => "--sources",
                     "max_concurrent" => "--max-concurrent",
                     _ => "--name",
                 };

@@ -726,6 +726,21 @@ fn api_keys_from_the_cli_and_the_admin_api() {
     let out = run(&dir, &["keys", "create", "--name", ""]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out.stderr).contains("--name"), "{out:?}");
+    let out = run(
+        &dir,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "docs",
+            "--sources",
+            "handbook,wiki",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = run(&dir, &["keys", "create", "--name", "x", "--sources", ""]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("--sources"), "{out:?}");
     let out = run(&dir, &["keys", "list"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let listing = text(&out.stdout);
@@ -797,6 +812,17 @@ fn api_keys_from_the_cli_and_the_admin_api() {
         r.body
     );
     assert!(r.body.contains(&id));
+    let listed: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let docs = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "docs")
+        .unwrap();
+    assert_eq!(
+        docs["allowed_sources"],
+        serde_json::json!(["handbook", "wiki"])
+    );
     let r = call(
         srv.addr,
         "DELETE",

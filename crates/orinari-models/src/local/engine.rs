@@ -496,6 +496,25 @@ impl Sequence {
 /// `token`'s log probability in the distribution it was sampled from (the
 /// model's logits after penalties, biases and the grammar's mask, before
 /// temperature and top-p), with the `top` most likely tokens.
+/// The `top` ids with the highest logits (at most 20 are asked for), best
+/// first, ties by id: one pass over the vocabulary keeping a short sorted
+/// list, not a copy of all 49,152 ids per token.
+fn top_ids(logits: &[f32], top: usize) -> Vec<u32> {
+    let mut best: Vec<(f32, u32)> = Vec::with_capacity(top + 1);
+    if top == 0 {
+        return Vec::new();
+    }
+    for (id, &l) in (0u32..).zip(logits) {
+        if best.len() == top && best.last().is_some_and(|&(worst, _)| l <= worst) {
+            continue;
+        }
+        let at = best.partition_point(|&(b, _)| b >= l);
+        best.insert(at, (l, id));
+        best.truncate(top);
+    }
+    best.into_iter().map(|(_, id)| id).collect()
+}
+
 fn logprob(logits: &[f32], token: u32, top: usize, tokenizer: &Tokenizer) -> TokenLogprob {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let log_sum = logits
@@ -509,24 +528,12 @@ fn logprob(logits: &[f32], token: u32, top: usize, tokenizer: &Tokenizer) -> Tok
             .get(id as usize)
             .map_or(f32::NEG_INFINITY, |&l| l - log_sum)
     };
-    let mut best: Vec<u32> = Vec::new();
-    if top > 0 {
-        let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
-        let by_logit = |a: &u32, b: &u32| of(*b).total_cmp(&of(*a)).then(a.cmp(b));
-        let n = top.min(ids.len());
-        if n > 0 && n < ids.len() {
-            ids.select_nth_unstable_by(n - 1, by_logit);
-        }
-        ids.truncate(n);
-        ids.sort_unstable_by(by_logit);
-        best = ids;
-    }
     let (text, bytes) = tokenizer.token_text(token);
     TokenLogprob {
         token: text,
         logprob: of(token),
         bytes,
-        top_logprobs: best
+        top_logprobs: top_ids(logits, top)
             .into_iter()
             .map(|id| {
                 let (token, bytes) = tokenizer.token_text(id);
@@ -537,5 +544,48 @@ fn logprob(logits: &[f32], token: u32, top: usize, tokenizer: &Tokenizer) -> Tok
                 }
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_ids;
+
+    /// The reference: sort every id by logit (highest first), ties by id.
+    fn sorted(logits: &[f32], top: usize) -> Vec<u32> {
+        let mut ids: Vec<u32> = (0u32..).take(logits.len()).collect();
+        ids.sort_by(|&a, &b| {
+            logits[b as usize]
+                .total_cmp(&logits[a as usize])
+                .then(a.cmp(&b))
+        });
+        ids.truncate(top);
+        ids
+    }
+
+    #[test]
+    fn top_ids_match_a_full_sort_with_ties_masks_and_short_vocabularies() {
+        // A fixed pseudo-random vocabulary with repeated values (ties) and
+        // masked (-inf) entries, as a constrained step has.
+        let mut x: u32 = 12_345;
+        let logits: Vec<f32> = (0..5_000)
+            .map(|i| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                if i % 7 == 0 {
+                    f32::NEG_INFINITY
+                } else {
+                    ((x >> 16) % 200) as f32 / 10.0 - 10.0
+                }
+            })
+            .collect();
+        for top in [0, 1, 2, 5, 20] {
+            assert_eq!(top_ids(&logits, top), sorted(&logits, top), "top {top}");
+        }
+        // Fewer candidates than asked for; everything masked but one.
+        assert_eq!(top_ids(&[1.0, 3.0], 5), vec![1, 0]);
+        let mut masked = vec![f32::NEG_INFINITY; 100];
+        masked[42] = 0.0;
+        assert_eq!(top_ids(&masked, 3), sorted(&masked, 3));
+        assert_eq!(top_ids(&masked, 3)[0], 42);
     }
 }

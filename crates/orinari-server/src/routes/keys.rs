@@ -40,6 +40,7 @@ pub fn view(k: &ApiKey) -> Value {
         "priority": k.priority,
         "max_concurrent": k.max_concurrent,
         "prompt_injection": k.prompt_injection,
+        "allowed_sources": k.allowed_sources,
         "created_at_ms": k.created_at,
         "revoked_at_ms": k.revoked_at,
     })
@@ -63,6 +64,24 @@ fn opt_u32(v: &Value, field: &str) -> Result<Option<u32>, HttpError> {
     }
 }
 
+/// An optional array of names (`allowed_models`, `allowed_sources`).
+fn opt_names(v: &Value, field: &str, what: &str) -> Result<Option<Vec<String>>, HttpError> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                m.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| invalid(&format!("{field}[{i}]"), "must be a string"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(invalid(field, format!("must be an array of {what} names"))),
+    }
+}
+
 fn parse_spec(body: &[u8]) -> Result<KeySpec, HttpError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         HttpError(ApiError::invalid_json(format!(
@@ -82,6 +101,7 @@ fn parse_spec(body: &[u8]) -> Result<KeySpec, HttpError> {
         "priority",
         "max_concurrent",
         "prompt_injection",
+        "allowed_sources",
     ];
     if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(invalid(unknown, "is not a key field"));
@@ -90,21 +110,6 @@ fn parse_spec(body: &[u8]) -> Result<KeySpec, HttpError> {
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(invalid("name", "must be a string")),
         None => return Err(invalid("name", "is required")),
-    };
-    let allowed_models = match v.get("allowed_models") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    m.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| invalid(&format!("allowed_models[{i}]"), "must be a string"))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        Some(_) => return Err(invalid("allowed_models", "must be an array of model names")),
     };
     let priority = match v.get("priority") {
         None | Some(Value::Null) => 0,
@@ -126,10 +131,11 @@ fn parse_spec(body: &[u8]) -> Result<KeySpec, HttpError> {
         name,
         requests_per_minute: opt_u32(&v, "requests_per_minute")?,
         tokens_per_minute: opt_u32(&v, "tokens_per_minute")?,
-        allowed_models,
+        allowed_models: opt_names(&v, "allowed_models", "model")?,
         priority,
         max_concurrent: opt_u32(&v, "max_concurrent")?,
         prompt_injection,
+        allowed_sources: opt_names(&v, "allowed_sources", "source")?,
     };
     spec.validate()
         .map_err(|(field, why)| invalid(field, why))?;
