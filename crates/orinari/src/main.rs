@@ -335,6 +335,13 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
         }
         None => None,
     };
+    // The guard (rules, n-gram model, sentence encoder: ~0.2 s) loads on a
+    // blocking thread of its own while the embedded models load (~0.6 s),
+    // so a new process is ready sooner after an upgrade's SIGUSR2. Joined
+    // below, before the state is built.
+    let prompt_injection = config.prompt_injection;
+    let screening =
+        tokio::task::spawn_blocking(move || orinari_chat::Screening::embedded(prompt_injection));
     let mut locals = Vec::new();
     let mut named = Vec::new();
     let mut served = Vec::new();
@@ -387,7 +394,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
         config.admission.clone(),
         &model_caps(&config),
     ))
-    .with_screening(orinari_chat::Screening::embedded(config.prompt_injection)?)
+    .with_screening(screening.await??)
     .with_embedder(embedder(&config));
     for (name, model) in &named {
         model.attach_prefix_metrics(state.metrics().models.prefix_cache(name));
