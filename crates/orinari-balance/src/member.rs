@@ -95,8 +95,14 @@ impl Member {
 
     /// Whether new requests may go here now.
     pub fn available(&self, now: Instant) -> bool {
-        self.up.load(Ordering::Relaxed)
-            && !self.drained.load(Ordering::Relaxed)
+        self.up.load(Ordering::Relaxed) && self.routable(now)
+    }
+
+    /// Whether requests may go here with its active health check set aside
+    /// (the pool's panic routing): not drained, weighted, and its circuit
+    /// letting requests through.
+    pub fn routable(&self, now: Instant) -> bool {
+        !self.drained.load(Ordering::Relaxed)
             && self.effective.load(Ordering::Relaxed) > 0
             && self.breaker.available(now)
     }

@@ -3,9 +3,18 @@
 //! fallback chain. Implements [`ModelBackend`], so the server holds a pool
 //! exactly like the embedded model. Embeddings requests take the same way
 //! (selection, circuit permits, failover, fallbacks), whole.
+//!
+//! Panic routing (Envoy's term): when no backend passes its active health
+//! check, the checks are more likely wrong than every backend — one probe
+//! slower than its timeout on a loaded machine takes the last backend out —
+//! so requests go to every backend whose circuit lets them through, and the
+//! circuit breakers (the requests' own outcomes) decide. A pool whose
+//! backends are really down costs a few failed attempts (their errors are
+//! the answers) until their circuits open; then it refuses at once, as
+//! without panic routing (`Unavailable`).
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -33,6 +42,9 @@ pub struct Pool {
     directory: Arc<Directory>,
     metrics: ModelMetrics,
     info: ModelInfo,
+    /// Whether the last selection found no backend passing its health
+    /// check (panic routing), to log the change once each way.
+    panicking: AtomicBool,
 }
 
 impl Pool {
@@ -66,6 +78,7 @@ impl Pool {
             directory,
             metrics: metrics.clone(),
             info,
+            panicking: AtomicBool::new(false),
         };
         pool.apply_weights();
         pool
@@ -90,11 +103,24 @@ impl Pool {
 
     /// Pick a backend not yet tried (or any available one if all were tried).
     fn select(&self, tried: &[usize], now: Instant) -> Option<usize> {
-        let available: Vec<usize> = (0..self.members.len())
+        let mut available: Vec<usize> = (0..self.members.len())
             .filter(|&i| self.members[i].available(now))
             .collect();
         if available.is_empty() {
-            return None;
+            available = (0..self.members.len())
+                .filter(|&i| self.members[i].routable(now))
+                .collect();
+            if available.is_empty() {
+                return None;
+            }
+            if !self.panicking.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    model = %self.config.name,
+                    "no backend passes its health check: routing to every backend whose circuit is closed (panic routing)"
+                );
+            }
+        } else if self.panicking.swap(false, Ordering::Relaxed) {
+            tracing::info!(model = %self.config.name, "a backend passes its health check again: panic routing ends");
         }
         // Untried backends first (all of them again once every one was tried),
         // and among those, the ones in our region when there are any.

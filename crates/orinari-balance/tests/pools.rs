@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use orinari_balance::{
     BackendSpec, BreakerConfig, CircuitState, Gateway, HealthConfig, PoolConfig, Retry,
@@ -453,6 +453,63 @@ async fn every_backend_failing_falls_back_to_the_next_model() {
     );
     // Ready, through its fallback.
     assert!(m.ready());
+}
+
+/// Panic routing: with no backend passing its health check (here the probe
+/// path does not exist, so every probe fails), requests still go to the
+/// backends whose circuits are closed and are answered; `ready()` keeps
+/// following the checks. When the backend fails its requests too, those
+/// failures are the answers until three of them open its circuit; then
+/// requests are refused at once with `Unavailable`, as without panic routing.
+#[tokio::test]
+async fn with_every_health_check_failing_requests_still_reach_a_backend_that_answers() {
+    let fake = FakeUpstream::start(Faults::default()).await.unwrap();
+    let mut config = upstream(fake.base_url());
+    config.health_path = "no-such-endpoint".into();
+    let mut pool_config = pool("m", Strategy::RoundRobin);
+    pool_config.breaker.open_for = Duration::from_secs(30);
+    let mut gw = Gateway::builder(ModelMetrics::default());
+    gw.pool(
+        pool_config,
+        vec![BackendSpec {
+            backend: Arc::new(OpenAiBackend::new(config).unwrap()),
+            ..spec("a", "blue", &fake)
+        }],
+    );
+    let gw = gw.build();
+    let started = Instant::now();
+    while gw.model_status("m").unwrap().backends[0].up {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the failing probe never marked the backend down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = only(&gw, "m");
+    assert!(!m.ready(), "readiness follows the health checks");
+    let before = fake.requests();
+    assert!(read(m.as_ref(), false).await.is_ok());
+    assert!(read(m.as_ref(), true).await.is_ok());
+    assert_eq!(fake.requests() - before, 2);
+
+    fake.set(|f| f.fail_status = Some(500));
+    let before = fake.requests();
+    // One request: three attempts (max_attempts), each a 500.
+    let err = read(m.as_ref(), false).await.unwrap_err();
+    assert!(matches!(err, ModelError::Upstream(_)), "{err:?}");
+    for _ in 0..4 {
+        let err = read(m.as_ref(), false).await.unwrap_err();
+        assert!(matches!(err, ModelError::Unavailable), "{err:?}");
+    }
+    assert_eq!(
+        fake.requests() - before,
+        3,
+        "three failed attempts open the circuit; the rest are refused without one"
+    );
+    assert_eq!(
+        gw.model_status("m").unwrap().backends[0].circuit,
+        CircuitState::Open
+    );
 }
 
 #[tokio::test]

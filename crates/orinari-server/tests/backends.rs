@@ -213,9 +213,24 @@ async fn readiness_follows_backend_health() {
     let (status, body) = app.admin("GET", "/readyz", None).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["models"], json!(["m"]));
+    // With no backend passing its check, requests still try the backend
+    // (panic routing): its refused connections are the answers (502)
+    // until they open its circuit, and from then on requests are refused
+    // at once (503).
     let (status, body) = app.chat(false).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("backend_unavailable"), "{body}");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("upstream_error"), "{body}");
+    let mut refused = None;
+    for _ in 0..5 {
+        let (status, body) = app.chat(false).await;
+        if status == 503 {
+            refused = Some(body);
+            break;
+        }
+        assert_eq!(status, 502, "{body}");
+    }
+    let refused = refused.expect("the circuit opens after a few refused connections");
+    assert!(refused.contains("backend_unavailable"), "{refused}");
     a.restart().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _) = app.admin("GET", "/readyz", None).await;
