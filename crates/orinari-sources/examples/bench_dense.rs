@@ -48,19 +48,112 @@ impl Rng {
 
 /// Common English words: queries and documents that tokenize as real text does.
 const WORDS: &[&str] = &[
-    "account", "address", "after", "answer", "apply", "area", "backup", "balance", "before",
-    "billing", "board", "budget", "build", "cache", "change", "check", "client", "cluster",
-    "company", "config", "contract", "cost", "customer", "data", "database", "deadline",
-    "delete", "deploy", "design", "device", "disk", "document", "error", "event", "expense",
-    "export", "file", "folder", "form", "guide", "holiday", "import", "incident", "install",
-    "invoice", "issue", "key", "laptop", "leave", "license", "limit", "log", "manager",
-    "meeting", "memory", "message", "migrate", "model", "monitor", "network", "office",
-    "onboarding", "order", "owner", "password", "payment", "payroll", "permission", "policy",
-    "printer", "privacy", "process", "project", "quota", "refund", "release", "remote",
-    "report", "request", "reset", "restore", "review", "role", "salary", "schedule", "search",
-    "secure", "server", "service", "setting", "storage", "support", "team", "ticket", "token",
-    "training", "travel", "update", "upgrade", "user", "vacation", "vendor", "version",
-    "wiki", "window", "workflow",
+    "account",
+    "address",
+    "after",
+    "answer",
+    "apply",
+    "area",
+    "backup",
+    "balance",
+    "before",
+    "billing",
+    "board",
+    "budget",
+    "build",
+    "cache",
+    "change",
+    "check",
+    "client",
+    "cluster",
+    "company",
+    "config",
+    "contract",
+    "cost",
+    "customer",
+    "data",
+    "database",
+    "deadline",
+    "delete",
+    "deploy",
+    "design",
+    "device",
+    "disk",
+    "document",
+    "error",
+    "event",
+    "expense",
+    "export",
+    "file",
+    "folder",
+    "form",
+    "guide",
+    "holiday",
+    "import",
+    "incident",
+    "install",
+    "invoice",
+    "issue",
+    "key",
+    "laptop",
+    "leave",
+    "license",
+    "limit",
+    "log",
+    "manager",
+    "meeting",
+    "memory",
+    "message",
+    "migrate",
+    "model",
+    "monitor",
+    "network",
+    "office",
+    "onboarding",
+    "order",
+    "owner",
+    "password",
+    "payment",
+    "payroll",
+    "permission",
+    "policy",
+    "printer",
+    "privacy",
+    "process",
+    "project",
+    "quota",
+    "refund",
+    "release",
+    "remote",
+    "report",
+    "request",
+    "reset",
+    "restore",
+    "review",
+    "role",
+    "salary",
+    "schedule",
+    "search",
+    "secure",
+    "server",
+    "service",
+    "setting",
+    "storage",
+    "support",
+    "team",
+    "ticket",
+    "token",
+    "training",
+    "travel",
+    "update",
+    "upgrade",
+    "user",
+    "vacation",
+    "vendor",
+    "version",
+    "wiki",
+    "window",
+    "workflow",
 ];
 
 fn text(rng: &mut Rng, words: usize) -> String {
@@ -162,7 +255,10 @@ fn main() {
         wait_for("dense indexing", || {
             let st = &sources.status()[0];
             let d = st.dense.as_ref().unwrap();
-            st.last_sync.is_some() && d.pending == 0 && d.vectors > 0 && d.vectors == st.chunks.unwrap_or(0)
+            st.last_sync.is_some()
+                && d.pending == 0
+                && d.vectors > 0
+                && d.vectors == st.chunks.unwrap_or(0)
         });
         let took = start.elapsed();
         let st = &sources.status()[0];
@@ -219,7 +315,9 @@ fn main() {
             "[[sources]]\nname = \"bench\"\nkind = \"files\"\npath = {:?}\nchunk_tokens = 128\nrescan_interval = \"1h\"\nretrieval = \"{retrieval}\"\ntimeout_ms = 5000\n",
             folder.path().display().to_string()
         );
-        orinari_config::parse(&toml, "bench.toml", []).unwrap().sources
+        orinari_config::parse(&toml, "bench.toml", [])
+            .unwrap()
+            .sources
     };
     let (sources, indexer) = Sources::new(&config("bm25"), Setup::new(data.path()));
     wait_for("BM25 indexing", || {

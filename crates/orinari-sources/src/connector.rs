@@ -67,7 +67,9 @@ pub trait Connector: Send + Sync {
     /// The same search with a remark on how it was answered ([`Found`]);
     /// by default [`Connector::search`]'s hits and no remark.
     async fn find(&self, query: &str, k: usize, deadline: Instant) -> Result<Found, SourceError> {
-        self.search(query, k, deadline).await.map(|hits| Found { hits, note: None })
+        self.search(query, k, deadline)
+            .await
+            .map(|hits| Found { hits, note: None })
     }
 
     /// The source's state for operators; by default only its kind, `custom`.

@@ -24,9 +24,9 @@ use std::time::{Duration, SystemTime};
 use orinari_config::sources::{SourceConfig, SourceKind};
 
 pub use connector::{Connector, Found, Hit, SourceError};
-pub use files::dense::DenseStatus;
 pub use fanout::{Outcome, SourceOutcome, Target};
 pub use files::chunk::{TokenCounter, approximate_tokens};
+pub use files::dense::DenseStatus;
 pub use fusion::{RRF_K, RankedHit, fuse};
 pub use pack::{MIN_PARTIAL_TOKENS, Packed, pack};
 

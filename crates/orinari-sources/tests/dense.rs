@@ -46,7 +46,12 @@ fn config(folder: &Path, sources: &[(&str, &str)]) -> Vec<orinari_config::source
         .sources
 }
 
-fn start(folder: &Path, data: &Path, model: &Path, sources: &[(&str, &str)]) -> (Sources, orinari_sources::Indexer) {
+fn start(
+    folder: &Path,
+    data: &Path,
+    model: &Path,
+    sources: &[(&str, &str)],
+) -> (Sources, orinari_sources::Indexer) {
     Sources::new(
         &config(folder, sources),
         Setup {
@@ -130,9 +135,18 @@ async fn a_paraphrase_is_found_by_vectors_not_by_bm25() {
     embedded(&sources, "both", 4).await;
 
     let bm25 = ask(&sources, "words", PARAPHRASE).await;
-    assert!(!documents(&bm25).contains(&"cats.md".to_string()), "{:?}", documents(&bm25));
+    assert!(
+        !documents(&bm25).contains(&"cats.md".to_string()),
+        "{:?}",
+        documents(&bm25)
+    );
     let vectors = ask(&sources, "vectors", PARAPHRASE).await;
-    assert_eq!(documents(&vectors)[0], "cats.md", "{:?}", documents(&vectors));
+    assert_eq!(
+        documents(&vectors)[0],
+        "cats.md",
+        "{:?}",
+        documents(&vectors)
+    );
     assert_eq!(vectors.outcomes[0].note, None);
     let both = ask(&sources, "both", PARAPHRASE).await;
     assert_eq!(documents(&both)[0], "cats.md", "{:?}", documents(&both));
@@ -141,7 +155,9 @@ async fn a_paraphrase_is_found_by_vectors_not_by_bm25() {
     assert_eq!(documents(&exact)[0], "billing.md");
     // Cosine scores for dense hits.
     assert!(vectors.hits[0].hit.score > 0.3 && vectors.hits[0].hit.score <= 1.0001);
-    tokio::task::spawn_blocking(move || indexer.shutdown()).await.unwrap();
+    tokio::task::spawn_blocking(move || indexer.shutdown())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +167,8 @@ async fn vectors_survive_restarts_follow_edits_and_change_with_the_model() {
     write_corpus(docs.path());
     let model = model_dir();
     let cache = data.path().join("sources/kb/vectors.bin");
-    let cache_size = |d: &DenseStatus| 16 + d.model.as_ref().unwrap().len() as u64 + d.vectors * RECORD;
+    let cache_size =
+        |d: &DenseStatus| 16 + d.model.as_ref().unwrap().len() as u64 + d.vectors * RECORD;
 
     // First start: every chunk embedded once.
     let (sources, indexer) = start(docs.path(), data.path(), &model, &[("kb", "hybrid")]);
@@ -176,27 +193,42 @@ async fn vectors_survive_restarts_follow_edits_and_change_with_the_model() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after_edit = embedded(&sources, "kb", 4).await;
-    assert_eq!(after_edit.vectors, 4, "the edited file's old vector is gone");
+    assert_eq!(
+        after_edit.vectors, 4,
+        "the edited file's old vector is gone"
+    );
     let r = ask(&sources, "kb", "caring for a young canine").await;
     assert_eq!(documents(&r)[0], "cats.md");
     assert!(!r.hits.iter().any(|h| h.hit.text.contains("Feline")));
-    tokio::task::spawn_blocking(move || indexer.shutdown()).await.unwrap();
+    tokio::task::spawn_blocking(move || indexer.shutdown())
+        .await
+        .unwrap();
     // Shut down with a stale record: the cache holds exactly the live vectors.
-    assert_eq!(std::fs::metadata(&cache).unwrap().len(), cache_size(&after_edit));
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().len(),
+        cache_size(&after_edit)
+    );
 
     // Second start: nothing is embedded again.
     let (sources, indexer) = start(docs.path(), data.path(), &model, &[("kb", "hybrid")]);
     let again = embedded(&sources, "kb", 4).await;
     assert_eq!(again.embedded, 0, "cached vectors are not computed again");
     assert_eq!(again.model.as_deref(), Some(model_id.as_str()));
-    let r = ask(&sources, "kb", PARAPHRASE.replace("kitten", "puppy").as_str()).await;
+    let r = ask(
+        &sources,
+        "kb",
+        PARAPHRASE.replace("kitten", "puppy").as_str(),
+    )
+    .await;
     assert_eq!(documents(&r)[0], "cats.md");
     // A reindex reads every file again, and embeds nothing.
     assert!(indexer.reindex("kb"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reindexed = embedded(&sources, "kb", 4).await;
     assert_eq!(reindexed.embedded, 0);
-    tokio::task::spawn_blocking(move || indexer.shutdown()).await.unwrap();
+    tokio::task::spawn_blocking(move || indexer.shutdown())
+        .await
+        .unwrap();
 
     // Another model (the same weights, another configuration file: another
     // id): every chunk is embedded again, and the old cache is replaced.
@@ -212,8 +244,13 @@ async fn vectors_survive_restarts_follow_edits_and_change_with_the_model() {
     let changed = embedded(&sources, "kb", 4).await;
     assert_eq!(changed.embedded, 4, "a new model embeds everything");
     assert_ne!(changed.model, Some(model_id));
-    tokio::task::spawn_blocking(move || indexer.shutdown()).await.unwrap();
-    assert_eq!(std::fs::metadata(&cache).unwrap().len(), cache_size(&changed));
+    tokio::task::spawn_blocking(move || indexer.shutdown())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().len(),
+        cache_size(&changed)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,5 +287,7 @@ async fn without_the_model_a_source_answers_with_bm25_and_says_so() {
     // The status's last search carries the remark too.
     let st = &sources.status()[0];
     assert!(st.last_search.as_ref().unwrap().outcome.note.is_some());
-    tokio::task::spawn_blocking(move || indexer.shutdown()).await.unwrap();
+    tokio::task::spawn_blocking(move || indexer.shutdown())
+        .await
+        .unwrap();
 }

@@ -322,7 +322,8 @@ impl Store {
             }
             keep = head.len() + body.len() / RECORD * RECORD;
         }
-        let io = |e: std::io::Error| format!("cannot write the vector cache {}: {e}", path.display());
+        let io =
+            |e: std::io::Error| format!("cannot write the vector cache {}: {e}", path.display());
         let file = if keep > 0 {
             let f = std::fs::OpenOptions::new()
                 .append(true)
@@ -366,7 +367,9 @@ impl Store {
 
     /// Rewrite the cache with exactly the vectors in `m`.
     fn compact(&mut self, m: &Matrix) -> Result<(), String> {
-        let io = |e: std::io::Error| format!("cannot write the vector cache {}: {e}", self.path.display());
+        let io = |e: std::io::Error| {
+            format!("cannot write the vector cache {}: {e}", self.path.display())
+        };
         self.file.flush().map_err(io)?;
         let mut buf = header(&self.model);
         buf.reserve(m.keys.len() * RECORD);
@@ -399,7 +402,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Benchmarks: write the vector cache of the files source whose data
 /// folder is `dir` (stopped) with `vector(key)` for each chunk of its
 /// index, under `model`. Returns the vectors written.
-pub fn seed(dir: &Path, model: &str, vector: &mut dyn FnMut(u64) -> Vec<f32>) -> Result<usize, String> {
+pub fn seed(
+    dir: &Path,
+    model: &str,
+    vector: &mut dyn FnMut(u64) -> Vec<f32>,
+) -> Result<usize, String> {
     let (index, _) = ChunkIndex::open(&dir.join("index"))?;
     let hashes = index.hashes(&index.snapshot())?;
     let _ = std::fs::remove_file(dir.join("vectors.bin"));
@@ -513,7 +520,12 @@ fn pass(
             return Pass::Failed;
         };
         let set: HashSet<u64> = live.iter().map(|(h, _)| *h).collect();
-        let gone: Vec<u64> = m.keys.iter().copied().filter(|k| !set.contains(k)).collect();
+        let gone: Vec<u64> = m
+            .keys
+            .iter()
+            .copied()
+            .filter(|k| !set.contains(k))
+            .collect();
         for k in gone {
             if m.remove(k) {
                 store.dead += 1;
@@ -558,7 +570,8 @@ fn pass(
             Ok(e) => e.vectors,
             Err(e) => {
                 tracing::error!(source = %job.name, error = %e, "chunks not embedded");
-                job.dense.set_error(Some(format!("chunks could not be embedded: {e}")));
+                job.dense
+                    .set_error(Some(format!("chunks could not be embedded: {e}")));
                 return Pass::Failed;
             }
         };
@@ -658,7 +671,10 @@ mod tests {
         s.append(&[1, 2], &[unit(1), unit(2)]).unwrap();
         drop(s);
         // A crash in the middle of a record.
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(&[7u8; 100]).unwrap();
         drop(f);
         let (s, got) = Store::open(&path, "model-a").unwrap();

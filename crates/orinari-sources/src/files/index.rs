@@ -227,7 +227,11 @@ impl ChunkIndex {
     }
 
     /// What a dense index embeds for the chunk at `address`.
-    pub fn embed_text_at(&self, searcher: &Searcher, address: DocAddress) -> Result<String, String> {
+    pub fn embed_text_at(
+        &self,
+        searcher: &Searcher,
+        address: DocAddress,
+    ) -> Result<String, String> {
         let h = self.hit(searcher, address, 0.0)?;
         Ok(embed_text(&h.title, &h.locator, &h.text))
     }
@@ -247,7 +251,10 @@ impl ChunkIndex {
                 IndexRecordOption::Basic,
             );
             let found = searcher
-                .search(&query, &TopDocs::with_limit(k - hits.len()).order_by_score())
+                .search(
+                    &query,
+                    &TopDocs::with_limit(k - hits.len()).order_by_score(),
+                )
                 .map_err(|e| format!("search failed: {e}"))?;
             for (_, address) in found {
                 hits.push(self.hit(&searcher, address, score)?);

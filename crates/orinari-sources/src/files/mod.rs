@@ -202,17 +202,16 @@ impl FilesConnector {
             }
         };
         let hits = match self.retrieval {
-            Retrieval::Hybrid => crate::fusion::fuse(vec![
-                ("bm25".into(), bm25),
-                ("dense".into(), vectors),
-            ])
-            .into_iter()
-            .take(k)
-            .map(|r| Hit {
-                score: r.score as f32,
-                ..r.hit
-            })
-            .collect(),
+            Retrieval::Hybrid => {
+                crate::fusion::fuse(vec![("bm25".into(), bm25), ("dense".into(), vectors)])
+                    .into_iter()
+                    .take(k)
+                    .map(|r| Hit {
+                        score: r.score as f32,
+                        ..r.hit
+                    })
+                    .collect()
+            }
             Retrieval::Dense | Retrieval::Bm25 => vectors,
         };
         Ok(Found {
