@@ -329,6 +329,7 @@ pub struct RawSource {
     pub timeout_ms: Option<u64>,
     pub chunk_tokens: Option<u32>,
     pub rescan_interval: Option<String>,
+    pub retrieval: Option<String>,
     pub body: Option<String>,
     pub auth_header: Option<String>,
     pub auth_header_env: Option<String>,

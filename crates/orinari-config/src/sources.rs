@@ -54,6 +54,36 @@ pub struct FilesSource {
     pub chunk_tokens: usize,
     /// Full rescan period (`rescan_interval`): heals missed file events.
     pub rescan_interval: Duration,
+    /// How it is searched (`retrieval`, default `bm25`).
+    pub retrieval: Retrieval,
+}
+
+/// How a files source is searched (`retrieval`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Retrieval {
+    /// `bm25`: the full-text index only (the default; no model, no vectors).
+    #[default]
+    Bm25,
+    /// `dense`: all-MiniLM-L6-v2 vectors of the chunks, nearest by cosine.
+    Dense,
+    /// `hybrid`: BM25 and dense lists fused by reciprocal rank.
+    Hybrid,
+}
+
+impl Retrieval {
+    /// The value as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retrieval::Bm25 => "bm25",
+            Retrieval::Dense => "dense",
+            Retrieval::Hybrid => "hybrid",
+        }
+    }
+
+    /// Whether chunks get vectors.
+    pub fn dense(self) -> bool {
+        self != Retrieval::Bm25
+    }
 }
 
 /// `kind = "http"`.
@@ -205,10 +235,23 @@ fn files(name: &str, i: usize, s: &RawSource) -> Result<FilesSource, ConfigError
             .as_deref()
             .unwrap_or(d::SOURCE_RESCAN_INTERVAL),
     )?;
+    let retrieval = match s.retrieval.as_deref().map(str::trim) {
+        None | Some("bm25") => Retrieval::Bm25,
+        Some("dense") => Retrieval::Dense,
+        Some("hybrid") => Retrieval::Hybrid,
+        Some(other) => {
+            return Err(err(
+                name,
+                &format!("sources[{i}].retrieval"),
+                format!("`{other}` must be one of bm25, dense, hybrid"),
+            ));
+        }
+    };
     Ok(FilesSource {
         path,
         chunk_tokens: chunk_tokens as usize,
         rescan_interval,
+        retrieval,
     })
 }
 
@@ -226,6 +269,7 @@ fn http(name: &str, i: usize, s: &RawSource) -> Result<HttpSource, ConfigError> 
             ("query", s.query.is_some()),
             ("chunk_tokens", s.chunk_tokens.is_some()),
             ("rescan_interval", s.rescan_interval.is_some()),
+            ("retrieval", s.retrieval.is_some()),
         ],
     )?;
     let Some(url) = s.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
@@ -380,6 +424,7 @@ fn sql(name: &str, i: usize, s: &RawSource) -> Result<SqlSource, ConfigError> {
             ("max_response_bytes", s.max_response_bytes.is_some()),
             ("chunk_tokens", s.chunk_tokens.is_some()),
             ("rescan_interval", s.rescan_interval.is_some()),
+            ("retrieval", s.retrieval.is_some()),
         ],
     )?;
     let Some(url) = s.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
@@ -590,6 +635,7 @@ query = "SELECT title, body AS text FROM docs WHERE body LIKE '%' || ? || '%'"
                 path: PathBuf::from("docs/"),
                 chunk_tokens: 256,
                 rescan_interval: Duration::from_secs(30),
+                retrieval: Retrieval::Bm25,
             })
         );
         let SourceKind::Http(h) = &s[1].kind else {
@@ -621,6 +667,14 @@ query = "SELECT title, body AS text FROM docs WHERE body LIKE '%' || ? || '%'"
             (
                 "name = \"a\"\nkind = \"files\"\npath = \"d\"\ntimeout_ms = 0",
                 "sources[0].timeout_ms",
+            ),
+            (
+                "name = \"a\"\nkind = \"files\"\npath = \"d\"\nretrieval = \"vector\"",
+                "sources[0].retrieval",
+            ),
+            (
+                "name = \"a\"\nkind = \"sql\"\nurl = \"sqlite://x.db\"\nquery = \"SELECT ?\"\nretrieval = \"dense\"",
+                "sources[0].retrieval",
             ),
             (
                 "name = \"a b\"\nkind = \"files\"\npath = \"d\"",

@@ -148,6 +148,7 @@ pub struct Encoder {
     bert: bert::Bert,
     tokenizer: Tokenizer,
     vocab: usize,
+    id: String,
 }
 
 impl Encoder {
@@ -165,7 +166,10 @@ impl Encoder {
                 config.hidden_size
             )));
         }
-        let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
+        let tokenizer_bytes = read("tokenizer.json")?;
+        let weights = read("model.safetensors")?;
+        let id = model_id(&[&weights, &tokenizer_bytes, &read("config.json")?]);
+        let mut tokenizer = Tokenizer::from_bytes(tokenizer_bytes)
             .map_err(|e| EmbedError::Load(format!("tokenizer.json: {e}")))?;
         // The file pads and truncates to 128; we cut at the model's
         // max_seq_length and pad per batch ourselves.
@@ -176,12 +180,21 @@ impl Encoder {
             }))
             .map_err(|e| EmbedError::Load(format!("tokenizer.json: {e}")))?;
         tokenizer.with_padding(None);
-        let bert = bert::Bert::load(read("model.safetensors")?, &config)?;
+        let bert = bert::Bert::load(weights, &config)?;
         Ok(Self {
             bert,
             tokenizer,
             vocab: config.vocab_size,
+            id,
         })
+    }
+
+    /// What identifies these vectors: the model's name and a hash of its
+    /// three files (`all-MiniLM-L6-v2@` and 16 hex digits of xxh3). Vectors
+    /// stored under one id are comparable only with vectors of the same id:
+    /// other weights, tokenizer or configuration give another.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The token ids the model sees for `input` (number `index` of its
@@ -252,6 +265,16 @@ impl Encoder {
         }
         Ok(out)
     }
+}
+
+/// `all-MiniLM-L6-v2@` and the xxh3 of the model's files, each with its length.
+fn model_id(files: &[&[u8]]) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for f in files {
+        h.update(&(f.len() as u64).to_le_bytes());
+        h.update(f);
+    }
+    format!("all-MiniLM-L6-v2@{:016x}", h.digest())
 }
 
 /// One request waiting for the model's thread.

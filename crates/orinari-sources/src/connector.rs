@@ -39,6 +39,17 @@ pub enum SourceError {
     Unavailable(String),
 }
 
+/// A search's answer with a remark for operators: how it was answered
+/// when that was not the usual way (a files source's dense side not ready,
+/// so BM25 only). Never holds the query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    /// The passages, best first.
+    pub hits: Vec<Hit>,
+    /// The remark, if any.
+    pub note: Option<String>,
+}
+
 /// A searchable source. Implementations stop work at `deadline` where they
 /// can (statement timeouts, request timeouts); the fan-out also drops a
 /// search that runs past it, so a source that never answers costs nothing
@@ -52,6 +63,14 @@ pub trait Connector: Send + Sync {
         k: usize,
         deadline: Instant,
     ) -> Result<Vec<Hit>, SourceError>;
+
+    /// The same search with a remark on how it was answered ([`Found`]);
+    /// by default [`Connector::search`]'s hits and no remark.
+    async fn find(&self, query: &str, k: usize, deadline: Instant) -> Result<Found, SourceError> {
+        self.search(query, k, deadline)
+            .await
+            .map(|hits| Found { hits, note: None })
+    }
 
     /// The source's state for operators; by default only its kind, `custom`.
     fn status(&self) -> crate::SourceStatus {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
-use crate::connector::{Connector, Hit, SourceError};
+use crate::connector::{Connector, Found, Hit, SourceError};
 
 /// How one source's search ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,9 @@ pub struct SourceOutcome {
     pub latency: Duration,
     /// Why it failed, for operators (never holds the query).
     pub error: Option<String>,
+    /// How it answered when that was not the usual way (a files source's
+    /// dense side not ready: BM25 only); never holds the query.
+    pub note: Option<String>,
 }
 
 /// A source as the fan-out sees it.
@@ -71,16 +74,18 @@ pub(crate) async fn fan_out(targets: &[Target], query: &str, k: usize, budget: D
         let deadline = overall.min(start + t.timeout);
         async move {
             let result =
-                tokio::time::timeout_at(deadline.into(), t.connector.search(query, k, deadline))
+                tokio::time::timeout_at(deadline.into(), t.connector.find(query, k, deadline))
                     .await;
             let latency = start.elapsed();
-            let (outcome, hits, error) = match result {
-                Ok(Ok(mut hits)) => {
+            let (outcome, hits, error, note) = match result {
+                Ok(Ok(Found { mut hits, note })) => {
                     hits.truncate(k);
-                    (Outcome::Ok, hits, None)
+                    (Outcome::Ok, hits, None, note)
                 }
-                Ok(Err(SourceError::Timeout)) | Err(_) => (Outcome::Timeout, Vec::new(), None),
-                Ok(Err(e)) => (Outcome::Error, Vec::new(), Some(scrub(&e, query))),
+                Ok(Err(SourceError::Timeout)) | Err(_) => {
+                    (Outcome::Timeout, Vec::new(), None, None)
+                }
+                Ok(Err(e)) => (Outcome::Error, Vec::new(), Some(scrub(&e, query)), None),
             };
             tracing::debug!(
                 source = %t.name,
@@ -96,6 +101,7 @@ pub(crate) async fn fan_out(targets: &[Target], query: &str, k: usize, budget: D
                     hits: hits.len(),
                     latency,
                     error,
+                    note,
                 },
                 hits,
             )

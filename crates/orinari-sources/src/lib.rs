@@ -17,17 +17,24 @@ mod pack;
 mod sql;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use orinari_config::sources::{SourceConfig, SourceKind};
 
-pub use connector::{Connector, Hit, SourceError};
+pub use connector::{Connector, Found, Hit, SourceError};
 pub use fanout::{Outcome, SourceOutcome, Target};
 pub use files::chunk::{TokenCounter, approximate_tokens};
+pub use files::dense::DenseStatus;
 pub use fusion::{RRF_K, RankedHit, fuse};
 pub use pack::{MIN_PARTIAL_TOKENS, Packed, pack};
+
+/// For the benchmarks in `examples/`: not part of the API.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::files::dense::{seed as seed_vectors, top_k};
+}
 
 /// The configured sources, ready to search. Cheap to share (`Arc` inside).
 #[derive(Clone, Default)]
@@ -80,6 +87,8 @@ pub struct SourceStatus {
     pub indexing: Option<Progress>,
     /// The most recent search, if any since start.
     pub last_search: Option<LastSearch>,
+    /// A files source's vectors (`retrieval` dense or hybrid).
+    pub dense: Option<DenseStatus>,
 }
 
 /// How far a files source's sync (a start, a rescan, a reindex) is.
@@ -175,6 +184,7 @@ impl Sources {
                     hits: 0,
                     latency: Duration::ZERO,
                     error: Some("no source of this name is configured".into()),
+                    note: None,
                 }),
             }
         }
@@ -206,6 +216,10 @@ pub struct Setup<'a> {
     pub count_tokens: TokenCounter,
     /// Reads environment variables (an http source's `auth_header_env`).
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// The embedding model's folder, for files sources with `retrieval`
+    /// dense or hybrid: the same as `/v1/embeddings` uses, so that the
+    /// process holds one copy of it ([`orinari_embed::shared`]).
+    pub embed_model: PathBuf,
 }
 
 /// The process environment.
@@ -218,6 +232,7 @@ impl<'a> Setup<'a> {
             data_dir,
             count_tokens: Arc::new(approximate_tokens),
             env: PROCESS_ENV,
+            embed_model: orinari_embed::default_model_dir(),
         }
     }
 }
@@ -250,13 +265,19 @@ impl Indexer {
             .is_some_and(|w| w.tx.send(files::sync::Msg::Rescan).is_ok())
     }
 
-    /// Stop every indexer (each commits what it has) and wait for them.
+    /// Stop every indexer (each commits what it has; a dense one compacts
+    /// its vector cache) and wait for them.
     /// Blocks: call it from a blocking context (`spawn_blocking`) in async code.
     pub fn shutdown(mut self) {
         self.signal();
         for w in self.workers.drain(..) {
             if w.thread.join().is_err() {
                 tracing::error!(source = %w.name, "indexer thread panicked");
+            }
+            if let Some((_, t)) = w.dense
+                && t.join().is_err()
+            {
+                tracing::error!(source = %w.name, "dense indexer thread panicked");
             }
         }
     }
@@ -265,6 +286,9 @@ impl Indexer {
         for w in &self.workers {
             w.stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = w.tx.send(files::sync::Msg::Stop);
+            if let Some((tx, _)) = &w.dense {
+                let _ = tx.send(files::dense::DenseMsg::Stop);
+            }
         }
     }
 }
@@ -316,7 +340,14 @@ impl Sources {
             let connector: Result<Arc<dyn Connector>, String> = match &c.kind {
                 SourceKind::Files(f) => {
                     let dir = setup.data_dir.join("sources").join(&c.name);
-                    files::open(&c.name, f, &dir, setup.count_tokens.clone()).map(|(conn, w)| {
+                    files::open(
+                        &c.name,
+                        f,
+                        &dir,
+                        setup.count_tokens.clone(),
+                        &setup.embed_model,
+                    )
+                    .map(|(conn, w)| {
                         workers.push(w);
                         Arc::new(conn) as Arc<dyn Connector>
                     })

@@ -191,6 +191,22 @@ fn print_status(s: &Value) {
     if let Some(p) = s["indexing"].as_object() {
         println!("  indexing {}", progress(p));
     }
+    if let Some(d) = s["dense"].as_object() {
+        let n = |k: &str| d.get(k).and_then(Value::as_u64).unwrap_or(0);
+        println!(
+            "  {}: vectors {}  pending {}  embedded since start {}  model {}",
+            d.get("retrieval").and_then(Value::as_str).unwrap_or("?"),
+            n("vectors"),
+            n("pending"),
+            n("embedded"),
+            d.get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("not loaded (BM25 only meanwhile)"),
+        );
+        if let Some(e) = d.get("error").and_then(Value::as_str) {
+            println!("  dense error: {e}");
+        }
+    }
     if let Some(l) = s["last_search"].as_object() {
         println!(
             "  last search {}: {} ({} hits, {} ms)",
@@ -201,6 +217,9 @@ fn print_status(s: &Value) {
             l.get("hits").and_then(Value::as_u64).unwrap_or(0),
             l.get("latency_ms").and_then(Value::as_u64).unwrap_or(0),
         );
+        if let Some(note) = l.get("note").and_then(Value::as_str) {
+            println!("  note: {note}");
+        }
     }
     if let Some(e) = s["error"].as_str() {
         println!("  error: {e}");

@@ -44,6 +44,17 @@ pub fn view(s: &SourceStatus) -> Value {
             "hits": l.outcome.hits,
             "latency_ms": u64::try_from(l.outcome.latency.as_millis()).unwrap_or(u64::MAX),
             "error": l.outcome.error,
+            "note": l.outcome.note,
+        })),
+        "dense": s.dense.as_ref().map(|d| json!({
+            "retrieval": d.retrieval,
+            "model": d.model,
+            "ready": d.ready,
+            "vectors": d.vectors,
+            "pending": d.pending,
+            "embedded": d.embedded,
+            "cache_bytes": d.cache_bytes,
+            "error": d.error,
         })),
     })
 }

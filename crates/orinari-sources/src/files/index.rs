@@ -2,16 +2,21 @@
 //! field (title, headings and text) analysed by the English stemmer
 //! (`en_stem`); title, headings and text are stored apart for the hit. One
 //! document per chunk; a file's chunks share its relative path, the term
-//! they are replaced and deleted by.
+//! they are replaced and deleted by. Each chunk also carries the hash of
+//! the text a dense index embeds for it ([`embed_text`]), a fast field that
+//! the vectors are keyed and looked up by.
 
 use std::path::Path;
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
-    Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
+    TextOptions, Value,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
+};
 
 use crate::connector::Hit;
 
@@ -32,6 +37,19 @@ struct Fields {
     /// Title, headings and text together: the one field searched. One
     /// posting list per term instead of three keeps top-k fast.
     body: Field,
+    /// xxh3 of the chunk's [`embed_text`]: what its vector is keyed by.
+    hash: Field,
+}
+
+/// What a dense index embeds for a chunk: its title, heading path and
+/// text, as BM25 searches them.
+pub(crate) fn embed_text(title: &str, locator: &str, text: &str) -> String {
+    format!("{title}\n{locator}\n{text}")
+}
+
+/// A chunk's key: the xxh3 of its [`embed_text`].
+pub(crate) fn chunk_hash(embedded: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(embedded.as_bytes())
 }
 
 /// The index, its reader, and its fields.
@@ -54,6 +72,7 @@ fn schema() -> (Schema, Fields) {
         heading: b.add_text_field("heading", STORED),
         text: b.add_text_field("text", STORED),
         body: b.add_text_field("body", stemmed),
+        hash: b.add_u64_field("hash", INDEXED | FAST),
     };
     (b.build(), f)
 }
@@ -154,25 +173,92 @@ impl ChunkIndex {
                 &TopDocs::with_limit(k).order_by_score(),
             )
             .map_err(|e| format!("search failed: {e}"))?;
-        let mut hits = Vec::with_capacity(top.len());
-        for (score, address) in top {
-            let doc: TantivyDocument = searcher
-                .doc(address)
-                .map_err(|e| format!("cannot read a stored chunk: {e}"))?;
-            let get = |f: Field| {
-                doc.get_first(f)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            hits.push(Hit {
-                document: get(self.f.path),
-                title: get(self.f.title),
-                locator: get(self.f.heading),
-                url: None,
-                text: get(self.f.text),
-                score,
-            });
+        top.into_iter()
+            .map(|(score, address)| self.hit(&searcher, address, score))
+            .collect()
+    }
+
+    /// The stored chunk at `address`, as a hit with `score`.
+    fn hit(&self, searcher: &Searcher, address: DocAddress, score: f32) -> Result<Hit, String> {
+        let doc: TantivyDocument = searcher
+            .doc(address)
+            .map_err(|e| format!("cannot read a stored chunk: {e}"))?;
+        let get = |f: Field| {
+            doc.get_first(f)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        Ok(Hit {
+            document: get(self.f.path),
+            title: get(self.f.title),
+            locator: get(self.f.heading),
+            url: None,
+            text: get(self.f.text),
+            score,
+        })
+    }
+
+    /// The current commit, for reads that must agree with each other.
+    pub fn snapshot(&self) -> Searcher {
+        self.reader.searcher()
+    }
+
+    /// Every live chunk's hash in `searcher`, with where one chunk of that
+    /// hash is (identical chunks share a hash: one address each).
+    pub fn hashes(&self, searcher: &Searcher) -> Result<Vec<(u64, DocAddress)>, String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let column = segment
+                .fast_fields()
+                .u64("hash")
+                .map_err(|e| format!("cannot read chunk hashes: {e}"))?;
+            let segment_ord = u32::try_from(ord).map_err(|_| "too many segments".to_string())?;
+            for doc in segment.doc_ids_alive() {
+                if let Some(h) = column.first(doc)
+                    && seen.insert(h)
+                {
+                    out.push((h, DocAddress::new(segment_ord, doc)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What a dense index embeds for the chunk at `address`.
+    pub fn embed_text_at(
+        &self,
+        searcher: &Searcher,
+        address: DocAddress,
+    ) -> Result<String, String> {
+        let h = self.hit(searcher, address, 0.0)?;
+        Ok(embed_text(&h.title, &h.locator, &h.text))
+    }
+
+    /// The chunks of these hashes (best first, as given), with their scores;
+    /// hashes no longer in the index are skipped, and identical chunks of
+    /// several files each give a hit.
+    pub fn by_hashes(&self, hashes: &[(u64, f32)], k: usize) -> Result<Vec<Hit>, String> {
+        let searcher = self.reader.searcher();
+        let mut hits = Vec::with_capacity(k.min(hashes.len()));
+        for &(h, score) in hashes {
+            if hits.len() >= k {
+                break;
+            }
+            let query = TermQuery::new(
+                Term::from_field_u64(self.f.hash, h),
+                IndexRecordOption::Basic,
+            );
+            let found = searcher
+                .search(
+                    &query,
+                    &TopDocs::with_limit(k - hits.len()).order_by_score(),
+                )
+                .map_err(|e| format!("search failed: {e}"))?;
+            for (_, address) in found {
+                hits.push(self.hit(&searcher, address, score)?);
+            }
         }
         Ok(hits)
     }
@@ -200,12 +286,14 @@ impl Writer {
     pub fn put(&mut self, rel: &str, title: &str, chunks: &[Chunk]) -> Result<(), String> {
         self.delete(rel);
         for c in chunks {
+            let embedded = embed_text(title, &c.locator, &c.text);
             let mut doc = TantivyDocument::default();
+            doc.add_u64(self.f.hash, chunk_hash(&embedded));
             doc.add_text(self.f.path, rel);
             doc.add_text(self.f.title, title);
             doc.add_text(self.f.heading, &c.locator);
             doc.add_text(self.f.text, &c.text);
-            doc.add_text(self.f.body, format!("{title}\n{}\n{}", c.locator, c.text));
+            doc.add_text(self.f.body, embedded);
             self.w
                 .add_document(doc)
                 .map_err(|e| format!("cannot add to the index: {e}"))?;

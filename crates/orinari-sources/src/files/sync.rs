@@ -82,6 +82,8 @@ pub(crate) struct Job {
     pub tx: Sender<Msg>,
     pub rx: Receiver<Msg>,
     pub name: String,
+    /// Told of each commit (the dense thread, when there is one).
+    pub committed: Option<Sender<super::dense::DenseMsg>>,
 }
 
 struct Syncer {
@@ -480,7 +482,12 @@ impl Syncer {
             .and_then(|()| self.job.index.reload())
             .and_then(|()| save_manifest(&self.job.manifest_path, &self.manifest));
         match result {
-            Ok(()) => self.dirty = false,
+            Ok(()) => {
+                self.dirty = false;
+                if let Some(tx) = &self.job.committed {
+                    let _ = tx.send(super::dense::DenseMsg::Committed);
+                }
+            }
             Err(e) => {
                 tracing::error!(source = %self.job.name, error = %e, "files source index not saved");
                 set_error(&self.job.state, Some(e));
