@@ -48,6 +48,10 @@ const SQLITE: &[(&str, &str)] = &[
         "0008_instances.sql",
         include_str!("../migrations/sqlite/0008_instances.sql"),
     ),
+    (
+        "0009_acme.sql",
+        include_str!("../migrations/sqlite/0009_acme.sql"),
+    ),
 ];
 
 /// `migrations/postgres`: (file name, SQL).
@@ -83,6 +87,10 @@ const POSTGRES: &[(&str, &str)] = &[
     (
         "0008_instances.sql",
         include_str!("../migrations/postgres/0008_instances.sql"),
+    ),
+    (
+        "0009_acme.sql",
+        include_str!("../migrations/postgres/0009_acme.sql"),
     ),
 ];
 
