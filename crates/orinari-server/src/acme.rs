@@ -402,16 +402,22 @@ impl Acme {
         if version.is_none() || version == *seen {
             return;
         }
-        // Tried once per version: a failure is logged once, not every poll.
-        *seen = version;
         let loaded = match self.stored_certificate(shared).await {
             Ok(Some(c)) => self
                 .certificates
                 .install(c.cert.as_bytes(), c.key.as_bytes())
                 .map_err(|e| e.to_string()),
             Ok(None) => return,
+            // The store did not answer: try again at the next poll.
+            Err(AcmeError::Store(e)) => {
+                tracing::warn!(error = %e, "cannot read the certificate from the store");
+                return;
+            }
             Err(e) => Err(e.to_string()),
         };
+        // Tried once per version: a certificate that does not open or load
+        // is reported once, not at every poll.
+        *seen = version;
         match loaded {
             Ok(()) => tracing::info!(version, "TLS certificate loaded from the store"),
             Err(e) => {
