@@ -205,6 +205,7 @@ pub struct RawAcme {
     pub renew_before: Option<String>,
     pub check_interval: Option<String>,
     pub directory_ca: Option<String>,
+    pub key_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

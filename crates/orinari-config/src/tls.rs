@@ -41,6 +41,10 @@ pub struct AcmeConfig {
     pub check_interval: std::time::Duration,
     /// A PEM root to trust for the ACME server itself (private or test CAs).
     pub directory_ca: Option<PathBuf>,
+    /// The environment variable holding the key (base64, 32 bytes) that
+    /// seals the account and certificates shared through a PostgreSQL
+    /// store; required there, unused with SQLite (files in `cache_dir`).
+    pub key_env: Option<String>,
 }
 
 /// `acme.directory` default: Let's Encrypt production.
@@ -144,6 +148,15 @@ fn acme(a: &crate::raw::RawAcme, name: &str) -> Result<AcmeConfig, ConfigError> 
             format!("`{c}` must start with mailto:"),
         ));
     }
+    if let Some(env) = &a.key_env
+        && (env.is_empty() || !env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(err(
+            name,
+            "server.tls.acme.key_env",
+            format!("`{env}` is not an environment variable name"),
+        ));
+    }
     let duration = |key: &str, v: &Option<String>, default: &str| {
         crate::validate::duration(
             name,
@@ -159,5 +172,6 @@ fn acme(a: &crate::raw::RawAcme, name: &str) -> Result<AcmeConfig, ConfigError> 
         renew_before: duration("renew_before", &a.renew_before, ACME_RENEW_BEFORE)?,
         check_interval: duration("check_interval", &a.check_interval, ACME_CHECK_INTERVAL)?,
         directory_ca: a.directory_ca.as_ref().map(PathBuf::from),
+        key_env: a.key_env.clone(),
     })
 }

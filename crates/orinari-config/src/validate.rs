@@ -316,6 +316,20 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
         ));
     }
     let storage_url = storage.to_string();
+    if !storage.starts_with("sqlite:")
+        && tls
+            .as_ref()
+            .and_then(|t| t.acme.as_ref())
+            .is_some_and(|a| a.key_env.is_none())
+    {
+        return Err(err(
+            name,
+            "server.tls.acme.key_env",
+            "is required with a PostgreSQL store: the instances share the ACME account and \
+             certificate through it, sealed with this key (name an environment variable holding \
+             32 random bytes in base64, e.g. `openssl rand -base64 32`)",
+        ));
+    }
     let l = &raw.limits;
     let queue_depth = positive(name, "limits.queue_depth", l.queue_depth, d::QUEUE_DEPTH)? as usize;
     let max_body_bytes = positive(

@@ -657,6 +657,33 @@ fn tls_is_typed_and_checked() {
         &fails("[server.tls]\nacme = { domains = [\"a.org\"], directory = \"http://x\" }\n"),
         &["server.tls.acme.directory", "https://"],
     );
+    // A cluster (PostgreSQL) shares the certificate through the store,
+    // sealed: the key is required there, optional with SQLite.
+    assert_eq!(a.key_env, None);
+    let pg = "[storage]\nurl = \"postgres://db/orinari\"\n[server.tls]\n";
+    assert_contains(
+        &fails(&format!("{pg}acme = {{ domains = [\"a.org\"] }}\n")),
+        &[
+            "`server.tls.acme.key_env`",
+            "required",
+            "PostgreSQL",
+            "base64",
+        ],
+    );
+    let c = ok(&format!(
+        "{pg}acme = {{ domains = [\"a.org\"], key_env = \"ORINARI_ACME_KEY\" }}\n"
+    ));
+    assert_eq!(
+        c.tls.unwrap().acme.unwrap().key_env.as_deref(),
+        Some("ORINARI_ACME_KEY")
+    );
+    assert_contains(
+        &fails("[server.tls]\nacme = { domains = [\"a.org\"], key_env = \"MY KEY\" }\n"),
+        &[
+            "`server.tls.acme.key_env`",
+            "not an environment variable name",
+        ],
+    );
 }
 
 #[test]

@@ -97,8 +97,11 @@ pub async fn serve_all(
         state.set_certificates(t.certificates.clone());
         tls_tasks.spawn(t.certificates.clone().watch(rx.clone()));
         if let Some(a) = t.config.acme.clone() {
-            let client =
+            let mut client =
                 acme::Acme::new(a, state.acme_challenges().clone(), t.certificates.clone());
+            if let Some(shared) = t.shared_acme.clone() {
+                client = client.shared(shared);
+            }
             tls_tasks.spawn(client.run(rx.clone()));
         }
         loops.spawn(listener::accept(

@@ -2,9 +2,11 @@
 //! ECDHE + AEAD suites only — rustls offers nothing weaker) or "modern" (1.3
 //! only), HTTP/2 by ALPN, and a certificate that is reloaded when its files
 //! change: new handshakes get the new certificate, open connections keep
-//! theirs, nothing restarts.
+//! theirs, nothing restarts. In a cluster with ACME the certificate comes
+//! from the store instead ([`Certificates::install`], by the ACME client).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -36,14 +38,21 @@ pub enum TlsError {
     Config(String),
 }
 
-fn from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
-    let bad = |why: String| TlsError::Config(format!("placeholder certificate: {why}"));
+fn from_pem(cert: &[u8], key: &[u8], what: &str) -> Result<Arc<CertifiedKey>, TlsError> {
+    let bad = |why: String| TlsError::Config(format!("{what}: {why}"));
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<_, _>>()
         .map_err(|e| bad(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad("no PEM certificate".into()));
+    }
     let der = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad(e.to_string()))?;
     let signing = ring::sign::any_supported_type(&der).map_err(|e| bad(e.to_string()))?;
-    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| bad(format!("the key does not match the certificate: {e}")))?;
+    Ok(Arc::new(certified))
 }
 
 fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
@@ -83,6 +92,9 @@ pub struct Certificates {
     key: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
     seen: RwLock<(Stamp, Stamp)>,
+    /// Set when the certificate comes from the store (a cluster with ACME):
+    /// the files are then neither watched nor reloaded.
+    from_store: AtomicBool,
 }
 
 impl ResolvesServerCert for Certificates {
@@ -108,7 +120,9 @@ impl Certificates {
         let seen = (stamp(cert), stamp(key));
         let current = match (load(cert, key), placeholder) {
             (Ok(c), _) => c,
-            (Err(_), Some((c, k))) if !cert.exists() => from_pem(c.as_bytes(), k.as_bytes())?,
+            (Err(_), Some((c, k))) if !cert.exists() => {
+                from_pem(c.as_bytes(), k.as_bytes(), "placeholder certificate")?
+            }
             (Err(e), _) => return Err(e),
         };
         Ok(Self {
@@ -116,11 +130,31 @@ impl Certificates {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             seen: RwLock::new(seen),
+            from_store: AtomicBool::new(false),
         })
     }
 
+    /// From now on the certificate comes from the store through
+    /// [`Certificates::install`]: the files are no longer watched, and a
+    /// reload (SIGHUP, `POST /admin/v1/reload`) leaves it as it is.
+    pub fn follow_store(&self) {
+        self.from_store.store(true, Ordering::Relaxed);
+    }
+
+    /// Serve this PEM chain and key from the next handshake on (they must
+    /// match); on failure keep serving the current certificate.
+    pub fn install(&self, cert: &[u8], key: &[u8]) -> Result<(), TlsError> {
+        let fresh = from_pem(cert, key, "stored certificate")?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
     /// Load the files again; on failure keep serving the current certificate.
+    /// A certificate that comes from the store is kept as it is.
     pub fn reload(&self) -> Result<(), TlsError> {
+        if self.from_store.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let seen = (stamp(&self.cert), stamp(&self.key));
         let fresh = load(&self.cert, &self.key)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
@@ -144,7 +178,8 @@ impl Certificates {
             if *stop.borrow() {
                 return;
             }
-            if self.changed()
+            if !self.from_store.load(Ordering::Relaxed)
+                && self.changed()
                 && let Err(e) = self.reload()
             {
                 // Half-written files (cert renewed before key) land here:
@@ -166,6 +201,9 @@ pub struct Tls {
     pub certificates: Arc<Certificates>,
     /// The rustls acceptor.
     pub acceptor: TlsAcceptor,
+    /// With ACME in a cluster: the store and key the certificate is shared
+    /// through ([`Tls::with_shared_acme`]); `None` keeps it in `cache_dir`.
+    pub shared_acme: Option<crate::acme::SharedAcme>,
 }
 
 impl Tls {
@@ -197,6 +235,19 @@ impl Tls {
             config,
             certificates,
             acceptor: TlsAcceptor::from(Arc::new(server)),
+            shared_acme: None,
         })
+    }
+
+    /// The same listener with ACME shared through `store` and sealed with
+    /// `key` (several instances on one PostgreSQL store): only the leader
+    /// orders, every instance serves the stored certificate.
+    pub fn with_shared_acme(
+        mut self,
+        store: orinari_store::Store,
+        key: orinari_store::AcmeKey,
+    ) -> Self {
+        self.shared_acme = Some(crate::acme::SharedAcme { store, key });
+        self
     }
 }

@@ -28,8 +28,10 @@ pub fn grace(every: Duration) -> Duration {
 }
 
 /// Contend for leadership until `stop`, publishing it on `leader`; on stop,
-/// step down first, then free the lock.
-pub(crate) async fn run(
+/// step down first, then free the lock. `role` names the jobs in the log
+/// (the ACME client in `orinari-server` contends with a lock of its own).
+pub async fn run(
+    role: &'static str,
     mut lock: LeaderLock,
     leader: watch::Sender<bool>,
     every: Duration,
@@ -39,7 +41,7 @@ pub(crate) async fn run(
         let leads = lock.check().await;
         let before = leader.send_replace(leads);
         if before != leads {
-            tracing::info!(leader = leads, "singleton jobs leadership changed");
+            tracing::info!(role, leader = leads, "leadership changed");
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}

@@ -13,7 +13,7 @@ pub mod alerts;
 mod badge;
 mod clock;
 mod feed;
-mod leader;
+pub mod leader;
 pub mod model;
 mod notify;
 pub mod outbound;

@@ -8,7 +8,9 @@
 //! migrations are kept per backend in `migrations/{sqlite,postgres}` and run
 //! at start-up. Conversation text is never stored.
 
+pub mod acme;
 pub mod backup;
+mod crypt;
 pub mod instances;
 mod journal;
 mod keys;
@@ -26,6 +28,8 @@ use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 
+pub use acme::SealedSecret;
+pub use crypt::{AcmeKey, BackupKey};
 pub use instances::{ClusterView, InstanceRow, InstanceState, InstanceView, Registration};
 pub use journal::Change;
 pub use keys::{ApiKey, NewApiKey};

@@ -49,6 +49,10 @@ const SQLITE: &[(&str, &str)] = &[
         include_str!("../migrations/sqlite/0008_instances.sql"),
     ),
     (
+        "0009_acme.sql",
+        include_str!("../migrations/sqlite/0009_acme.sql"),
+    ),
+    (
         "0010_key_sources.sql",
         include_str!("../migrations/sqlite/0010_key_sources.sql"),
     ),
@@ -87,6 +91,10 @@ const POSTGRES: &[(&str, &str)] = &[
     (
         "0008_instances.sql",
         include_str!("../migrations/postgres/0008_instances.sql"),
+    ),
+    (
+        "0009_acme.sql",
+        include_str!("../migrations/postgres/0009_acme.sql"),
     ),
     (
         "0010_key_sources.sql",

@@ -463,7 +463,14 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
     let addr = listener.local_addr()?;
     let https = match &config.tls {
         Some(t) => {
-            let tls = orinari_server::tls::Tls::new(t.clone()).context("[server.tls]")?;
+            let mut tls = orinari_server::tls::Tls::new(t.clone()).context("[server.tls]")?;
+            // Several instances on one PostgreSQL store share the ACME
+            // account and certificate through it, sealed; SQLite keeps files.
+            if let Some(a) = &t.acme
+                && store.backend() == orinari_store::Backend::Postgres
+            {
+                tls = tls.with_shared_acme(store.clone(), acme_key(a)?);
+            }
             Some((listen(inherited.https, t.listen).await?, tls))
         }
         None => None,
@@ -549,6 +556,24 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
     }
     store.close().await;
     Ok(locals)
+}
+
+/// The key sealing the ACME state shared through a PostgreSQL store, read
+/// once at start from the variable named by `server.tls.acme.key_env`
+/// (required there by config validation). Errors name the key, never its value.
+fn acme_key(acme: &orinari_config::tls::AcmeConfig) -> anyhow::Result<orinari_store::AcmeKey> {
+    let var = acme
+        .key_env
+        .as_deref()
+        .context("server.tls.acme.key_env: is required with a PostgreSQL store")?;
+    let text = std::env::var(var).map_err(|_| {
+        anyhow::anyhow!(
+            "server.tls.acme.key_env: the environment variable {var} is not set; \
+             set it to the same 32 random bytes in base64 on every instance (e.g. `openssl rand -base64 32`)"
+        )
+    })?;
+    orinari_store::AcmeKey::from_base64(&text)
+        .map_err(|e| anyhow::anyhow!("server.tls.acme.key_env ({var}): {e}"))
 }
 
 /// The admin token's SHA-256: from the environment variable named by

@@ -269,3 +269,93 @@ async fn instances_list_each_other_mark_the_odd_one_and_show_a_stopped_one() {
     assert_eq!(v["agree"], true, "{v}");
     assert_eq!(v["leaders"], 1, "{v}");
 }
+
+/// `orinari serve` with ACME on a PostgreSQL store: its stderr and whether
+/// it stopped by itself within 60 s (it must, refusing to start).
+fn serve_acme(cluster: &Cluster, up: &FakeUpstream, key: Option<&str>) -> (bool, String) {
+    let config = cluster.dir.join("acme.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+[server.tls]
+listen = "127.0.0.1:{tls}"
+acme = {{ domains = ["localhost"], directory = "https://127.0.0.1:1/dir", key_env = "ORINARI_TEST_ACME_KEY" }}
+[storage]
+url = "{url}"
+[guard]
+prompt_injection = "off"
+[[models]]
+name = "pooled"
+[[models.backends]]
+name = "a"
+provider = "openai"
+base_url = "{base}"
+"#,
+            port = free_port(),
+            tls = free_port(),
+            url = cluster.url,
+            base = up.base_url(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(&cluster.dir)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("ORINARI_ADMIN_TOKEN", "admin")
+        .env_remove("ORINARI_TEST_ACME_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(k) = key {
+        cmd.env("ORINARI_TEST_ACME_KEY", k);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    let exited = loop {
+        match child.try_wait().unwrap() {
+            Some(status) => break !status.success(),
+            None if Instant::now() > until => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break false;
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (exited, err)
+}
+
+/// ACME in a cluster needs the shared key: a missing or malformed one stops
+/// the instance at start with an error naming the key, never its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acme_instance_on_postgres_refuses_to_start_without_a_valid_key() {
+    let up = FakeUpstream::start(Faults::default()).await.unwrap();
+    let cluster = Cluster::new();
+    let (stopped, err) = tokio::task::block_in_place(|| serve_acme(&cluster, &up, None));
+    assert!(stopped, "started without its ACME key: {err}");
+    assert!(
+        err.contains("server.tls.acme.key_env") && err.contains("ORINARI_TEST_ACME_KEY is not set"),
+        "{err}"
+    );
+    let (stopped, err) =
+        tokio::task::block_in_place(|| serve_acme(&cluster, &up, Some("c2VjcmV0LXZhbHVl")));
+    assert!(stopped, "started with a 12-byte key: {err}");
+    assert!(
+        err.contains("server.tls.acme.key_env (ORINARI_TEST_ACME_KEY)")
+            && err.contains("must be 32 bytes"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("c2VjcmV0LXZhbHVl"),
+        "the key's value was printed: {err}"
+    );
+}

@@ -51,13 +51,14 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 }
 
 /// `GET /.well-known/acme-challenge/{token}`: the key authorization of an
-/// open HTTP-01 challenge (plain text), or 404.
+/// open HTTP-01 challenge (plain text) — this instance's, or in a cluster
+/// the leader's from the store — or 404.
 pub async fn acme_challenge(
     axum::extract::State(state): axum::extract::State<AppState>,
     axum::extract::Path(token): axum::extract::Path<String>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match state.acme_challenges().get(&token) {
+    match state.acme_challenges().lookup(&token).await {
         Some(key_authorization) => (
             [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
             key_authorization,

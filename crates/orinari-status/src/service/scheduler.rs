@@ -69,7 +69,14 @@ impl Scheduler {
             let leader = svc.leader.clone();
             let stop = stop.clone();
             tasks.spawn(async move {
-                crate::leader::run(lock, leader, crate::leader::ELECTION_EVERY, stop).await;
+                crate::leader::run(
+                    "singleton jobs",
+                    lock,
+                    leader,
+                    crate::leader::ELECTION_EVERY,
+                    stop,
+                )
+                .await;
             });
         }
         if let Some(queue) = svc.notifier.take_queue() {

@@ -1,7 +1,7 @@
 //! Backups of the embedded (SQLite) store with point-in-time restore.
 //!
 //! Two streams go to every destination, each file sealed with AES-256-GCM
-//! ([`crypt`]):
+//! ([`crate::crypt`]):
 //!
 //! - **snapshots**: a consistent online copy (`VACUUM INTO`) on a schedule;
 //! - **the journal**: every committed change (`change_log`, written in the
@@ -13,7 +13,6 @@
 //! time is at or before T: the result is exactly the committed state at T. A
 //! restore writes a new file and never touches the live database.
 
-mod crypt;
 mod files;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +20,7 @@ use std::time::Duration;
 
 use sqlx::{Connection, Row};
 
-pub use crypt::BackupKey;
+pub use crate::crypt::BackupKey;
 pub use files::{SegmentFile, SnapshotFile};
 
 use crate::{Backend, Store, StoreError};
