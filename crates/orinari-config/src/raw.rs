@@ -67,6 +67,11 @@ pub mod defaults {
     /// `[[models]] prefix_cache_mib` of an embedded model: memory for the
     /// keys and values of recent prompts, reused by the next turn.
     pub const LOCAL_PREFIX_CACHE_MIB: u32 = 128;
+    /// `[[models]] cache.ttl`: how long a cached answer is served.
+    pub const RESPONSE_CACHE_TTL: &str = "10m";
+    /// `[[models]] cache.max_mib`: the in-memory cache's bound per model
+    /// (with `[cluster] redis_url`, Redis's own `maxmemory` bounds it).
+    pub const RESPONSE_CACHE_MAX_MIB: u32 = 64;
     /// `[[models]] strategy` for upstream backends.
     pub const MODEL_STRATEGY: &str = "p2c-ewma";
     /// `[[models]] connect_timeout_ms`: TCP/TLS connect to a backend.
@@ -282,6 +287,8 @@ pub struct RawModel {
     pub parallel: Option<u32>,
     pub requantize: Option<bool>,
     pub prefix_cache_mib: Option<u32>,
+    /// `[[models]] cache`: the exact response cache (absent: off).
+    pub cache: Option<RawResponseCache>,
     pub strategy: Option<String>,
     #[serde(default)]
     pub fallback: Vec<String>,
@@ -303,6 +310,14 @@ pub struct RawModel {
     pub open_ms: Option<u64>,
     pub health_path: Option<String>,
     pub health_interval_ms: Option<u64>,
+}
+
+/// `[[models]] cache = { ttl = "10m", max_mib = 64 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponseCache {
+    pub ttl: Option<String>,
+    pub max_mib: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
