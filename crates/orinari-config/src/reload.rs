@@ -49,6 +49,7 @@ pub fn plan(current: &Config, next: &Config) -> (Changes, Config) {
     keep!("server.admin_token_env", server.admin_token_env);
     keep!("server.region", server.region);
     keep!("server.shutdown_timeout_ms", server.shutdown_timeout);
+    keep!("server.inference_threads", server.inference_threads);
     keep!(
         "server.max_connections",
         admission.connections.max_connections

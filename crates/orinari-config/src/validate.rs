@@ -93,6 +93,10 @@ pub struct ServerConfig {
     pub region: String,
     /// How long SIGTERM waits for in-flight requests and streams.
     pub shutdown_timeout: Duration,
+    /// `inference_threads`: threads of the embedded models' matrix
+    /// products (`None`: the cores this process may use, cgroup quota
+    /// included, less one for the server, at least 1).
+    pub inference_threads: Option<usize>,
 }
 
 /// One served model.
@@ -562,6 +566,10 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
             admin_token_env,
             region: raw.server.region.unwrap_or_else(|| d::REGION.into()),
             shutdown_timeout,
+            inference_threads: match raw.server.inference_threads {
+                None | Some(0) => None,
+                Some(n) => Some(n as usize),
+            },
         },
         max_body_bytes,
         max_input_chars,

@@ -1062,3 +1062,21 @@ fn a_response_cache_is_opt_in_with_documented_defaults() {
     let msg = fails("[[models]]\nname = \"m\"\nbackend = \"local\"\ncache = { size = 1 }\n");
     assert_contains(&msg, &["size"]);
 }
+
+#[test]
+fn inference_threads_default_to_the_cores_and_take_an_override() {
+    assert_eq!(ok("").server.inference_threads, None);
+    assert_eq!(
+        ok("[server]\ninference_threads = 3\n")
+            .server
+            .inference_threads,
+        Some(3)
+    );
+    let c = orinari_config::parse(
+        "",
+        "test.toml",
+        env(&[("ORINARI_SERVER_INFERENCE_THREADS", "2")]),
+    )
+    .unwrap();
+    assert_eq!(c.server.inference_threads, Some(2));
+}

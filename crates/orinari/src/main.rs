@@ -12,6 +12,7 @@ mod gateway;
 mod keys;
 mod reload;
 mod sources;
+mod threads;
 mod upgrade;
 
 use anyhow::Context;
@@ -221,7 +222,15 @@ fn main() -> ExitCode {
                     }
                 };
             }
+            // Size candle's inference pool: the environment it reads is set
+            // by starting this binary again, before anything else runs.
+            threads::apply(&config);
             init_logging();
+            tracing::info!(
+                inference_threads = std::env::var("CANDLE_NUM_THREADS").unwrap_or_default(),
+                cores = std::thread::available_parallelism().map_or(1, |n| n.get()),
+                "inference threads"
+            );
             match serve(config, path) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
