@@ -64,7 +64,8 @@ build-test:
 	$(WITH_CLIPPY) $(CARGO) nextest run --workspace --no-run
 	test -x target/debug/orinari
 
-# One candle thread per embedded model while tests run: nextest runs two
+# One candle thread per embedded model while tests run (also the default
+# of `[server] inference_threads` on 2 cores): nextest runs two
 # tests at once on these 2 cores, and candle's pool waits for its workers by
 # spinning, so two models with two threads each slow each other down about
 # 8x (3 answers of 40 tokens: 98 s with the default pool, 12 s with one

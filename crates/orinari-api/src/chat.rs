@@ -148,6 +148,9 @@ pub struct ChatRequest {
     /// `orinari.sources`: the data sources a grounded model may search for
     /// this answer (`None`: all of the model's; empty: none).
     pub sources: Option<Vec<String>>,
+    /// `orinari.cache`: `Some(false)` bypasses the exact response cache
+    /// for this request; `None` or `Some(true)` follow the model's setting.
+    pub cache: Option<bool>,
 }
 
 /// A request body parsed as JSON (400 `invalid_json` with the parser's reason).
@@ -683,7 +686,7 @@ impl ChatRequest {
             Some(Value::String(u)) => Some(u.clone()),
             Some(v) => return Err(expected("user", "a string", v)),
         };
-        let sources = crate::grounded::parse_extension(o.get("orinari"))?;
+        let extension = crate::grounded::parse_extension(o.get("orinari"))?;
         Ok(Self {
             model,
             messages,
@@ -696,7 +699,8 @@ impl ChatRequest {
             seed,
             user,
             options,
-            sources,
+            sources: extension.sources,
+            cache: extension.cache,
         })
     }
 }

@@ -14,25 +14,46 @@ use crate::chat::expected;
 /// The most source names a request may list in `orinari.sources`.
 pub const MAX_REQUEST_SOURCES: usize = 32;
 
-/// `orinari.sources` of a request: `None` when absent (the model's own
-/// sources), else the names asked for (empty: no retrieval).
-pub(crate) fn parse_extension(value: Option<&Value>) -> Result<Option<Vec<String>>, ApiError> {
+/// The request's `orinari` extension object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Extension {
+    /// `orinari.sources`: `None` when absent (the model's own sources),
+    /// else the names asked for (empty: no retrieval).
+    pub(crate) sources: Option<Vec<String>>,
+    /// `orinari.cache`: `false` bypasses the exact response cache for this
+    /// request (neither read nor written); `None` or `true` follow the
+    /// model's `cache` setting.
+    pub(crate) cache: Option<bool>,
+}
+
+/// The request's `orinari` extension (`sources`, `cache`).
+pub(crate) fn parse_extension(value: Option<&Value>) -> Result<Extension, ApiError> {
     let o = match value {
-        None | Some(Value::Null) => return Ok(None),
+        None | Some(Value::Null) => return Ok(Extension::default()),
         Some(Value::Object(o)) => o,
         Some(v) => return Err(expected("orinari", "an object", v)),
     };
     for key in o.keys() {
-        if key != "sources" {
+        if key != "sources" && key != "cache" {
             return Err(ApiError::invalid(
                 format!("orinari.{key}"),
-                format!("Unrecognized ORINARI extension field `{key}` (known: sources)."),
+                format!("Unrecognized ORINARI extension field `{key}` (known: sources, cache)."),
             )
             .with_code("unknown_parameter"));
         }
     }
+    let cache = match o.get("cache") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(v) => return Err(expected("orinari.cache", "a boolean", v)),
+    };
     let list = match o.get("sources") {
-        None | Some(Value::Null) => return Ok(None),
+        None | Some(Value::Null) => {
+            return Ok(Extension {
+                sources: None,
+                cache,
+            });
+        }
         Some(Value::Array(a)) => a,
         Some(v) => {
             return Err(expected("orinari.sources", "an array of source names", v));
@@ -62,7 +83,10 @@ pub(crate) fn parse_extension(value: Option<&Value>) -> Result<Option<Vec<String
             other => return Err(expected(&param, "a string", other)),
         }
     }
-    Ok(Some(names))
+    Ok(Extension {
+        sources: Some(names),
+        cache,
+    })
 }
 
 /// One passage a grounded answer was given, numbered as its `[n]` marker.
@@ -158,22 +182,25 @@ mod tests {
 
     #[test]
     fn the_extension_narrows_or_turns_off() {
-        assert_eq!(parse_extension(None).unwrap(), None);
-        assert_eq!(parse_extension(Some(&json!({}))).unwrap(), None);
+        let sources = |v: Option<&Value>| parse_extension(v).unwrap().sources;
+        assert_eq!(sources(None), None);
+        assert_eq!(sources(Some(&json!({}))), None);
+        assert_eq!(sources(Some(&json!({"sources": []}))), Some(vec![]));
         assert_eq!(
-            parse_extension(Some(&json!({"sources": []}))).unwrap(),
-            Some(vec![])
-        );
-        assert_eq!(
-            parse_extension(Some(&json!({"sources": ["a", "b", "a"]}))).unwrap(),
+            sources(Some(&json!({"sources": ["a", "b", "a"]}))),
             Some(vec!["a".to_string(), "b".to_string()])
         );
+        assert_eq!(parse_extension(None).unwrap().cache, None);
+        let off = parse_extension(Some(&json!({"cache": false, "sources": ["a"]}))).unwrap();
+        assert_eq!(off.cache, Some(false));
+        assert_eq!(off.sources, Some(vec!["a".to_string()]));
         for (bad, param) in [
             (json!("x"), "orinari"),
             (json!({"source": []}), "orinari.source"),
             (json!({"sources": "a"}), "orinari.sources"),
             (json!({"sources": ["a", 3]}), "orinari.sources[1]"),
             (json!({"sources": [""]}), "orinari.sources[0]"),
+            (json!({"cache": "no"}), "orinari.cache"),
         ] {
             let e = parse_extension(Some(&bad)).unwrap_err();
             assert_eq!(e.param.as_deref(), Some(param), "{bad}");

@@ -17,6 +17,7 @@ use orinari_limits::queue::Permit;
 use orinari_limits::{Limiter, Policy, Window};
 use orinari_models::{Event, EventResult, Generation, ModelError, Outcome};
 
+use crate::cache::Recorder;
 use crate::cite::Citer;
 use crate::meter::Meter;
 
@@ -109,6 +110,11 @@ pub struct Answer {
     ended: bool,
     /// A grounded answer's sources and citations.
     cited: Option<Cited>,
+    /// Recording for the response cache, until the answer is stored or
+    /// turns out not storable.
+    recorder: Option<Recorder>,
+    /// Replayed from the response cache.
+    cached: bool,
 }
 
 impl Answer {
@@ -131,7 +137,27 @@ impl Answer {
             metered,
             ended: false,
             cited: None,
+            recorder: None,
+            cached: false,
         }
+    }
+
+    /// The same, its events recorded for the response cache.
+    pub(crate) fn recording(mut self, recorder: Option<Recorder>) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    /// The same, marked as replayed from the response cache.
+    pub(crate) fn replayed(mut self) -> Self {
+        self.cached = true;
+        self
+    }
+
+    /// Whether the answer is replayed from the response cache (for the
+    /// `x-orinari-cache: hit` header).
+    pub fn cache_hit(&self) -> bool {
+        self.cached
     }
 
     /// The same as a grounded answer (`None`: not grounded).
@@ -158,6 +184,8 @@ impl Answer {
             metered: None,
             ended: false,
             cited: None,
+            recorder: None,
+            cached: false,
         }
     }
 
@@ -215,6 +243,11 @@ impl Answer {
                 return Poll::Ready(Some(event));
             }
             let event = std::task::ready!(self.generation.events.poll_recv(cx));
+            if let Some(r) = &mut self.recorder
+                && !r.observe(event.as_ref())
+            {
+                self.recorder = None;
+            }
             if !self.ended {
                 self.observe(event.as_ref());
             }

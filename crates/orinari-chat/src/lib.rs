@@ -14,7 +14,11 @@
 //!    the passages that fit join the prompt fenced as data, screened as
 //!    indirect injection and numbered for citations ([`retrieve`]); the
 //!    answer's `[n]` markers are checked against them as it streams
-//!    ([`cite`]); *(caching, later: see the slot in [`Chat::answer`])*;
+//!    ([`cite`]); then the **exact response cache** for a model that opted
+//!    in: a deterministic request answered before is replayed from it
+//!    (its recorded usage still charged to the token budget, no queue slot,
+//!    no backend), and a miss is recorded as it streams and stored once it
+//!    ends normally ([`cache`]);
 //! 5. **token estimate and reservation** — a quarter of the request's bytes
 //!    plus its `max_tokens` (or the configured default), no more than the
 //!    model's window, reserved against the caller's token budget (429);
@@ -37,6 +41,7 @@
 
 mod admit;
 mod answer;
+pub mod cache;
 mod cite;
 mod embed;
 mod error;
@@ -49,10 +54,11 @@ use std::time::Instant;
 
 use orinari_api::{ApiError, ChatMessage, Options, Role, ValidationLimits};
 use orinari_limits::{Caller, Edge};
-use orinari_models::{GenerateRequest, Message, ModelBackend, Sampling};
+use orinari_models::{Events, GenerateRequest, Generation, Message, ModelBackend, Sampling};
 use orinari_telemetry::Metrics;
 
 pub use answer::{Answer, Collected};
+pub use cache::ResponseCache;
 pub use embed::Vectors;
 pub use error::ChatError;
 pub use retrieve::Retrieval;
@@ -101,6 +107,9 @@ pub struct ChatRequest {
     /// `orinari.sources`: the sources a grounded model may search for this
     /// answer (`None`: all of its own; empty: no retrieval).
     pub sources: Option<Vec<String>>,
+    /// `orinari.cache`: `Some(false)` bypasses the response cache (neither
+    /// read nor written); otherwise the model's `cache` setting applies.
+    pub cache: Option<bool>,
 }
 
 impl ChatRequest {
@@ -126,6 +135,7 @@ impl ChatRequest {
             size,
             fields: None,
             sources: req.sources,
+            cache: req.cache,
         }
     }
 
@@ -165,6 +175,7 @@ pub struct Chat {
     screening: Option<Screening>,
     retrieval: Option<Retrieval>,
     embedding: Option<embed::Embedding>,
+    response_cache: Option<Arc<ResponseCache>>,
     limits: ValidationLimits,
     metrics: Arc<Metrics>,
 }
@@ -184,6 +195,7 @@ impl Chat {
             screening: None,
             retrieval: None,
             embedding: None,
+            response_cache: None,
             limits,
             metrics,
         };
@@ -217,6 +229,14 @@ impl Chat {
     /// The same with this retrieval (`None`: no model is grounded).
     pub fn with_retrieval(self, retrieval: Option<Retrieval>) -> Self {
         Self { retrieval, ..self }
+    }
+
+    /// The same with this response cache (`None`: no model caches).
+    pub fn with_response_cache(self, response_cache: Option<Arc<ResponseCache>>) -> Self {
+        Self {
+            response_cache,
+            ..self
+        }
     }
 
     /// Retrieval for grounded models, when sources are configured.
@@ -300,11 +320,10 @@ impl Chat {
         .await
         .map_err(ChatError::Refused)?;
 
-        // 4. Retrieval (grounded models), then caching (a slot for a later
-        //    issue: a cached answer is looked up here, keyed by the final
-        //    prompt, so that a hit spends no token budget and no queue slot
-        //    and starts no backend). Passages join the prompt before the
-        //    estimate, which counts them.
+        // 4. Retrieval (grounded models), then the response cache, keyed by
+        //    the final prompt: a hit takes no queue slot and starts no
+        //    backend, but its recorded usage is charged to the token budget.
+        //    Passages join the prompt before the estimate, which counts them.
         let backend = &model.served.backend;
         let window = backend.info().context_window;
         let completion = request
@@ -341,6 +360,37 @@ impl Chat {
                 request.messages.insert(at, message.clone());
             }
             grounded = Some(found);
+        }
+
+        let cached = self
+            .response_cache
+            .as_ref()
+            .filter(|_| cache::key::cacheable(&request))
+            .and_then(|c| {
+                c.model(&request.model)
+                    .map(|slot| (slot.clone(), cache::key::key(c.secret(), &request)))
+            });
+        if let Some((slot, key)) = &cached
+            && let Some(entry) = slot.lookup(key).await
+        {
+            let usage = entry.usage();
+            let used = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+            let (held, tokens) = self.reserve(caller, &model.served.name, used).await?;
+            let generation = Generation {
+                prompt_tokens: entry.prompt_tokens,
+                events: Events::ready(entry.events.into_iter().map(Ok).collect()),
+            };
+            return Ok(Answer::new(
+                generation,
+                request.model,
+                flagged,
+                request.stream,
+                tokens,
+                held,
+                None,
+            )
+            .grounded(grounded.map(|g| answer::Cited::new(g.grounding, g.refs)))
+            .replayed());
         }
 
         // 5. Token estimate and reservation.
@@ -398,7 +448,9 @@ impl Chat {
             }
         };
 
-        // 8. Metrics: recorded by the answer as its events arrive.
+        // 8. Metrics: recorded by the answer as its events arrive; a
+        //    cacheable answer is recorded too, and stored when it ends well.
+        let recorder = cached.map(|(slot, key)| slot.recorder(key, generation.prompt_tokens));
         let metered = model.meter.clone().map(|meter| Metered {
             meter,
             started,
@@ -413,7 +465,8 @@ impl Chat {
             held,
             metered,
         )
-        .grounded(grounded.map(|g| answer::Cited::new(g.grounding, g.refs))))
+        .grounded(grounded.map(|g| answer::Cited::new(g.grounding, g.refs)))
+        .recording(recorder))
     }
 }
 

@@ -107,6 +107,7 @@ fn ask(model: &str, size: usize, max_tokens: u32) -> ChatRequest {
         size,
         fields: None,
         sources: None,
+        cache: None,
     }
 }
 

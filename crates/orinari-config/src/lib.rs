@@ -22,7 +22,8 @@ pub use status::{
     VisitorWebhookSettings, WEBHOOK_MAX_FAILURES, WebhookSettings, slug,
 };
 pub use validate::{
-    BackupSettings, Config, KeySource, LocalModelConfig, ModelConfig, PromptInjection, ServerConfig,
+    BackupSettings, Config, KeySource, LocalModelConfig, ModelConfig, PromptInjection,
+    ResponseCacheConfig, ServerConfig,
 };
 
 /// A configuration problem, ready to print.

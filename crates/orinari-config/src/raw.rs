@@ -67,6 +67,11 @@ pub mod defaults {
     /// `[[models]] prefix_cache_mib` of an embedded model: memory for the
     /// keys and values of recent prompts, reused by the next turn.
     pub const LOCAL_PREFIX_CACHE_MIB: u32 = 128;
+    /// `[[models]] cache.ttl`: how long a cached answer is served.
+    pub const RESPONSE_CACHE_TTL: &str = "10m";
+    /// `[[models]] cache.max_mib`: the in-memory cache's bound per model
+    /// (with `[cluster] redis_url`, Redis's own `maxmemory` bounds it).
+    pub const RESPONSE_CACHE_MAX_MIB: u32 = 64;
     /// `[[models]] strategy` for upstream backends.
     pub const MODEL_STRATEGY: &str = "p2c-ewma";
     /// `[[models]] connect_timeout_ms`: TCP/TLS connect to a backend.
@@ -173,6 +178,7 @@ pub struct RawServer {
     pub admin_token_env: Option<String>,
     pub region: Option<String>,
     pub shutdown_timeout_ms: Option<u64>,
+    pub inference_threads: Option<u32>,
     pub tls: Option<RawTls>,
     pub max_connections: Option<u32>,
     pub max_connections_per_ip: Option<u32>,
@@ -283,6 +289,8 @@ pub struct RawModel {
     pub parallel: Option<u32>,
     pub requantize: Option<bool>,
     pub prefix_cache_mib: Option<u32>,
+    /// `[[models]] cache`: the exact response cache (absent: off).
+    pub cache: Option<RawResponseCache>,
     pub strategy: Option<String>,
     #[serde(default)]
     pub fallback: Vec<String>,
@@ -304,6 +312,14 @@ pub struct RawModel {
     pub open_ms: Option<u64>,
     pub health_path: Option<String>,
     pub health_interval_ms: Option<u64>,
+}
+
+/// `[[models]] cache = { ttl = "10m", max_mib = 64 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponseCache {
+    pub ttl: Option<String>,
+    pub max_mib: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -442,6 +458,7 @@ const OVERRIDABLE: &[(&str, &[&str])] = &[
             "admin_token_env",
             "region",
             "shutdown_timeout_ms",
+            "inference_threads",
             "max_connections",
             "max_connections_per_ip",
             "header_read_timeout_ms",

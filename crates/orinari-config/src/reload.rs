@@ -12,7 +12,7 @@
 //! (the certificate files themselves are reloaded), `storage.url`,
 //! `cluster.redis_url`, `[backup]`, what the status page is (`page_name`,
 //! `page_url`, `time_zone`, the `smtp` relay, visitors' subscriptions),
-//! `limits.max_body_bytes`, `[[sources]]`, and the embedded models (loading
+//! `limits.max_body_bytes`, `[[sources]]`, a model's response `cache`, and the embedded models (loading
 //! one takes seconds and memory; a new or changed one waits for a restart).
 
 use crate::{CheckSettings, Config, ModelConfig, StatusSettings};
@@ -49,6 +49,7 @@ pub fn plan(current: &Config, next: &Config) -> (Changes, Config) {
     keep!("server.admin_token_env", server.admin_token_env);
     keep!("server.region", server.region);
     keep!("server.shutdown_timeout_ms", server.shutdown_timeout);
+    keep!("server.inference_threads", server.inference_threads);
     keep!(
         "server.max_connections",
         admission.connections.max_connections
@@ -130,9 +131,25 @@ pub fn plan(current: &Config, next: &Config) -> (Changes, Config) {
                 .push(format!("models.{}.sources", m.name));
         }
     }
+    // The response cache's stores are built at start (an in-memory one
+    // per model, or the Redis client): a model's `cache` changes at the
+    // next restart too.
+    let caching = |config: &Config, name: &str| {
+        config
+            .models
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.cache)
+    };
+    for m in &next.models {
+        if m.cache != caching(current, &m.name) {
+            c.restart_required.push(format!("models.{}.cache", m.name));
+        }
+    }
     effective.models = models(current, next, &mut c);
     for m in &mut effective.models {
         m.sources = grounding(current, &m.name);
+        m.cache = caching(current, &m.name);
     }
     // The built-in Redis check follows `cluster.redis_url`, which waits.
     if effective.admission.redis_url != next.admission.redis_url {

@@ -93,6 +93,10 @@ pub struct ServerConfig {
     pub region: String,
     /// How long SIGTERM waits for in-flight requests and streams.
     pub shutdown_timeout: Duration,
+    /// `inference_threads`: threads of the embedded models' matrix
+    /// products (`None`: the cores this process may use, cgroup quota
+    /// included, less one for the server, at least 1).
+    pub inference_threads: Option<usize>,
 }
 
 /// One served model.
@@ -107,6 +111,44 @@ pub struct ModelConfig {
     /// `sources`: the `[[sources]]` a grounded model answers from (empty:
     /// not grounded).
     pub sources: Vec<String>,
+    /// `cache`: the exact response cache for deterministic requests
+    /// (`None`: off, the default).
+    pub cache: Option<ResponseCacheConfig>,
+}
+
+/// `[[models]] cache = { ttl = "10m", max_mib = 64 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseCacheConfig {
+    /// How long an answer is served from the cache after it was stored.
+    pub ttl: Duration,
+    /// The in-memory cache's bound in bytes (unused with Redis).
+    pub max_bytes: usize,
+}
+
+/// `models[i].cache`, validated.
+fn response_cache(
+    name: &str,
+    i: usize,
+    raw: Option<&crate::raw::RawResponseCache>,
+) -> Result<Option<ResponseCacheConfig>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let ttl = duration(
+        name,
+        &format!("models[{i}].cache.ttl"),
+        raw.ttl.as_deref().unwrap_or(d::RESPONSE_CACHE_TTL),
+    )?;
+    let mib = positive(
+        name,
+        &format!("models[{i}].cache.max_mib"),
+        raw.max_mib,
+        d::RESPONSE_CACHE_MAX_MIB,
+    )?;
+    Ok(Some(ResponseCacheConfig {
+        ttl,
+        max_bytes: (mib as usize).saturating_mul(1 << 20),
+    }))
 }
 
 /// `backend = "local"`: the embedded GGUF model.
@@ -228,6 +270,7 @@ fn local_model(name: &str, i: usize, m: RawModel) -> Result<ModelConfig, ConfigE
         },
         upstream: None,
         sources: Vec::new(),
+        cache: None,
     })
 }
 
@@ -479,6 +522,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
     let mut models = Vec::with_capacity(raw.models.len().max(1));
     for (i, m) in raw.models.into_iter().enumerate() {
         let grounded = model_sources(name, i, &m.sources, &sources)?;
+        let cache = response_cache(name, i, m.cache.as_ref())?;
         let mut m = if crate::models::is_upstream(&m) {
             let upstream = crate::models::upstream(name, i, &m)?;
             ModelConfig {
@@ -492,11 +536,13 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
                 },
                 upstream: Some(upstream),
                 sources: Vec::new(),
+                cache: None,
             }
         } else {
             local_model(name, i, m)?
         };
         m.sources = grounded;
+        m.cache = cache;
         if models.iter().any(|o: &ModelConfig| o.name == m.name) {
             return Err(err(
                 name,
@@ -518,6 +564,7 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
             },
             upstream: None,
             sources: Vec::new(),
+            cache: None,
         });
     }
     crate::models::check_fallbacks(
@@ -533,6 +580,10 @@ pub fn validate(raw: Raw, name: &str) -> Result<Config, ConfigError> {
             admin_token_env,
             region: raw.server.region.unwrap_or_else(|| d::REGION.into()),
             shutdown_timeout,
+            inference_threads: match raw.server.inference_threads {
+                None | Some(0) => None,
+                Some(n) => Some(n as usize),
+            },
         },
         max_body_bytes,
         max_input_chars,

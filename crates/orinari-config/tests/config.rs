@@ -1067,3 +1067,43 @@ fn a_model_naming_an_unknown_or_repeated_source_is_refused() {
     );
     assert_contains(&fails("[retrieval]\nbudgt_ms = 5\n"), &["budgt_ms"]);
 }
+
+#[test]
+fn a_response_cache_is_opt_in_with_documented_defaults() {
+    let c = ok("[[models]]\nname = \"m\"\nbackend = \"local\"\n");
+    assert_eq!(c.models[0].cache, None);
+    let c = ok("[[models]]\nname = \"m\"\nbackend = \"local\"\ncache = {}\n");
+    let cache = c.models[0].cache.unwrap();
+    assert_eq!(cache.ttl, std::time::Duration::from_secs(600));
+    assert_eq!(cache.max_bytes, 64 << 20);
+    let c = ok(
+        "[[models]]\nname = \"m\"\ncache = { ttl = \"30s\", max_mib = 8 }\n[[models.backends]]\nname = \"a\"\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+    );
+    let cache = c.models[0].cache.unwrap();
+    assert_eq!(cache.ttl, std::time::Duration::from_secs(30));
+    assert_eq!(cache.max_bytes, 8 << 20);
+    let msg = fails("[[models]]\nname = \"m\"\nbackend = \"local\"\ncache = { ttl = \"soon\" }\n");
+    assert_contains(&msg, &["models[0].cache.ttl", "soon"]);
+    let msg = fails("[[models]]\nname = \"m\"\nbackend = \"local\"\ncache = { max_mib = 0 }\n");
+    assert_contains(&msg, &["models[0].cache.max_mib"]);
+    let msg = fails("[[models]]\nname = \"m\"\nbackend = \"local\"\ncache = { size = 1 }\n");
+    assert_contains(&msg, &["size"]);
+}
+
+#[test]
+fn inference_threads_default_to_the_cores_and_take_an_override() {
+    assert_eq!(ok("").server.inference_threads, None);
+    assert_eq!(
+        ok("[server]\ninference_threads = 3\n")
+            .server
+            .inference_threads,
+        Some(3)
+    );
+    let c = orinari_config::parse(
+        "",
+        "test.toml",
+        env(&[("ORINARI_SERVER_INFERENCE_THREADS", "2")]),
+    )
+    .unwrap();
+    assert_eq!(c.server.inference_threads, Some(2));
+}

@@ -117,6 +117,14 @@ pub fn mark_flagged(h: &mut HeaderMap) {
     h.insert(GUARD_HEADER, HeaderValue::from_static("flagged"));
 }
 
+/// The response header set on answers replayed from the response cache.
+pub const CACHE_HEADER: &str = "x-orinari-cache";
+
+/// Mark an answer replayed from the response cache (`x-orinari-cache: hit`).
+pub fn mark_cache_hit(h: &mut HeaderMap) {
+    h.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
+}
+
 /// The response header with the guard's score of a flagged request.
 pub const GUARD_SCORE_HEADER: &str = "x-orinari-guard-score";
 

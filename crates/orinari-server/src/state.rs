@@ -256,6 +256,17 @@ impl AppState {
         Ok(report)
     }
 
+    /// The same state with the exact response cache of the models that
+    /// opted in (set once, before serving; kept across reloads).
+    pub fn with_response_cache(self, cache: orinari_chat::ResponseCache) -> Self {
+        let cache = Arc::new(cache);
+        self.update(|live| Live {
+            chat: live.chat.with_response_cache(Some(cache.clone())),
+            ..live
+        });
+        self
+    }
+
     /// The same state answering grounded models from these sources (set
     /// once, before serving; a reload keeps them).
     pub fn with_retrieval(self, retrieval: orinari_chat::Retrieval) -> Self {

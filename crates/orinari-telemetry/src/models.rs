@@ -40,6 +40,20 @@ pub struct PrefixCacheMeter {
     pub bytes: Gauge,
 }
 
+/// The exact response cache's metrics for one model (`orinari-chat`).
+#[derive(Clone, Debug)]
+pub struct ResponseCacheMeter {
+    /// `orinari_response_cache_hits_total`: cacheable requests answered
+    /// from the cache.
+    pub hits: Counter,
+    /// `orinari_response_cache_misses_total`: cacheable requests that found
+    /// nothing (or whose store could not answer) and went to the backend.
+    pub misses: Counter,
+    /// `orinari_response_cache_bytes`: memory the in-memory cache holds now
+    /// (0 when the entries live in Redis).
+    pub bytes: Gauge,
+}
+
 /// `{model, backend, outcome}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -194,6 +208,12 @@ pub struct ModelMetrics {
     pub prefix_cache_reused_tokens: Family<ModelLabel, Counter>,
     /// `orinari_model_prefix_cache_bytes{model}`.
     pub prefix_cache_bytes: Family<ModelLabel, Gauge>,
+    /// `orinari_response_cache_hits_total{model}`.
+    pub response_cache_hits: Family<ModelLabel, Counter>,
+    /// `orinari_response_cache_misses_total{model}`.
+    pub response_cache_misses: Family<ModelLabel, Counter>,
+    /// `orinari_response_cache_bytes{model}`.
+    pub response_cache_bytes: Family<ModelLabel, Gauge>,
 }
 
 impl ModelMetrics {
@@ -213,6 +233,9 @@ impl ModelMetrics {
             prefix_cache_misses: Family::default(),
             prefix_cache_reused_tokens: Family::default(),
             prefix_cache_bytes: Family::default(),
+            response_cache_hits: Family::default(),
+            response_cache_misses: Family::default(),
+            response_cache_bytes: Family::default(),
         };
         registry.register(
             "orinari_model_requests",
@@ -264,7 +287,34 @@ impl ModelMetrics {
             "Memory held by an embedded model's prefix cache",
             m.prefix_cache_bytes.clone(),
         );
+        registry.register(
+            "orinari_response_cache_hits",
+            "Deterministic requests answered from the exact response cache",
+            m.response_cache_hits.clone(),
+        );
+        registry.register(
+            "orinari_response_cache_misses",
+            "Cacheable requests that found no cached answer and went to the backend",
+            m.response_cache_misses.clone(),
+        );
+        registry.register(
+            "orinari_response_cache_bytes",
+            "Memory held by a model's in-memory response cache",
+            m.response_cache_bytes.clone(),
+        );
         m
+    }
+
+    /// The response-cache handles of one model.
+    pub fn response_cache(&self, model: &str) -> ResponseCacheMeter {
+        let l = ModelLabel {
+            model: model.to_string(),
+        };
+        ResponseCacheMeter {
+            hits: self.response_cache_hits.get_or_create(&l).clone(),
+            misses: self.response_cache_misses.get_or_create(&l).clone(),
+            bytes: self.response_cache_bytes.get_or_create(&l).clone(),
+        }
     }
 
     /// The prefix-cache handles of one embedded model.

@@ -12,6 +12,7 @@ mod gateway;
 mod keys;
 mod reload;
 mod sources;
+mod threads;
 mod upgrade;
 
 use anyhow::Context;
@@ -221,7 +222,15 @@ fn main() -> ExitCode {
                     }
                 };
             }
+            // Size candle's inference pool: the environment it reads is set
+            // by starting this binary again, before anything else runs.
+            threads::apply(&config);
             init_logging();
+            tracing::info!(
+                inference_threads = std::env::var("CANDLE_NUM_THREADS").unwrap_or_default(),
+                cores = std::thread::available_parallelism().map_or(1, |n| n.get()),
+                "inference threads"
+            );
             match serve(config, path) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -415,6 +424,22 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<Vec<Arc<Lo
     state = state
         .with_gateway(gateway)
         .with_reloader(reload::reloader(path, config.clone()));
+    // The exact response cache of the models that opted in: in memory, or
+    // in Redis (sealed with a key made now) when the cluster shares one.
+    let cached: Vec<_> = config
+        .models
+        .iter()
+        .filter_map(|m| m.cache.map(|c| (m.name.as_str(), c)))
+        .collect();
+    if !cached.is_empty() {
+        let cache = orinari_chat::ResponseCache::new(
+            cached,
+            config.admission.redis_url.as_deref(),
+            &state.metrics().models,
+        )
+        .map_err(anyhow::Error::msg)?;
+        state = state.with_response_cache(cache);
+    }
     // Data sources: files sources index on their own threads from here on,
     // never on a request; the indexers are owned here and stopped after
     // the drain. A source that cannot start reports why in its status and

@@ -1166,3 +1166,39 @@ fn serve_upgrade_hands_over_and_reports_the_new_pid() {
         text(&out.stderr)
     );
 }
+
+/// `[server] inference_threads` sizes candle's pool, which reads only the
+/// environment: `serve` starts itself again (same pid) with
+/// `CANDLE_NUM_THREADS` set, over a different value the caller gave.
+#[test]
+fn inference_threads_size_the_model_pool() {
+    let server = Server::start(
+        "serve-threads",
+        &[
+            ("ORINARI_SERVER_INFERENCE_THREADS", "2"),
+            ("CANDLE_NUM_THREADS", "1"),
+        ],
+    );
+    let pid = server.child.id();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == b"CANDLE_NUM_THREADS=2"),
+        "{}",
+        String::from_utf8_lossy(&environ)
+    );
+    // Two threads: the caller and one worker of candle's pool (made when
+    // the model loaded).
+    let workers = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|name| name.starts_with("candle-bp-"))
+        .count();
+    assert_eq!(workers, 1, "{}", server.log());
+    assert!(
+        server.log().contains("\"inference_threads\":\"2\""),
+        "{}",
+        server.log()
+    );
+}

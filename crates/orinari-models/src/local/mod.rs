@@ -350,7 +350,9 @@ fn adjustments(o: &crate::Options, vocab: usize) -> Result<sampler::Adjustments,
 /// may run on (affinity and cgroup quota, as the standard library counts
 /// them). Candle sizes its pool once, from `CANDLE_NUM_THREADS` or
 /// `RAYON_NUM_THREADS` or the physical cores, and offers no other way to
-/// set it; more threads than cores makes its workers wait on each other.
+/// set it (`orinari serve` sets the variable from `[server]
+/// inference_threads`); more threads than cores makes its workers wait on
+/// each other.
 fn log_threads() {
     let threads = candle_core::utils::barrier_pool().n_workers() + 1;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -358,7 +360,7 @@ fn log_threads() {
         tracing::warn!(
             threads,
             cores,
-            "the embedded model uses more threads than this process has cores: set CANDLE_NUM_THREADS"
+            "the embedded model uses more threads than this process has cores: set [server] inference_threads (or CANDLE_NUM_THREADS)"
         );
     } else {
         tracing::info!(threads, cores, "embedded model threads");

@@ -305,6 +305,7 @@ fn request(model: &str, turns: &[Turn], action: Action) -> ChatRequest {
         size: turns.iter().map(|t| t.content.len()).sum(),
         fields: Some(fields),
         sources: None,
+        cache: None,
     }
 }
 

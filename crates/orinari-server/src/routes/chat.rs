@@ -59,7 +59,7 @@ pub async fn completions(
         Ok(a) => a,
         Err(e) => return ChatFailure(e).into_response(),
     };
-    let (tokens, flagged) = (answer.tokens(), answer.guard_score());
+    let (tokens, flagged, hit) = (answer.tokens(), answer.guard_score(), answer.cache_hit());
     let id = format!("chatcmpl-{}", crate::ids::uuid().simple());
     let mut res = if answer.stream() {
         let chunks = ChunkBuilder::new(
@@ -83,6 +83,9 @@ pub async fn completions(
     http::set_token_headers(res.headers_mut(), &tokens);
     if let Some(score) = flagged {
         http::mark_flagged_score(res.headers_mut(), score);
+    }
+    if hit {
+        http::mark_cache_hit(res.headers_mut());
     }
     res
 }

@@ -43,7 +43,7 @@ pub async fn create(
         Ok(s) => s,
         Err(res) => return res,
     };
-    let (tokens, flagged) = (answer.tokens(), answer.guard_score());
+    let (tokens, flagged, hit) = (answer.tokens(), answer.guard_score(), answer.cache_hit());
     let id = format!("cmpl-{}", crate::ids::uuid().simple());
     let res = if answer.stream() {
         let chunks = Chunks {
@@ -68,7 +68,7 @@ pub async fn create(
             Err(e) => HttpError(from_model(e)).into_response(),
         }
     };
-    surface::headed(res, &tokens, flagged)
+    surface::headed(res, &tokens, flagged, hit)
 }
 
 /// The stream's `text_completion` chunks.

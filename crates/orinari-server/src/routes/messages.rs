@@ -32,7 +32,7 @@ pub async fn create(
         Ok(s) => s,
         Err(res) => return res,
     };
-    let (tokens, flagged) = (answer.tokens(), answer.guard_score());
+    let (tokens, flagged, hit) = (answer.tokens(), answer.guard_score(), answer.cache_hit());
     let id = format!("msg_{}", crate::ids::uuid().simple());
     let res = if answer.stream() {
         surface::stream(&state, answer, Events { id, writer: None })
@@ -53,7 +53,7 @@ pub async fn create(
             Err(e) => HttpError(from_model(e)).into_response(),
         }
     };
-    surface::headed(res, &tokens, flagged)
+    surface::headed(res, &tokens, flagged, hit)
 }
 
 /// The Messages API's stream events, from `message_start` on.

@@ -40,7 +40,7 @@ pub async fn create(
         Ok(s) => s,
         Err(res) => return res,
     };
-    let (tokens, flagged) = (answer.tokens(), answer.guard_score());
+    let (tokens, flagged, hit) = (answer.tokens(), answer.guard_score(), answer.cache_hit());
     let head = ResponseHead::new(
         format!("resp_{}", crate::ids::uuid().simple()),
         now(),
@@ -64,7 +64,7 @@ pub async fn create(
             Err(e) => HttpError(renamed(from_model(e))).into_response(),
         }
     };
-    surface::headed(res, &tokens, flagged)
+    surface::headed(res, &tokens, flagged, hit)
 }
 
 impl Sink for StreamWriter {

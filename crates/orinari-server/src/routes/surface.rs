@@ -194,12 +194,20 @@ fn event_stream(body: Body) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// The answer's headers: the token reservation, and the screening mark
-/// with the guard's score.
-pub(super) fn headed(mut res: Response, tokens: &Window, flagged: Option<f32>) -> Response {
+/// The answer's headers: the token reservation, the screening mark with
+/// the guard's score, and `x-orinari-cache: hit` on a replayed answer.
+pub(super) fn headed(
+    mut res: Response,
+    tokens: &Window,
+    flagged: Option<f32>,
+    hit: bool,
+) -> Response {
     http::set_token_headers(res.headers_mut(), tokens);
     if let Some(score) = flagged {
         http::mark_flagged_score(res.headers_mut(), score);
+    }
+    if hit {
+        http::mark_cache_hit(res.headers_mut());
     }
     res
 }
