@@ -46,7 +46,8 @@ pub struct LocalConfig {
     pub path: PathBuf,
     /// Context window; `None` uses the model's own (8192 for SmolLM2).
     pub context_size: Option<usize>,
-    /// Sequences generated concurrently (interleaved token by token).
+    /// Sequences generated concurrently (decoded together, one batched
+    /// step per token).
     pub max_active: usize,
     /// Requests that may wait beyond `max_active` before new ones are refused.
     pub queue_depth: usize,
