@@ -13,7 +13,9 @@
 # (n_threads=$THREADS). Every run is a fresh
 # process (load, one warm-up request, then REPS measured requests, then REPS
 # ten-turn conversations whose turn 10 is timed with each engine's prompt
-# cache and cold; see bench_local.rs and llama_cpp_bench.py). The table
+# cache and cold; then, ours only, 1, 4 and 8 concurrent users with
+# continuous batching and without; see bench_local.rs and
+# llama_cpp_bench.py). The table
 # shows the median over rounds and the ratio ours/llama.cpp (for tok/s higher
 # is better; for ms and MiB lower is better). Raw JSON lines are kept in
 # bench/results/. Run on a quiet machine: both engines spin-wait their worker
@@ -26,6 +28,10 @@ REPS="${REPS:-1}"
 THREADS="${THREADS:-2}"
 GEN="${GEN:-128}"
 WEIGHTS="${WEIGHTS:-q8_0 q4_1}"
+# Concurrent users measured by each of our runs, batched and unbatched side
+# by side ("" skips them); SINGLE=false skips the single-user figures.
+CONCURRENT="${CONCURRENT-1,4,8}"
+SINGLE="${SINGLE:-true}"
 
 py="$("$here/llama_py.sh")"
 # PROFILE=dev reuses the test build (dependencies and orinari-models are
@@ -105,7 +111,8 @@ for round in $(seq 1 "$ROUNDS"); do
     for w in $WEIGHTS; do
         echo "round $round/$ROUNDS: orinari weights=$w" >&2
         if [[ "$w" == q4_1 ]]; then flags=(--requantize false); else flags=(--weights "$w"); fi
-        measure env RAYON_NUM_THREADS="$THREADS" "$bin" "${flags[@]}" --reps "$REPS" --gen "$GEN"
+        measure env RAYON_NUM_THREADS="$THREADS" "$bin" "${flags[@]}" --reps "$REPS" --gen "$GEN" \
+            --concurrent "$CONCURRENT" --single "$SINGLE"
     done
     echo "round $round/$ROUNDS: llama.cpp" >&2
     measure "$py" "$here/llama_cpp_bench.py" --threads "$THREADS" --reps "$REPS" --gen "$GEN"
@@ -146,8 +153,22 @@ for m, label, better in metrics:
     row = [label, better] + [show(med[g][m]) for g in ours] + [show(ref[m]) if ref else "-"]
     row += [f"{med[g][m] / ref[m]:.2f}x" if ref and ref[m] and med[g][m] is not None and better != "-" else "-" for g in ours]
     print("| " + " | ".join(row) + " |")
+conc = {}
+for g, rs in groups.items():
+    for r in rs:
+        for c in r.get("concurrent", []):
+            conc.setdefault((g, c["users"], c["batch"]), []).append(c)
+if conc:
+    print("\nconcurrent users, greedy generations (median over runs; ratio = batched / unbatched):\n")
+    print("| engine | users | aggregate tok/s batched | one forward per sequence | ratio | p99 inter-token ms batched | one forward per sequence | p50 ms batched | one forward per sequence |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for g in sorted({k[0] for k in conc}):
+        for u in sorted({k[1] for k in conc if k[0] == g}):
+            b = {x: {m: statistics.median(c[m] for c in conc.get((g, u, x), [{m: 0}])) for m in ("agg_tok_s", "itl_p99_ms", "itl_p50_ms")} for x in (True, False)}
+            ratio = f"{b[True]['agg_tok_s'] / b[False]['agg_tok_s']:.2f}x" if b[False]["agg_tok_s"] else "-"
+            print(f"| {g} | {u} | {b[True]['agg_tok_s']:g} | {b[False]['agg_tok_s']:g} | {ratio} | {b[True]['itl_p99_ms']:g} | {b[False]['itl_p99_ms']:g} | {b[True]['itl_p50_ms']:g} | {b[False]['itl_p50_ms']:g} |")
 n = {g: len(rs) for g, rs in groups.items()}
-gen = {g: min(r["gen_tokens"] for r in rs) for g, rs in groups.items()}
+gen = {g: min(r.get("gen_tokens") or 0 for r in rs) for g, rs in groups.items()}
 busy = {g: max(r.get("other_busy_pct", 0) for r in rs) for g, rs in groups.items()}
 print(f"\nmedian of {n} runs; most CPU taken by other processes during a run: {busy} %; generated tokens (min): {gen}; "
       f"llama.cpp RSS includes the Python interpreter "

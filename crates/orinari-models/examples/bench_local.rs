@@ -7,7 +7,8 @@
 //! ```text
 //! cargo build --release -p orinari-models --example bench_local
 //! target/release/examples/bench_local [--requantize true|false] [--reps N] [--gen N]
-//!     [--weights q8_0|q4k|q6k] [--prefix-cache-mib N]
+//!     [--weights q8_0|q4k|q6k] [--prefix-cache-mib N] [--concurrent 1,4,8]
+//!     [--single true|false]
 //! ```
 //!
 //! Each figure is the median of `--reps` runs (default 3) after one warm-up
@@ -22,6 +23,15 @@
 //! cache holding turn 9) and on a second instance with the cache off
 //! (`turn10_cold_ms`). Each rep is a new conversation (its text is numbered),
 //! so nothing carries over between reps but the system prompt.
+//!
+//! Concurrent users (`--concurrent 1,4,8`): that many greedy generations of
+//! `--gen` tokens, each with its own prompt, started together on an engine
+//! with eight active slots; aggregate tok/s (completion tokens of all of them
+//! over the time until the last finishes) and the p50 / p99 gap between
+//! consecutive text events of a stream (inter-token latency), for continuous
+//! batching (the default engine) and for the one-forward-per-sequence path
+//! (`EngineOptions::batch = false`), measured alternately in the same run.
+//! `--single false` skips the single-user and conversation figures.
 //! `bench/model.sh` runs this side by side with llama.cpp.
 #![allow(
     clippy::unwrap_used,
@@ -66,6 +76,10 @@ struct Args {
     generate: u32,
     prefix_cache_mib: usize,
     requantized: Requantized,
+    /// Numbers of concurrent users to measure (empty: none).
+    concurrent: Vec<usize>,
+    /// Measure the single-user figures and the conversation.
+    single: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -75,6 +89,8 @@ fn args() -> anyhow::Result<Args> {
         generate: 128,
         prefix_cache_mib: orinari_models::local::DEFAULT_PREFIX_CACHE_MIB,
         requantized: Requantized::Q8_0,
+        concurrent: vec![1, 4, 8],
+        single: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -94,9 +110,17 @@ fn args() -> anyhow::Result<Args> {
             "--prefix-cache-mib" => {
                 a.prefix_cache_mib = v.parse().context("--prefix-cache-mib N")?
             }
+            "--concurrent" => {
+                a.concurrent = v
+                    .split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(|x| x.parse::<usize>().context("--concurrent 1,4,8"))
+                    .collect::<anyhow::Result<_>>()?
+            }
+            "--single" => a.single = v.parse().context("--single true|false")?,
             _ => {
                 bail!(
-                    "unknown argument {k} (use --requantize, --weights, --reps, --gen, --prefix-cache-mib)"
+                    "unknown argument {k} (use --requantize, --weights, --reps, --gen, --prefix-cache-mib, --concurrent, --single)"
                 )
             }
         }
@@ -126,6 +150,8 @@ fn prompt_of(
 
 struct Timing {
     first_event_s: f64,
+    /// When each text event arrived, seconds after the request.
+    deltas_s: Vec<f64>,
     total_s: f64,
     completion_tokens: u32,
     prompt_tokens: u32,
@@ -171,13 +197,19 @@ async fn run(m: &LocalModel, messages: Vec<Message>, max_tokens: u32) -> anyhow:
     let mut g = m.start(req).await?;
     let mut first = None;
     let mut text = String::new();
+    let mut deltas_s = Vec::new();
     while let Some(ev) = g.events.recv().await {
-        first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+        let at = t0.elapsed().as_secs_f64();
+        first.get_or_insert(at);
         match ev? {
-            Event::Delta(t) => text.push_str(&t),
+            Event::Delta(t) => {
+                text.push_str(&t);
+                deltas_s.push(at);
+            }
             Event::Done { usage, .. } => {
                 return Ok(Timing {
                     first_event_s: first.unwrap_or_default(),
+                    deltas_s,
                     total_s: t0.elapsed().as_secs_f64(),
                     completion_tokens: usage.completion_tokens,
                     prompt_tokens: usage.prompt_tokens,
@@ -188,6 +220,59 @@ async fn run(m: &LocalModel, messages: Vec<Message>, max_tokens: u32) -> anyhow:
         }
     }
     bail!("the stream ended without Done")
+}
+
+/// The `p`th percentile (nearest rank) of `v`; 0 when empty.
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// Subjects of the concurrent users' stories: each user its own prompt.
+const SUBJECTS: [&str; 8] = [
+    "a dragon who learns to bake bread",
+    "a lighthouse keeper and a lost whale",
+    "a robot that collects old maps",
+    "two sisters crossing a frozen lake",
+    "a clockmaker who can repair time",
+    "a fox running a small library",
+    "a sailor who forgets the sea",
+    "a garden that grows at night",
+];
+
+/// `users` greedy generations of `generate` tokens started together;
+/// returns (completion tokens, seconds until the last one finished, every
+/// gap between consecutive text events of a stream in seconds).
+async fn concurrent_run(
+    m: &LocalModel,
+    users: usize,
+    generate: u32,
+) -> anyhow::Result<(u32, f64, Vec<f64>)> {
+    let t0 = Instant::now();
+    let runs = futures::future::join_all((0..users).map(|u| {
+        let msgs = vec![Message::text(
+            "user",
+            format!(
+                "Write a long, detailed story about {}.",
+                SUBJECTS[u % SUBJECTS.len()]
+            ),
+        )];
+        run(m, msgs, generate)
+    }))
+    .await;
+    let wall = t0.elapsed().as_secs_f64();
+    let mut tokens = 0;
+    let mut gaps = Vec::new();
+    for r in runs {
+        let r = r?;
+        tokens += r.completion_tokens;
+        gaps.extend(r.deltas_s.windows(2).map(|w| w[1] - w[0]));
+    }
+    Ok((tokens, wall, gaps))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -256,62 +341,24 @@ async fn main() -> anyhow::Result<()> {
     let no_cache = EngineOptions {
         prefix_cache_mib: 0,
         requantized: a.requantized,
+        ..EngineOptions::default()
     };
     let m = LocalModel::load_with(&cfg, &no_cache).with_context(fetch)?;
     let load_s = t.elapsed().as_secs_f64();
     let (rss_after_load, _) = memory_mib();
 
-    let (p200, n200) = prompt_of(&vocab, 200)?;
-    let (p512, n512) = prompt_of(&vocab, 512)?;
-    let generate_prompt = vec![Message::text(
-        "user",
-        "Write a long, detailed story about a dragon who learns to bake bread.",
-    )];
-
-    // Warm-up: first-use allocations, weight repacking, page faults.
-    run(&m, p512.clone(), 2).await?;
-
-    let mut ttft200 = Vec::new();
-    let mut pp512 = Vec::new();
-    let mut gen_rate = Vec::new();
-    let mut gen_tokens = Vec::new();
-    for _ in 0..a.reps {
-        ttft200.push(run(&m, p200.clone(), 1).await?.first_event_s);
-        pp512.push(run(&m, p512.clone(), 1).await?.first_event_s);
-        let g = run(&m, generate_prompt.clone(), a.generate).await?;
-        // Decoding rate: tokens after the first over the time after the first event.
-        let decoded = g.completion_tokens.saturating_sub(1) as f64;
-        gen_rate.push(decoded / (g.total_s - g.first_event_s).max(1e-9));
-        gen_tokens.push(g.completion_tokens);
-    }
+    let single = if a.single {
+        Some(single_user(&a, &vocab, &cfg, &m).await?)
+    } else {
+        None
+    };
+    // Overridden by the single-user figures, measured before their
+    // conversations, when those run.
     let (rss_end, hwm) = memory_mib();
-
-    // Conversations on a second instance with the prefix cache; turn 10
-    // again, cold, on the first.
-    let cached = LocalModel::load_with(
-        &cfg,
-        &EngineOptions {
-            prefix_cache_mib: a.prefix_cache_mib,
-            requantized: a.requantized,
-        },
-    )?;
-    run(&cached, p512.clone(), 2).await?;
-    let mut turn10 = Vec::new();
-    let mut turn10_cold = Vec::new();
-    let mut turn10_tokens = 0;
-    for rep in 0..a.reps {
-        let msgs = conversation(&cached, rep + 1).await?;
-        let t = run(&cached, msgs.clone(), 1).await?;
-        turn10.push(t.first_event_s);
-        turn10_tokens = t.prompt_tokens;
-        turn10_cold.push(run(&m, msgs, 1).await?.first_event_s);
-    }
-    let stats = cached.prefix_cache_stats();
-    cached.shutdown();
     m.shutdown();
-    let ttft = median(ttft200);
-    let pp512_s = median(pp512);
-    let out = serde_json::json!({
+    let concurrent = concurrent_users(&a, &cfg).await?;
+    let (_, hwm_all) = memory_mib();
+    let mut out = serde_json::json!({
         "engine": "orinari",
         "model": path.file_name().map(|f| f.to_string_lossy().into_owned()),
         "requantize": a.requantize,
@@ -325,6 +372,85 @@ async fn main() -> anyhow::Result<()> {
         "candle_pool_threads": candle_core::utils::barrier_pool().n_workers() + 1,
         "reps": a.reps,
         "load_s": round(load_s, 3),
+        "rss_after_load_mib": round(rss_after_load, 1),
+        "rss_end_mib": round(rss_end, 1),
+        "peak_rss_mib": round(hwm, 1),
+        "concurrent": concurrent,
+        "peak_rss_with_concurrent_mib": round(hwm_all, 1),
+    });
+    if let (Some(single), Some(o)) = (single, out.as_object_mut()) {
+        o.extend(single);
+    }
+    if let Some(o) = out.as_object_mut() {
+        o.insert(
+            "wall_s".into(),
+            round(started.elapsed().as_secs_f64(), 2).into(),
+        );
+        o.insert("cpu_s".into(), round(cpu_seconds(), 2).into());
+    }
+    writeln!(std::io::stdout(), "{out}")?;
+    Ok(())
+}
+
+/// Prompt processing, generation, time to first token and turn 10 of a
+/// conversation, one request at a time; as JSON fields.
+async fn single_user(
+    a: &Args,
+    vocab: &orinari_models::local::Vocab,
+    cfg: &LocalConfig,
+    m: &LocalModel,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let (p200, n200) = prompt_of(vocab, 200)?;
+    let (p512, n512) = prompt_of(vocab, 512)?;
+    let generate_prompt = vec![Message::text(
+        "user",
+        "Write a long, detailed story about a dragon who learns to bake bread.",
+    )];
+
+    // Warm-up: first-use allocations, weight repacking, page faults.
+    run(m, p512.clone(), 2).await?;
+
+    let mut ttft200 = Vec::new();
+    let mut pp512 = Vec::new();
+    let mut gen_rate = Vec::new();
+    let mut gen_tokens = Vec::new();
+    for _ in 0..a.reps {
+        ttft200.push(run(m, p200.clone(), 1).await?.first_event_s);
+        pp512.push(run(m, p512.clone(), 1).await?.first_event_s);
+        let g = run(m, generate_prompt.clone(), a.generate).await?;
+        // Decoding rate: tokens after the first over the time after the first event.
+        let decoded = g.completion_tokens.saturating_sub(1) as f64;
+        gen_rate.push(decoded / (g.total_s - g.first_event_s).max(1e-9));
+        gen_tokens.push(g.completion_tokens);
+    }
+    let (rss_end, hwm) = memory_mib();
+
+    // Conversations on a second instance with the prefix cache; turn 10
+    // again, cold, on the first.
+    let cached = LocalModel::load_with(
+        cfg,
+        &EngineOptions {
+            prefix_cache_mib: a.prefix_cache_mib,
+            requantized: a.requantized,
+            ..EngineOptions::default()
+        },
+    )?;
+    run(&cached, p512.clone(), 2).await?;
+    let mut turn10 = Vec::new();
+    let mut turn10_cold = Vec::new();
+    let mut turn10_tokens = 0;
+    for rep in 0..a.reps {
+        let msgs = conversation(&cached, rep + 1).await?;
+        let t = run(&cached, msgs.clone(), 1).await?;
+        turn10.push(t.first_event_s);
+        turn10_tokens = t.prompt_tokens;
+        turn10_cold.push(run(m, msgs, 1).await?.first_event_s);
+    }
+    let stats = cached.prefix_cache_stats();
+    cached.shutdown();
+    let ttft = median(ttft200);
+    let pp512_s = median(pp512);
+    let out = serde_json::json!({
         "pp200_tokens": n200,
         "pp200_tok_s": round(n200 as f64 / ttft, 1),
         "pp512_tokens": n512,
@@ -339,12 +465,64 @@ async fn main() -> anyhow::Result<()> {
         "prefix_cache_hits": stats.hits,
         "prefix_cache_reused_tokens": stats.reused_tokens,
         "prefix_cache_held_mib": round(stats.bytes as f64 / 1048576.0, 1),
-        "rss_after_load_mib": round(rss_after_load, 1),
         "rss_end_mib": round(rss_end, 1),
         "peak_rss_mib": round(hwm, 1),
-        "wall_s": round(started.elapsed().as_secs_f64(), 2),
-        "cpu_s": round(cpu_seconds(), 2),
     });
-    writeln!(std::io::stdout(), "{out}")?;
-    Ok(())
+    Ok(match out {
+        serde_json::Value::Object(o) => o,
+        _ => serde_json::Map::new(),
+    })
+}
+
+/// Each number of users of `--concurrent`, with and without batching
+/// (alternately, on two engines loaded side by side), as JSON rows.
+async fn concurrent_users(a: &Args, cfg: &LocalConfig) -> anyhow::Result<Vec<serde_json::Value>> {
+    if a.concurrent.is_empty() {
+        return Ok(Vec::new());
+    }
+    let slots = a.concurrent.iter().copied().max().unwrap_or(1);
+    let cfg = LocalConfig {
+        max_active: slots,
+        queue_depth: slots,
+        ..cfg.clone()
+    };
+    let mut engines = Vec::new();
+    for batch in [false, true] {
+        let opts = EngineOptions {
+            prefix_cache_mib: 0,
+            requantized: a.requantized,
+            batch,
+        };
+        let m = LocalModel::load_with(&cfg, &opts)?;
+        // Warm-up at full width: first-use allocations and page faults.
+        concurrent_run(&m, slots, 4).await?;
+        engines.push((batch, m));
+    }
+    let mut rows = Vec::new();
+    for &users in &a.concurrent {
+        for (batch, m) in &engines {
+            let mut rates = Vec::new();
+            let mut gaps = Vec::new();
+            let mut tokens = u32::MAX;
+            for _ in 0..a.reps {
+                let (n, wall, g) = concurrent_run(m, users, a.generate).await?;
+                rates.push(f64::from(n) / wall.max(1e-9));
+                gaps.extend(g);
+                tokens = tokens.min(n);
+            }
+            rows.push(serde_json::json!({
+                "users": users,
+                "batch": batch,
+                "completion_tokens": tokens,
+                "agg_tok_s": round(median(rates), 1),
+                "itl_p50_ms": round(percentile(gaps.clone(), 50.0) * 1e3, 1),
+                "itl_p99_ms": round(percentile(gaps, 99.0) * 1e3, 1),
+                "largest_batch": m.largest_batch(),
+            }));
+        }
+    }
+    for (_, m) in &engines {
+        m.shutdown();
+    }
+    Ok(rows)
 }

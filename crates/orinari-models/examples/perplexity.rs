@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         let opts = EngineOptions {
             prefix_cache_mib: 0,
             requantized,
+            ..EngineOptions::default()
         };
         let t = Instant::now();
         let (ppl, scored) = perplexity(&cfg, &opts, &text, tokens).map_err(anyhow::Error::msg)?;

@@ -209,3 +209,135 @@ async fn prefix_cache_stays_within_its_budget() {
     assert!(s.bytes <= 1 << 20, "{s:?}");
     assert_eq!(s.hits, 0, "{s:?}");
 }
+
+fn engine(max_active: usize, batch: bool) -> LocalModel {
+    LocalModel::load_with(
+        &LocalConfig {
+            path: default_model_path(),
+            context_size: Some(1024),
+            max_active,
+            queue_depth: 4,
+            requantize: true,
+        },
+        &EngineOptions {
+            batch,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("run scripts/fetch-model.sh first")
+}
+
+/// Different prompts (one of several prefill chunks, one sampled with a
+/// seed) that run together.
+fn mixed_requests() -> Vec<GenerateRequest> {
+    let greedy = |n| Sampling {
+        temperature: 0.0,
+        max_tokens: Some(n),
+        ..Sampling::default()
+    };
+    let long = format!(
+        "{}\nWhat did the gulls do?",
+        "The tide came in over the flat sand, and the gulls rose from the pier. ".repeat(20)
+    );
+    vec![
+        ask("What is the capital of France?", greedy(24)),
+        ask("Write a haiku about rain.", greedy(32)),
+        ask(&long, greedy(20)),
+        ask(
+            "Tell me a story.",
+            Sampling {
+                temperature: 0.8,
+                top_p: 0.9,
+                seed: Some(11),
+                max_tokens: Some(28),
+                stop: vec![],
+            },
+        ),
+        ask("List three colours.", greedy(16)),
+    ]
+}
+
+async fn concurrently(
+    m: &LocalModel,
+    reqs: Vec<GenerateRequest>,
+) -> Vec<(String, FinishReason, u32, u32)> {
+    futures::future::join_all(reqs.into_iter().map(|r| collect(m, r))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_answers_equal_answers_run_one_at_a_time() {
+    let m = engine(8, true);
+    let mut alone = Vec::new();
+    for r in mixed_requests() {
+        alone.push(collect(&m, r).await);
+    }
+    assert_eq!(m.largest_batch(), 0, "one at a time never batches");
+    let together = concurrently(&m, mixed_requests()).await;
+    assert_eq!(together, alone, "batching changed an answer");
+    assert!(
+        m.largest_batch() >= 3,
+        "the requests did not decode together (largest batch {})",
+        m.largest_batch()
+    );
+    // The path without batching gives the same answers.
+    let unbatched = engine(8, false);
+    let old = concurrently(&unbatched, mixed_requests()).await;
+    assert_eq!(old, alone, "the unbatched path answers differently");
+    assert_eq!(unbatched.largest_batch(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_one_sequence_mid_batch_leaves_the_others_intact() {
+    let m = engine(4, true);
+    let greedy = |n| Sampling {
+        temperature: 0.0,
+        max_tokens: Some(n),
+        ..Sampling::default()
+    };
+    let prompts = [
+        "Describe a lighthouse.",
+        "Count from one to a hundred.",
+        "Explain what bread is made of.",
+    ];
+    let mut alone = Vec::new();
+    for p in prompts {
+        alone.push(collect(&m, ask(p, greedy(40))).await);
+    }
+    let mut gens = Vec::new();
+    for p in prompts {
+        gens.push(m.start(ask(p, greedy(40))).await.expect("admitted"));
+    }
+    let mut cancelled = gens.remove(1);
+    // Let it produce a few tokens inside the batch, then hang up.
+    for _ in 0..3 {
+        assert!(matches!(
+            cancelled.events.recv().await,
+            Some(Ok(Event::Delta(_) | Event::Logprobs(_)))
+        ));
+    }
+    drop(cancelled);
+    let rest = futures::future::join_all(gens.into_iter().map(|g| async move {
+        let a = g.collect().await.expect("a whole answer");
+        (
+            a.text,
+            a.finish_reason,
+            a.usage.prompt_tokens,
+            a.usage.completion_tokens,
+        )
+    }))
+    .await;
+    assert_eq!(rest, vec![alone[0].clone(), alone[2].clone()]);
+    assert!(
+        m.largest_batch() >= 2,
+        "largest batch {}",
+        m.largest_batch()
+    );
+    // The freed slot serves the next request.
+    let again = tokio::time::timeout(
+        Duration::from_secs(60),
+        collect(&m, ask(prompts[1], greedy(40))),
+    )
+    .await
+    .expect("the engine is free");
+    assert_eq!(again, alone[1]);
+}

@@ -1,14 +1,28 @@
-//! The inference thread: one scheduler that owns the model and interleaves
-//! sequences fairly.
+//! The inference thread: one scheduler that owns the model and advances all
+//! active sequences together.
 //!
-//! Up to `max_active` sequences are in flight; each turn advances the next one
-//! by one step (a prompt chunk of at most [`PREFILL_CHUNK`] tokens, or one new
-//! token), round-robin, so a long prompt or a long answer never starves the
-//! others. Requests beyond that wait in FIFO order. Events go out through each
+//! Up to `max_active` sequences are in flight. Each round reads as: admit
+//! waiting requests → feed every sequence still reading its prompt one chunk
+//! of at most [`PREFILL_CHUNK`] tokens → one batched decode step for every
+//! sequence that is generating ([`Llama::forward_batch`]: the weights are
+//! read once for all of them) → each samples its own token → emit. So every
+//! sequence advances by one step per round: a long prompt enters in chunks
+//! between decode steps and never stalls the streams already running, and a
+//! long answer never starves a new prompt. Requests beyond `max_active` wait
+//! in FIFO order and join at the next round. Events go out through each
 //! sequence's bounded channel without ever blocking the thread: a sequence
-//! whose client is slow simply waits its turn until the channel has room. A
-//! sequence whose receiver was dropped (client gone) is discarded at its next
-//! turn, so generation stops within one token.
+//! whose client is slow sits out the rounds until its channel has room. A
+//! sequence whose receiver was dropped (client gone) is discarded at the end
+//! of the round, so generation stops within one token and the others in the
+//! batch carry on.
+//!
+//! Sampling, penalties, the grammar's mask, stop sequences, `max_tokens` and
+//! log probabilities stay per sequence; batching only shares the forward
+//! pass, whose logits for each sequence are exactly those of a forward pass
+//! of its own. A batched step that fails is run again one sequence at a
+//! time, so only a sequence that fails on its own ends with an error.
+//! [`EngineOptions::batch`](super::EngineOptions) `= false` keeps the
+//! one-forward-per-sequence path for comparison.
 //!
 //! A sequence starts from the longest prefix of its prompt found in the
 //! [`PrefixCache`] (whole prefill chunks, so the result is exactly what an
@@ -88,6 +102,8 @@ pub struct Shared {
     pub alive: AtomicBool,
     /// The prefix cache's counters.
     pub prefix: PrefixStats,
+    /// The most sequences one batched decode step has advanced.
+    pub largest_batch: AtomicUsize,
 }
 
 /// What the prefix cache did, for metrics and tests.
@@ -155,14 +171,9 @@ struct Sequence {
     prompt_tokens: u32,
 }
 
-enum Progress {
-    /// Did work (or is finished and flushed).
-    Stepped,
-    /// Waiting for the client to read.
-    Blocked,
-}
-
 /// Run the scheduler until every sender is dropped and all work is done.
+/// `batch` advances the generating sequences in one forward pass per round;
+/// without it each runs its own (the path before continuous batching).
 pub fn run(
     model: Arc<Llama>,
     tokenizer: Arc<Tokenizer>,
@@ -170,11 +181,12 @@ pub fn run(
     shared: Arc<Shared>,
     max_active: usize,
     prefix_budget: usize,
+    batch: bool,
 ) {
     shared.alive.store(true, Ordering::Release);
     let mut prefix = PrefixCache::new(prefix_budget);
     let mut waiting: VecDeque<Job> = VecDeque::new();
-    let mut active: VecDeque<Sequence> = VecDeque::new();
+    let mut active: Vec<Sequence> = Vec::new();
     let mut open = true;
     loop {
         if active.is_empty() && waiting.is_empty() {
@@ -193,6 +205,7 @@ pub fn run(
                 Err(std_mpsc::TryRecvError::Disconnected) => open = false,
             }
         }
+        // Admit.
         while active.len() < max_active {
             let Some(job) = waiting.pop_front() else {
                 break;
@@ -204,28 +217,29 @@ pub fn run(
             let seq = Sequence::new(job, &model, &mut prefix);
             shared.prefix.record_start(seq.fed);
             shared.prefix.record_bytes(prefix.bytes());
-            active.push_back(seq);
+            active.push(seq);
         }
-        // One round: every active sequence gets at most one step.
-        let mut progressed = false;
-        for _ in 0..active.len() {
-            let Some(mut seq) = active.pop_front() else {
-                break;
-            };
-            if seq.job.events.is_closed() {
+        // One round: every sequence whose client keeps up advances one step.
+        let ready: Vec<&mut Sequence> = active
+            .iter_mut()
+            .filter_map(|s| if s.ready() { Some(s) } else { None })
+            .collect();
+        let mut progressed = !ready.is_empty();
+        let (mut decoding, prefilling): (Vec<_>, Vec<_>) =
+            ready.into_iter().partition(|s| s.decoding());
+        for seq in prefilling {
+            seq.prefill_chunk(&model, &tokenizer);
+        }
+        decode(&model, &tokenizer, &mut decoding, batch, &shared);
+        // Release the finished and the abandoned.
+        for mut seq in std::mem::take(&mut active) {
+            let gone = seq.job.events.is_closed();
+            if gone || (seq.finished && seq.flush()) {
                 shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                 seq.retire(&model, &mut prefix, &shared);
-                continue;
-            }
-            match seq.turn(&model, &tokenizer) {
-                Progress::Stepped => progressed = true,
-                Progress::Blocked => {}
-            }
-            if seq.finished && seq.outbox.is_empty() {
-                shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-                seq.retire(&model, &mut prefix, &shared);
+                progressed = true;
             } else {
-                active.push_back(seq);
+                active.push(seq);
             }
         }
         if !progressed && !active.is_empty() {
@@ -234,6 +248,54 @@ pub fn run(
         }
     }
     shared.alive.store(false, Ordering::Release);
+}
+
+/// One decode step of every sequence in `seqs` (each has exactly one token
+/// to feed): one forward pass over all of them when `batched`, else one each;
+/// then each samples and emits its next token.
+fn decode(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    seqs: &mut [&mut Sequence],
+    batched: bool,
+    shared: &Shared,
+) {
+    let rows = if batched && seqs.len() > 1 {
+        let tokens: Vec<u32> = seqs.iter().map(|s| s.job.prompt[s.fed]).collect();
+        let mut caches: Vec<&mut KvCache> = seqs.iter_mut().map(|s| &mut s.cache).collect();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            model.forward_batch(&tokens, &mut caches)
+        })) {
+            Ok(Ok(rows)) => Some(rows),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "batched step failed; retrying one sequence at a time");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("batched step panicked; retrying one sequence at a time");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    match rows {
+        Some(rows) => {
+            shared
+                .largest_batch
+                .fetch_max(rows.len(), Ordering::Relaxed);
+            for (seq, logits) in seqs.iter_mut().zip(rows) {
+                seq.fed += 1;
+                seq.guarded(|s| s.sample(logits, model, tokenizer));
+            }
+        }
+        // Unbatched, or the batch failed: caches have not advanced.
+        None => {
+            for seq in seqs.iter_mut() {
+                seq.prefill_chunk(model, tokenizer);
+            }
+        }
+    }
 }
 
 impl Sequence {
@@ -298,21 +360,27 @@ impl Sequence {
         true
     }
 
-    fn turn(&mut self, model: &Llama, tokenizer: &Tokenizer) -> Progress {
-        if !self.flush() {
-            return Progress::Blocked;
-        }
-        if self.finished {
-            return Progress::Stepped;
-        }
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.step(model, tokenizer)));
-        match result {
+    /// Its client keeps up (nothing left queued) and it is not over: it
+    /// takes part in this round.
+    fn ready(&mut self) -> bool {
+        !self.job.events.is_closed() && self.flush() && !self.finished
+    }
+
+    /// One token left to feed (the last one sampled, or the prompt's last):
+    /// this round's step is a decode step, batched with the others.
+    fn decoding(&self) -> bool {
+        self.job.prompt.len() == self.fed + 1
+    }
+
+    /// Run one step, turning an error or a panic into the sequence's end;
+    /// then emit what it produced.
+    fn guarded(&mut self, step: impl FnOnce(&mut Self) -> Result<(), String>) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| step(self))) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.fail(e),
             Err(_) => self.fail("the inference step panicked".to_string()),
         }
         self.flush();
-        Progress::Stepped
     }
 
     fn fail(&mut self, reason: String) {
@@ -324,19 +392,33 @@ impl Sequence {
         self.failed = true;
     }
 
-    fn step(&mut self, model: &Llama, tokenizer: &Tokenizer) -> Result<(), String> {
-        // `history` is the prompt followed by every sampled token; `fed` of them
-        // are in the cache. A step feeds the next chunk and samples only once
-        // the whole history is in.
-        let len = self.job.prompt.len();
-        let end = (self.fed + PREFILL_CHUNK).min(len);
-        let mut logits = model
-            .forward(&self.job.prompt[self.fed..end], &mut self.cache)
-            .map_err(|e| e.to_string())?;
-        self.fed = end;
-        if end < len {
-            return Ok(());
-        }
+    /// Feed the next chunk of at most [`PREFILL_CHUNK`] tokens on its own
+    /// and, once the whole history is in, sample.
+    fn prefill_chunk(&mut self, model: &Llama, tokenizer: &Tokenizer) {
+        self.guarded(|s| {
+            // `job.prompt` is the prompt followed by every sampled token;
+            // `fed` of them are in the cache.
+            let len = s.job.prompt.len();
+            let end = (s.fed + PREFILL_CHUNK).min(len);
+            let logits = model
+                .forward(&s.job.prompt[s.fed..end], &mut s.cache)
+                .map_err(|e| e.to_string())?;
+            s.fed = end;
+            if end < len {
+                return Ok(());
+            }
+            s.sample(logits, model, tokenizer)
+        });
+    }
+
+    /// Everything after the forward pass: penalties, the grammar's mask,
+    /// sampling, log probabilities, stop sequences and the finish reason.
+    fn sample(
+        &mut self,
+        mut logits: Vec<f32>,
+        model: &Llama,
+        tokenizer: &Tokenizer,
+    ) -> Result<(), String> {
         self.job.adjust.apply(&mut logits);
         self.constrain(&mut logits)?;
         // Wrapping up, the most likely token: a sampled detour now costs

@@ -4,7 +4,8 @@
 //! Loading reads the weights, tokenizer and chat template from the GGUF
 //! itself. Requests are tokenized on tokio's blocking pool, checked against
 //! the context window, and handed to the single inference thread
-//! ([`engine`]), which interleaves all active sequences fairly and reuses
+//! ([`engine`]), which advances all active sequences together (one batched
+//! decode step per round, prompts fed in chunks between them) and reuses
 //! the keys and values of earlier turns ([`prefix`]).
 
 mod constrain;
@@ -45,7 +46,8 @@ pub struct LocalConfig {
     pub path: PathBuf,
     /// Context window; `None` uses the model's own (8192 for SmolLM2).
     pub context_size: Option<usize>,
-    /// Sequences generated concurrently (interleaved token by token).
+    /// Sequences generated concurrently (decoded together, one batched
+    /// step per token).
     pub max_active: usize,
     /// Requests that may wait beyond `max_active` before new ones are refused.
     pub queue_depth: usize,
@@ -73,6 +75,10 @@ pub struct EngineOptions {
     pub prefix_cache_mib: usize,
     /// The weight format when [`LocalConfig::requantize`] is set.
     pub requantized: Requantized,
+    /// Advance all generating sequences in one batched forward pass per
+    /// step (continuous batching). `false` runs one forward pass per
+    /// sequence, the path before batching, kept for benchmarks and tests.
+    pub batch: bool,
 }
 
 impl Default for EngineOptions {
@@ -80,6 +86,7 @@ impl Default for EngineOptions {
         Self {
             prefix_cache_mib: DEFAULT_PREFIX_CACHE_MIB,
             requantized: Requantized::Q8_0,
+            batch: true,
         }
     }
 }
@@ -157,9 +164,20 @@ impl LocalModel {
             let (tokenizer, shared) = (tokenizer.clone(), shared.clone());
             let max_active = cfg.max_active.max(1);
             let prefix_budget = opts.prefix_cache_mib.saturating_mul(1 << 20);
+            let batch = opts.batch;
             std::thread::Builder::new()
                 .name("orinari-infer".into())
-                .spawn(move || engine::run(model, tokenizer, rx, shared, max_active, prefix_budget))
+                .spawn(move || {
+                    engine::run(
+                        model,
+                        tokenizer,
+                        rx,
+                        shared,
+                        max_active,
+                        prefix_budget,
+                        batch,
+                    )
+                })
                 .map_err(|e| fail(e.to_string()))?
         };
         Ok(Self {
@@ -192,6 +210,11 @@ impl LocalModel {
             reused_tokens: p.reused_tokens.load(Ordering::Relaxed),
             bytes: p.bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// The most sequences one batched decode step has advanced since load.
+    pub fn largest_batch(&self) -> usize {
+        self.shared.largest_batch.load(Ordering::Relaxed)
     }
 
     /// Stop taking requests, let the active ones finish, and join the thread.
