@@ -32,7 +32,10 @@ for tool in wrk hey nginx haproxy; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk hey nginx-light haproxy" >&2; exit 1; }
 done
 VENV=$ROOT/bench/.venv
-if ! "$VENV/bin/python" -c 'import tensorzero, litellm' 2>/dev/null; then
+# TensorZero, LiteLLM and the open-streams check run from bench/.venv: set
+# it up only when this run needs it.
+if { want tensorzero || want litellm || [ "$STREAMS" -gt 0 ]; } &&
+  ! "$VENV/bin/python" -c 'import tensorzero, litellm' 2>/dev/null; then
   [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q 'tensorzero==2026.6.0' 'litellm[proxy]==1.108.7'
 fi
