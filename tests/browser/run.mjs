@@ -468,10 +468,21 @@ test('Lighthouse: performance and accessibility ≥ 95 (mobile and desktop)', as
     const args = [`${base}/`, '--quiet', '--only-categories=performance,accessibility', '--output=json', `--output-path=${out}`,
       `--chrome-flags=${[...FLAGS, '--headless'].join(' ')}`];
     if (preset === 'desktop') args.push('--preset=desktop');
-    await new Promise((resolve, reject) => {
+    const run = () => new Promise((resolve) => {
       const p = spawn(bin, args, { env: { ...process.env, CHROME_PATH: CHROMIUM }, stdio: ['ignore', 'ignore', 'inherit'] });
-      p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`lighthouse exited ${code}`))));
+      p.on('exit', (code) => resolve(code));
     });
+    // Lighthouse itself sometimes fails to record Chromium's trace on a
+    // loaded machine ("Runtime error … NO_NAVSTART … Please run Lighthouse
+    // again", exit 1; seen once in a CI-like run at load 4). That is the
+    // tool failing, not the page: it gets one second run. Scores are never
+    // retried.
+    let code = await run();
+    if (code !== 0) {
+      console.log(`# lighthouse ${preset}: exited ${code}; running it once more`);
+      code = await run();
+    }
+    assert(code === 0, `lighthouse ${preset} exited ${code}`);
     const report = JSON.parse(await readFile(out, 'utf8'));
     scores[preset] = {
       performance: Math.round(report.categories.performance.score * 100),
