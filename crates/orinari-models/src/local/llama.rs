@@ -302,20 +302,26 @@ impl Llama {
             }
             let y = Tensor::cat(&ys, 1)?;
             x = (x + layer.wo.forward(&self.widen(&y)?)?)?;
-            let h = self.widen(&candle_nn::ops::rms_norm(
-                &x,
-                &layer.ffn_norm,
-                self.hyper.rms_eps,
-            )?)?;
-            let mlp = layer.down.forward(
-                &(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?,
-            )?;
-            x = (x + mlp)?;
+            x = self.feed_forward(layer, &x)?;
         }
         for (cache, pos) in caches.iter_mut().zip(positions) {
             cache.len = pos + 1;
         }
         self.logits(&x)?.squeeze(0)?.to_vec2::<f32>()
+    }
+
+    /// A layer's feed-forward block with its residual: `x + down(silu(gate(h)) * up(h))`
+    /// where `h` is `x` normalised (one row or many: every row on its own).
+    fn feed_forward(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+        let h = self.widen(&candle_nn::ops::rms_norm(
+            x,
+            &layer.ffn_norm,
+            self.hyper.rms_eps,
+        )?)?;
+        let mlp = layer
+            .down
+            .forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+        x + mlp
     }
 
     /// Final norm and output projection of hidden states `(1, n, n_embd)`.
@@ -354,15 +360,7 @@ impl Llama {
             let attn =
                 self.attention(layer, &h, k_cache, v_cache, pos, &cos, &sin, mask.as_ref())?;
             x = (x + attn)?;
-            let h = self.widen(&candle_nn::ops::rms_norm(
-                &x,
-                &layer.ffn_norm,
-                self.hyper.rms_eps,
-            )?)?;
-            let mlp = layer.down.forward(
-                &(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?,
-            )?;
-            x = (x + mlp)?;
+            x = self.feed_forward(layer, &x)?;
         }
         cache.len = pos + n;
         Ok(x)
