@@ -29,6 +29,9 @@ const KNOWN_FIELDS: &[&str] = &[
     "frequency_penalty",
     "presence_penalty",
     "logit_bias",
+    // ORINARI's extension, as on Chat Completions (`sources`, `cache`),
+    // passed on to the chat rules with the rest.
+    "orinari",
 ];
 
 /// `max_tokens` when the request gives none (OpenAI's default here).
@@ -181,6 +184,31 @@ mod tests {
             (r#"{"model": "m", "prompt": ["a", "b"]}"#, "prompt"),
             (r#"{"model": "m", "prompt": "x", "bogus": 1}"#, "bogus"),
             (r#"{"model": "m"}"#, "prompt"),
+        ] {
+            let e = parse(body.as_bytes(), limits()).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param), "{body}");
+        }
+    }
+
+    #[test]
+    fn the_orinari_extension_is_read_as_on_chat_completions() {
+        let r = parse(
+            br#"{"model": "m", "prompt": "x", "orinari": {"cache": false}}"#,
+            limits(),
+        )
+        .unwrap();
+        assert_eq!(r.cache, Some(false));
+        let r = parse(br#"{"model": "m", "prompt": "x"}"#, limits()).unwrap();
+        assert_eq!(r.cache, None);
+        for (body, param) in [
+            (
+                r#"{"model": "m", "prompt": "x", "orinari": {"cache": 0}}"#,
+                "orinari.cache",
+            ),
+            (
+                r#"{"model": "m", "prompt": "x", "orinari": {"sources": "a"}}"#,
+                "orinari.sources",
+            ),
         ] {
             let e = parse(body.as_bytes(), limits()).unwrap_err();
             assert_eq!(e.param.as_deref(), Some(param), "{body}");

@@ -32,6 +32,10 @@ const KNOWN_FIELDS: &[&str] = &[
     "tool_choice",
     "thinking",
     "service_tier",
+    // ORINARI's extension, spelled as on Chat Completions: `{"sources":
+    // [...]}` narrows a grounded model's retrieval, `{"cache": false}`
+    // bypasses the exact response cache. Parsed once, by the chat rules.
+    "orinari",
 ];
 
 fn missing(param: impl Into<String>) -> ApiError {
@@ -300,6 +304,7 @@ pub fn parse(body: &[u8], limits: ValidationLimits) -> Result<ChatRequest, ApiEr
         ("stream", "stream"),
         ("top_p", "top_p"),
         ("service_tier", "service_tier"),
+        ("orinari", "orinari"),
     ] {
         if let Some(v) = o.get(from) {
             chat.insert(to.into(), v.clone());
@@ -614,6 +619,33 @@ mod tests {
                     .as_deref(),
                 Some(param)
             );
+        }
+    }
+
+    #[test]
+    fn the_orinari_extension_is_read_as_on_chat_completions() {
+        let body = |ext: Value| {
+            json!({"model": "m", "max_tokens": 5, "orinari": ext,
+                "messages": [{"role": "user", "content": "x"}]})
+            .to_string()
+        };
+        let r = parse(
+            body(json!({"cache": false, "sources": ["a"]})).as_bytes(),
+            limits(),
+        )
+        .unwrap();
+        assert_eq!(r.cache, Some(false));
+        assert_eq!(r.sources, Some(vec!["a".to_string()]));
+        let plain =
+            br#"{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}"#;
+        assert_eq!(parse(plain, limits()).unwrap().cache, None);
+        for (ext, param) in [
+            (json!({"cache": "no"}), "orinari.cache"),
+            (json!({"cahce": false}), "orinari.cahce"),
+            (json!(true), "orinari"),
+        ] {
+            let e = parse(body(ext).as_bytes(), limits()).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param));
         }
     }
 

@@ -2,8 +2,10 @@
 //! of the in-repo fake upstream (which counts the requests it gets): a
 //! deterministic request answered twice reaches the upstream once and the
 //! second answer is the first one replayed (whole, and streamed in the
-//! same chunks); sampled requests, other parameters, an opt-out and tools
-//! miss or bypass it; entries expire; a stream that failed or was
+//! same chunks), on every API surface (Chat Completions, Responses,
+//! Messages, legacy Completions); sampled requests, other parameters, an
+//! opt-out (`"orinari": {"cache": false}`, on each surface) and tools miss
+//! or bypass it; entries expire; a stream that failed or was
 //! cancelled is never stored; in Redis only ciphertext is kept, and a
 //! Redis outage is a miss, never an error.
 #![allow(
@@ -97,9 +99,14 @@ fn ask(content: &str, extra: Value) -> Value {
 impl App {
     /// POST a chat request: status, whether it was a cache hit, body text.
     async fn post(&self, body: &Value) -> (u16, bool, String) {
+        self.post_to("/v1/chat/completions", body).await
+    }
+
+    /// POST `body` to `path`: status, whether it was a cache hit, body text.
+    async fn post_to(&self, path: &str, body: &Value) -> (u16, bool, String) {
         let r = self
             .client
-            .post(format!("{}/v1/chat/completions", self.base))
+            .post(format!("{}{path}", self.base))
             .json(body)
             .send()
             .await
@@ -222,6 +229,94 @@ async fn sampled_requests_other_parameters_opt_outs_and_tools_are_not_served_fro
     );
     check(tools.clone(), false, "tools").await;
     check(tools, false, "tools again").await;
+}
+
+/// A deterministic request on each API surface that can hit the cache,
+/// with its path. Each asks its own question (the same request on two
+/// surfaces can share an entry: the answer is replayed in each one's shape).
+fn surfaces() -> [(&'static str, Value); 4] {
+    let q = |path: &str| format!("which surface? {path}");
+    [
+        (
+            "/v1/chat/completions",
+            ask(&q("/v1/chat/completions"), json!({})),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "m", "input": q("/v1/responses"), "temperature": 0}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "m", "max_tokens": 32, "temperature": 0,
+                "messages": [{"role": "user", "content": q("/v1/messages")}]}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "m", "prompt": q("/v1/completions"), "temperature": 0}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_surface_is_answered_from_it_unless_the_request_opts_out() {
+    let reply = "zq-every-surface-reply";
+    let fake = FakeUpstream::start(Faults {
+        reply_text: Some(reply.into()),
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let app = serve(&fake, Duration::from_secs(60), None).await;
+    let (mut expected, mut hits) = (0, 0);
+    for (path, body) in surfaces() {
+        // Asked twice: generated once, replayed once.
+        let (s1, hit1, first) = app.post_to(path, &body).await;
+        let (s2, hit2, second) = app.post_to(path, &body).await;
+        assert_eq!(
+            (s1, hit1, s2, hit2),
+            (200, false, 200, true),
+            "{path}: {second}"
+        );
+        assert!(
+            first.contains(reply) && second.contains(reply),
+            "{path}: {second}"
+        );
+        expected += 1;
+        assert_eq!(
+            fake.requests(),
+            expected,
+            "{path}: the upstream answered once"
+        );
+        hits += 1;
+        assert_eq!(app.counter("orinari_response_cache_hits_total"), hits);
+
+        // The same request opted out: neither read (an entry is there) nor
+        // written (asked again, it still goes to the upstream).
+        let mut off = body.clone();
+        off["orinari"] = json!({"cache": false});
+        for _ in 0..2 {
+            let (status, hit, text) = app.post_to(path, &off).await;
+            assert_eq!((status, hit), (200, false), "{path} opted out: {text}");
+            assert!(text.contains(reply), "{path}: {text}");
+            expected += 1;
+            assert_eq!(fake.requests(), expected, "{path} opted out");
+        }
+        // `"cache": true` follows the model's setting: the stored answer.
+        let mut on = body.clone();
+        on["orinari"] = json!({"cache": true});
+        assert!(app.post_to(path, &on).await.1, "{path}: cache true");
+        hits += 1;
+
+        // A wrong type is a 400 naming the field; nothing reaches the upstream.
+        let mut bad = body.clone();
+        bad["orinari"] = json!({"cache": "no"});
+        let (status, _, text) = app.post_to(path, &bad).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        let error: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["error"]["param"], "orinari.cache", "{path}: {text}");
+        assert_eq!(fake.requests(), expected);
+        assert_eq!(app.counter("orinari_response_cache_hits_total"), hits);
+    }
 }
 
 #[tokio::test]

@@ -67,7 +67,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "access_programs",
     "image",
     // ORINARI's extension, as on Chat Completions: `{"sources": [...]}`
-    // narrows a grounded model's retrieval.
+    // narrows a grounded model's retrieval, `{"cache": false}` bypasses the
+    // exact response cache. Parsed once, by the chat rules.
     "orinari",
 ];
 

@@ -236,6 +236,11 @@ fn every_refusal_names_its_field() {
             "input",
             "invalid_value",
         ),
+        (
+            json!({"orinari": {"cache": "off"}}),
+            "orinari.cache",
+            "invalid_type",
+        ),
     ];
     for (extra, param, code) in cases {
         let mut body = json!({"model": "m", "input": "hi"});
@@ -250,6 +255,19 @@ fn every_refusal_names_its_field() {
     }
     let e = parsed(json!({"model": "m"})).unwrap_err();
     assert_eq!(e.param.as_deref(), Some("input"));
+}
+
+#[test]
+fn the_orinari_extension_is_read_as_on_chat_completions() {
+    let r = parsed(json!({"model": "m", "input": "hi", "orinari": {"cache": false}})).unwrap();
+    assert_eq!(r.chat.cache, Some(false));
+    assert_eq!(
+        parsed(json!({"model": "m", "input": "hi"}))
+            .unwrap()
+            .chat
+            .cache,
+        None
+    );
 }
 
 fn head() -> ResponseHead {
