@@ -13,6 +13,8 @@
 //!   through one atomic Redis script ([`redis::RedisLimiter`]), chosen once at
 //!   start-up; when Redis is unreachable the Redis limiter falls back to local
 //!   limits and goes back to Redis by itself.
+//! - [`lazy_redis::LazyRedis`]: the lazy Redis connection with retry
+//!   back-off that the limiter and the response cache (`orinari-chat`) share.
 //! - [`queue::Admission`] bounds concurrency per model with a bounded queue
 //!   that is fair across keys, honours priorities and times out; beyond it the
 //!   caller sheds load (503).
@@ -22,6 +24,7 @@
 
 pub mod callers;
 pub mod edge;
+pub mod lazy_redis;
 pub mod memory;
 pub mod queue;
 pub mod redis;

@@ -6,22 +6,18 @@
 //! the check falls back to this process's [`MemoryLimiter`] — each instance
 //! then enforces the whole limit alone — logs the change once, and tries
 //! Redis again at most once per [`RETRY_EVERY`]; no request fails because
-//! Redis is down.
+//! Redis is down. The connection, its back-off and the reachable state are
+//! [`LazyRedis`]'s, shared with the response cache.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Script};
+use redis::Script;
 
+use crate::lazy_redis::{LazyRedis, Taken};
+pub use crate::lazy_redis::{RETRY_EVERY, TIMEOUT};
 use crate::memory::MemoryLimiter;
 use crate::{Decision, LimitKind, Policy, Source, TokenDecision, Window};
-
-/// How long a command may take before Redis counts as unreachable.
-pub const TIMEOUT: Duration = Duration::from_millis(250);
-/// How often to try Redis again while it is unreachable.
-pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// GCRA on the request key, then a token bucket on the token key, both on
 /// Redis time (microseconds). Returns {outcome, retry_us, req_remaining,
@@ -120,14 +116,7 @@ pub enum RedisError {
 
 /// The shared limiter.
 pub struct RedisLimiter {
-    client: Client,
-    /// The connection in use, and how many times Redis was marked
-    /// unreachable: a reply counts as Redis being back only when no failure
-    /// came after the connection it used was taken (see [`Taken`]).
-    conn: Mutex<(Option<MultiplexedConnection>, u64)>,
-    retry_at: Mutex<Option<Instant>>,
-    connecting: AtomicBool,
-    reachable: AtomicBool,
+    redis: LazyRedis,
     fallbacks: AtomicU64,
     local: MemoryLimiter,
     check: Script,
@@ -140,13 +129,14 @@ impl RedisLimiter {
     /// A limiter on `url` (connects lazily; never fails because Redis is down).
     /// Keys are namespaced by `prefix` (e.g. `orinari:rl`).
     pub fn new(url: &str, prefix: &str) -> Result<Self, RedisError> {
-        let client = Client::open(url).map_err(|e| RedisError::Url(e.to_string()))?;
+        let redis = LazyRedis::new(
+            url,
+            "Redis unreachable; rate limits fall back to local limits",
+            "Redis reachable again; rate limits are shared again",
+        )
+        .map_err(|e| RedisError::Url(e.to_string()))?;
         Ok(Self {
-            client,
-            conn: Mutex::new((None, 0)),
-            retry_at: Mutex::new(None),
-            connecting: AtomicBool::new(false),
-            reachable: AtomicBool::new(true),
+            redis,
             fallbacks: AtomicU64::new(0),
             local: MemoryLimiter::new(),
             check: Script::new(CHECK),
@@ -158,7 +148,7 @@ impl RedisLimiter {
 
     /// Whether the last attempt reached Redis.
     pub fn reachable(&self) -> bool {
-        self.reachable.load(Ordering::Relaxed)
+        self.redis.reachable()
     }
 
     /// Decisions taken locally because Redis was unreachable, since start.
@@ -174,86 +164,9 @@ impl RedisLimiter {
         )
     }
 
-    /// A connection, or `None` while Redis is unreachable (at most one task
-    /// tries to connect at a time, at most once per [`RETRY_EVERY`]).
-    async fn connection(&self) -> Option<Taken> {
-        {
-            let guard = lock(&self.conn);
-            if let Some(c) = &guard.0 {
-                return Some(Taken {
-                    conn: c.clone(),
-                    epoch: guard.1,
-                });
-            }
-        }
-        if lock(&self.retry_at).is_some_and(|at| Instant::now() < at) {
-            return None;
-        }
-        if self.connecting.swap(true, Ordering::AcqRel) {
-            return None;
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let result = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await;
-        self.connecting.store(false, Ordering::Release);
-        match result {
-            Ok(c) => {
-                // Taken at the count now: a late failure of a command on
-                // the old connection (before this one existed) is no
-                // reason to doubt this one's replies.
-                let mut guard = lock(&self.conn);
-                guard.0 = Some(c.clone());
-                Some(Taken {
-                    conn: c,
-                    epoch: guard.1,
-                })
-            }
-            Err(e) => {
-                self.mark_down(&e);
-                None
-            }
-        }
-    }
-
-    fn mark_down(&self, e: &redis::RedisError) {
-        let was = {
-            let mut guard = lock(&self.conn);
-            guard.0 = None;
-            guard.1 = guard.1.wrapping_add(1);
-            self.reachable.swap(false, Ordering::AcqRel)
-        };
-        *lock(&self.retry_at) = Some(Instant::now() + RETRY_EVERY);
-        if was {
-            tracing::warn!(error = %e, "Redis unreachable; rate limits fall back to local limits");
-        }
-    }
-
-    /// A reply came on a connection taken at `epoch`. It shows Redis is
-    /// reachable only if nothing failed since: with many requests on one
-    /// connection, a reply Redis sent just before it went away can be
-    /// handled after another request's failure, and must not mark Redis
-    /// back (that logged "reachable again" while it was down, and the
-    /// decisions taken locally until the next try went uncounted).
-    fn mark_up(&self, epoch: u64) {
-        if self.reachable.load(Ordering::Acquire) {
-            return;
-        }
-        let now_up = {
-            let guard = lock(&self.conn);
-            guard.1 == epoch && !self.reachable.swap(true, Ordering::AcqRel)
-        };
-        if now_up {
-            tracing::info!("Redis reachable again; rate limits are shared again");
-        }
-    }
-
     /// Check one request, reserving `estimate` tokens when admitted.
     pub async fn check(&self, subject: &str, policy: Policy, estimate: u32) -> Decision {
-        if let Some(Taken { mut conn, epoch }) = self.connection().await {
+        if let Some(Taken { mut conn, epoch }) = self.redis.connection().await {
             let (rk, tk) = self.keys(subject);
             let reply: Result<Vec<i64>, _> = self
                 .check
@@ -266,13 +179,13 @@ impl RedisLimiter {
                 .await;
             match reply {
                 Ok(v) if v.len() == 6 => {
-                    self.mark_up(epoch);
+                    self.redis.mark_up(epoch);
                     return decision(&v, policy);
                 }
                 Ok(v) => {
                     tracing::error!(len = v.len(), "unexpected reply from the rate-limit script");
                 }
-                Err(e) => self.mark_down(&e),
+                Err(e) => self.redis.mark_down(&e),
             }
         }
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -282,7 +195,7 @@ impl RedisLimiter {
     /// Reserve `estimate` tokens for a request already counted by
     /// [`RedisLimiter::check`].
     pub async fn reserve(&self, subject: &str, policy: Policy, estimate: u32) -> TokenDecision {
-        if let Some(Taken { mut conn, epoch }) = self.connection().await {
+        if let Some(Taken { mut conn, epoch }) = self.redis.connection().await {
             let (_, tk) = self.keys(subject);
             let reply: Result<Vec<i64>, _> = self
                 .reserve
@@ -293,7 +206,7 @@ impl RedisLimiter {
                 .await;
             match reply {
                 Ok(v) if v.len() == 4 => {
-                    self.mark_up(epoch);
+                    self.redis.mark_up(epoch);
                     return TokenDecision {
                         refused: v[0] != 0,
                         retry_after: micros(v[1]),
@@ -311,7 +224,7 @@ impl RedisLimiter {
                         "unexpected reply from the reservation script"
                     );
                 }
-                Err(e) => self.mark_down(&e),
+                Err(e) => self.redis.mark_down(&e),
             }
         }
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -320,7 +233,7 @@ impl RedisLimiter {
 
     /// Charge (`delta > 0`) or refund (`delta < 0`) tokens after the fact.
     pub async fn adjust_tokens(&self, subject: &str, policy: Policy, delta: i64) {
-        if let Some(Taken { mut conn, epoch }) = self.connection().await {
+        if let Some(Taken { mut conn, epoch }) = self.redis.connection().await {
             let (_, tk) = self.keys(subject);
             let reply: Result<i64, _> = self
                 .adjust
@@ -330,8 +243,8 @@ impl RedisLimiter {
                 .invoke_async(&mut conn)
                 .await;
             match reply {
-                Ok(_) => return self.mark_up(epoch),
-                Err(e) => self.mark_down(&e),
+                Ok(_) => return self.redis.mark_up(epoch),
+                Err(e) => self.redis.mark_down(&e),
             }
         }
         self.local.adjust_tokens(subject, policy, delta);
@@ -366,45 +279,5 @@ fn decision(v: &[i64], policy: Policy) -> Decision {
             reset: micros(v[5]),
         },
         source: Source::Shared,
-    }
-}
-
-/// A connection and the failure count when it was taken.
-struct Taken {
-    conn: MultiplexedConnection,
-    epoch: u64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn failure() -> redis::RedisError {
-        redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
-    }
-
-    /// Regression (make cluster, Redis stopped under load): a reply taken
-    /// on a connection before a later failure marked Redis reachable again
-    /// while it was down.
-    #[test]
-    fn a_reply_from_before_a_failure_does_not_mark_redis_back() {
-        let l = RedisLimiter::new("redis://127.0.0.1:1", "t").unwrap();
-        let before = lock(&l.conn).1;
-        l.mark_down(&failure());
-        assert!(!l.reachable());
-        // The reply to a command sent on the connection taken before.
-        l.mark_up(before);
-        assert!(!l.reachable(), "an old reply marked Redis reachable");
-        // A reply on a connection taken after the failure does.
-        let after = lock(&l.conn).1;
-        l.mark_up(after);
-        assert!(l.reachable());
-        // And a failure after that is one change again.
-        l.mark_down(&failure());
-        assert!(!l.reachable());
     }
 }

@@ -5,35 +5,26 @@
 //! the key dies with the process, so what an instance stored is readable
 //! only by itself and expires unread after a restart.
 //!
-//! Redis never fails a request: a command slower than [`TIMEOUT`], a lost
-//! connection or a value that does not open is a miss (or a store that did
-//! not happen), logged once per outage; the connection is retried at most
-//! once per [`RETRY_EVERY`].
+//! Redis never fails a request: a command slower than
+//! [`orinari_limits::lazy_redis::TIMEOUT`], a lost connection or a value
+//! that does not open is a miss (or a store that did not happen), logged
+//! once per outage; the connection ([`LazyRedis`], the one the shared
+//! limiter uses too) is retried at most once per
+//! [`orinari_limits::lazy_redis::RETRY_EVERY`].
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::{AeadCore, Aes256Gcm, Nonce};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client};
+use orinari_limits::lazy_redis::{LazyRedis, Taken};
 
 use super::entry::Entry;
 
-/// How long a Redis command may take before it counts as a miss.
-pub(crate) const TIMEOUT: Duration = Duration::from_millis(250);
-/// How often to try Redis again while it is unreachable.
-pub(crate) const RETRY_EVERY: Duration = Duration::from_secs(1);
 const NONCE_LEN: usize = 12;
 
 /// Entries in Redis, sealed.
 pub(crate) struct RedisStore {
-    client: Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
-    retry_at: Mutex<Option<Instant>>,
-    connecting: AtomicBool,
-    reachable: AtomicBool,
+    redis: LazyRedis,
     cipher: Aes256Gcm,
     prefix: String,
 }
@@ -41,13 +32,14 @@ pub(crate) struct RedisStore {
 impl RedisStore {
     /// A store on `url` (connects lazily), with a fresh key.
     pub(crate) fn new(url: &str, prefix: &str) -> Result<Self, String> {
-        let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+        let redis = LazyRedis::new(
+            url,
+            "Redis unreachable; the response cache misses until it is back",
+            "Redis reachable again; the response cache is back",
+        )
+        .map_err(|e| format!("invalid Redis URL: {e}"))?;
         Ok(Self {
-            client,
-            conn: Mutex::new(None),
-            retry_at: Mutex::new(None),
-            connecting: AtomicBool::new(false),
-            reachable: AtomicBool::new(true),
+            redis,
             cipher: Aes256Gcm::new(&Aes256Gcm::generate_key(OsRng)),
             prefix: prefix.to_string(),
         })
@@ -67,17 +59,17 @@ impl RedisStore {
     }
 
     pub(crate) async fn get(&self, model: &str, key: &[u8; 32]) -> Option<Entry> {
-        let mut conn = self.connection().await?;
+        let Taken { mut conn, epoch } = self.redis.connection().await?;
         let rkey = self.redis_key(model, key);
         let reply: Result<Option<Vec<u8>>, _> =
             redis::cmd("GET").arg(&rkey).query_async(&mut conn).await;
         let sealed = match reply {
             Ok(v) => {
-                self.mark_up();
+                self.redis.mark_up(epoch);
                 v?
             }
             Err(e) => {
-                self.mark_down(&e);
+                self.redis.mark_down(&e);
                 return None;
             }
         };
@@ -89,7 +81,7 @@ impl RedisStore {
         let Some(sealed) = self.seal(key, &entry.encode()) else {
             return;
         };
-        let Some(mut conn) = self.connection().await else {
+        let Some(Taken { mut conn, epoch }) = self.redis.connection().await else {
             return;
         };
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -101,8 +93,8 @@ impl RedisStore {
             .query_async(&mut conn)
             .await;
         match reply {
-            Ok(()) => self.mark_up(),
-            Err(e) => self.mark_down(&e),
+            Ok(()) => self.redis.mark_up(epoch),
+            Err(e) => self.redis.mark_down(&e),
         }
     }
 
@@ -140,56 +132,6 @@ impl RedisStore {
             )
             .ok()
     }
-
-    /// A connection, or `None` while Redis is unreachable (one task
-    /// connects at a time, at most once per [`RETRY_EVERY`]).
-    async fn connection(&self) -> Option<MultiplexedConnection> {
-        if let Some(c) = lock(&self.conn).as_ref() {
-            return Some(c.clone());
-        }
-        if lock(&self.retry_at).is_some_and(|at| Instant::now() < at) {
-            return None;
-        }
-        if self.connecting.swap(true, Ordering::AcqRel) {
-            return None;
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let result = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await;
-        self.connecting.store(false, Ordering::Release);
-        match result {
-            Ok(c) => {
-                *lock(&self.conn) = Some(c.clone());
-                Some(c)
-            }
-            Err(e) => {
-                self.mark_down(&e);
-                None
-            }
-        }
-    }
-
-    fn mark_down(&self, e: &redis::RedisError) {
-        *lock(&self.conn) = None;
-        *lock(&self.retry_at) = Some(Instant::now() + RETRY_EVERY);
-        if self.reachable.swap(false, Ordering::AcqRel) {
-            tracing::warn!(error = %e, "Redis unreachable; the response cache misses until it is back");
-        }
-    }
-
-    fn mark_up(&self) {
-        if !self.reachable.swap(true, Ordering::AcqRel) {
-            tracing::info!("Redis reachable again; the response cache is back");
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
