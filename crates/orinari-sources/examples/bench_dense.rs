@@ -21,29 +21,20 @@
     reason = "a benchmark prints and fails loudly"
 )]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Rng, ms, percentile};
 use orinari_embed::{DIMENSIONS, Input};
 use orinari_sources::{Outcome, Setup, Sources};
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn unit(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    }
-    fn vector(&mut self) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..DIMENSIONS).map(|_| self.unit()).collect();
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter_mut().for_each(|x| *x /= n);
-        v
-    }
+/// A random unit vector of the embedding's width.
+fn vector(rng: &mut Rng) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..DIMENSIONS).map(|_| rng.centered()).collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
 }
 
 /// Common English words: queries and documents that tokenize as real text does.
@@ -163,14 +154,6 @@ fn text(rng: &mut Rng, words: usize) -> String {
         .join(" ")
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn report(what: &str, mut t: Vec<Duration>) {
     t.sort();
     println!(
@@ -278,11 +261,11 @@ fn main() {
     let keys: Vec<u64> = (0..n as u64).collect();
     let mut data = Vec::with_capacity(n * DIMENSIONS);
     for _ in 0..n {
-        data.extend(rng.vector());
+        data.extend(vector(&mut rng));
     }
     let mut t = Vec::with_capacity(queries);
     for _ in 0..queries {
-        let q = rng.vector();
+        let q = vector(&mut rng);
         let s = Instant::now();
         std::hint::black_box(orinari_sources::bench::top_k(&keys, &data, &q, 50));
         t.push(s.elapsed());
@@ -329,7 +312,7 @@ fn main() {
     let seeded = orinari_sources::bench::seed_vectors(
         &data.path().join("sources/bench"),
         encoder.id(),
-        &mut |_| rng.vector(),
+        &mut |_| vector(&mut rng),
     )
     .unwrap();
     let (sources, indexer) = Sources::new(&config("hybrid"), Setup::new(data.path()));

@@ -17,23 +17,12 @@
     reason = "a benchmark prints and fails loudly"
 )]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Rng, ms, percentile};
 use orinari_sources::{Outcome, Setup, Sources, pack};
-
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 const SYLLABLES: [&str; 24] = [
     "ka", "lo", "mi", "ner", "sta", "vo", "ri", "dan", "tel", "po", "su", "gra", "ben", "ex",
@@ -83,14 +72,6 @@ fn sentence(vocab: &[String], zipf: &Zipf, rng: &mut Rng, words: usize) -> Strin
     let mut out = s.join(" ");
     out.push('.');
     out
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn main() {
