@@ -287,7 +287,7 @@ fn main() -> Result<(), String> {
         for (i, c) in cases.iter().enumerate() {
             let attack = c.row.label == 1;
             if i % LATENCY_EVERY == 0 {
-                let order: [&Guard; 2] = if (i / LATENCY_EVERY) % 2 == 0 {
+                let order: [&Guard; 2] = if (i / LATENCY_EVERY).is_multiple_of(2) {
                     [&live, &live_every]
                 } else {
                     [&live_every, &live]

@@ -40,7 +40,7 @@ const MAX_FPR: f64 = 0.01;
 /// The recall (a fraction of each channel's validation attacks) the
 /// cascade may give up against the ensemble run on every text, for an
 /// encoder that runs on fewer texts (`GUARD_BAND_LOSS` overrides).
-const BAND_RECALL_LOSS: f64 = 0.005;
+const BAND_RECALL_LOSS: f64 = 0.0;
 /// Weight of the everyday benign prompts in training.
 const EVERYDAY_WEIGHT: usize = 3;
 /// Per set: (set, every how many training texts the head trains on in the
@@ -116,7 +116,7 @@ impl Sample {
     }
 
     fn takes(self, e: &Ex) -> bool {
-        e.framed || self == Self::All || e.line % sampling(&e.set).0 == 0
+        e.framed || self == Self::All || e.line.is_multiple_of(sampling(&e.set).0)
     }
 }
 
@@ -312,9 +312,11 @@ fn head_settings(hidden: usize) -> HeadSettings {
 
 /// The benign group a validation text is held to the target in: the user
 /// channel holds each set on its own; the framed channels pool their
-/// (fewer) texts.
+/// (fewer) texts. `GUARD_GROUPS=pooled` pools the user channel's too (an
+/// experiment: see BENCHMARKS.md).
 fn group(e: &Ex) -> &str {
-    if e.channel == Channel::User {
+    let pooled = std::env::var("GUARD_GROUPS").is_ok_and(|g| g == "pooled");
+    if e.channel == Channel::User && !pooled {
         &e.set
     } else {
         ""
@@ -385,6 +387,9 @@ struct Fitted {
     ensemble: Ensemble,
     /// Per channel: validation texts inside the band, of all.
     inside: [(usize, usize); 3],
+    /// Per channel, on validation: the cascade's attacks caught, attacks,
+    /// benign texts flagged, benign texts.
+    validation: [[usize; 4]; 3],
 }
 
 /// The ensemble over `model` and a head of `variant`: stacker, thresholds
@@ -432,6 +437,7 @@ fn fit(
     // decision (see `train::fit_band`).
     let loss = env("GUARD_BAND_LOSS").unwrap_or(BAND_RECALL_LOSS);
     let mut inside = [(0, 0); 3];
+    let mut validation_counts = [[0usize; 4]; 3];
     for (k, channel) in Channel::ALL.into_iter().enumerate() {
         let mut groups: Vec<&str> = Vec::new();
         let mut band_rows = Vec::new();
@@ -457,6 +463,17 @@ fn fit(
         let (lower, upper) = train::fit_band(&band_rows, MAX_FPR, loss);
         ensemble.band.lower.set(channel, lower);
         ensemble.band.upper.set(channel, upper);
+        for r in &band_rows {
+            let attack = r.rule || r.ngram >= upper || (r.ngram >= lower && r.full);
+            let v = &mut validation_counts[k];
+            match (r.label, attack) {
+                (true, true) => v[0] += 1,
+                (true, false) => {}
+                (false, true) => v[2] += 1,
+                (false, false) => {}
+            }
+            v[if r.label { 1 } else { 3 }] += 1;
+        }
         inside[k] = (
             band_rows
                 .iter()
@@ -469,6 +486,7 @@ fn fit(
         model,
         ensemble,
         inside,
+        validation: validation_counts,
     })
 }
 
@@ -562,7 +580,13 @@ fn inside_line(f: &Fitted) -> String {
     Channel::ALL
         .iter()
         .zip(f.inside)
-        .map(|(c, (a, n))| format!("{} {a}/{n}", c.as_str()))
+        .zip(f.validation)
+        .map(|((c, (a, n)), [tp, p, fp, b])| {
+            format!(
+                "{} {a}/{n} (the cascade on validation: {tp}/{p} attacks, {fp}/{b} benign flagged)",
+                c.as_str()
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
