@@ -354,9 +354,24 @@ fn fit_ngram(train_set: &[&Ex]) -> Result<Model, String> {
         l2: env("GUARD_L2").unwrap_or(d.l2),
         seed: d.seed,
     };
+    // `GUARD_BALANCE=N` (an experiment): each set's texts repeated up to N
+    // times, so that smaller sets weigh about as much as the largest.
+    let balance: usize = env("GUARD_BALANCE").unwrap_or(1);
+    let mut sizes: Vec<(&str, usize)> = Vec::new();
+    for e in train_set {
+        match sizes.iter_mut().find(|(s, _)| *s == e.set) {
+            Some((_, n)) => *n += 1,
+            None => sizes.push((&e.set, 1)),
+        }
+    }
+    let largest = sizes.iter().map(|&(_, n)| n).max().unwrap_or(1);
+    let repeat = |set: &str| {
+        let n = sizes.iter().find(|(s, _)| *s == set).map_or(1, |&(_, n)| n);
+        (largest / n.max(1)).clamp(1, balance.max(1))
+    };
     let mut examples = Vec::new();
     for e in train_set {
-        for _ in 0..e.weight {
+        for _ in 0..e.weight * repeat(&e.set) {
             examples.push((normalize(&e.text).text, e.label));
         }
     }
