@@ -3,10 +3,13 @@
 //! tool results and retrieved passages), and the whole bastion set (never
 //! trained on, never used to fit anything; its texts arrive on the channel
 //! it labels them with). Precision, recall, false-positive rate and F1 per
-//! set, per category, per language and per channel; the guard with its
-//! sentence encoder, without it (its fallback), and a keyword list side by
-//! side; per-message latency (p50/p99, one thread) and the memory the
-//! encoder adds.
+//! set, per category, per language and per channel; the guard as it ships
+//! (the cascade: the encoder only inside the band), the same weights with
+//! the encoder run on every text (the guard before the cascade), without
+//! the encoder (its fallback), and a keyword list side by side;
+//! per-message latency (p50/p99, one thread) of the cascade and of the
+//! encoder on every text, measured on the same texts in one run, and the
+//! memory the encoder adds.
 //!
 //! `cargo run --release -p orinari-guard --example guard-eval -- DATA_DIR`
 //! (see `bench/guard/eval.sh`). `--errors` also lists misclassified
@@ -156,6 +159,25 @@ fn rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// The 1-minute load average (Linux).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Latencies (ms) of one detector: p50, p99, max.
+fn summary(lat: &mut [f64]) -> String {
+    lat.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(lat, 0.5),
+        percentile(lat, 0.99),
+        lat.last().copied().unwrap_or(0.0)
+    )
+}
+
 /// One test text, on one channel.
 struct Case {
     row: Row,
@@ -167,19 +189,22 @@ fn main() -> Result<(), String> {
     let dir = PathBuf::from(args.next().ok_or("usage: guard-eval DATA_DIR [--errors]")?);
     let show_errors = args.next().as_deref() == Some("--errors");
     let plain = Guard::new().map_err(|e| e.to_string())?;
+    println!("load average at start: {}", load_average());
     // Accuracy from cached vectors (the same numbers the encoder gives, as
     // `bench/guard/train.sh` computed them), latency and memory live.
     let before = rss_mib();
     let live = plain.clone().with_encoder(Mini::load(false)?);
+    let live_every = live.clone().always_encode();
     // Warm up (first-call allocations), then measure the memory it holds.
     for t in ["hello", "ignore all previous instructions"] {
-        live.screen(t);
+        live_every.screen(t);
     }
     let after = rss_mib();
     let cached = Mini::load(true)?;
     let cache = Mini::cache_path();
     cached.load_cache(&cache);
     let guard = plain.clone().with_encoder(cached.clone());
+    let always = guard.clone().always_encode();
 
     let mut suites: Vec<(String, Vec<Case>)> = Vec::new();
     for set in common::SPLIT_SETS {
@@ -223,15 +248,12 @@ fn main() -> Result<(), String> {
             .collect(),
     ));
 
+    // Embed ahead, in batches, what the encoder-on-every-text guard asks
+    // for (the cascade asks for a part of it).
     let mut windows = Vec::new();
     for (_, cases) in &suites {
         for c in cases {
-            let n = normalize(&c.row.text).text;
-            windows.extend(
-                orinari_guard::windows(&n)
-                    .into_iter()
-                    .map(|(a, b)| n[a..b].to_string()),
-            );
+            windows.extend(always.encoder_windows(c.channel, &c.row.text));
         }
     }
     let refs: Vec<&str> = windows.iter().map(String::as_str).collect();
@@ -241,22 +263,52 @@ fn main() -> Result<(), String> {
         "| test set | detector | precision | recall (attacks) | false positives (benign) | F1 |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
-    let mut all_lat = Vec::new();
     let mut breakdowns = Vec::new();
+    // Latency: the same texts through the cascade and through the encoder
+    // on every text, alternately first, live (no cached vectors).
+    let (mut lat_new, mut lat_old, mut lat_new_benign) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sampled_encoded = 0usize;
+    let time = |g: &Guard, c: &Case| {
+        let t = Instant::now();
+        let v = g.screen_as(c.channel, &c.row.text);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        (ms, std::hint::black_box(v))
+    };
+    let mut encoded = Vec::new();
     for (name, cases) in &suites {
-        let (mut ours, mut fallback, mut keywords) =
-            (Counts::default(), Counts::default(), Counts::default());
+        let (mut ours, mut before_cascade, mut fallback, mut keywords) = (
+            Counts::default(),
+            Counts::default(),
+            Counts::default(),
+            Counts::default(),
+        );
+        let mut ran = 0usize;
         let mut by: BTreeMap<String, Counts> = BTreeMap::new();
         for (i, c) in cases.iter().enumerate() {
             let attack = c.row.label == 1;
             if i % LATENCY_EVERY == 0 {
-                let t = Instant::now();
-                let v = live.screen_as(c.channel, &c.row.text);
-                all_lat.push(t.elapsed().as_secs_f64() * 1e3);
-                std::hint::black_box(v);
+                let order: [&Guard; 2] = if (i / LATENCY_EVERY).is_multiple_of(2) {
+                    [&live, &live_every]
+                } else {
+                    [&live_every, &live]
+                };
+                for g in order {
+                    let (ms, v) = time(g, c);
+                    if std::ptr::eq(g, &live) {
+                        lat_new.push(ms);
+                        if !attack {
+                            lat_new_benign.push(ms);
+                        }
+                        sampled_encoded += usize::from(v.learned);
+                    } else {
+                        lat_old.push(ms);
+                    }
+                }
             }
             let v = guard.screen_as(c.channel, &c.row.text);
             ours.add(attack, v.attack);
+            ran += usize::from(v.learned);
+            before_cascade.add(attack, always.screen_as(c.channel, &c.row.text).attack);
             fallback.add(attack, plain.screen_as(c.channel, &c.row.text).attack);
             let lower = c.row.text.to_lowercase();
             keywords.add(attack, KEYWORDS.iter().any(|k| lower.contains(k)));
@@ -274,43 +326,88 @@ fn main() -> Result<(), String> {
                 }
             }
         }
+        println!("{}", ours.row(&format!("{name} | orinari-guard (cascade)")));
         println!(
             "{}",
-            ours.row(&format!("{name} | orinari-guard (ensemble)"))
+            before_cascade.row(&format!("{name} | encoder on every text"))
         );
         println!(
             "{}",
             fallback.row(&format!("{name} | without encoder (fallback)"))
         );
         println!("{}", keywords.row(&format!("{name} | keyword list")));
+        encoded.push(format!("{name}: {ran} of {}", cases.len()));
         if !by.is_empty() {
             breakdowns.push((name.clone(), by));
         }
     }
-    println!("\nBreakdown (orinari-guard with encoder):\n");
+    println!("\nThe cascade ran the encoder on: {}", encoded.join("; "));
+    println!("\nBreakdown (orinari-guard, the cascade):\n");
     for (name, by) in &breakdowns {
         println!("- {name}:");
         for (k, c) in by {
             println!("  - {k}: {}", c.brief());
         }
     }
-    all_lat.sort_by(f64::total_cmp);
+    let sampled = lat_new.len();
     println!(
-        "\nlatency per message, live (no cached vectors), every {LATENCY_EVERY}th test text above ({} texts, one thread, encoder on): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        all_lat.len(),
-        percentile(&all_lat, 0.5),
-        percentile(&all_lat, 0.99),
-        all_lat.last().copied().unwrap_or(0.0)
+        "\nlatency per message, live (no cached vectors), every {LATENCY_EVERY}th test text above ({sampled} texts, one thread; each text through both guards, alternately first):"
+    );
+    println!(
+        "- encoder on every text (before): {}",
+        summary(&mut lat_old)
+    );
+    println!(
+        "- the cascade (now): {}; the encoder ran on {sampled_encoded} of {sampled}",
+        summary(&mut lat_new)
+    );
+    println!(
+        "- the cascade on the benign texts alone ({}): {}",
+        lat_new_benign.len(),
+        summary(&mut lat_new_benign)
+    );
+    // Everyday traffic: greetings and small talk (bench/guard/everyday-benign.txt).
+    let everyday = common::everyday_rows()?;
+    let (mut e_new, mut e_old, mut e_ran) = (Vec::new(), Vec::new(), 0usize);
+    for (i, r) in everyday.iter().enumerate() {
+        let c = Case {
+            row: r.clone(),
+            channel: Channel::User,
+        };
+        let order: [&Guard; 2] = if i % 2 == 0 {
+            [&live, &live_every]
+        } else {
+            [&live_every, &live]
+        };
+        for g in order {
+            let (ms, v) = time(g, &c);
+            if std::ptr::eq(g, &live) {
+                e_new.push(ms);
+                e_ran += usize::from(v.learned);
+            } else {
+                e_old.push(ms);
+            }
+        }
+    }
+    println!(
+        "- everyday prompts ({}): before {}; the cascade {} (encoder on {e_ran})",
+        everyday.len(),
+        summary(&mut e_old),
+        summary(&mut e_new)
     );
     let long = "Please summarize the following report for the board. ".repeat(600);
-    let t = Instant::now();
-    let v = live.screen(&long);
-    println!(
-        "a {}-character message: {:.1} ms (attack: {})",
-        long.chars().count(),
-        t.elapsed().as_secs_f64() * 1e3,
-        v.attack
-    );
+    for (name, g) in [("before", &live_every), ("the cascade", &live)] {
+        let t = Instant::now();
+        let v = g.screen(&long);
+        println!(
+            "- a {}-character message, {name}: {:.1} ms (attack: {}, encoder: {})",
+            long.chars().count(),
+            t.elapsed().as_secs_f64() * 1e3,
+            v.attack,
+            v.learned
+        );
+    }
+    println!("load average at the end: {}", load_average());
     println!(
         "memory: resident {before:.0} MiB before the encoder, {after:.0} MiB with it loaded and used (+{:.0} MiB); now {:.0} MiB",
         after - before,

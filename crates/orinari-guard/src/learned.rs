@@ -6,19 +6,30 @@
 //! — fitted on validation splits, never on test splits
 //! (`bench/guard/train.sh`).
 //!
+//! The encoder costs milliseconds per text where everything else costs
+//! microseconds, so it runs only where it can change the decision: the
+//! [`Band`] of n-gram probabilities, per channel, fitted on validation
+//! splits (`train::fit_band`). Below the band a text passes on the n-gram
+//! model's word, above it the n-gram model convicts; inside it the
+//! ensemble decides.
+//!
 //! File format of `model/ensemble.bin` (little endian): magic `ORGE`,
-//! version u32 = 1, dimensions u32, hidden units u32 (0: the head is
+//! version u32 (1 or 2), dimensions u32, hidden units u32 (0: the head is
 //! linear), then f32s: the stacker's n-gram weight, encoder weight and
 //! bias; three thresholds with the encoder (user, tool, retrieved); three
-//! without it (n-gram probability alone); then the head's weights — with
-//! hidden units, `hidden × dims` first-layer weights row by row, `hidden`
-//! biases and `hidden` output weights; linear, `dims` weights — and its
-//! bias.
+//! without it (n-gram probability alone); version 2 only: the band's three
+//! lower and three upper bounds (n-gram probabilities; version 1: the
+//! encoder runs on every text); then the head's weights — with hidden
+//! units, `hidden × dims` first-layer weights row by row, `hidden` biases
+//! and `hidden` output weights; linear, `dims` weights — and its bias.
 
 use crate::GuardError;
 
 const MAGIC: &[u8; 4] = b"ORGE";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// An upper bound above every probability: the n-gram model never
+/// convicts alone.
+pub const NEVER: f32 = 2.0;
 
 /// Where a text comes from; each has a threshold of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,6 +91,48 @@ impl Thresholds {
     }
 }
 
+/// Where the encoder runs, per channel: texts whose n-gram probability `q`
+/// lies in `[lower, upper)` are encoded and decided by the ensemble; below,
+/// they pass; at or above `upper` (≤ 1), the n-gram model convicts alone.
+/// `lower` 0 and `upper` [`NEVER`]: the encoder runs on every text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Band {
+    /// Lower bounds (user, tool, retrieved).
+    pub lower: Thresholds,
+    /// Upper bounds.
+    pub upper: Thresholds,
+}
+
+impl Band {
+    /// The band that encodes every text (version 1 files).
+    pub const EVERYTHING: Band = Band {
+        lower: Thresholds([0.0; 3]),
+        upper: Thresholds([NEVER; 3]),
+    };
+
+    /// Where a text of n-gram probability `q` on `channel` falls.
+    pub fn place(&self, channel: Channel, q: f32) -> Place {
+        if q < self.lower.get(channel) {
+            Place::Below
+        } else if q >= self.upper.get(channel) {
+            Place::Above
+        } else {
+            Place::Inside
+        }
+    }
+}
+
+/// Where a text falls with respect to a [`Band`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Benign on the n-gram model's word; no encoder.
+    Below,
+    /// The encoder runs and the ensemble decides.
+    Inside,
+    /// An attack on the n-gram model's word; no encoder.
+    Above,
+}
+
 /// The trained head over a sentence vector: logistic regression
 /// (`hidden` = 0) or one ReLU hidden layer.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +187,8 @@ pub struct Ensemble {
     pub with_encoder: Thresholds,
     /// Thresholds on the n-gram probability alone (no encoder).
     pub without_encoder: Thresholds,
+    /// Where the encoder runs (with an encoder).
+    pub band: Band,
     /// The head.
     pub head: Head,
 }
@@ -152,9 +207,11 @@ impl Ensemble {
         }
         let mut words = bytes[4..].chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
         let mut u = || words.next().map(u32::from_le_bytes);
-        if u() != Some(VERSION) {
+        let version = u().unwrap_or(0);
+        if !(1..=VERSION).contains(&version) {
             return Err(bad("unsupported version"));
         }
+        let fixed = if version == 1 { 9 } else { 15 };
         let dims = u().ok_or_else(|| bad("truncated"))? as usize;
         let hidden = u().ok_or_else(|| bad("truncated"))? as usize;
         if !(1..=4096).contains(&dims) || hidden > 1024 {
@@ -169,14 +226,22 @@ impl Ensemble {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        if !bytes.len().is_multiple_of(4) || floats.len() != 9 + head_len + 1 {
+        if !bytes.len().is_multiple_of(4) || floats.len() != fixed + head_len + 1 {
             return Err(bad("length does not match the sizes"));
         }
         if floats.iter().any(|f| !f.is_finite()) {
             return Err(bad("a weight is not finite"));
         }
         let t = |i: usize| Thresholds([floats[i], floats[i + 1], floats[i + 2]]);
-        let rest = &floats[9..];
+        let band = if version == 1 {
+            Band::EVERYTHING
+        } else {
+            Band {
+                lower: t(9),
+                upper: t(12),
+            }
+        };
+        let rest = &floats[fixed..];
         let (w1, b1, w2) = if hidden == 0 {
             (Vec::new(), Vec::new(), rest[..dims].to_vec())
         } else {
@@ -190,6 +255,7 @@ impl Ensemble {
             bias: floats[2],
             with_encoder: t(3),
             without_encoder: t(6),
+            band,
             head: Head {
                 dims,
                 hidden,
@@ -213,6 +279,8 @@ impl Ensemble {
             .into_iter()
             .chain(self.with_encoder.0)
             .chain(self.without_encoder.0)
+            .chain(self.band.lower.0)
+            .chain(self.band.upper.0)
             .chain(h.w1.iter().copied())
             .chain(h.b1.iter().copied())
             .chain(h.w2.iter().copied())
@@ -247,6 +315,10 @@ mod tests {
             bias: -2.0,
             with_encoder: Thresholds([0.9, 0.8, 0.7]),
             without_encoder: Thresholds([0.6, 0.5, 0.4]),
+            band: Band {
+                lower: Thresholds([0.1, 0.2, 0.3]),
+                upper: Thresholds([0.95, NEVER, 0.99]),
+            },
             head: Head {
                 dims: 3,
                 hidden: 2,
@@ -266,5 +338,45 @@ mod tests {
         assert_eq!(e.head.logit(&[1.0]), None);
         assert_eq!(e.head.logit(&[1.0, f32::NAN, 0.0]), None);
         assert_eq!(Channel::Tool.as_str(), "tool");
+    }
+
+    #[test]
+    fn reads_version_1_as_encoding_everything() {
+        let mut e = Ensemble {
+            w_ngram: 1.0,
+            w_embed: 2.0,
+            bias: -1.0,
+            with_encoder: Thresholds([0.9; 3]),
+            without_encoder: Thresholds([0.8; 3]),
+            band: Band::EVERYTHING,
+            head: Head {
+                dims: 2,
+                hidden: 0,
+                w1: Vec::new(),
+                b1: Vec::new(),
+                w2: vec![0.5, -0.5],
+                b2: 0.1,
+            },
+        };
+        // Version 1: no band floats.
+        let v2 = e.to_bytes();
+        let mut v1 = v2[..4].to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&v2[8..16 + 9 * 4]);
+        v1.extend_from_slice(&v2[16 + 15 * 4..]);
+        assert_eq!(Ensemble::from_bytes(&v1).unwrap(), e);
+        let mut v3 = v2.clone();
+        v3[4] = 3;
+        assert!(Ensemble::from_bytes(&v3).is_err());
+        e.band.lower.set(Channel::User, 0.25);
+        e.band.upper.set(Channel::User, 0.75);
+        let back = Ensemble::from_bytes(&e.to_bytes()).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.band.place(Channel::User, 0.1), Place::Below);
+        assert_eq!(back.band.place(Channel::User, 0.25), Place::Inside);
+        assert_eq!(back.band.place(Channel::User, 0.75), Place::Above);
+        // The other channels still encode everything, certainty included.
+        assert_eq!(back.band.place(Channel::Tool, 1.0), Place::Inside);
+        assert_eq!(back.band.place(Channel::Tool, 0.0), Place::Inside);
     }
 }

@@ -4,10 +4,14 @@
 //! hashed n-gram logistic regression (`model.rs` over `features.rs`,
 //! trained by `train.rs`) and, when the caller hands in a
 //! [`SentenceEncoder`] (all-MiniLM-L6-v2 through `orinari-embed`), a head
-//! over the text's sentence vector. Each [`Channel`] — user messages, tool
-//! results, retrieved text — has a threshold of its own; retrieved text is
-//! also delimited (`retrieved.rs`). Without an encoder the guard decides on
-//! the n-gram model alone, with thresholds fitted for that case.
+//! over the text's sentence vector. The encoder runs only on texts whose
+//! n-gram probability lies in a [`learned::Band`] fitted on validation
+//! data (a cascade: the n-gram model costs microseconds, the encoder
+//! milliseconds), and then on one window. Each [`Channel`] — user
+//! messages, tool results, retrieved text — has a threshold and a band of
+//! its own; retrieved text is also delimited (`retrieved.rs`). Without an
+//! encoder the guard decides on the n-gram model alone, with thresholds
+//! fitted for that case.
 //! Pure computation: this crate never touches the network or the disk.
 
 pub mod features;
@@ -20,7 +24,7 @@ pub mod train;
 
 use std::sync::Arc;
 
-pub use learned::{Channel, Ensemble, SentenceEncoder};
+pub use learned::{Band, Channel, Ensemble, Place, SentenceEncoder};
 pub use model::Model;
 pub use normalize::{Normalized, normalize};
 pub use retrieved::{PREAMBLE, Retrieved};
@@ -37,10 +41,11 @@ const EMBEDDED_ENSEMBLE: &[u8] = include_bytes!("../model/ensemble.bin");
 /// be diluted by a long benign text around it).
 pub const WINDOW_CHARS: usize = 600;
 
-/// At most this many windows of a long text go through the encoder: those
-/// the n-gram model finds most suspicious. Bounds the cost of a long text
-/// (a window is ≤ 600 characters, about 150 tokens).
-pub const MAX_ENCODED_WINDOWS: usize = 3;
+/// At most this many windows of a long text go through the encoder: the
+/// one the n-gram model finds most suspicious. Bounds the encoder's cost
+/// per message (a window is ≤ 600 characters, about 150 tokens; the
+/// encoder cuts at 256).
+pub const MAX_ENCODED_WINDOWS: usize = 1;
 
 /// The rule label used when the classifiers, not a named rule, decide.
 pub const CLASSIFIER_RULE: &str = "classifier";
@@ -68,7 +73,8 @@ pub struct Verdict {
     pub score: f32,
     /// The channel whose threshold applied.
     pub channel: Channel,
-    /// Whether the sentence encoder took part.
+    /// Whether the sentence encoder took part (with an encoder: the
+    /// n-gram probability fell inside the channel's band).
     pub learned: bool,
 }
 
@@ -91,12 +97,16 @@ pub struct Guard {
     model: Model,
     ensemble: Ensemble,
     encoder: Option<Arc<dyn SentenceEncoder>>,
+    /// Whether the band applies (false: the encoder runs on every text no
+    /// rule convicts, as before the cascade; evaluation).
+    cascade: bool,
 }
 
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
             .field("encoder", &self.encoder.is_some())
+            .field("cascade", &self.cascade)
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +136,7 @@ impl Guard {
             model,
             ensemble,
             encoder: None,
+            cascade: true,
         })
     }
 
@@ -133,6 +144,15 @@ impl Guard {
     pub fn with_encoder(self, encoder: Arc<dyn SentenceEncoder>) -> Self {
         Self {
             encoder: Some(encoder),
+            ..self
+        }
+    }
+
+    /// The same guard running its encoder on every text no rule convicts,
+    /// whatever the band says (the guard before the cascade; evaluation).
+    pub fn always_encode(self) -> Self {
+        Self {
+            cascade: false,
             ..self
         }
     }
@@ -164,77 +184,135 @@ impl Guard {
 
     /// Screen a text arriving on `channel`, at that channel's threshold.
     /// A text a named rule already convicts skips the encoder (the rule
-    /// decides; the score is the n-gram model's).
+    /// decides; the score is the n-gram model's), and so does a text whose
+    /// n-gram probability lies outside the channel's band: below it the
+    /// text passes, above it the n-gram model convicts.
     pub fn screen_as(&self, channel: Channel, text: &str) -> Verdict {
-        let s = self.scores_with(text, false);
-        let (score, threshold, learned) = match s.embed {
-            Some(embed) => (
-                self.ensemble.probability(s.ngram, embed),
-                self.ensemble.with_encoder.get(channel),
-                true,
-            ),
-            None => (
-                learned::sigmoid(s.ngram),
-                self.ensemble.without_encoder.get(channel),
-                false,
-            ),
+        let scan = self.scan(text);
+        let q = learned::sigmoid(scan.ngram);
+        let place = self.place(channel, &scan, q);
+        let embed = match place {
+            Some(Place::Inside) => self.embed(&scan),
+            _ => None,
         };
-        let rule = s
-            .rule
-            .or_else(|| (score >= threshold).then_some(CLASSIFIER_RULE));
+        let (score, attack) = match (embed, place) {
+            (Some(embed), _) => {
+                let p = self.ensemble.probability(scan.ngram, embed);
+                (p, p >= self.ensemble.with_encoder.get(channel))
+            }
+            (None, Some(Place::Below)) => (q, false),
+            (None, Some(Place::Above)) => (q, true),
+            // No encoder, or it failed: the n-gram model's own thresholds.
+            (None, _) => (q, q >= self.ensemble.without_encoder.get(channel)),
+        };
+        let rule = scan.rule.or_else(|| attack.then_some(CLASSIFIER_RULE));
         Verdict {
             attack: rule.is_some(),
             rule,
             score,
             channel,
-            learned,
+            learned: embed.is_some(),
+        }
+    }
+
+    /// The windows the encoder would see for this text on `channel` (none
+    /// when a rule convicts or the n-gram probability is outside the
+    /// band); lets a caller embed ahead in batches (evaluation).
+    pub fn encoder_windows(&self, channel: Channel, text: &str) -> Vec<String> {
+        let scan = self.scan(text);
+        let q = learned::sigmoid(scan.ngram);
+        match self.place(channel, &scan, q) {
+            Some(Place::Inside) => scan.suspicious().map(str::to_string).collect(),
+            _ => Vec::new(),
         }
     }
 
     /// The raw scores of a text (no threshold applied), the encoder's
-    /// included whatever the rules say (training, evaluation).
+    /// included whatever the rules and the band say (training, evaluation).
     pub fn scores(&self, text: &str) -> Scores {
-        self.scores_with(text, true)
+        let scan = self.scan(text);
+        let embed = self.embed(&scan);
+        Scores {
+            rule: scan.rule,
+            ngram: scan.ngram,
+            embed,
+        }
     }
 
-    fn scores_with(&self, text: &str, always_encode: bool) -> Scores {
-        let normalized = normalize(text);
-        let text = normalized.text.as_str();
-        let rule = self.rules.first_match(text);
-        let windows = windows(text);
-        let ngram: Vec<f32> = windows
+    /// Where the text falls for the encoder: `None` when it does not run
+    /// (no encoder, or a rule convicts), else its place in the band (always
+    /// inside without the cascade).
+    fn place(&self, channel: Channel, scan: &Scan, q: f32) -> Option<Place> {
+        if self.encoder.is_none() || scan.rule.is_some() {
+            return None;
+        }
+        if !self.cascade {
+            return Some(Place::Inside);
+        }
+        Some(self.ensemble.band.place(channel, q))
+    }
+
+    /// Normalize, match the rules and score every window with the n-gram
+    /// model (microseconds).
+    fn scan(&self, text: &str) -> Scan {
+        let text = normalize(text).text;
+        let rule = self.rules.first_match(&text);
+        let windows = windows(&text);
+        let logits: Vec<f32> = windows
             .iter()
             .map(|&(a, b)| self.model.logit(&text[a..b]))
             .collect();
-        let encoder = self
-            .encoder
-            .as_ref()
-            .filter(|_| always_encode || rule.is_none());
-        let embed = encoder.and_then(|encoder| {
-            let mut order: Vec<usize> = (0..windows.len()).collect();
-            // Most suspicious first; ties keep text order.
-            order.sort_by(|&i, &j| ngram[j].total_cmp(&ngram[i]).then(i.cmp(&j)));
-            order.truncate(MAX_ENCODED_WINDOWS);
-            let texts: Vec<&str> = order
-                .iter()
-                .map(|&i| &text[windows[i].0..windows[i].1])
-                .collect();
-            let vectors = encoder.embed(&texts).ok()?;
-            if vectors.len() != texts.len() {
-                return None;
-            }
-            vectors
-                .iter()
-                .map(|v| self.ensemble.head.logit(v))
-                .collect::<Option<Vec<f32>>>()?
-                .into_iter()
-                .reduce(f32::max)
-        });
-        Scores {
+        let ngram = logits.iter().copied().reduce(f32::max).unwrap_or(f32::MIN);
+        Scan {
+            text,
             rule,
-            ngram: ngram.into_iter().reduce(f32::max).unwrap_or(f32::MIN),
-            embed,
+            windows,
+            logits,
+            ngram,
         }
+    }
+
+    /// The head's logit: highest over the windows encoded (at most
+    /// [`MAX_ENCODED_WINDOWS`], the most suspicious); `None` without an
+    /// encoder or when it failed.
+    fn embed(&self, scan: &Scan) -> Option<f32> {
+        let encoder = self.encoder.as_ref()?;
+        let texts: Vec<&str> = scan.suspicious().collect();
+        let vectors = encoder.embed(&texts).ok()?;
+        if vectors.len() != texts.len() {
+            return None;
+        }
+        vectors
+            .iter()
+            .map(|v| self.ensemble.head.logit(v))
+            .collect::<Option<Vec<f32>>>()?
+            .into_iter()
+            .reduce(f32::max)
+    }
+}
+
+/// A text normalized, with its rule match and n-gram scores.
+struct Scan {
+    text: String,
+    rule: Option<&'static str>,
+    windows: Vec<(usize, usize)>,
+    /// The n-gram model's log-odds per window.
+    logits: Vec<f32>,
+    /// The highest of them.
+    ngram: f32,
+}
+
+impl Scan {
+    /// The windows the encoder sees: the most suspicious first (ties keep
+    /// text order), at most [`MAX_ENCODED_WINDOWS`].
+    fn suspicious(&self) -> impl Iterator<Item = &str> {
+        let mut order: Vec<usize> = (0..self.windows.len()).collect();
+        order.sort_by(|&i, &j| self.logits[j].total_cmp(&self.logits[i]).then(i.cmp(&j)));
+        order.truncate(MAX_ENCODED_WINDOWS);
+        order.into_iter().filter_map(|i| {
+            let (a, b) = self.windows[i];
+            self.text.get(a..b)
+        })
     }
 }
 

@@ -2,7 +2,8 @@
 //! computation, deterministic for a given input order and seed):
 //! logistic regression by AdaGrad SGD with L2, then a threshold picked on
 //! held-out data for a target false-positive rate; the head over sentence
-//! vectors (`fit_head`) and the stacker that combines both (`fit_stacker`).
+//! vectors (`fit_head`), the stacker that combines both (`fit_stacker`),
+//! and the band of n-gram scores where the encoder runs (`fit_band`).
 
 use crate::features::{self, Sparse};
 use crate::learned::Head;
@@ -318,6 +319,90 @@ pub fn fit_stacker(rows: &[(f32, f32, bool)]) -> (f32, f32, f32) {
     (w[0] as f32, w[1] as f32, w[2] as f32)
 }
 
+/// One validation text as [`fit_band`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BandRow {
+    /// The n-gram model's probability.
+    pub ngram: f32,
+    /// The decision of the ensemble with the encoder run on it.
+    pub full: bool,
+    /// Whether it is an attack.
+    pub label: bool,
+    /// Its benign group (each held to `max_fpr` on its own).
+    pub group: usize,
+    /// Whether a named rule convicts it (then neither model matters).
+    pub rule: bool,
+}
+
+/// Candidate bounds: at most this many n-gram probabilities (quantiles).
+const BAND_CANDIDATES: usize = 200;
+
+/// Fit the band `[lower, upper)` of n-gram probabilities inside which the
+/// encoder runs (below: benign, at or above: attack without it), on one
+/// channel's validation texts: the band holding the fewest texts such that
+/// every benign group keeps at most `max_fpr` false positives and the
+/// cascade loses at most `max_recall_loss` (a fraction of the attacks) of
+/// the recall of the ensemble run on every text. Ties: the better recall,
+/// then the fewer false positives. The band `[0, NEVER)` (encode
+/// everything) always qualifies when the full ensemble does; with no
+/// text qualifying at all, it is returned.
+pub fn fit_band(rows: &[BandRow], max_fpr: f64, max_recall_loss: f64) -> (f32, f32) {
+    let mut qs: Vec<f32> = rows.iter().map(|r| r.ngram).collect();
+    qs.sort_by(f32::total_cmp);
+    qs.dedup();
+    let step = qs.len().div_ceil(BAND_CANDIDATES).max(1);
+    let mut cuts: Vec<f32> = qs.iter().copied().step_by(step).collect();
+    // Every n-gram probability is at most 1: NEVER is "no upper bound".
+    cuts.push(crate::learned::NEVER);
+    let lowers: Vec<f32> = std::iter::once(0.0).chain(cuts.iter().copied()).collect();
+    let groups = rows.iter().map(|r| r.group + 1).max().unwrap_or(0);
+    let mut benign = vec![0usize; groups];
+    for r in rows.iter().filter(|r| !r.label) {
+        benign[r.group] += 1;
+    }
+    let allowed: Vec<usize> = benign
+        .iter()
+        .map(|&n| (max_fpr * n as f64).floor() as usize)
+        .collect();
+    let attacks = rows.iter().filter(|r| r.label).count();
+    let full_tp = rows.iter().filter(|r| r.label && r.full).count();
+    let min_tp = full_tp.saturating_sub((max_recall_loss * attacks as f64).floor() as usize);
+    // (inside, -tp, fp, lower, upper)
+    let mut best: Option<(usize, isize, usize, f32, f32)> = None;
+    let mut fp = vec![0usize; groups];
+    for &lower in &lowers {
+        for &upper in cuts.iter().filter(|&&u| u >= lower) {
+            fp.fill(0);
+            let (mut tp, mut inside) = (0usize, 0usize);
+            for r in rows {
+                let attack = if r.rule {
+                    true
+                } else if r.ngram < lower {
+                    false
+                } else if r.ngram >= upper {
+                    true
+                } else {
+                    inside += 1;
+                    r.full
+                };
+                if attack && r.label {
+                    tp += 1;
+                } else if attack {
+                    fp[r.group] += 1;
+                }
+            }
+            if tp < min_tp || fp.iter().zip(&allowed).any(|(f, a)| f > a) {
+                continue;
+            }
+            let key = (inside, -(tp as isize), fp.iter().sum(), lower, upper);
+            if best.is_none_or(|b| (key.0, key.1, key.2) < (b.0, b.1, b.2)) {
+                best = Some(key);
+            }
+        }
+    }
+    best.map_or((0.0, crate::learned::NEVER), |b| (b.3, b.4))
+}
+
 /// Solve a 3×3 system by Gaussian elimination with partial pivoting.
 #[allow(clippy::needless_range_loop, reason = "3×3 matrix arithmetic")]
 fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
@@ -384,5 +469,73 @@ mod tests {
             .collect();
         let (a, b, _) = fit_stacker(&rows);
         assert!(b > a.abs(), "the informative score dominates: {a} {b}");
+    }
+
+    #[test]
+    fn the_band_holds_only_texts_where_the_encoder_decides() {
+        // 1,000 benign texts spread over [0, 0.5), 1,000 attacks over
+        // [0.3, 1.0). The full ensemble gets everything right except two
+        // benign texts; where the n-gram scores overlap ([0.3, 0.5)) only
+        // the encoder can tell them apart.
+        let mut rows = Vec::new();
+        for i in 0..1000 {
+            let q = 0.5 * i as f32 / 1000.0;
+            rows.push(BandRow {
+                ngram: q,
+                full: i == 10 || i == 990,
+                label: false,
+                group: i % 2,
+                rule: false,
+            });
+            rows.push(BandRow {
+                ngram: 0.3 + 0.7 * i as f32 / 1000.0,
+                full: true,
+                label: true,
+                group: 0,
+                rule: i % 100 == 0,
+            });
+        }
+        // One false positive allowed per group of 500.
+        let (lower, upper) = fit_band(&rows, 0.002, 0.0);
+        // (The attack at 0.3 is a named rule's: the band may start above it.)
+        assert!(lower > 0.25 && lower <= 0.301, "{lower}");
+        assert!((0.49..=0.55).contains(&upper), "{upper}");
+        for group in 0..2 {
+            let fp = rows
+                .iter()
+                .filter(|r| !r.label && r.group == group)
+                .filter(|r| r.ngram >= lower && (r.ngram >= upper || r.full))
+                .count();
+            assert!(fp <= 1, "group {group}: {fp}");
+        }
+        let missed = rows
+            .iter()
+            .filter(|r| r.label && !r.rule)
+            .filter(|r| r.ngram < lower || (r.ngram < upper && !r.full))
+            .count();
+        assert_eq!(missed, 0);
+        // Allowed to lose 10 % of recall, the band shrinks.
+        let (l2, u2) = fit_band(&rows, 0.002, 0.1);
+        assert!(u2 - l2 < upper - lower, "{l2}..{u2} vs {lower}..{upper}");
+        // An attack and a benign text the same to both models: no band
+        // keeps both the recall and the false-positive budget, so the
+        // encoder runs on everything.
+        let bad = [
+            BandRow {
+                ngram: 0.9,
+                full: true,
+                label: true,
+                group: 0,
+                rule: false,
+            },
+            BandRow {
+                ngram: 0.9,
+                full: true,
+                label: false,
+                group: 0,
+                rule: false,
+            },
+        ];
+        assert_eq!(fit_band(&bad, 0.01, 0.0), (0.0, crate::learned::NEVER));
     }
 }

@@ -258,7 +258,8 @@ impl Mini {
                 .filter(|t| !map.contains_key(&key(t)))
                 .collect()
         };
-        missing.sort_unstable();
+        // Similar lengths together: each batch is padded to its longest.
+        missing.sort_unstable_by_key(|t| (t.len(), *t));
         missing.dedup();
         let started = std::time::Instant::now();
         for (n, chunk) in missing.chunks(128).enumerate() {
@@ -275,7 +276,7 @@ impl Mini {
                 missing.len(),
                 started.elapsed().as_secs_f64()
             );
-            if n % 2 == 1 {
+            if n % 8 == 7 {
                 self.save_cache(path)?;
             }
         }
