@@ -497,9 +497,6 @@ impl Llama {
     }
 }
 
-/// Query rows times keys below which attention runs on the calling thread.
-const PARALLEL_WORK: usize = 512;
-
 /// Shapes of one attention call: `rows` query rows of one sequence at
 /// positions `pos..pos + rows`, against a cache of `capacity` positions
 /// per KV head.
@@ -560,15 +557,6 @@ fn causal_attention(q: &[f32], k: &[f32], v: &[f32], s: &Heads) -> Result<Vec<f3
     // share the KV head, written to their own slice of the output (row
     // `i`'s heads `g * rep..(g + 1) * rep`). Units run on candle's threads;
     // which thread computes a unit changes nothing in its result.
-    // A decode step's few units at a short context cost less than waking
-    // the pool: those run here.
-    if s.rows * total < PARALLEL_WORK {
-        let mut scratch = Scratch::new(rep, total, hd);
-        for (u, slot) in out.chunks_mut(rep * hd).enumerate() {
-            attend_row(q, k, v, s, u / s.n_kv, u % s.n_kv, &mut scratch, slot);
-        }
-        return Ok(out);
-    }
     let slots: Vec<Mutex<&mut [f32]>> = out.chunks_mut(rep * hd).map(Mutex::new).collect();
     candle_core::utils::barrier_pool().execute_chunked(slots.len(), |units| {
         let mut scratch = Scratch::new(rep, total, hd);
@@ -677,7 +665,15 @@ fn exp_nonpositive(x: f32) -> f32 {
     let n = (x * LOG2_E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.0 / 5040.0;
-    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
         p = p * r + c;
     }
     // n is in -126..=0 here, so the biased exponent n + 127 is normal.
@@ -885,8 +881,73 @@ mod tests {
             (false, Layout::Padded(GgmlDType::Q4K)),
         ] {
             let worst = chunk_vs_pieces(&load(requantize, layout));
-            assert_eq!(worst, 0.0, "{requantize} {layout:?}: logits differ by {worst}");
+            assert_eq!(
+                worst, 0.0,
+                "{requantize} {layout:?}: logits differ by {worst}"
+            );
         }
+    }
+
+    #[test]
+    fn causal_attention_matches_a_double_precision_reference() {
+        let (nh, nkv, hd, cap, pos, rows) = (9, 3, 64, 40, 27, 10);
+        let mut seed = 0x2545_f491_u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed as f32 / u32::MAX as f32) * 4.0 - 2.0
+        };
+        let q: Vec<f32> = (0..nh * rows * hd).map(|_| next()).collect();
+        let k: Vec<f32> = (0..nkv * cap * hd).map(|_| next()).collect();
+        let v: Vec<f32> = (0..nkv * cap * hd).map(|_| next()).collect();
+        let shape = super::Heads {
+            n_head: nh,
+            n_kv: nkv,
+            head_dim: hd,
+            capacity: cap,
+            pos,
+            rows,
+        };
+        let got = super::causal_attention(&q, &k, &v, &shape).unwrap();
+        let mut worst = 0f64;
+        for i in 0..rows {
+            for h in 0..nh {
+                let g = h / (nh / nkv);
+                let query = &q[(h * rows + i) * hd..][..hd];
+                let scores: Vec<f64> = (0..=pos + i)
+                    .map(|j| {
+                        let key = &k[(g * cap + j) * hd..][..hd];
+                        let d: f64 = query
+                            .iter()
+                            .zip(key)
+                            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                            .sum();
+                        d / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for d in 0..hd {
+                    let want: f64 = e
+                        .iter()
+                        .enumerate()
+                        .map(|(j, w)| w * f64::from(v[(g * cap + j) * hd + d]))
+                        .sum::<f64>()
+                        / sum;
+                    let y = f64::from(got[(i * nh + h) * hd + d]);
+                    worst = worst.max((y - want).abs());
+                }
+            }
+        }
+        assert!(worst < 1e-5, "largest difference {worst}");
+        // Wrong shapes are an error, not a panic.
+        let short = super::Heads {
+            capacity: pos,
+            ..shape
+        };
+        assert!(super::causal_attention(&q, &k, &v, &short).is_err());
     }
 
     #[test]
@@ -915,7 +976,10 @@ mod tests {
         assert_eq!(max, xs.iter().copied().fold(f32::NEG_INFINITY, f32::max));
         let dot = super::dot(&xs, &xs);
         assert!((dot - xs.iter().map(|x| x * x).sum::<f32>()).abs() < 1e-4);
-        assert_eq!(super::dot(&xs[..3], &xs[..3]), xs[..3].iter().map(|x| x * x).sum::<f32>());
+        assert_eq!(
+            super::dot(&xs[..3], &xs[..3]),
+            xs[..3].iter().map(|x| x * x).sum::<f32>()
+        );
     }
 
     #[test]
