@@ -25,9 +25,10 @@
 //! one-forward-per-sequence path for comparison.
 //!
 //! A sequence starts from the longest prefix of its prompt found in the
-//! [`PrefixCache`] (whole prefill chunks, so the result is exactly what an
-//! empty cache gives) and, when it ends without error, leaves its prompt's
-//! keys and values there for the next turn of the same conversation.
+//! [`PrefixCache`] (any token: every position is computed the same way alone
+//! or in a chunk, so the result is exactly what an empty cache gives) and,
+//! when it ends without error, leaves the keys and values of its prompt and
+//! of its answer there for the next turn of the same conversation.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -337,8 +338,7 @@ impl Sequence {
         if self.failed || self.cache.len() != self.fed {
             return;
         }
-        let prefilled = self.prompt_tokens as usize;
-        prefix.insert(model, self.job.prompt, self.cache, prefilled);
+        prefix.insert(model, self.job.prompt, self.cache, self.fed);
         shared.prefix.record_bytes(prefix.bytes());
     }
 

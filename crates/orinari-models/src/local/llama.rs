@@ -5,21 +5,26 @@
 //! Each sequence owns a [`KvCache`] that grows on demand (no per-sequence
 //! allocation of the whole context window), so many waiting conversations cost
 //! memory in proportion to their length. Prompts may be fed in chunks at any
-//! position: the causal mask is built for the chunk's offset, which lets the
+//! position (attention is causal from the chunk's offset), which lets the
 //! scheduler interleave a long prompt with other sequences' decoding.
 //!
 //! A batched decode step stacks one token of each sequence into a single
 //! activation, so every weight matmul reads its weights once for all of them;
 //! rotary embedding, the key/value write and attention then run on each
-//! sequence's own row, at its own position, against its own cache. Candle
+//! sequence's own row, at its own position, against its own cache.
+//!
+//! Every row is computed the same way however many rows a pass holds: candle
 //! quantizes each activation row on its own and computes each output row
-//! with the same dot products whatever the number of rows, so a sequence's
-//! logits do not depend on what it is batched with (tested bit for bit).
+//! with the same dot products whatever the number of rows, and attention
+//! ([`causal_attention`]) runs row by row in a fixed order. So a token's
+//! keys, values and logits do not depend on what it is batched with, nor on
+//! whether it was fed alone or inside a prompt chunk (tested bit for bit).
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{D, DType, Device, Module, Storage, Tensor};
 
 use super::gguf::Hyper;
 
@@ -298,7 +303,7 @@ impl Llama {
                     v: qkv.v.narrow(1, i, 1)?,
                 };
                 let (cos, sin) = &rope[i];
-                ys.push(self.attend(&row, k_cache, v_cache, positions[i], cos, sin, None)?);
+                ys.push(self.attend(&row, k_cache, v_cache, positions[i], cos, sin)?);
             }
             let y = Tensor::cat(&ys, 1)?;
             x = (x + layer.wo.forward(&self.widen(&y)?)?)?;
@@ -346,19 +351,13 @@ impl Llama {
         let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?;
         let cos = self.cos.narrow(0, pos, n)?;
         let sin = self.sin.narrow(0, pos, n)?;
-        let mask = if n > 1 {
-            Some(self.mask(pos, n)?)
-        } else {
-            None
-        };
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.hyper.rms_eps)?;
             let Some((k_cache, v_cache)) = kv.as_mut() else {
                 candle_core::bail!("cache not allocated");
             };
             let h = self.widen(&h)?;
-            let attn =
-                self.attention(layer, &h, k_cache, v_cache, pos, &cos, &sin, mask.as_ref())?;
+            let attn = self.attention(layer, &h, k_cache, v_cache, pos, &cos, &sin)?;
             x = (x + attn)?;
             x = self.feed_forward(layer, &x)?;
         }
@@ -376,14 +375,13 @@ impl Llama {
         pos: usize,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let qkv = Qkv {
             q: layer.wq.forward(h)?,
             k: layer.wk.forward(h)?,
             v: layer.wv.forward(h)?,
         };
-        let y = self.attend(&qkv, k_cache, v_cache, pos, cos, sin, mask)?;
+        let y = self.attend(&qkv, k_cache, v_cache, pos, cos, sin)?;
         layer.wo.forward(&self.widen(&y)?)
     }
 
@@ -399,7 +397,6 @@ impl Llama {
         pos: usize,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, n, _) = qkv.q.dims3()?;
         let hd = self.head_dim;
@@ -423,23 +420,24 @@ impl Llama {
         let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
         k_cache.slice_set(&k, 2, pos)?;
         v_cache.slice_set(&v, 2, pos)?;
-        let total = pos + n;
-        let k = k_cache.narrow(2, 0, total)?;
-        let v = v_cache.narrow(2, 0, total)?;
-        // Grouped-query attention without copying keys: the query heads that
-        // share a KV head are stacked as extra rows of that head's matrix.
-        let rep = nh / nkv;
-        let q = q.reshape((b, nkv, rep * n, hd))?;
-        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let att = match mask {
-            Some(m) => att.broadcast_add(m)?,
-            None => att,
+        let shape = Heads {
+            n_head: nh,
+            n_kv: nkv,
+            head_dim: hd,
+            capacity: k_cache.dim(2)?,
+            pos,
+            rows: n,
         };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v)?; // (b, nkv, rep*n, hd)
-        y.reshape((b, nh, n, hd))?
-            .transpose(1, 2)?
-            .reshape((b, n, nh * hd))
+        let (q_data, q_layout) = q.storage_and_layout();
+        let (k_data, k_layout) = k_cache.storage_and_layout();
+        let (v_data, v_layout) = v_cache.storage_and_layout();
+        let y = causal_attention(
+            f32_slice(&q_data, q_layout)?,
+            f32_slice(&k_data, k_layout)?,
+            f32_slice(&v_data, v_layout)?,
+            &shape,
+        )?;
+        Tensor::from_vec(y, (b, n, nh * hd), &Device::Cpu)
     }
 
     /// Append the padded layout's zero columns to activations (a no-op
@@ -449,20 +447,6 @@ impl Llama {
             return Ok(x.clone());
         }
         x.pad_with_zeros(D::Minus1, 0, self.pad)
-    }
-
-    /// Additive causal mask for `n` query rows at offset `pos`, repeated for
-    /// each query head sharing a KV head.
-    fn mask(&self, pos: usize, n: usize) -> Result<Tensor> {
-        let rep = self.hyper.n_head / self.hyper.n_head_kv;
-        let total = pos + n;
-        let mut m = Vec::with_capacity(rep * n * total);
-        for _ in 0..rep {
-            for i in 0..n {
-                m.extend((0..total).map(|j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }));
-            }
-        }
-        Tensor::from_vec(m, (rep * n, total), &Device::Cpu)
     }
 
     /// Grow the cache (doubling, capped at the context window) to hold `needed` tokens.
@@ -511,6 +495,241 @@ impl Llama {
     pub fn context_length(&self) -> usize {
         self.hyper.context_length
     }
+}
+
+/// Shapes of one attention call: `rows` query rows of one sequence at
+/// positions `pos..pos + rows`, against a cache of `capacity` positions
+/// per KV head.
+struct Heads {
+    n_head: usize,
+    n_kv: usize,
+    head_dim: usize,
+    capacity: usize,
+    pos: usize,
+    rows: usize,
+}
+
+/// The data of a contiguous f32 CPU tensor.
+fn f32_slice<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&'a [f32]> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("attention needs contiguous tensors");
+    };
+    match storage {
+        Storage::Cpu(cpu) => cpu
+            .as_slice::<f32>()?
+            .get(start..end)
+            .ok_or_else(|| candle_core::Error::Msg("tensor data out of range".into())),
+        _ => candle_core::bail!("attention runs on the CPU"),
+    }
+}
+
+/// Causal grouped-query attention: for each query row `i` (position
+/// `pos + i`) and head, softmax of the scaled dot products with keys
+/// `0..=pos + i`, times the values.
+///
+/// Every output row is computed on its own, by the same operations in the
+/// same order whatever the number of rows and wherever the row sits in its
+/// chunk: a token's keys, values and logits are therefore the same bits fed
+/// alone (a decode step), in a batch of sequences, or anywhere inside a
+/// prompt chunk. That is what lets the prefix cache resume a prompt at any
+/// token, generated ones included, and still answer exactly as without it.
+/// (A matrix product over all rows at once sums in an order that depends on
+/// the number of rows.)
+///
+/// `q` is `(n_head, rows, head_dim)`; `k` and `v` are `(n_kv, capacity,
+/// head_dim)`. Returns `(rows, n_head, head_dim)`.
+fn causal_attention(q: &[f32], k: &[f32], v: &[f32], s: &Heads) -> Result<Vec<f32>> {
+    let hd = s.head_dim;
+    let total = s.pos + s.rows;
+    let shapes_ok = hd > 0
+        && s.n_kv > 0
+        && s.n_head.is_multiple_of(s.n_kv)
+        && total <= s.capacity
+        && q.len() == s.n_head * s.rows * hd
+        && k.len() == s.n_kv * s.capacity * hd
+        && v.len() == k.len();
+    if !shapes_ok {
+        candle_core::bail!("attention shapes do not match");
+    }
+    let rep = s.n_head / s.n_kv;
+    let mut out = vec![0f32; s.rows * s.n_head * hd];
+    // One unit of work per (query row, KV head): the `rep` query heads that
+    // share the KV head, written to their own slice of the output (row
+    // `i`'s heads `g * rep..(g + 1) * rep`). Units run on candle's threads;
+    // which thread computes a unit changes nothing in its result.
+    let slots: Vec<Mutex<&mut [f32]>> = out.chunks_mut(rep * hd).map(Mutex::new).collect();
+    candle_core::utils::barrier_pool().execute_chunked(slots.len(), |units| {
+        let mut scratch = Scratch::new(rep, total, hd);
+        for u in units {
+            let mut slot = slots[u].lock().unwrap_or_else(PoisonError::into_inner);
+            attend_row(q, k, v, s, u / s.n_kv, u % s.n_kv, &mut scratch, &mut slot);
+        }
+    });
+    drop(slots);
+    Ok(out)
+}
+
+/// Working memory of [`attend_row`].
+struct Scratch {
+    /// Per query head of the group: scores, then unnormalised weights, over
+    /// the keys.
+    weights: Vec<f32>,
+    sums: Vec<f32>,
+    acc: Vec<f32>,
+    stride: usize,
+}
+
+impl Scratch {
+    fn new(rep: usize, total: usize, head_dim: usize) -> Self {
+        Self {
+            weights: vec![0.0; rep * total],
+            sums: vec![0.0; rep],
+            acc: vec![0.0; rep * head_dim],
+            stride: total,
+        }
+    }
+}
+
+/// Attention of query row `i` for the query heads sharing KV head `g`,
+/// written to `out` (`rep` heads of `head_dim`).
+#[allow(clippy::too_many_arguments)]
+fn attend_row(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: &Heads,
+    i: usize,
+    g: usize,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    let hd = s.head_dim;
+    let rep = s.n_head / s.n_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let len = s.pos + i + 1;
+    let keys = &k[g * s.capacity * hd..][..len * hd];
+    let values = &v[g * s.capacity * hd..][..len * hd];
+    let Scratch {
+        weights,
+        sums,
+        acc,
+        stride,
+    } = scratch;
+    for r in 0..rep {
+        let query = &q[((g * rep + r) * s.rows + i) * hd..][..hd];
+        let w = &mut weights[r * *stride..][..len];
+        for (wj, key) in w.iter_mut().zip(keys.chunks_exact(hd)) {
+            *wj = dot(query, key) * scale;
+        }
+        let max = reduce(w, f32::NEG_INFINITY, f32::max);
+        for wj in w.iter_mut() {
+            *wj = exp_nonpositive(*wj - max);
+        }
+        sums[r] = reduce(w, 0.0, |a, b| a + b);
+    }
+    acc.fill(0.0);
+    for (j, value) in values.chunks_exact(hd).enumerate() {
+        for r in 0..rep {
+            let p = weights[r * *stride + j];
+            for (a, x) in acc[r * hd..][..hd].iter_mut().zip(value) {
+                *a += p * x;
+            }
+        }
+    }
+    for r in 0..rep {
+        let inv = 1.0 / sums[r];
+        for (o, a) in out[r * hd..][..hd].iter_mut().zip(&acc[r * hd..][..hd]) {
+            *o = a * inv;
+        }
+    }
+}
+
+/// `e^x` for `x ≤ 0` (softmax weights after subtracting the maximum), to
+/// about one unit in the last place, in plain arithmetic the compiler turns
+/// into SIMD (a call to the C library's `expf` per element cannot be; at a
+/// long context softmax takes one per key, head and layer, and they were
+/// most of a prompt's attention time). `x = n ln 2 + r` with `|r| ≤ ln 2 / 2`;
+/// `e^r` by its degree-7 Taylor polynomial (error below 2e-8 on that range);
+/// `2^n` built in the exponent bits. Below `-87` the result would be
+/// subnormal: it is flushed to 0 (`e^-87 ≈ 1.6e-38` does not move a sum of
+/// weights whose largest is 1).
+#[inline]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so that n * LN2_HI is exact for the n that occur.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 0.0);
+    let n = (x * LOG2_E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = p * r + c;
+    }
+    // n is in -126..=0 here, so the biased exponent n + 127 is normal.
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x <= -87.0 { 0.0 } else { p * scale }
+}
+
+/// Running values per SIMD lane in [`reduce`] and [`dot`].
+const LANES: usize = 16;
+
+/// `xs` folded with `f` in a fixed order: [`LANES`] running values over the
+/// slice (a form the compiler turns into SIMD), combined pairwise, then the
+/// elements past the last whole group of lanes.
+#[inline]
+fn reduce(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; LANES];
+    let groups = xs.chunks_exact(LANES);
+    let tail = groups.remainder().iter().fold(init, |a, &x| f(a, x));
+    for g in groups {
+        for l in 0..LANES {
+            acc[l] = f(acc[l], g[l]);
+        }
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] = f(acc[l], acc[l + width]);
+        }
+    }
+    f(acc[0], tail)
+}
+
+/// Dot product in the same fixed order as [`reduce`].
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (xs, ys) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = xs
+        .remainder()
+        .iter()
+        .zip(ys.remainder())
+        .fold(0.0, |t, (x, y)| t + x * y);
+    for (x, y) in xs.zip(ys) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0] + tail
 }
 
 #[cfg(test)]
@@ -627,6 +846,140 @@ mod tests {
         let worst = batch_vs_single(&load(false, Layout::Padded(GgmlDType::Q6K)));
         eprintln!("padded Q6K: largest logit difference {worst}");
         assert!(worst > 0.0 && worst < 4.0, "padded Q6K: {worst}");
+    }
+
+    /// Logits at every position of 150 tokens fed as one chunk, and fed in
+    /// uneven pieces (5, 1, 94, then one at a time): the largest difference.
+    fn chunk_vs_pieces(model: &Llama) -> f32 {
+        let tokens: Vec<u32> = (0..150u32).map(|i| ((i + 1) * 7_919) % 49_152).collect();
+        let mut whole = model.new_cache();
+        let all = model.forward_all(&tokens, &mut whole).unwrap();
+        let mut pieces = model.new_cache();
+        let mut got = Vec::new();
+        for piece in [&tokens[..5], &tokens[5..6], &tokens[6..100]] {
+            got.extend(model.forward_all(piece, &mut pieces).unwrap());
+        }
+        for t in &tokens[100..] {
+            got.push(model.forward(&[*t], &mut pieces).unwrap());
+        }
+        assert_eq!((all.len(), got.len()), (150, 150));
+        assert_eq!(whole.len(), pieces.len());
+        all.iter()
+            .zip(&got)
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0f32, f32::max)
+    }
+
+    #[test]
+    fn a_position_is_the_same_fed_alone_or_inside_a_chunk() {
+        // What lets the prefix cache resume at any token, generated ones
+        // included: bit for bit with the default weights, the GGUF's Q4_1
+        // and padded Q4K.
+        for (requantize, layout) in [
+            (true, Layout::AsLoaded),
+            (false, Layout::AsLoaded),
+            (false, Layout::Padded(GgmlDType::Q4K)),
+        ] {
+            let worst = chunk_vs_pieces(&load(requantize, layout));
+            assert_eq!(
+                worst, 0.0,
+                "{requantize} {layout:?}: logits differ by {worst}"
+            );
+        }
+    }
+
+    #[test]
+    fn causal_attention_matches_a_double_precision_reference() {
+        let (nh, nkv, hd, cap, pos, rows) = (9, 3, 64, 40, 27, 10);
+        let mut seed = 0x2545_f491_u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed as f32 / u32::MAX as f32) * 4.0 - 2.0
+        };
+        let q: Vec<f32> = (0..nh * rows * hd).map(|_| next()).collect();
+        let k: Vec<f32> = (0..nkv * cap * hd).map(|_| next()).collect();
+        let v: Vec<f32> = (0..nkv * cap * hd).map(|_| next()).collect();
+        let shape = super::Heads {
+            n_head: nh,
+            n_kv: nkv,
+            head_dim: hd,
+            capacity: cap,
+            pos,
+            rows,
+        };
+        let got = super::causal_attention(&q, &k, &v, &shape).unwrap();
+        let mut worst = 0f64;
+        for i in 0..rows {
+            for h in 0..nh {
+                let g = h / (nh / nkv);
+                let query = &q[(h * rows + i) * hd..][..hd];
+                let scores: Vec<f64> = (0..=pos + i)
+                    .map(|j| {
+                        let key = &k[(g * cap + j) * hd..][..hd];
+                        let d: f64 = query
+                            .iter()
+                            .zip(key)
+                            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                            .sum();
+                        d / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for d in 0..hd {
+                    let want: f64 = e
+                        .iter()
+                        .enumerate()
+                        .map(|(j, w)| w * f64::from(v[(g * cap + j) * hd + d]))
+                        .sum::<f64>()
+                        / sum;
+                    let y = f64::from(got[(i * nh + h) * hd + d]);
+                    worst = worst.max((y - want).abs());
+                }
+            }
+        }
+        assert!(worst < 1e-5, "largest difference {worst}");
+        // Wrong shapes are an error, not a panic.
+        let short = super::Heads {
+            capacity: pos,
+            ..shape
+        };
+        assert!(super::causal_attention(&q, &k, &v, &short).is_err());
+    }
+
+    #[test]
+    fn exp_matches_the_c_library_on_softmax_inputs() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -90.0 * i as f32 / 200_000.0;
+            let want = f64::from(x.exp());
+            let got = f64::from(super::exp_nonpositive(x));
+            if x > -87.0 {
+                worst = worst.max((got - want).abs() / want);
+            } else {
+                assert_eq!(got, 0.0);
+            }
+        }
+        assert!(worst < 5e-7, "relative error {worst}");
+        assert_eq!(super::exp_nonpositive(0.0), 1.0);
+    }
+
+    #[test]
+    fn fixed_order_reductions_agree_with_plain_sums() {
+        let xs: Vec<f32> = (0..70).map(|i| (i as f32 * 0.37).sin()).collect();
+        let plain: f32 = xs.iter().sum();
+        assert!((super::reduce(&xs, 0.0, |a, b| a + b) - plain).abs() < 1e-5);
+        let max = super::reduce(&xs, f32::NEG_INFINITY, f32::max);
+        assert_eq!(max, xs.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        let dot = super::dot(&xs, &xs);
+        assert!((dot - xs.iter().map(|x| x * x).sum::<f32>()).abs() < 1e-4);
+        assert_eq!(
+            super::dot(&xs[..3], &xs[..3]),
+            xs[..3].iter().map(|x| x * x).sum::<f32>()
+        );
     }
 
     #[test]

@@ -5,16 +5,14 @@
 //!
 //! Reuse is exact: a request answered from the cache computes the same
 //! logits, bit for bit, as the same request on an empty cache, so greedy
-//! answers never depend on what ran before. That holds because only whole
-//! prefill chunks are kept and reused. The engine feeds a prompt in chunks
-//! of [`PREFILL_CHUNK`] tokens starting at position 0, and a chunk's keys and
-//! values depend only on the tokens up to its end and on the chunk's shape
-//! (matrix kernels may sum in a different order for a different number of
-//! rows, so a token computed alone while generating, or in a shorter last
-//! chunk, can differ in the last bits from the same token inside a full
-//! chunk). So an entry holds the full chunks of a finished sequence's prompt,
-//! and a new prompt resumes at a chunk boundary: every chunk it then computes
-//! has the shape an uncached run would give it.
+//! answers never depend on what ran before. That holds because the forward
+//! pass computes every row the same way however it is grouped (see
+//! the `llama` module): a position's keys and values are the same bits
+//! whether its token was fed alone while generating or inside a prompt
+//! chunk. So an entry holds every position a finished sequence fed — its
+//! prompt and the answer it generated — and the next turn of a conversation,
+//! which sends that answer back as history, recomputes only what is new:
+//! the end of the answer's turn and the next question.
 //!
 //! A new prompt reuses the entry sharing its longest common prefix:
 //! - a continuation (the prompt starts with the whole entry: the next turn
@@ -26,7 +24,6 @@
 //! new token. Entries live in this process's memory only: nothing is written
 //! to disk, logged or shared, and they are dropped with the model.
 
-use super::engine::PREFILL_CHUNK;
 use super::llama::{KvCache, Llama};
 
 /// Positions of free room an entry keeps so that the next turn's prompt
@@ -82,7 +79,7 @@ impl PrefixCache {
             .enumerate()
             .map(|(i, e)| (i, common_prefix(&e.tokens, prompt)))
             .max_by_key(|&(_, n)| n)?;
-        let reused = chunk_floor(common.min(limit));
+        let reused = common.min(limit);
         if reused == 0 {
             return None;
         }
@@ -103,19 +100,12 @@ impl PrefixCache {
         Some(Hit { cache, reused })
     }
 
-    /// Keep the full prefill chunks of a finished sequence: `tokens` are
-    /// the ones it fed, of which the first `prefilled` were its prompt
-    /// (generated tokens, computed one by one, are not kept). Entries that
-    /// are prefixes of it are dropped (it supersedes them); the least
-    /// recently used go when over budget.
-    pub fn insert(
-        &mut self,
-        model: &Llama,
-        mut tokens: Vec<u32>,
-        mut cache: KvCache,
-        prefilled: usize,
-    ) {
-        let keep = chunk_floor(prefilled.min(cache.len()));
+    /// Keep what a finished sequence fed: the first `fed` of `tokens` (its
+    /// prompt, then the tokens it generated; the last one sampled was never
+    /// fed) are in `cache`. Entries that are prefixes of it are dropped (it
+    /// supersedes them); the least recently used go when over budget.
+    pub fn insert(&mut self, model: &Llama, mut tokens: Vec<u32>, mut cache: KvCache, fed: usize) {
+        let keep = fed.min(cache.len());
         tokens.truncate(keep);
         cache.truncate(keep);
         if self.budget == 0 || tokens.is_empty() {
@@ -164,11 +154,6 @@ impl PrefixCache {
     }
 }
 
-/// `n` rounded down to whole prefill chunks.
-fn chunk_floor(n: usize) -> usize {
-    n - n % PREFILL_CHUNK
-}
-
 /// Length of the common prefix of two token sequences.
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -176,15 +161,7 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{PREFILL_CHUNK, chunk_floor, common_prefix};
-
-    #[test]
-    fn reuse_stops_at_a_chunk_boundary() {
-        assert_eq!(chunk_floor(0), 0);
-        assert_eq!(chunk_floor(PREFILL_CHUNK - 1), 0);
-        assert_eq!(chunk_floor(PREFILL_CHUNK), PREFILL_CHUNK);
-        assert_eq!(chunk_floor(3 * PREFILL_CHUNK + 5), 3 * PREFILL_CHUNK);
-    }
+    use super::common_prefix;
 
     #[test]
     fn common_prefix_counts_equal_leading_tokens() {
