@@ -18,11 +18,21 @@ at the same token counts), same measurements, n_threads=2:
                `generate` and llama-server's `cache_prompt` do), and cold
   memory       VmRSS after load and VmHWM at the end (includes the Python
                interpreter, reported separately as rss_before_load_mib)
+  concurrent   --concurrent 1,4,8: that many greedy generations of --gen
+               tokens (each its own prompt, as in bench_local.rs), started
+               together and run by llama.cpp's own batched path, the one its
+               server uses: one context with a sequence id per user, every
+               prompt prefilled in one llama_batch, then one llama_decode per
+               step holding the next token of every sequence still running
+               (a sequence leaves at end of turn). Aggregate tok/s
+               (completion tokens over the time until the last finished) and
+               the p50 / p99 gap between consecutive tokens of a sequence.
 
 llama.cpp's own counters (llama_perf_context: t_p_eval_ms, t_eval_ms) are
 reported next to the wall-clock figures. Prints one JSON line.
 
     python bench/llama_cpp_bench.py [--model PATH] [--threads 2] [--reps 3] [--gen 128]
+        [--concurrent 1,4,8] [--single true|false]
 """
 
 import argparse
@@ -46,6 +56,17 @@ PROSE = (
     "and the old lighthouse keeper climbed his hill to read the weather in the clouds. "
 )
 GENERATE_PROMPT = "Write a long, detailed story about a dragon who learns to bake bread."
+# Must match SUBJECTS in bench_local.rs: each concurrent user its own prompt.
+SUBJECTS = [
+    "a dragon who learns to bake bread",
+    "a lighthouse keeper and a lost whale",
+    "a robot that collects old maps",
+    "two sisters crossing a frozen lake",
+    "a clockmaker who can repair time",
+    "a fox running a small library",
+    "a sailor who forgets the sea",
+    "a garden that grows at night",
+]
 # Must match QUESTIONS in bench_local.rs.
 QUESTIONS = [
     "Who sold warm rolls, and to whom?",
@@ -188,6 +209,21 @@ class Bench:
         ptr = llama_cpp.llama_get_logits_ith(self.ctx, -1)
         return int(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).argmax())
 
+    def concurrent(self, slots, threads):
+        """A second context for `slots` sequences at once (llama.cpp's
+        server-style continuous batching)."""
+        p = llama_cpp.llama_context_default_params()
+        p.n_ctx = 1024 * slots
+        p.n_batch = 512 * slots
+        p.n_ubatch = 512
+        p.n_seq_max = slots
+        p.n_threads = threads
+        p.n_threads_batch = threads
+        ctx = llama_cpp.llama_init_from_model(self.llm._model.model, p)
+        if not ctx:
+            raise RuntimeError("llama_init_from_model failed")
+        return Batched(self, ctx, slots)
+
     def perf(self):
         return llama_cpp.llama_perf_context(self.ctx)
 
@@ -206,13 +242,128 @@ class Bench:
         return t1 - t0, t2 - t1, generate, self.perf()
 
 
+def percentile(xs, p):
+    """Nearest rank, as bench_local.rs computes it; 0 when empty."""
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    rank = -(-p * len(xs) // 100)
+    return xs[min(max(int(rank), 1), len(xs)) - 1]
+
+
+class Batched:
+    def __init__(self, bench, ctx, slots):
+        self.b = bench
+        self.ctx = ctx
+        self.slots = slots
+        self.batch = llama_cpp.llama_batch_init(512 * slots, 0, slots)
+
+    def close(self):
+        llama_cpp.llama_batch_free(self.batch)
+        llama_cpp.llama_free(self.ctx)
+
+    def add(self, token, pos, seq, logits):
+        b, i = self.batch, self.batch.n_tokens
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+        b.n_tokens = i + 1
+
+    def argmax(self, i):
+        ptr = llama_cpp.llama_get_logits_ith(self.ctx, i)
+        return int(np.ctypeslib.as_array(ptr, shape=(self.b.n_vocab,)).argmax())
+
+    def decode(self):
+        rc = llama_cpp.llama_decode(self.ctx, self.batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+
+    def run(self, users, generate):
+        """Returns (completion tokens, seconds until the last sequence
+        finished, every gap between consecutive tokens of a sequence)."""
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
+        prompts = [
+            self.b.chat_ids(f"Write a long, detailed story about {SUBJECTS[u % len(SUBJECTS)]}.")
+            for u in range(users)
+        ]
+        t0 = time.perf_counter()
+        self.batch.n_tokens = 0
+        rows = {}
+        for u, ids in enumerate(prompts):
+            for j, tok in enumerate(ids):
+                self.add(tok, j, u, j == len(ids) - 1)
+            rows[u] = self.batch.n_tokens - 1
+        self.decode()
+        pos = {u: len(ids) for u, ids in enumerate(prompts)}
+        times = {u: [] for u in range(users)}
+        produced = {u: 0 for u in range(users)}
+        while rows:
+            now = time.perf_counter()
+            nxt = {}
+            for u, i in rows.items():
+                tok = self.argmax(i)
+                if tok in self.b.end_of_turn:
+                    continue
+                times[u].append(now - t0)
+                produced[u] += 1
+                if produced[u] < generate:
+                    nxt[u] = tok
+            if not nxt:
+                break
+            self.batch.n_tokens = 0
+            rows = {}
+            for u, tok in nxt.items():
+                self.add(tok, pos[u], u, True)
+                rows[u] = self.batch.n_tokens - 1
+                pos[u] += 1
+            self.decode()
+        wall = time.perf_counter() - t0
+        gaps = [b - a for ts in times.values() for a, b in zip(ts, ts[1:])]
+        return sum(produced.values()), wall, gaps
+
+
+def concurrent_users(b, users_list, threads, reps, generate):
+    if not users_list:
+        return []
+    slots = max(users_list)
+    c = b.concurrent(slots, threads)
+    try:
+        c.run(slots, 4)  # warm-up at full width
+        rows = []
+        for users in users_list:
+            rates, gaps, tokens = [], [], None
+            for _ in range(max(1, reps)):
+                n, wall, g = c.run(users, generate)
+                rates.append(n / max(wall, 1e-9))
+                gaps.extend(g)
+                tokens = n if tokens is None else min(tokens, n)
+            rows.append(
+                {
+                    "users": users,
+                    "batch": True,
+                    "completion_tokens": tokens,
+                    "agg_tok_s": round(statistics.median(rates), 1),
+                    "itl_p50_ms": round(percentile(gaps, 50) * 1e3, 1),
+                    "itl_p99_ms": round(percentile(gaps, 99) * 1e3, 1),
+                }
+            )
+        return rows
+    finally:
+        c.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=default_model())
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--gen", type=int, default=128)
+    ap.add_argument("--concurrent", default="1,4,8", help='numbers of users ("" for none)')
+    ap.add_argument("--single", default="true", help="false skips the single-user figures")
     a = ap.parse_args()
+    users_list = [int(x) for x in a.concurrent.split(",") if x.strip()]
     started = time.perf_counter()
 
     rss_before, _ = memory_mib()
@@ -221,6 +372,35 @@ def main():
     load_s = time.perf_counter() - t
     rss_after_load, _ = memory_mib()
 
+    out = {
+        "engine": "llama.cpp",
+        "llama_cpp_python": llama_cpp.__version__,
+        "model": os.path.basename(a.model),
+        "threads": a.threads,
+        "reps": a.reps,
+        "load_s": round(load_s, 3),
+    }
+    if a.single != "false":
+        out.update(single_user(b, a))
+    rss_end, hwm = memory_mib()
+    out["concurrent"] = concurrent_users(b, users_list, a.threads, a.reps, a.gen)
+    _, hwm_all = memory_mib()
+    out.update(
+        {
+            "rss_before_load_mib": round(rss_before, 1),
+            "rss_after_load_mib": round(rss_after_load, 1),
+            "rss_end_mib": round(rss_end, 1),
+            "peak_rss_mib": round(hwm, 1),
+            "peak_rss_with_concurrent_mib": round(hwm_all, 1),
+            "wall_s": round(time.perf_counter() - started, 2),
+            "cpu_s": round(sum(os.times()[:2]), 2),
+            "system_info": llama_cpp.llama_print_system_info().decode().strip(),
+        }
+    )
+    print(json.dumps(out))
+
+
+def single_user(b, a):
     p200, p512 = b.prompt_of(200), b.prompt_of(512)
     gen_prompt = b.chat_ids(GENERATE_PROMPT)
     b.run(p512, 2)  # warm-up
@@ -241,40 +421,21 @@ def main():
         secs, turn10_tokens = b.turn10(msgs, cached=True)
         turn10.append(secs)
         turn10_cold.append(b.turn10(msgs, cached=False)[0])
-    rss_end, hwm = memory_mib()
     ttft = statistics.median(ttft200)
-    print(
-        json.dumps(
-            {
-                "engine": "llama.cpp",
-                "llama_cpp_python": llama_cpp.__version__,
-                "model": os.path.basename(a.model),
-                "threads": a.threads,
-                "reps": a.reps,
-                "load_s": round(load_s, 3),
-                "pp200_tokens": len(p200),
-                "pp200_tok_s": round(len(p200) / ttft, 1),
-                "pp200_tok_s_counter": round(statistics.median(pp_counter), 1),
-                "pp512_tokens": len(p512),
-                "pp512_tok_s": round(len(p512) / statistics.median(pp512), 1),
-                "ttft200_ms": round(ttft * 1e3, 1),
-                "gen_tokens": a.gen,
-                "gen_tok_s": round(statistics.median(gen_rate), 1),
-                "gen_tok_s_counter": round(statistics.median(gen_counter), 1),
-                "turn10_prompt_tokens": turn10_tokens,
-                "turn10_ttft_ms": round(statistics.median(turn10) * 1e3, 1),
-                "turn10_cold_ms": round(statistics.median(turn10_cold) * 1e3, 1),
-                "rss_before_load_mib": round(rss_before, 1),
-                "rss_after_load_mib": round(rss_after_load, 1),
-                "rss_end_mib": round(rss_end, 1),
-                "peak_rss_mib": round(hwm, 1),
-                "wall_s": round(time.perf_counter() - started, 2),
-                "cpu_s": round(sum(os.times()[:2]), 2),
-                "system_info": llama_cpp.llama_print_system_info().decode().strip(),
-            }
-        )
-    )
-
+    return {
+        "pp200_tokens": len(p200),
+        "pp200_tok_s": round(len(p200) / ttft, 1),
+        "pp200_tok_s_counter": round(statistics.median(pp_counter), 1),
+        "pp512_tokens": len(p512),
+        "pp512_tok_s": round(len(p512) / statistics.median(pp512), 1),
+        "ttft200_ms": round(ttft * 1e3, 1),
+        "gen_tokens": a.gen,
+        "gen_tok_s": round(statistics.median(gen_rate), 1),
+        "gen_tok_s_counter": round(statistics.median(gen_counter), 1),
+        "turn10_prompt_tokens": turn10_tokens,
+        "turn10_ttft_ms": round(statistics.median(turn10) * 1e3, 1),
+        "turn10_cold_ms": round(statistics.median(turn10_cold) * 1e3, 1),
+    }
 
 if __name__ == "__main__":
     main()

@@ -28,7 +28,7 @@ simd_flags() {
     local flags f out="-DGGML_NATIVE=OFF"
     flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
     has() { [[ "$flags" == *" $1 "* ]]; }
-    for f in avx:AVX avx2:AVX2 fma:FMA f16c:F16C avx512f:AVX512 avx512_vbmi:AVX512_VBMI \
+    for f in avx:AVX avx2:AVX2 fma:FMA f16c:F16C avx512f:AVX512 avx512vbmi:AVX512_VBMI \
         avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16 avx_vnni:AVX_VNNI; do
         if has "${f%%:*}"; then out="$out -DGGML_${f##*:}=ON"; else out="$out -DGGML_${f##*:}=OFF"; fi
     done

@@ -13,9 +13,9 @@
 # (n_threads=$THREADS). Every run is a fresh
 # process (load, one warm-up request, then REPS measured requests, then REPS
 # ten-turn conversations whose turn 10 is timed with each engine's prompt
-# cache and cold; then, ours only, 1, 4 and 8 concurrent users with
-# continuous batching and without; see bench_local.rs and
-# llama_cpp_bench.py). The table
+# cache and cold; then 1, 4 and 8 concurrent users: ours with continuous
+# batching and without, llama.cpp with its own batched path; see
+# bench_local.rs and llama_cpp_bench.py). The table
 # shows the median over rounds and the ratio ours/llama.cpp (for tok/s higher
 # is better; for ms and MiB lower is better). Raw JSON lines are kept in
 # bench/results/. Run on a quiet machine: both engines spin-wait their worker
@@ -115,7 +115,8 @@ for round in $(seq 1 "$ROUNDS"); do
             --concurrent "$CONCURRENT" --single "$SINGLE"
     done
     echo "round $round/$ROUNDS: llama.cpp" >&2
-    measure "$py" "$here/llama_cpp_bench.py" --threads "$THREADS" --reps "$REPS" --gen "$GEN"
+    measure "$py" "$here/llama_cpp_bench.py" --threads "$THREADS" --reps "$REPS" --gen "$GEN" \
+        --concurrent "$CONCURRENT" --single "$SINGLE"
 done
 
 "$py" - "$out" <<'PY'
@@ -162,11 +163,24 @@ if conc:
     print("\nconcurrent users, greedy generations (median over runs; ratio = batched / unbatched):\n")
     print("| engine | users | aggregate tok/s batched | one forward per sequence | ratio | p99 inter-token ms batched | one forward per sequence | p50 ms batched | one forward per sequence |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for g in sorted({k[0] for k in conc}):
+    # Engines measured both ways (llama.cpp runs its batched path only).
+    for g in sorted({k[0] for k in conc if not k[2]}):
         for u in sorted({k[1] for k in conc if k[0] == g}):
             b = {x: {m: statistics.median(c[m] for c in conc.get((g, u, x), [{m: 0}])) for m in ("agg_tok_s", "itl_p99_ms", "itl_p50_ms")} for x in (True, False)}
             ratio = f"{b[True]['agg_tok_s'] / b[False]['agg_tok_s']:.2f}x" if b[False]["agg_tok_s"] else "-"
             print(f"| {g} | {u} | {b[True]['agg_tok_s']:g} | {b[False]['agg_tok_s']:g} | {ratio} | {b[True]['itl_p99_ms']:g} | {b[False]['itl_p99_ms']:g} | {b[True]['itl_p50_ms']:g} | {b[False]['itl_p50_ms']:g} |")
+    ref_users = {k[1] for k in conc if k[0] == "llama.cpp"}
+    if ref_users:
+        print("\nbatched, side by side with llama.cpp's batched path (one llama_batch per step, a sequence id per user):\n")
+        print("| engine | users | aggregate tok/s | llama.cpp | ratio | p99 inter-token ms | llama.cpp |")
+        print("|---|---|---|---|---|---|---|")
+        med_of = lambda g, u, m: statistics.median(c[m] for c in conc[(g, u, True)])
+        for g in sorted({k[0] for k in conc if k[0] != "llama.cpp"}):
+            for u in sorted(ref_users):
+                if (g, u, True) not in conc:
+                    continue
+                ours_t, ref_t = med_of(g, u, "agg_tok_s"), med_of("llama.cpp", u, "agg_tok_s")
+                print(f"| {g} | {u} | {ours_t:g} | {ref_t:g} | {ours_t / ref_t:.2f}x | {med_of(g, u, 'itl_p99_ms'):g} | {med_of('llama.cpp', u, 'itl_p99_ms'):g} |")
 n = {g: len(rs) for g, rs in groups.items()}
 gen = {g: min(r.get("gen_tokens") or 0 for r in rs) for g, rs in groups.items()}
 busy = {g: max(r.get("other_busy_pct", 0) for r in rs) for g, rs in groups.items()}
