@@ -93,8 +93,9 @@ fn with_encoder(guard: Guard) -> Guard {
 }
 
 /// [`screen`] off the async runtime's workers when the guard has its
-/// sentence encoder (milliseconds of arithmetic per text: nothing may block
-/// the runtime), inline otherwise (microseconds).
+/// sentence encoder (milliseconds of arithmetic for a text whose n-gram
+/// score falls in the guard's band, microseconds for the rest: nothing may
+/// block the runtime), inline otherwise (microseconds).
 pub(crate) async fn screen_off_runtime(
     screening: Option<&Screening>,
     metrics: &GuardMetrics,
