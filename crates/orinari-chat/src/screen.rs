@@ -73,7 +73,14 @@ impl orinari_guard::SentenceEncoder for MiniLm {
 /// `guard` with the sentence encoder when its files are there.
 fn with_encoder(guard: Guard) -> Guard {
     let dir = orinari_embed::default_model_dir();
-    match orinari_embed::shared(&dir) {
+    // One encoding at load: what the encoder creates on first use (its
+    // thread pools, buffers) exists before the first request, which now
+    // reaches the encoder only when its text falls in the guard's band.
+    let warmed = orinari_embed::shared(&dir).and_then(|encoder| {
+        encoder.embed(&[orinari_embed::Input::Text("warm-up".into())])?;
+        Ok(encoder)
+    });
+    match warmed {
         Ok(encoder) => {
             tracing::info!(
                 encoder = orinari_embed::MODEL,
@@ -84,7 +91,7 @@ fn with_encoder(guard: Guard) -> Guard {
         Err(e) => {
             tracing::warn!(
                 error = %e,
-                "prompt-injection guard: the sentence encoder is not installed (make model); \
+                "prompt-injection guard: the sentence encoder is not installed (make model) or failed its first run; \
                  screening with rules and the n-gram model only"
             );
             guard
