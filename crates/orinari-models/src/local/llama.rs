@@ -697,6 +697,12 @@ fn reduce(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
             acc[l] = f(acc[l], g[l]);
         }
     }
+    f(pairwise(acc, &f), tail)
+}
+
+/// The lanes of [`reduce`] and [`dot`] combined pairwise with `f`.
+#[inline]
+fn pairwise(mut acc: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut width = LANES;
     while width > 1 {
         width /= 2;
@@ -704,7 +710,7 @@ fn reduce(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
             acc[l] = f(acc[l], acc[l + width]);
         }
     }
-    f(acc[0], tail)
+    acc[0]
 }
 
 /// Dot product in the same fixed order as [`reduce`].
@@ -722,14 +728,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += x[l] * y[l];
         }
     }
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-    }
-    acc[0] + tail
+    pairwise(acc, |a, b| a + b) + tail
 }
 
 #[cfg(test)]
