@@ -8,8 +8,10 @@
 #   BENCH_BIN=target/debug/examples/bench_local bench/model.sh   # no build at all
 #
 # Each round runs, in turn: ours in each weight format of WEIGHTS (default
-# "q8_0 q4_1": re-quantized at load, the default, and the GGUF's own Q4_1;
-# also q4k and q6k, padded for candle's tile kernels), then llama.cpp
+# "packed q8_0 q4_1": the GGUF's own blocks through orinari-kernels' VNNI
+# kernel, the default where the CPU has it — elsewhere "packed" runs as
+# q8_0; then candle's kernels over Q8_0 re-quantized at load, and over the
+# GGUF's own Q4_1; also q4k and q6k, padded for candle's tile kernels), then llama.cpp
 # (n_threads=$THREADS). Every run is a fresh
 # process (load, one warm-up request, then REPS measured requests, then REPS
 # ten-turn conversations whose turn 10 is timed with each engine's prompt
@@ -27,7 +29,7 @@ ROUNDS="${ROUNDS:-3}"
 REPS="${REPS:-1}"
 THREADS="${THREADS:-2}"
 GEN="${GEN:-128}"
-WEIGHTS="${WEIGHTS:-q8_0 q4_1}"
+WEIGHTS="${WEIGHTS:-packed q8_0 q4_1}"
 # Concurrent users measured by each of our runs, batched and unbatched side
 # by side ("" skips them); SINGLE=false skips the single-user figures.
 CONCURRENT="${CONCURRENT-1,4,8}"

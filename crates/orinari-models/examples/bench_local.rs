@@ -7,7 +7,7 @@
 //! ```text
 //! cargo build --release -p orinari-models --example bench_local
 //! target/release/examples/bench_local [--requantize true|false] [--reps N] [--gen N]
-//!     [--weights q8_0|q4k|q6k] [--prefix-cache-mib N] [--concurrent 1,4,8]
+//!     [--weights packed|q8_0|q4k|q6k] [--prefix-cache-mib N] [--concurrent 1,4,8]
 //!     [--single true|false]
 //! ```
 //!
@@ -47,6 +47,7 @@ use anyhow::{Context, bail};
 
 use orinari_models::local::{
     EngineOptions, LocalConfig, LocalModel, Requantized, default_model_path, load_vocab,
+    packed_kernel_available,
 };
 use orinari_models::{Event, GenerateRequest, Message, ModelBackend, Sampling};
 
@@ -76,6 +77,8 @@ struct Args {
     generate: u32,
     prefix_cache_mib: usize,
     requantized: Requantized,
+    /// `orinari-kernels`' packed kernel where the CPU has it.
+    packed: bool,
     /// Numbers of concurrent users to measure (empty: none).
     concurrent: Vec<usize>,
     /// Measure the single-user figures and the conversation.
@@ -89,6 +92,7 @@ fn args() -> anyhow::Result<Args> {
         generate: 128,
         prefix_cache_mib: orinari_models::local::DEFAULT_PREFIX_CACHE_MIB,
         requantized: Requantized::Q8_0,
+        packed: true,
         concurrent: vec![1, 4, 8],
         single: true,
     };
@@ -100,11 +104,12 @@ fn args() -> anyhow::Result<Args> {
             "--reps" => a.reps = v.parse().context("--reps N")?,
             "--gen" => a.generate = v.parse().context("--gen N")?,
             "--weights" => {
+                a.packed = v == "packed";
                 a.requantized = match v.as_str() {
-                    "q8_0" => Requantized::Q8_0,
+                    "packed" | "q8_0" => Requantized::Q8_0,
                     "q4k" => Requantized::TiledQ4K,
                     "q6k" => Requantized::TiledQ6K,
-                    _ => bail!("--weights q8_0|q4k|q6k"),
+                    _ => bail!("--weights packed|q8_0|q4k|q6k"),
                 }
             }
             "--prefix-cache-mib" => {
@@ -341,6 +346,7 @@ async fn main() -> anyhow::Result<()> {
     let no_cache = EngineOptions {
         prefix_cache_mib: 0,
         requantized: a.requantized,
+        packed: a.packed,
         ..EngineOptions::default()
     };
     let m = LocalModel::load_with(&cfg, &no_cache).with_context(fetch)?;
@@ -363,6 +369,7 @@ async fn main() -> anyhow::Result<()> {
         "model": path.file_name().map(|f| f.to_string_lossy().into_owned()),
         "requantize": a.requantize,
         "weights": match (a.requantize, a.requantized) {
+            _ if a.packed && packed_kernel_available() => "packed",
             (false, _) => "q4_1",
             (true, Requantized::Q8_0) => "q8_0",
             (true, Requantized::TiledQ4K) => "q4k-tiled",
@@ -432,6 +439,7 @@ async fn single_user(
         &EngineOptions {
             prefix_cache_mib: a.prefix_cache_mib,
             requantized: a.requantized,
+            packed: a.packed,
             ..EngineOptions::default()
         },
     )?;
@@ -491,6 +499,7 @@ async fn concurrent_users(a: &Args, cfg: &LocalConfig) -> anyhow::Result<Vec<ser
         let opts = EngineOptions {
             prefix_cache_mib: 0,
             requantized: a.requantized,
+            packed: a.packed,
             batch,
         };
         let m = LocalModel::load_with(&cfg, &opts)?;

@@ -22,7 +22,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use orinari_models::local::{
-    EngineOptions, LocalConfig, Requantized, default_model_path, perplexity,
+    EngineOptions, LocalConfig, Requantized, default_model_path, packed_kernel_available,
+    perplexity,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -33,6 +34,7 @@ fn main() -> anyhow::Result<()> {
     let tokens: usize = args.next().map_or(Ok(1024), |t| t.parse())?;
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?;
     for (name, requantize, requantized) in [
+        ("packed", false, Requantized::Q8_0),
         ("q4_1", false, Requantized::Q8_0),
         ("q8_0", true, Requantized::Q8_0),
         ("q4k-tiled", true, Requantized::TiledQ4K),
@@ -45,9 +47,13 @@ fn main() -> anyhow::Result<()> {
             queue_depth: 1,
             requantize,
         };
+        if name == "packed" && !packed_kernel_available() {
+            continue;
+        }
         let opts = EngineOptions {
             prefix_cache_mib: 0,
             requantized,
+            packed: name == "packed",
             ..EngineOptions::default()
         };
         let t = Instant::now();

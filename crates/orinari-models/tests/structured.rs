@@ -333,7 +333,10 @@ async fn logit_bias_and_penalties_change_what_is_sampled() {
     assert!(!a.text.starts_with(&first), "{first:?} then {:?}", a.text);
 
     // A strong frequency penalty breaks a greedy repetition.
-    let repeat = vec![Message::text("user", "Repeat the word 'yes' forty times.")];
+    let repeat = vec![Message::text(
+        "user",
+        "Write the word yes forty times: yes yes yes yes",
+    )];
     let count = |t: &str| t.matches("yes").count();
     let free = answer(&m, request(repeat.clone(), 0.0, 0, Options::default())).await;
     let penalised = answer(

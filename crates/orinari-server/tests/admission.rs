@@ -261,7 +261,9 @@ async fn beyond_the_queue_requests_are_shed_with_retry_after() {
         None,
     )
     .await;
-    let long = json!({"model": "orinari-small", "messages": [{"role": "user", "content": "Count from one to one hundred in words."}], "max_tokens": 200, "stream": true, "temperature": 0});
+    // The end-of-text tokens are banned: the answer runs its 200 tokens
+    // however the weights would have ended it.
+    let long = json!({"model": "orinari-small", "messages": [{"role": "user", "content": "Count from one to one hundred in words."}], "max_tokens": 200, "stream": true, "temperature": 0, "logit_bias": {"0": -100, "2": -100}});
     let send = || {
         s.client
             .post(format!("{}/v1/chat/completions", s.base))
@@ -778,13 +780,14 @@ async fn a_busy_key_does_not_starve_another_in_the_queue() {
     )
     .await;
     let url = format!("{}/v1/chat/completions", s.base);
-    // Each answer reports when it finished.
+    // Each answer reports when it finished. The end-of-text tokens are
+    // banned, so each runs its `tokens` however the weights would end it.
     let ask = |key: &str, tokens: u32| {
         let req = s
             .client
             .post(&url)
             .bearer_auth(key)
-            .json(&json!({"model": "orinari-small", "messages": [{"role": "user", "content": "Count from one to fifty in words."}], "max_tokens": tokens, "temperature": 0}));
+            .json(&json!({"model": "orinari-small", "messages": [{"role": "user", "content": "Count from one to fifty in words."}], "max_tokens": tokens, "temperature": 0, "logit_bias": {"0": -100, "2": -100}}));
         async move {
             let r = req.send().await.unwrap();
             assert_eq!(r.status(), 200);
@@ -793,7 +796,7 @@ async fn a_busy_key_does_not_starve_another_in_the_queue() {
         }
     };
     // The busy key holds the one slot, then queues four more...
-    let running = tokio::spawn(ask(&keys[0], 32));
+    let running = tokio::spawn(ask(&keys[0], 96));
     tokio::time::sleep(Duration::from_millis(150)).await;
     let mut busy = Vec::new();
     for _ in 0..4 {

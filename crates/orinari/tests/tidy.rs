@@ -187,6 +187,7 @@ const LAYERS: &[&[&str]] = &[
         "orinari-store",
         "orinari-fake-upstream",
         "orinari-embed",
+        "orinari-kernels",
     ],
     // orinari-sources reads its config types from orinari-config and
     // knows nothing of the chat format; the chat domain calls it.

@@ -21,10 +21,12 @@
 //! whether it was fed alone or inside a prompt chunk (tested bit for bit).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::ops::Range;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Storage, Tensor};
+use orinari_kernels::{Activations, Format, Matrix};
 
 use super::gguf::Hyper;
 
@@ -32,21 +34,122 @@ type Result<T> = candle_core::Result<T>;
 
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    /// Query, key and value projections.
+    qkv: Linear,
+    wo: Linear,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    /// Gate and up projections.
+    gate_up: Linear,
+    down: Linear,
 }
 
-/// Query, key and value projections of some rows, each `(1, rows, _)`.
+/// Projections of the same input: one weight matrix per part, and the
+/// kernel that multiplies by them.
+enum Linear {
+    /// Candle's quantized matmul, one per part.
+    Candle(Vec<QMatMul>),
+    /// The parts' GGUF blocks stacked into one matrix and repacked for
+    /// `orinari-kernels`: one pass for all parts (activations quantized
+    /// once, one dispatch to the thread pool).
+    Packed { m: Matrix, widths: Vec<usize> },
+}
+
+impl Linear {
+    /// `x · Wᵀ` for each part, `x` of shape `(1, rows, cols)`.
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Linear::Candle(parts) => parts.iter().map(|m| m.forward(x)).collect(),
+            Linear::Packed { m, widths } => {
+                let (b, rows, cols) = x.dims3()?;
+                let x = x.contiguous()?;
+                let a = {
+                    let (data, layout) = x.storage_and_layout();
+                    Activations::quantize(f32_slice(&data, layout)?, cols).map_err(kernel_error)?
+                };
+                let parts = m
+                    .mul_split(&a, widths, |n, f| {
+                        candle_core::utils::barrier_pool().execute_chunked(n, f)
+                    })
+                    .map_err(kernel_error)?;
+                parts
+                    .into_iter()
+                    .zip(widths)
+                    .map(|(out, &w)| Tensor::from_vec(out, (b, rows, w), &Device::Cpu))
+                    .collect()
+            }
+        }
+    }
+
+    /// [`Linear::forward`] of exactly `N` parts.
+    fn forward_n<const N: usize>(&self, x: &Tensor) -> Result<[Tensor; N]> {
+        <[Tensor; N]>::try_from(self.forward(x)?)
+            .map_err(|v| candle_core::Error::Msg(format!("{} projections, not {N}", v.len())))
+    }
+
+    /// [`Linear::forward`] of a single matrix.
+    fn forward1(&self, x: &Tensor) -> Result<Tensor> {
+        let [y] = self.forward_n(x)?;
+        Ok(y)
+    }
+}
+
+fn kernel_error(e: orinari_kernels::ShapeError) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
+/// `ws` (of the same inputs) stacked and repacked for `orinari-kernels`,
+/// when all are one format the kernel reads (Q4_1, Q8_0) and every part
+/// but the last fills whole tiles.
+fn stack(ws: &[&QTensor]) -> Result<Option<Linear>> {
+    let format = match ws.first().map(|w| w.dtype()) {
+        Some(GgmlDType::Q4_1) => Format::Q4_1,
+        Some(GgmlDType::Q8_0) => Format::Q8_0,
+        _ => return Ok(None),
+    };
+    let mut widths = Vec::with_capacity(ws.len());
+    let mut cols = None;
+    let mut data = Vec::with_capacity(ws.len());
+    for w in ws {
+        let (rows, c) = w.shape().dims2()?;
+        if w.dtype() != ws[0].dtype() || cols.is_some_and(|k| k != c) {
+            return Ok(None);
+        }
+        cols = Some(c);
+        widths.push(rows);
+        data.push(w.data()?);
+    }
+    let aligned = widths
+        .split_last()
+        .is_some_and(|(_, init)| init.iter().all(|w| w.is_multiple_of(orinari_kernels::TILE)));
+    let (Some(cols), true) = (cols, aligned) else {
+        return Ok(None);
+    };
+    let parts: Vec<(&[u8], usize)> = data
+        .iter()
+        .map(|d| &d[..])
+        .zip(widths.iter().copied())
+        .collect();
+    let m = Matrix::stacked(format, &parts, cols).map_err(kernel_error)?;
+    Ok(Some(Linear::Packed { m, widths }))
+}
+
+/// Query, key and value projections of some rows of one or more
+/// sequences, each row-major: `(rows, heads, head_dim)`.
 struct Qkv {
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Qkv {
+    /// From the projections' tensors, `(1, rows, _)` each.
+    fn new([q, k, v]: [Tensor; 3]) -> Result<Self> {
+        Ok(Self {
+            q: q.flatten_all()?.to_vec1()?,
+            k: k.flatten_all()?.to_vec1()?,
+            v: v.flatten_all()?.to_vec1()?,
+        })
+    }
 }
 
 /// How the matmul weights are laid out in memory.
@@ -59,6 +162,11 @@ pub enum Layout {
     /// take every matmul (they need `k % 256 == 0`; SmolLM2's hidden width is
     /// 576).
     Padded(GgmlDType),
+    /// The GGUF's own Q4_1 and Q8_0 blocks repacked into tiles for
+    /// `orinari-kernels` (its AVX-512 VNNI kernel where the CPU has it: the
+    /// caller checks, the scalar reference is far slower); other formats
+    /// stay with candle.
+    Packed,
 }
 
 /// Candle's k-quant super-block: the tile kernels need input widths that
@@ -72,11 +180,12 @@ pub struct Llama {
     /// Zero columns appended to the hidden width for the padded layout.
     pad: usize,
     embed: QMatMul,
-    output: QMatMul,
+    output: Linear,
     norm: Tensor,
     layers: Vec<Layer>,
-    cos: Tensor,
-    sin: Tensor,
+    /// Rotary embedding's cosines and sines, `head_dim / 2` per position.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
 }
 
 /// Keys and values of one sequence, per layer.
@@ -119,12 +228,32 @@ fn dense(tensors: &mut HashMap<String, QTensor>, name: &str) -> Result<Tensor> {
     take(tensors, name)?.dequantize(&Device::Cpu)
 }
 
-fn qmm(tensors: &mut HashMap<String, QTensor>, name: &str, layout: Layout) -> Result<QMatMul> {
-    let w = take(tensors, name)?;
+/// The named tensors as projections of one input (see [`linear`]).
+fn qmm(tensors: &mut HashMap<String, QTensor>, names: &[String], layout: Layout) -> Result<Linear> {
+    let ws = names
+        .iter()
+        .map(|n| take(tensors, n))
+        .collect::<Result<Vec<_>>>()?;
+    linear(ws, layout)
+}
+
+/// Projections of one input laid out as `layout` asks: stacked and packed
+/// where the kernel takes them, candle's matmuls otherwise.
+fn linear(ws: Vec<QTensor>, layout: Layout) -> Result<Linear> {
     match layout {
-        Layout::AsLoaded => QMatMul::from_qtensor(w),
-        Layout::Padded(dtype) => QMatMul::from_qtensor(padded(&w, dtype)?),
+        Layout::AsLoaded => {}
+        Layout::Padded(dtype) => {
+            let parts = ws.iter().map(|w| QMatMul::from_qtensor(padded(w, dtype)?));
+            return Ok(Linear::Candle(parts.collect::<Result<_>>()?));
+        }
+        Layout::Packed => {
+            if let Some(l) = stack(&ws.iter().collect::<Vec<_>>())? {
+                return Ok(l);
+            }
+        }
     }
+    let parts = ws.into_iter().map(QMatMul::from_qtensor);
+    Ok(Linear::Candle(parts.collect::<Result<_>>()?))
 }
 
 /// `w` (n x k) as `dtype` with k zero-padded to a multiple of
@@ -147,7 +276,7 @@ impl Llama {
     pub fn new(hyper: Hyper, mut t: HashMap<String, QTensor>, layout: Layout) -> Result<Self> {
         let head_dim = hyper.n_embd / hyper.n_head;
         let pad = match layout {
-            Layout::AsLoaded => 0,
+            Layout::AsLoaded | Layout::Packed => 0,
             Layout::Padded(_) => hyper.n_embd.next_multiple_of(SUPER_BLOCK) - hyper.n_embd,
         };
         let mut layers = Vec::with_capacity(hyper.n_layer);
@@ -155,24 +284,35 @@ impl Llama {
             let p = format!("blk.{i}");
             layers.push(Layer {
                 attn_norm: dense(&mut t, &format!("{p}.attn_norm.weight"))?,
-                wq: qmm(&mut t, &format!("{p}.attn_q.weight"), layout)?,
-                wk: qmm(&mut t, &format!("{p}.attn_k.weight"), layout)?,
-                wv: qmm(&mut t, &format!("{p}.attn_v.weight"), layout)?,
-                wo: qmm(&mut t, &format!("{p}.attn_output.weight"), layout)?,
+                qkv: qmm(
+                    &mut t,
+                    &["attn_q", "attn_k", "attn_v"].map(|n| format!("{p}.{n}.weight")),
+                    layout,
+                )?,
+                wo: qmm(&mut t, &[format!("{p}.attn_output.weight")], layout)?,
                 ffn_norm: dense(&mut t, &format!("{p}.ffn_norm.weight"))?,
-                gate: qmm(&mut t, &format!("{p}.ffn_gate.weight"), layout)?,
-                up: qmm(&mut t, &format!("{p}.ffn_up.weight"), layout)?,
-                down: qmm(&mut t, &format!("{p}.ffn_down.weight"), layout)?,
+                gate_up: qmm(
+                    &mut t,
+                    &["ffn_gate", "ffn_up"].map(|n| format!("{p}.{n}.weight")),
+                    layout,
+                )?,
+                down: qmm(&mut t, &[format!("{p}.ffn_down.weight")], layout)?,
             });
         }
         let norm = dense(&mut t, "output_norm.weight")?;
         let embed_q = std::sync::Arc::new(take(&mut t, "token_embd.weight")?);
         // Tied embeddings: without `output.weight` the logits reuse the embedding matrix.
         let output = match (t.remove("output.weight"), layout) {
-            (Some(o), Layout::AsLoaded) => QMatMul::from_qtensor(o)?,
-            (Some(o), Layout::Padded(d)) => QMatMul::from_qtensor(padded(&o, d)?)?,
-            (None, Layout::AsLoaded) => QMatMul::from_arc(embed_q.clone())?,
-            (None, Layout::Padded(d)) => QMatMul::from_qtensor(padded(&embed_q, d)?)?,
+            (Some(o), layout) => linear(vec![o], layout)?,
+            (None, Layout::AsLoaded) => Linear::Candle(vec![QMatMul::from_arc(embed_q.clone())?]),
+            (None, Layout::Padded(d)) => {
+                Linear::Candle(vec![QMatMul::from_qtensor(padded(&embed_q, d)?)?])
+            }
+            // A packed copy of the embedding (candle's stays for the lookup).
+            (None, Layout::Packed) => match stack(&[&embed_q])? {
+                Some(l) => l,
+                None => Linear::Candle(vec![QMatMul::from_arc(embed_q.clone())?]),
+            },
         };
         let embed = QMatMul::from_arc(embed_q)?;
 
@@ -192,8 +332,8 @@ impl Llama {
             output,
             norm,
             layers,
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
+            cos: freqs.cos()?.flatten_all()?.to_vec1()?,
+            sin: freqs.sin()?.flatten_all()?.to_vec1()?,
             hyper,
         })
     }
@@ -268,7 +408,6 @@ impl Llama {
             return Ok(Vec::new());
         }
         let mut positions = Vec::with_capacity(rows);
-        let mut rope = Vec::with_capacity(rows);
         for cache in caches.iter_mut() {
             let pos = cache.len;
             if pos >= self.hyper.context_length {
@@ -276,8 +415,8 @@ impl Llama {
             }
             self.reserve(cache, pos + 1)?;
             positions.push(pos);
-            rope.push((self.cos.narrow(0, pos, 1)?, self.sin.narrow(0, pos, 1)?));
         }
+        let (nh, nkv, hd) = (self.hyper.n_head, self.hyper.n_head_kv, self.head_dim);
         let ids = Tensor::new(tokens, &Device::Cpu)?;
         let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -286,27 +425,21 @@ impl Llama {
                 &layer.attn_norm,
                 self.hyper.rms_eps,
             )?)?;
-            let qkv = Qkv {
-                q: layer.wq.forward(&h)?,
-                k: layer.wk.forward(&h)?,
-                v: layer.wv.forward(&h)?,
-            };
-            let mut ys = Vec::with_capacity(rows);
+            let mut qkv = Qkv::new(layer.qkv.forward_n(&h)?)?;
+            self.rope(&mut qkv.q, nh, |i| positions[i]);
+            self.rope(&mut qkv.k, nkv, |i| positions[i]);
+            let mut shapes = Vec::with_capacity(rows);
             for (i, cache) in caches.iter_mut().enumerate() {
                 let Some((k_cache, v_cache)) = cache.layers.get_mut(l).and_then(Option::as_mut)
                 else {
                     candle_core::bail!("cache not allocated");
                 };
-                let row = Qkv {
-                    q: qkv.q.narrow(1, i, 1)?,
-                    k: qkv.k.narrow(1, i, 1)?,
-                    v: qkv.v.narrow(1, i, 1)?,
-                };
-                let (cos, sin) = &rope[i];
-                ys.push(self.attend(&row, k_cache, v_cache, positions[i], cos, sin)?);
+                let kv = nkv * hd;
+                let (k, v) = (&qkv.k[i * kv..][..kv], &qkv.v[i * kv..][..kv]);
+                shapes.push(self.write_kv(k, v, k_cache, v_cache, positions[i])?);
             }
-            let y = Tensor::cat(&ys, 1)?;
-            x = (x + layer.wo.forward(&self.widen(&y)?)?)?;
+            let y = self.attend_many(&qkv.q, &shapes, caches, l)?;
+            x = (x + layer.wo.forward1(&self.widen(&y)?)?)?;
             x = self.feed_forward(layer, &x)?;
         }
         for (cache, pos) in caches.iter_mut().zip(positions) {
@@ -323,9 +456,8 @@ impl Llama {
             &layer.ffn_norm,
             self.hyper.rms_eps,
         )?)?;
-        let mlp = layer
-            .down
-            .forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+        let [gate, up] = layer.gate_up.forward_n(&h)?;
+        let mlp = layer.down.forward1(&(candle_nn::ops::silu(&gate)? * up)?)?;
         x + mlp
     }
 
@@ -336,7 +468,7 @@ impl Llama {
             &self.norm,
             self.hyper.rms_eps,
         )?)?;
-        self.output.forward(&x)
+        self.output.forward1(&x)
     }
 
     /// The last layer's hidden states for `tokens` fed at the cache's position.
@@ -349,15 +481,13 @@ impl Llama {
         self.reserve(cache, pos + n)?;
         let ids = Tensor::new(tokens, &Device::Cpu)?;
         let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?;
-        let cos = self.cos.narrow(0, pos, n)?;
-        let sin = self.sin.narrow(0, pos, n)?;
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.hyper.rms_eps)?;
             let Some((k_cache, v_cache)) = kv.as_mut() else {
                 candle_core::bail!("cache not allocated");
             };
             let h = self.widen(&h)?;
-            let attn = self.attention(layer, &h, k_cache, v_cache, pos, &cos, &sin)?;
+            let attn = self.attention(layer, &h, k_cache, v_cache, pos)?;
             x = (x + attn)?;
             x = self.feed_forward(layer, &x)?;
         }
@@ -365,7 +495,9 @@ impl Llama {
         Ok(x)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A layer's attention block for rows `(1, n, _)` of one sequence at
+    /// `pos`: projections, rotary embedding, the key/value write, attention
+    /// and the output projection.
     fn attention(
         &self,
         layer: &Layer,
@@ -373,71 +505,104 @@ impl Llama {
         k_cache: &mut Tensor,
         v_cache: &mut Tensor,
         pos: usize,
-        cos: &Tensor,
-        sin: &Tensor,
     ) -> Result<Tensor> {
-        let qkv = Qkv {
-            q: layer.wq.forward(h)?,
-            k: layer.wk.forward(h)?,
-            v: layer.wv.forward(h)?,
-        };
-        let y = self.attend(&qkv, k_cache, v_cache, pos, cos, sin)?;
-        layer.wo.forward(&self.widen(&y)?)
-    }
-
-    /// Rotary embedding, key/value write at `pos` and attention for the
-    /// projected rows `(1, n, _)` of one sequence; returns `(1, n, n_embd)`
-    /// before the output projection.
-    #[allow(clippy::too_many_arguments)]
-    fn attend(
-        &self,
-        qkv: &Qkv,
-        k_cache: &mut Tensor,
-        v_cache: &mut Tensor,
-        pos: usize,
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> Result<Tensor> {
-        let (b, n, _) = qkv.q.dims3()?;
-        let hd = self.head_dim;
-        let (nh, nkv) = (self.hyper.n_head, self.hyper.n_head_kv);
-        let q = qkv
-            .q
-            .reshape((b, n, nh, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = qkv
-            .k
-            .reshape((b, n, nkv, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let v = qkv
-            .v
-            .reshape((b, n, nkv, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
-        k_cache.slice_set(&k, 2, pos)?;
-        v_cache.slice_set(&v, 2, pos)?;
-        let shape = Heads {
-            n_head: nh,
-            n_kv: nkv,
-            head_dim: hd,
-            capacity: k_cache.dim(2)?,
-            pos,
-            rows: n,
-        };
-        let (q_data, q_layout) = q.storage_and_layout();
+        let mut qkv = Qkv::new(layer.qkv.forward_n(h)?)?;
+        self.rope(&mut qkv.q, self.hyper.n_head, |i| pos + i);
+        self.rope(&mut qkv.k, self.hyper.n_head_kv, |i| pos + i);
+        let shape = self.write_kv(&qkv.k, &qkv.v, k_cache, v_cache, pos)?;
         let (k_data, k_layout) = k_cache.storage_and_layout();
         let (v_data, v_layout) = v_cache.storage_and_layout();
         let y = causal_attention(
-            f32_slice(&q_data, q_layout)?,
+            &qkv.q,
             f32_slice(&k_data, k_layout)?,
             f32_slice(&v_data, v_layout)?,
             &shape,
         )?;
-        Tensor::from_vec(y, (b, n, nh * hd), &Device::Cpu)
+        let width = self.hyper.n_head * self.head_dim;
+        let y = Tensor::from_vec(y, (1, shape.rows, width), &Device::Cpu)?;
+        layer.wo.forward1(&self.widen(&y)?)
+    }
+
+    /// Rotary embedding, in place, of `x`: rows of `heads` heads of
+    /// `head_dim`, row `i` at position `position(i)`. Pairs are
+    /// interleaved (`x[2j]`, `x[2j + 1]`), as GGUF llama models store them.
+    fn rope(&self, x: &mut [f32], heads: usize, position: impl Fn(usize) -> usize) {
+        let hd = self.head_dim;
+        let half = hd / 2;
+        for (i, row) in x.chunks_exact_mut(heads * hd).enumerate() {
+            let at = position(i) * half;
+            let (cos, sin) = (&self.cos[at..at + half], &self.sin[at..at + half]);
+            for head in row.chunks_exact_mut(hd) {
+                for ((pair, c), s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
+                    let (a, b) = (pair[0], pair[1]);
+                    pair[0] = a * c - b * s;
+                    pair[1] = a * s + b * c;
+                }
+            }
+        }
+    }
+
+    /// Keys and values of some rows of one sequence (row-major,
+    /// `(rows, n_head_kv, head_dim)`, rotary embedding applied to the keys)
+    /// written to its cache at `pos`; returns the shapes attention needs.
+    fn write_kv(
+        &self,
+        k: &[f32],
+        v: &[f32],
+        k_cache: &mut Tensor,
+        v_cache: &mut Tensor,
+        pos: usize,
+    ) -> Result<Heads> {
+        let (nkv, hd) = (self.hyper.n_head_kv, self.head_dim);
+        let rows = k.len() / (nkv * hd);
+        let heads_first = |x: &[f32]| {
+            Tensor::from_slice(x, (1, rows, nkv, hd), &Device::Cpu)?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        k_cache.slice_set(&heads_first(k)?, 2, pos)?;
+        v_cache.slice_set(&heads_first(v)?, 2, pos)?;
+        Ok(Heads {
+            n_head: self.hyper.n_head,
+            n_kv: nkv,
+            head_dim: hd,
+            capacity: k_cache.dim(2)?,
+            pos,
+            rows,
+        })
+    }
+
+    /// Attention of one row per sequence (row `i` of `q`, with `shapes[i]`
+    /// from [`Llama::write_kv`], against `caches[i]`'s layer `l`), all in
+    /// one dispatch; returns `(1, rows, n_embd)` before the output
+    /// projection.
+    fn attend_many(
+        &self,
+        q: &[f32],
+        shapes: &[Heads],
+        caches: &[&mut KvCache],
+        l: usize,
+    ) -> Result<Tensor> {
+        let width = self.hyper.n_head * self.head_dim;
+        let mut storages = Vec::with_capacity(shapes.len());
+        for cache in caches {
+            let Some((k, v)) = cache.layers.get(l).and_then(Option::as_ref) else {
+                candle_core::bail!("cache not allocated");
+            };
+            storages.push([k, v].map(|t| t.storage_and_layout()));
+        }
+        let mut jobs = Vec::with_capacity(shapes.len());
+        for (i, ([(k, kl), (v, vl)], s)) in storages.iter().zip(shapes).enumerate() {
+            jobs.push(AttentionJob {
+                q: q.get(i * width..(i + 1) * width).unwrap_or_default(),
+                k: f32_slice(k, kl)?,
+                v: f32_slice(v, vl)?,
+                s,
+            });
+        }
+        let y: Vec<f32> = causal_attention_many(&jobs)?.concat();
+        let rows = y.len() / width;
+        Tensor::from_vec(y, (1, rows, width), &Device::Cpu)
     }
 
     /// Append the padded layout's zero columns to activations (a no-op
@@ -536,43 +701,100 @@ fn f32_slice<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&
 /// (A matrix product over all rows at once sums in an order that depends on
 /// the number of rows.)
 ///
-/// `q` is `(n_head, rows, head_dim)`; `k` and `v` are `(n_kv, capacity,
+/// `q` is `(rows, n_head, head_dim)`; `k` and `v` are `(n_kv, capacity,
 /// head_dim)`. Returns `(rows, n_head, head_dim)`.
 fn causal_attention(q: &[f32], k: &[f32], v: &[f32], s: &Heads) -> Result<Vec<f32>> {
-    let hd = s.head_dim;
-    let total = s.pos + s.rows;
-    let shapes_ok = hd > 0
-        && s.n_kv > 0
-        && s.n_head.is_multiple_of(s.n_kv)
-        && total <= s.capacity
-        && q.len() == s.n_head * s.rows * hd
-        && k.len() == s.n_kv * s.capacity * hd
-        && v.len() == k.len();
-    if !shapes_ok {
-        candle_core::bail!("attention shapes do not match");
+    let mut outs = causal_attention_many(&[AttentionJob { q, k, v, s }])?;
+    outs.pop()
+        .ok_or_else(|| candle_core::Error::Msg("attention lost its output".into()))
+}
+
+/// One sequence's part of [`causal_attention_many`].
+struct AttentionJob<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    s: &'a Heads,
+}
+
+/// [`causal_attention`] of several sequences (a batched decode step), in
+/// one dispatch to candle's threads: their units of work are shared out
+/// together, so the threads stay balanced however few rows each sequence
+/// has. Each unit is computed exactly as it would be alone.
+fn causal_attention_many(jobs: &[AttentionJob<'_>]) -> Result<Vec<Vec<f32>>> {
+    let mut longest = 0;
+    let mut heads = None;
+    for AttentionJob { q, k, v, s } in jobs {
+        let hd = s.head_dim;
+        let total = s.pos + s.rows;
+        let shapes_ok = hd > 0
+            && s.n_kv > 0
+            && s.n_head.is_multiple_of(s.n_kv)
+            && total <= s.capacity
+            && q.len() == s.n_head * s.rows * hd
+            && k.len() == s.n_kv * s.capacity * hd
+            && v.len() == k.len()
+            && heads.is_none_or(|h| h == (s.n_head, s.n_kv, hd));
+        if !shapes_ok {
+            candle_core::bail!("attention shapes do not match");
+        }
+        heads = Some((s.n_head, s.n_kv, hd));
+        longest = longest.max(total);
     }
-    let rep = s.n_head / s.n_kv;
-    let mut out = vec![0f32; s.rows * s.n_head * hd];
-    // One unit of work per (query row, KV head): the `rep` query heads that
-    // share the KV head, written to their own slice of the output (row
-    // `i`'s heads `g * rep..(g + 1) * rep`). Units run on candle's threads;
-    // which thread computes a unit changes nothing in its result.
-    let slots: Vec<Mutex<&mut [f32]>> = out.chunks_mut(rep * hd).map(Mutex::new).collect();
-    candle_core::utils::barrier_pool().execute_chunked(slots.len(), |units| {
-        let mut scratch = Scratch::new(rep, total, hd);
-        for u in units {
-            let mut slot = slots[u].lock().unwrap_or_else(PoisonError::into_inner);
-            attend_row(q, k, v, s, u / s.n_kv, u % s.n_kv, &mut scratch, &mut slot);
+    let Some((n_head, n_kv, hd)) = heads else {
+        return Ok(Vec::new());
+    };
+    let rep = n_head / n_kv;
+    let mut outs: Vec<Vec<f32>> = jobs
+        .iter()
+        .map(|j| vec![0f32; j.s.rows * n_head * hd])
+        .collect();
+    // Each output row's `rep` query heads sharing KV head `g` go to their
+    // own slice (row `i`'s heads `g * rep..(g + 1) * rep`), one slot each.
+    let slots: Vec<Vec<Mutex<&mut [f32]>>> = outs
+        .iter_mut()
+        .map(|out| out.chunks_mut(rep * hd).map(Mutex::new).collect())
+        .collect();
+    // One unit of work per (sequence, block of up to ROW_BLOCK query rows,
+    // KV head): a block reads its keys and values once for all its rows.
+    // Units run on candle's threads; neither the thread nor the block
+    // changes a row's result (see `attend_rows`).
+    let units: Vec<(usize, Range<usize>, usize)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| {
+            (0..job.s.rows).step_by(ROW_BLOCK).flat_map(move |start| {
+                let rows = start..(start + ROW_BLOCK).min(job.s.rows);
+                (0..n_kv).map(move |g| (j, rows.clone(), g))
+            })
+        })
+        .collect();
+    candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
+        let mut scratch = Scratch::new(ROW_BLOCK * rep, longest, hd);
+        for (j, rows, g) in &units[range] {
+            let AttentionJob { q, k, v, s } = jobs[*j];
+            let mut out: Vec<_> = rows
+                .clone()
+                .map(|i| {
+                    slots[*j][i * n_kv + g]
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                })
+                .collect();
+            attend_rows(q, k, v, s, rows.clone(), *g, &mut scratch, &mut out);
         }
     });
     drop(slots);
-    Ok(out)
+    Ok(outs)
 }
 
-/// Working memory of [`attend_row`].
+/// Query rows attended together by one unit of [`causal_attention_many`].
+const ROW_BLOCK: usize = 8;
+
+/// Working memory of [`attend_rows`].
 struct Scratch {
-    /// Per query head of the group: scores, then unnormalised weights, over
-    /// the keys.
+    /// Per query head of the block (row-major: row, then head of the
+    /// group): scores, then unnormalised weights, over the keys.
     weights: Vec<f32>,
     sums: Vec<f32>,
     acc: Vec<f32>,
@@ -580,67 +802,102 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(rep: usize, total: usize, head_dim: usize) -> Self {
+    /// Room for `heads` query heads over `total` keys.
+    fn new(heads: usize, total: usize, head_dim: usize) -> Self {
         Self {
-            weights: vec![0.0; rep * total],
-            sums: vec![0.0; rep],
-            acc: vec![0.0; rep * head_dim],
+            weights: vec![0.0; heads * total],
+            sums: vec![0.0; heads],
+            acc: vec![0.0; heads * head_dim],
             stride: total,
         }
     }
 }
 
-/// Attention of query row `i` for the query heads sharing KV head `g`,
-/// written to `out` (`rep` heads of `head_dim`).
+/// Attention of query rows `rows` for the query heads sharing KV head `g`,
+/// written to `out` (per row, `rep` heads of `head_dim`).
+///
+/// The keys and values are read once for the block, but each row's
+/// arithmetic is its own and in a fixed order: its scores key by key, the
+/// maximum and sum over its keys by [`reduce`], and its weighted values
+/// added key after key. So a row gives the same bits in any block, alone
+/// or with others.
 #[allow(clippy::too_many_arguments)]
-fn attend_row(
+fn attend_rows(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     s: &Heads,
-    i: usize,
+    rows: Range<usize>,
     g: usize,
     scratch: &mut Scratch,
-    out: &mut [f32],
+    out: &mut [MutexGuard<'_, &mut [f32]>],
 ) {
     let hd = s.head_dim;
     let rep = s.n_head / s.n_kv;
     let scale = 1.0 / (hd as f32).sqrt();
-    let len = s.pos + i + 1;
-    let keys = &k[g * s.capacity * hd..][..len * hd];
-    let values = &v[g * s.capacity * hd..][..len * hd];
+    // Row `i` attends to keys `0..s.pos + i + 1`.
+    let len = |i: usize| s.pos + i + 1;
+    let all = len(rows.end - 1);
+    let keys = &k[g * s.capacity * hd..][..all * hd];
+    let values = &v[g * s.capacity * hd..][..all * hd];
     let Scratch {
         weights,
         sums,
         acc,
         stride,
     } = scratch;
-    for r in 0..rep {
-        let query = &q[((g * rep + r) * s.rows + i) * hd..][..hd];
-        let w = &mut weights[r * *stride..][..len];
-        for (wj, key) in w.iter_mut().zip(keys.chunks_exact(hd)) {
-            *wj = dot(query, key) * scale;
-        }
-        let max = reduce(w, f32::NEG_INFINITY, f32::max);
-        for wj in w.iter_mut() {
-            *wj = exp_nonpositive(*wj - max);
-        }
-        sums[r] = reduce(w, 0.0, |a, b| a + b);
-    }
-    acc.fill(0.0);
-    for (j, value) in values.chunks_exact(hd).enumerate() {
-        for r in 0..rep {
-            let p = weights[r * *stride + j];
-            for (a, x) in acc[r * hd..][..hd].iter_mut().zip(value) {
-                *a += p * x;
+    let stride = *stride;
+    let query = |i: usize, r: usize| &q[(i * s.n_head + g * rep + r) * hd..][..hd];
+    for (j, key) in keys.chunks_exact(hd).enumerate() {
+        for (b, i) in rows.clone().enumerate() {
+            if j < len(i) {
+                for r in 0..rep {
+                    weights[(b * rep + r) * stride + j] = dot(query(i, r), key) * scale;
+                }
             }
         }
     }
-    for r in 0..rep {
-        let inv = 1.0 / sums[r];
-        for (o, a) in out[r * hd..][..hd].iter_mut().zip(&acc[r * hd..][..hd]) {
-            *o = a * inv;
+    for (b, i) in rows.clone().enumerate() {
+        for r in 0..rep {
+            let h = b * rep + r;
+            let w = &mut weights[h * stride..][..len(i)];
+            let max = reduce(w, f32::NEG_INFINITY, f32::max);
+            exp_shifted(w, max);
+            sums[h] = reduce(w, 0.0, |a, b| a + b);
         }
+    }
+    let heads = rows.len() * rep;
+    acc[..heads * hd].fill(0.0);
+    for (j, value) in values.chunks_exact(hd).enumerate() {
+        for (b, i) in rows.clone().enumerate() {
+            if j < len(i) {
+                for r in 0..rep {
+                    let h = b * rep + r;
+                    let p = weights[h * stride + j];
+                    for (a, x) in acc[h * hd..][..hd].iter_mut().zip(value) {
+                        *a += p * x;
+                    }
+                }
+            }
+        }
+    }
+    for (b, out) in out.iter_mut().enumerate() {
+        for r in 0..rep {
+            let h = b * rep + r;
+            let inv = 1.0 / sums[h];
+            for (o, a) in out[r * hd..][..hd].iter_mut().zip(&acc[h * hd..][..hd]) {
+                *o = a * inv;
+            }
+        }
+    }
+}
+
+/// `w[j] = e^(w[j] - max)` for every `j`: a loop of its own, which the
+/// compiler turns into SIMD (inside `attend_rows` it did not).
+#[inline(never)]
+fn exp_shifted(w: &mut [f32], max: f32) {
+    for wj in w.iter_mut() {
+        *wj = exp_nonpositive(*wj - max);
     }
 }
 
@@ -677,7 +934,9 @@ fn exp_nonpositive(x: f32) -> f32 {
         p = p * r + c;
     }
     // n is in -126..=0 here, so the biased exponent n + 127 is normal.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // (Wrapping: an overflow check, on in test builds, keeps the loop from
+    // being vectorized; n + 127 cannot overflow.)
+    let scale = f32::from_bits(((n as i32).wrapping_add(127) as u32) << 23);
     if x <= -87.0 { 0.0 } else { p * scale }
 }
 
@@ -845,6 +1104,11 @@ mod tests {
         let worst = batch_vs_single(&load(false, Layout::Padded(GgmlDType::Q6K)));
         eprintln!("padded Q6K: largest logit difference {worst}");
         assert!(worst > 0.0 && worst < 4.0, "padded Q6K: {worst}");
+        // The packed kernel (the default where the CPU has it): bit for bit.
+        if super::super::packed_kernel_available() {
+            let worst = batch_vs_single(&load(false, Layout::Packed));
+            assert_eq!(worst, 0.0, "packed: logits differ by {worst}");
+        }
     }
 
     /// Logits at every position of 150 tokens fed as one chunk, and fed in
@@ -872,13 +1136,17 @@ mod tests {
     #[test]
     fn a_position_is_the_same_fed_alone_or_inside_a_chunk() {
         // What lets the prefix cache resume at any token, generated ones
-        // included: bit for bit with the default weights, the GGUF's Q4_1
-        // and padded Q4K.
+        // included: bit for bit with the packed kernel (where the CPU has
+        // it), candle's Q8_0 and Q4_1, and padded Q4K.
+        let packed = super::super::packed_kernel_available().then_some((false, Layout::Packed));
         for (requantize, layout) in [
             (true, Layout::AsLoaded),
             (false, Layout::AsLoaded),
             (false, Layout::Padded(GgmlDType::Q4K)),
-        ] {
+        ]
+        .into_iter()
+        .chain(packed)
+        {
             let worst = chunk_vs_pieces(&load(requantize, layout));
             assert_eq!(
                 worst, 0.0,
@@ -913,7 +1181,7 @@ mod tests {
         for i in 0..rows {
             for h in 0..nh {
                 let g = h / (nh / nkv);
-                let query = &q[(h * rows + i) * hd..][..hd];
+                let query = &q[(i * nh + h) * hd..][..hd];
                 let scores: Vec<f64> = (0..=pos + i)
                     .map(|j| {
                         let key = &k[(g * cap + j) * hd..][..hd];

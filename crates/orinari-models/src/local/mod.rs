@@ -51,7 +51,8 @@ pub struct LocalConfig {
     pub max_active: usize,
     /// Requests that may wait beyond `max_active` before new ones are refused.
     pub queue_depth: usize,
-    /// Re-quantize 4-bit weights to Q8_0 at load for candle's SIMD kernels.
+    /// Re-quantize 4-bit weights to Q8_0 at load for candle's SIMD kernels,
+    /// where the packed kernel ([`EngineOptions::packed`]) does not run.
     pub requantize: bool,
 }
 
@@ -75,6 +76,11 @@ pub struct EngineOptions {
     pub prefix_cache_mib: usize,
     /// The weight format when [`LocalConfig::requantize`] is set.
     pub requantized: Requantized,
+    /// Multiply by the GGUF's own Q4_1 / Q8_0 blocks with `orinari-kernels`'
+    /// AVX-512 VNNI kernel where the CPU has it ([`packed_kernel_available`]);
+    /// `requantize` and `requantized` then do not apply. `false`, or a CPU
+    /// without it, keeps candle's kernels.
+    pub packed: bool,
     /// Advance all generating sequences in one batched forward pass per
     /// step (continuous batching). `false` runs one forward pass per
     /// sequence, the path before batching, kept for benchmarks and tests.
@@ -86,6 +92,7 @@ impl Default for EngineOptions {
         Self {
             prefix_cache_mib: DEFAULT_PREFIX_CACHE_MIB,
             requantized: Requantized::Q8_0,
+            packed: true,
             batch: true,
         }
     }
@@ -390,6 +397,12 @@ fn log_threads() {
     }
 }
 
+/// Whether this CPU runs `orinari-kernels`' vector kernel (AVX-512 F, BW
+/// and VNNI), which [`EngineOptions::packed`] uses.
+pub fn packed_kernel_available() -> bool {
+    orinari_kernels::Kernel::Avx512Vnni.available()
+}
+
 /// Read the GGUF and build the weights as `cfg` and `opts` ask; the
 /// returned metadata has no tensors left.
 fn build(
@@ -397,12 +410,13 @@ fn build(
     opts: &EngineOptions,
 ) -> Result<(llama::Llama, gguf::GgufModel), String> {
     let layout = match (cfg.requantize, opts.requantized) {
+        _ if opts.packed && packed_kernel_available() => llama::Layout::Packed,
         (true, Requantized::TiledQ4K) => llama::Layout::Padded(GgmlDType::Q4K),
         (true, Requantized::TiledQ6K) => llama::Layout::Padded(GgmlDType::Q6K),
         _ => llama::Layout::AsLoaded,
     };
-    let tiled = layout != llama::Layout::AsLoaded;
-    let mut g = gguf::load(&cfg.path, cfg.requantize && !tiled)?;
+    let requantize = cfg.requantize && layout == llama::Layout::AsLoaded;
+    let mut g = gguf::load(&cfg.path, requantize)?;
     if let Some(n) = cfg.context_size {
         g.hyper.context_length = n.min(g.hyper.context_length);
     }
