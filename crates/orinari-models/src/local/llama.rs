@@ -194,7 +194,9 @@ pub struct Llama {
 /// its keys and values before attention reads them, and attention reads only
 /// up to the positions just written, so shortening `len` is a free truncation.
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Per layer: keys and values, `(n_head_kv, capacity, head_dim)` each
+    /// (empty until the first allocation).
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
     len: usize,
     capacity: usize,
     /// Bytes one position takes across all layers (keys and values).
@@ -341,7 +343,9 @@ impl Llama {
     /// A new, empty cache for one sequence.
     pub fn new_cache(&self) -> KvCache {
         KvCache {
-            layers: (0..self.hyper.n_layer).map(|_| None).collect(),
+            layers: (0..self.hyper.n_layer)
+                .map(|_| (Vec::new(), Vec::new()))
+                .collect(),
             len: 0,
             capacity: 0,
             token_bytes: self.hyper.n_layer * 2 * self.hyper.n_head_kv * self.head_dim * 4,
@@ -430,13 +434,9 @@ impl Llama {
             self.rope(&mut qkv.k, nkv, |i| positions[i]);
             let mut shapes = Vec::with_capacity(rows);
             for (i, cache) in caches.iter_mut().enumerate() {
-                let Some((k_cache, v_cache)) = cache.layers.get_mut(l).and_then(Option::as_mut)
-                else {
-                    candle_core::bail!("cache not allocated");
-                };
                 let kv = nkv * hd;
                 let (k, v) = (&qkv.k[i * kv..][..kv], &qkv.v[i * kv..][..kv]);
-                shapes.push(self.write_kv(k, v, k_cache, v_cache, positions[i])?);
+                shapes.push(self.write_kv(k, v, cache, l, positions[i])?);
             }
             let y = self.attend_many(&qkv.q, &shapes, caches, l)?;
             x = (x + layer.wo.forward1(&self.widen(&y)?)?)?;
@@ -481,13 +481,10 @@ impl Llama {
         self.reserve(cache, pos + n)?;
         let ids = Tensor::new(tokens, &Device::Cpu)?;
         let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?;
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        for (l, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.hyper.rms_eps)?;
-            let Some((k_cache, v_cache)) = kv.as_mut() else {
-                candle_core::bail!("cache not allocated");
-            };
             let h = self.widen(&h)?;
-            let attn = self.attention(layer, &h, k_cache, v_cache, pos)?;
+            let attn = self.attention(layer, &h, cache, l, pos)?;
             x = (x + attn)?;
             x = self.feed_forward(layer, &x)?;
         }
@@ -502,22 +499,16 @@ impl Llama {
         &self,
         layer: &Layer,
         h: &Tensor,
-        k_cache: &mut Tensor,
-        v_cache: &mut Tensor,
+        cache: &mut KvCache,
+        l: usize,
         pos: usize,
     ) -> Result<Tensor> {
         let mut qkv = Qkv::new(layer.qkv.forward_n(h)?)?;
         self.rope(&mut qkv.q, self.hyper.n_head, |i| pos + i);
         self.rope(&mut qkv.k, self.hyper.n_head_kv, |i| pos + i);
-        let shape = self.write_kv(&qkv.k, &qkv.v, k_cache, v_cache, pos)?;
-        let (k_data, k_layout) = k_cache.storage_and_layout();
-        let (v_data, v_layout) = v_cache.storage_and_layout();
-        let y = causal_attention(
-            &qkv.q,
-            f32_slice(&k_data, k_layout)?,
-            f32_slice(&v_data, v_layout)?,
-            &shape,
-        )?;
+        let shape = self.write_kv(&qkv.k, &qkv.v, cache, l, pos)?;
+        let (k, v) = &cache.layers[l];
+        let y = causal_attention(&qkv.q, k, v, &shape)?;
         let width = self.hyper.n_head * self.head_dim;
         let y = Tensor::from_vec(y, (1, shape.rows, width), &Device::Cpu)?;
         layer.wo.forward1(&self.widen(&y)?)
@@ -544,29 +535,41 @@ impl Llama {
 
     /// Keys and values of some rows of one sequence (row-major,
     /// `(rows, n_head_kv, head_dim)`, rotary embedding applied to the keys)
-    /// written to its cache at `pos`; returns the shapes attention needs.
+    /// written to layer `l` of its cache at `pos`; returns the shapes
+    /// attention needs.
     fn write_kv(
         &self,
         k: &[f32],
         v: &[f32],
-        k_cache: &mut Tensor,
-        v_cache: &mut Tensor,
+        cache: &mut KvCache,
+        l: usize,
         pos: usize,
     ) -> Result<Heads> {
         let (nkv, hd) = (self.hyper.n_head_kv, self.head_dim);
         let rows = k.len() / (nkv * hd);
-        let heads_first = |x: &[f32]| {
-            Tensor::from_slice(x, (1, rows, nkv, hd), &Device::Cpu)?
-                .transpose(1, 2)?
-                .contiguous()
+        let cap = cache.capacity;
+        let Some((kc, vc)) = cache.layers.get_mut(l) else {
+            candle_core::bail!("no layer {l} in the cache");
         };
-        k_cache.slice_set(&heads_first(k)?, 2, pos)?;
-        v_cache.slice_set(&heads_first(v)?, 2, pos)?;
+        if pos + rows > cap || kc.len() != nkv * cap * hd || v.len() != k.len() {
+            candle_core::bail!("{rows} rows at {pos} do not fit a cache of {cap}");
+        }
+        for (r, (krow, vrow)) in k
+            .chunks_exact(nkv * hd)
+            .zip(v.chunks_exact(nkv * hd))
+            .enumerate()
+        {
+            for g in 0..nkv {
+                let at = (g * cap + pos + r) * hd;
+                kc[at..at + hd].copy_from_slice(&krow[g * hd..][..hd]);
+                vc[at..at + hd].copy_from_slice(&vrow[g * hd..][..hd]);
+            }
+        }
         Ok(Heads {
             n_head: self.hyper.n_head,
             n_kv: nkv,
             head_dim: hd,
-            capacity: k_cache.dim(2)?,
+            capacity: cap,
             pos,
             rows,
         })
@@ -584,19 +587,15 @@ impl Llama {
         l: usize,
     ) -> Result<Tensor> {
         let width = self.hyper.n_head * self.head_dim;
-        let mut storages = Vec::with_capacity(shapes.len());
-        for cache in caches {
-            let Some((k, v)) = cache.layers.get(l).and_then(Option::as_ref) else {
-                candle_core::bail!("cache not allocated");
-            };
-            storages.push([k, v].map(|t| t.storage_and_layout()));
-        }
         let mut jobs = Vec::with_capacity(shapes.len());
-        for (i, ([(k, kl), (v, vl)], s)) in storages.iter().zip(shapes).enumerate() {
+        for (i, (cache, s)) in caches.iter().zip(shapes).enumerate() {
+            let Some((k, v)) = cache.layers.get(l) else {
+                candle_core::bail!("no layer {l} in the cache");
+            };
             jobs.push(AttentionJob {
                 q: q.get(i * width..(i + 1) * width).unwrap_or_default(),
-                k: f32_slice(k, kl)?,
-                v: f32_slice(v, vl)?,
+                k,
+                v,
                 s,
             });
         }
@@ -631,7 +630,8 @@ impl Llama {
     }
 
     /// Allocate `dst` with `cap` positions and copy the first `len`
-    /// positions of `src` into it.
+    /// positions of `src` into it. Running out of memory is an error, not an
+    /// abort (the prefix cache then only misses).
     fn resize(
         &self,
         dst: &mut KvCache,
@@ -639,17 +639,30 @@ impl Llama {
         len: usize,
         cap: usize,
     ) -> Result<()> {
-        let shape = (1, self.hyper.n_head_kv, cap, self.head_dim);
+        let (nkv, hd) = (self.hyper.n_head_kv, self.head_dim);
+        let zeros = || -> Result<Vec<f32>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(nkv * cap * hd)
+                .map_err(|e| candle_core::Error::Msg(format!("key/value cache: {e}")))?;
+            v.resize(nkv * cap * hd, 0.0);
+            Ok(v)
+        };
         for (i, slot) in dst.layers.iter_mut().enumerate() {
-            let k = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
-            let v = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
-            if let Some((ok, ov)) = src.and_then(|s| s.layers.get(i)).and_then(|l| l.as_ref())
+            let (mut k, mut v) = (zeros()?, zeros()?);
+            if let Some(src) = src
+                && let Some((sk, sv)) = src.layers.get(i)
                 && len > 0
             {
-                k.slice_set(&ok.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
-                v.slice_set(&ov.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+                if len > src.capacity || len > cap {
+                    candle_core::bail!("copying {len} positions of {}", src.capacity);
+                }
+                for g in 0..nkv {
+                    let (from, to) = (g * src.capacity * hd, g * cap * hd);
+                    k[to..][..len * hd].copy_from_slice(&sk[from..][..len * hd]);
+                    v[to..][..len * hd].copy_from_slice(&sv[from..][..len * hd]);
+                }
             }
-            *slot = Some((k, v));
+            *slot = (k, v);
         }
         dst.len = len;
         dst.capacity = cap;
