@@ -10,15 +10,19 @@
 //!
 //! A batched decode step stacks one token of each sequence into a single
 //! activation, so every weight matmul reads its weights once for all of them;
-//! rotary embedding, the key/value write and attention then run on each
-//! sequence's own row, at its own position, against its own cache.
+//! rotary embedding and the key/value write then run on each sequence's own
+//! row, at its own position, into its own cache, and attention for all of
+//! them in one dispatch to the thread pool ([`causal_attention_many`]).
 //!
-//! Every row is computed the same way however many rows a pass holds: candle
-//! quantizes each activation row on its own and computes each output row
-//! with the same dot products whatever the number of rows, and attention
-//! ([`causal_attention`]) runs row by row in a fixed order. So a token's
-//! keys, values and logits do not depend on what it is batched with, nor on
-//! whether it was fed alone or inside a prompt chunk (tested bit for bit).
+//! Matrix products run in `orinari-kernels` (the GGUF's blocks repacked,
+//! [`Layout::Packed`]) where the CPU has AVX-512 VNNI, in candle's kernels
+//! otherwise. Every row is computed the same way however many rows a pass
+//! holds: both quantize each activation row on its own and compute each
+//! output row with the same operations whatever the number of rows, and
+//! attention computes each query row on its own in a fixed order. So a
+//! token's keys, values and logits do not depend on what it is batched
+//! with, nor on whether it was fed alone or inside a prompt chunk (tested
+//! bit for bit).
 
 use std::collections::HashMap;
 use std::ops::Range;
