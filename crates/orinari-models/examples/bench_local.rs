@@ -8,8 +8,13 @@
 //! cargo build --release -p orinari-models --example bench_local
 //! target/release/examples/bench_local [--requantize true|false] [--reps N] [--gen N]
 //!     [--weights packed|q8_0|q4k|q6k] [--prefix-cache-mib N] [--concurrent 1,4,8]
-//!     [--single true|false]
+//!     [--single true|false] [--long USERS,TOKENS]
 //! ```
+//!
+//! `--long 8,2000`: last, on a fresh engine without the prefix cache, the
+//! peak resident memory while 8 sequences of ~2,000 prompt tokens each run
+//! at once (16 tokens generated each; the peak is reset first through
+//! `/proc/self/clear_refs`).
 //!
 //! Each figure is the median of `--reps` runs (default 3) after one warm-up
 //! request. Prompt processing is measured as prompt tokens / time to the first
@@ -83,6 +88,9 @@ struct Args {
     concurrent: Vec<usize>,
     /// Measure the single-user figures and the conversation.
     single: bool,
+    /// Peak memory with this many sequences of about this many prompt
+    /// tokens each at once (`--long 8,2000`; none by default).
+    long: Option<(usize, usize)>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -95,6 +103,7 @@ fn args() -> anyhow::Result<Args> {
         packed: true,
         concurrent: vec![1, 4, 8],
         single: true,
+        long: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -123,9 +132,16 @@ fn args() -> anyhow::Result<Args> {
                     .collect::<anyhow::Result<_>>()?
             }
             "--single" => a.single = v.parse().context("--single true|false")?,
+            "--long" => {
+                let (users, tokens) = v.split_once(',').context("--long USERS,TOKENS")?;
+                a.long = Some((
+                    users.parse().context("--long USERS,TOKENS")?,
+                    tokens.parse().context("--long USERS,TOKENS")?,
+                ));
+            }
             _ => {
                 bail!(
-                    "unknown argument {k} (use --requantize, --weights, --reps, --gen, --prefix-cache-mib, --concurrent, --single)"
+                    "unknown argument {k} (use --requantize, --weights, --reps, --gen, --prefix-cache-mib, --concurrent, --single, --long)"
                 )
             }
         }
@@ -364,6 +380,10 @@ async fn main() -> anyhow::Result<()> {
     m.shutdown();
     let concurrent = concurrent_users(&a, &cfg).await?;
     let (_, hwm_all) = memory_mib();
+    let long = match a.long {
+        Some((users, tokens)) => Some(long_sequences(&a, &vocab, &cfg, users, tokens).await?),
+        None => None,
+    };
     let mut out = serde_json::json!({
         "engine": "orinari",
         "model": path.file_name().map(|f| f.to_string_lossy().into_owned()),
@@ -384,6 +404,7 @@ async fn main() -> anyhow::Result<()> {
         "peak_rss_mib": round(hwm, 1),
         "concurrent": concurrent,
         "peak_rss_with_concurrent_mib": round(hwm_all, 1),
+        "long": long,
     });
     if let (Some(single), Some(o)) = (single, out.as_object_mut()) {
         o.extend(single);
@@ -397,6 +418,48 @@ async fn main() -> anyhow::Result<()> {
     }
     writeln!(std::io::stdout(), "{out}")?;
     Ok(())
+}
+
+/// Peak resident memory while `users` sequences of about `tokens` prompt
+/// tokens each run at once, on a fresh engine without the prefix cache.
+async fn long_sequences(
+    a: &Args,
+    vocab: &orinari_models::local::Vocab,
+    cfg: &LocalConfig,
+    users: usize,
+    tokens: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let cfg = LocalConfig {
+        max_active: users,
+        queue_depth: users,
+        context_size: Some(tokens + 64),
+        ..cfg.clone()
+    };
+    let opts = EngineOptions {
+        prefix_cache_mib: 0,
+        requantized: a.requantized,
+        packed: a.packed,
+        ..EngineOptions::default()
+    };
+    let m = LocalModel::load_with(&cfg, &opts)?;
+    let (prompt, n) = prompt_of(vocab, tokens)?;
+    let (before, _) = memory_mib();
+    // Resets VmHWM to the current RSS (Linux).
+    std::fs::write("/proc/self/clear_refs", "5").context("resetting the peak RSS")?;
+    let t = Instant::now();
+    let runs = futures::future::join_all((0..users).map(|_| run(&m, prompt.clone(), 16))).await;
+    for r in runs {
+        r?;
+    }
+    let (_, peak) = memory_mib();
+    m.shutdown();
+    Ok(serde_json::json!({
+        "users": users,
+        "prompt_tokens": n,
+        "rss_before_mib": round(before, 1),
+        "peak_rss_mib": round(peak, 1),
+        "wall_s": round(t.elapsed().as_secs_f64(), 2),
+    }))
 }
 
 /// Prompt processing, generation, time to first token and turn 10 of a
