@@ -41,28 +41,31 @@ pub(crate) fn tile(format: Format, tile: &[u8], x: &Activations, out: &mut [f32]
     unsafe { rows(format, tile, x, out) }
 }
 
+/// `$kernel::<R>(args)` for `R = $rows` (1 to 8): the row count is a
+/// constant inside the kernels, so their accumulators stay in registers.
+macro_rules! with_rows {
+    ($kernel:ident, $rows:expr, $($arg:expr),*) => {
+        match $rows {
+            8 => $kernel::<8>($($arg),*),
+            7 => $kernel::<7>($($arg),*),
+            6 => $kernel::<6>($($arg),*),
+            5 => $kernel::<5>($($arg),*),
+            4 => $kernel::<4>($($arg),*),
+            3 => $kernel::<3>($($arg),*),
+            2 => $kernel::<2>($($arg),*),
+            _ => $kernel::<1>($($arg),*),
+        }
+    };
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn rows(format: Format, tile: &[u8], x: &Activations, out: &mut [f32]) {
     let mut r = 0;
     for out in out.chunks_mut(8 * TILE) {
         let n = out.len() / TILE;
-        match (format, n) {
-            (Format::Q4_1, 8) => q4_1::<8>(tile, x, r, out),
-            (Format::Q4_1, 7) => q4_1::<7>(tile, x, r, out),
-            (Format::Q4_1, 6) => q4_1::<6>(tile, x, r, out),
-            (Format::Q4_1, 5) => q4_1::<5>(tile, x, r, out),
-            (Format::Q4_1, 4) => q4_1::<4>(tile, x, r, out),
-            (Format::Q4_1, 3) => q4_1::<3>(tile, x, r, out),
-            (Format::Q4_1, 2) => q4_1::<2>(tile, x, r, out),
-            (Format::Q4_1, _) => q4_1::<1>(tile, x, r, out),
-            (Format::Q8_0, 8) => q8_0::<8>(tile, x, r, out),
-            (Format::Q8_0, 7) => q8_0::<7>(tile, x, r, out),
-            (Format::Q8_0, 6) => q8_0::<6>(tile, x, r, out),
-            (Format::Q8_0, 5) => q8_0::<5>(tile, x, r, out),
-            (Format::Q8_0, 4) => q8_0::<4>(tile, x, r, out),
-            (Format::Q8_0, 3) => q8_0::<3>(tile, x, r, out),
-            (Format::Q8_0, 2) => q8_0::<2>(tile, x, r, out),
-            (Format::Q8_0, _) => q8_0::<1>(tile, x, r, out),
+        match format {
+            Format::Q4_1 => with_rows!(q4_1, n, tile, x, r, out),
+            Format::Q8_0 => with_rows!(q8_0, n, tile, x, r, out),
         }
         r += n;
     }
