@@ -196,7 +196,8 @@ async fn disconnecting_client_stops_generation() {
         .post(format!("{}/v1/chat/completions", s.base))
         .json(&chat(
             "Count to ten thousand.",
-            json!({"max_tokens": 4000, "temperature": 0, "stream": true}),
+            json!({"max_tokens": 4000, "temperature": 0, "stream": true,
+                   "logit_bias": common::no_end_of_text()}),
         ))
         .send()
         .await
@@ -371,7 +372,7 @@ async fn drain_deadline_bounds_shutdown() {
         .post(format!("{}/v1/chat/completions", s.base))
         .json(&chat(
             "Count to ten thousand.",
-            json!({"max_tokens": 4000, "stream": true}),
+            json!({"max_tokens": 4000, "stream": true, "logit_bias": common::no_end_of_text()}),
         ))
         .send()
         .await

@@ -297,7 +297,8 @@ async fn overload_is_503_with_retry_after() {
     let long = s
         .client
         .post(&url)
-        .json(&body(json!({"max_tokens": 2000, "stream": true})))
+        .json(&body(json!({"max_tokens": 2000, "stream": true,
+                           "logit_bias": common::no_end_of_text()})))
         .send()
         .await
         .unwrap();

@@ -172,6 +172,13 @@ impl Server {
     }
 }
 
+/// A `logit_bias` that bans the embedded model's end-of-text tokens, for
+/// tests that need an answer to run to its `max_tokens` (to hold a slot, or
+/// still be running at a drain) however soon the weights would end it.
+pub fn no_end_of_text() -> serde_json::Value {
+    serde_json::json!({"0": -100, "2": -100})
+}
+
 /// The `data:` payloads of an SSE body, in order (events must be `\n\n` framed).
 pub fn sse_data(text: &str) -> Vec<String> {
     assert!(
