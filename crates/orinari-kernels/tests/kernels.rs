@@ -86,6 +86,33 @@ fn threaded(n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
     });
 }
 
+/// Even cases Q4_1, odd ones Q8_0.
+fn format_of(case: usize) -> Format {
+    if case.is_multiple_of(2) {
+        Format::Q4_1
+    } else {
+        Format::Q8_0
+    }
+}
+
+/// A random `rows` x `cols` matrix and `n` random activation rows for it.
+struct Case {
+    m: Matrix,
+    /// The weights, dequantized.
+    w: Vec<f32>,
+    /// The activations before quantization, and after.
+    xf: Vec<f32>,
+    x: Activations,
+}
+
+fn random_case(rng: &mut StdRng, format: Format, rows: usize, cols: usize, n: usize) -> Case {
+    let (bytes, w) = random_weights(rng, format, rows, cols);
+    let m = Matrix::from_gguf(format, &bytes, rows, cols).unwrap();
+    let xf = random_activations(rng, n * cols);
+    let x = Activations::quantize(&xf, cols).unwrap();
+    Case { m, w, xf, x }
+}
+
 #[test]
 fn the_vector_kernel_equals_the_reference_bit_for_bit() {
     if !Kernel::Avx512Vnni.available() {
@@ -94,17 +121,11 @@ fn the_vector_kernel_equals_the_reference_bit_for_bit() {
     }
     let mut rng = StdRng::seed_from_u64(7);
     for case in 0..60 {
-        let format = if case % 2 == 0 {
-            Format::Q4_1
-        } else {
-            Format::Q8_0
-        };
+        let format = format_of(case);
         let rows = rng.random_range(1..70);
         let cols = 32 * rng.random_range(1..24);
         let n = [1, 2, 3, 7, 8, 9, 16, 17, 33][case % 9];
-        let (bytes, _) = random_weights(&mut rng, format, rows, cols);
-        let m = Matrix::from_gguf(format, &bytes, rows, cols).unwrap();
-        let x = Activations::quantize(&random_activations(&mut rng, n * cols), cols).unwrap();
+        let Case { m, x, .. } = random_case(&mut rng, format, rows, cols, n);
         let a = tile_major(&m, Kernel::Scalar, &x);
         let b = tile_major(&m, Kernel::Avx512Vnni, &x);
         let same = a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits());
@@ -119,18 +140,11 @@ fn the_vector_kernel_equals_the_reference_bit_for_bit() {
 fn products_match_a_double_precision_product_of_the_dequantized_values() {
     let mut rng = StdRng::seed_from_u64(11);
     for case in 0..40 {
-        let format = if case % 2 == 0 {
-            Format::Q4_1
-        } else {
-            Format::Q8_0
-        };
+        let format = format_of(case);
         let rows = rng.random_range(1..50);
         let cols = 32 * rng.random_range(1..20);
         let n = rng.random_range(1..12);
-        let (bytes, w) = random_weights(&mut rng, format, rows, cols);
-        let m = Matrix::from_gguf(format, &bytes, rows, cols).unwrap();
-        let xf = random_activations(&mut rng, n * cols);
-        let x = Activations::quantize(&xf, cols).unwrap();
+        let Case { m, w, xf, x } = random_case(&mut rng, format, rows, cols, n);
         let mut out = vec![0f32; n * rows];
         m.mul(&x, &mut out, threaded).unwrap();
         for r in 0..n {

@@ -63,23 +63,36 @@ impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         match self {
             Linear::Candle(parts) => parts.iter().map(|m| m.forward(x)).collect(),
+            Linear::Packed { widths, .. } => {
+                let (b, rows, _) = x.dims3()?;
+                self.forward_vecs(x)?
+                    .into_iter()
+                    .zip(widths)
+                    .map(|(out, &w)| Tensor::from_vec(out, (b, rows, w), &Device::Cpu))
+                    .collect()
+            }
+        }
+    }
+
+    /// [`Linear::forward`] as plain row-major data, for callers that work
+    /// on it directly (the packed kernel's output is used as it comes).
+    fn forward_vecs(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Linear::Candle(parts) => parts
+                .iter()
+                .map(|m| m.forward(x)?.flatten_all()?.to_vec1())
+                .collect(),
             Linear::Packed { m, widths } => {
-                let (b, rows, cols) = x.dims3()?;
+                let (_, _, cols) = x.dims3()?;
                 let x = x.contiguous()?;
                 let a = {
                     let (data, layout) = x.storage_and_layout();
                     Activations::quantize(f32_slice(&data, layout)?, cols).map_err(kernel_error)?
                 };
-                let parts = m
-                    .mul_split(&a, widths, |n, f| {
-                        candle_core::utils::barrier_pool().execute_chunked(n, f)
-                    })
-                    .map_err(kernel_error)?;
-                parts
-                    .into_iter()
-                    .zip(widths)
-                    .map(|(out, &w)| Tensor::from_vec(out, (b, rows, w), &Device::Cpu))
-                    .collect()
+                m.mul_split(&a, widths, |n, f| {
+                    candle_core::utils::barrier_pool().execute_chunked(n, f)
+                })
+                .map_err(kernel_error)
             }
         }
     }
@@ -146,13 +159,12 @@ struct Qkv {
 }
 
 impl Qkv {
-    /// From the projections' tensors, `(1, rows, _)` each.
-    fn new([q, k, v]: [Tensor; 3]) -> Result<Self> {
-        Ok(Self {
-            q: q.flatten_all()?.to_vec1()?,
-            k: k.flatten_all()?.to_vec1()?,
-            v: v.flatten_all()?.to_vec1()?,
-        })
+    /// `layer`'s projections of `h`, `(1, rows, n_embd)`.
+    fn project(layer: &Layer, h: &Tensor) -> Result<Self> {
+        let parts = layer.qkv.forward_vecs(h)?;
+        let [q, k, v] = <[Vec<f32>; 3]>::try_from(parts)
+            .map_err(|p| candle_core::Error::Msg(format!("{} projections, not 3", p.len())))?;
+        Ok(Self { q, k, v })
     }
 }
 
@@ -433,7 +445,7 @@ impl Llama {
                 &layer.attn_norm,
                 self.hyper.rms_eps,
             )?)?;
-            let mut qkv = Qkv::new(layer.qkv.forward_n(&h)?)?;
+            let mut qkv = Qkv::project(layer, &h)?;
             self.rope(&mut qkv.q, nh, |i| positions[i]);
             self.rope(&mut qkv.k, nkv, |i| positions[i]);
             let mut shapes = Vec::with_capacity(rows);
@@ -507,7 +519,7 @@ impl Llama {
         l: usize,
         pos: usize,
     ) -> Result<Tensor> {
-        let mut qkv = Qkv::new(layer.qkv.forward_n(h)?)?;
+        let mut qkv = Qkv::project(layer, h)?;
         self.rope(&mut qkv.q, self.hyper.n_head, |i| pos + i);
         self.rope(&mut qkv.k, self.hyper.n_head_kv, |i| pos + i);
         let shape = self.write_kv(&qkv.k, &qkv.v, cache, l, pos)?;
