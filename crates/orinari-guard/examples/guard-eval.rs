@@ -236,17 +236,18 @@ fn main() -> Result<(), String> {
             suites.push((name, cases));
         }
     }
-    let bastion = common::read(&dir, common::BASTION, "test")?;
-    suites.push((
-        "bastion (held out)".into(),
-        bastion
-            .into_iter()
-            .map(|row| Case {
-                channel: row.guard_channel(),
-                row,
-            })
-            .collect(),
-    ));
+    for set in common::HELD_OUT {
+        suites.push((
+            format!("{set} (held out)"),
+            common::read_test(&dir, set)?
+                .into_iter()
+                .map(|row| Case {
+                    channel: row.guard_channel(),
+                    row,
+                })
+                .collect(),
+        ));
+    }
 
     // Embed ahead, in batches, what the encoder-on-every-text guard asks
     // for (the cascade asks for a part of it).
@@ -312,7 +313,7 @@ fn main() -> Result<(), String> {
             fallback.add(attack, plain.screen_as(c.channel, &c.row.text).attack);
             let lower = c.row.text.to_lowercase();
             keywords.add(attack, KEYWORDS.iter().any(|k| lower.contains(k)));
-            if c.channel == Channel::User || name.starts_with("bastion") {
+            if c.channel == Channel::User || name.ends_with("(held out)") {
                 for key in [
                     (!c.row.category.is_empty()).then(|| format!("category {}", c.row.category)),
                     Some(format!("language {}", c.row.lang)),

