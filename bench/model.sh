@@ -8,9 +8,11 @@
 #   BENCH_BIN=target/debug/examples/bench_local bench/model.sh   # no build at all
 #
 # Each round runs, in turn: ours in each weight format of WEIGHTS (default
-# "packed q8_0 q4_1": the GGUF's own blocks through orinari-kernels' VNNI
-# kernel, the default where the CPU has it — elsewhere "packed" runs as
-# q8_0; then candle's kernels over Q8_0 re-quantized at load, and over the
+# "packed q8_0 q4_1": the GGUF's own blocks through orinari-kernels (its
+# AVX-512 VNNI kernel, else its AVX2 kernel: the default where the CPU has
+# one; elsewhere "packed" runs as q8_0; "packed-avx2" or "packed-scalar"
+# asks for that kernel through ORINARI_KERNEL, the row is labelled by the
+# kernel that ran); then candle's kernels over Q8_0 re-quantized at load, and over the
 # GGUF's own Q4_1; also q4k and q6k, padded for candle's tile kernels), then llama.cpp
 # (n_threads=$THREADS). Every run is a fresh
 # process (load, one warm-up request, then REPS measured requests, then REPS
@@ -112,8 +114,14 @@ echo "cores: $(nproc); results: $out" >&2
 for round in $(seq 1 "$ROUNDS"); do
     for w in $WEIGHTS; do
         echo "round $round/$ROUNDS: orinari weights=$w" >&2
-        if [[ "$w" == q4_1 ]]; then flags=(--requantize false); else flags=(--weights "$w"); fi
-        measure env RAYON_NUM_THREADS="$THREADS" "$bin" "${flags[@]}" --reps "$REPS" --gen "$GEN" \
+        kernel=""
+        case "$w" in
+            q4_1) flags=(--requantize false) ;;
+            packed-*) flags=(--weights packed); kernel="${w#packed-}" ;;
+            *) flags=(--weights "$w") ;;
+        esac
+        measure env RAYON_NUM_THREADS="$THREADS" ${kernel:+ORINARI_KERNEL="$kernel"} "$bin" \
+            "${flags[@]}" --reps "$REPS" --gen "$GEN" \
             --concurrent "$CONCURRENT" --single "$SINGLE"
     done
     echo "round $round/$ROUNDS: llama.cpp" >&2
@@ -125,7 +133,10 @@ done
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def key(r):
-    return "llama.cpp" if r["engine"] == "llama.cpp" else f"orinari {r['weights']}"
+    if r["engine"] == "llama.cpp":
+        return "llama.cpp"
+    kernel = f" ({r['kernel']})" if r.get("kernel") else ""
+    return f"orinari {r['weights']}{kernel}"
 groups = {}
 for r in runs:
     groups.setdefault(key(r), []).append(r)
@@ -149,7 +160,7 @@ med = {g: {m: median_of(rs, m) for m, _, _ in metrics} for g, rs in groups.items
 show = lambda x: "-" if x is None else f"{x:g}"
 ref = med.get("llama.cpp")
 ours = sorted(g for g in med if g != "llama.cpp")
-head = ["metric", "better"] + ours + ["llama.cpp"] + [f"ratio {g.split()[1]}" for g in ours]
+head = ["metric", "better"] + ours + ["llama.cpp"] + [f"ratio {g.split(' ', 1)[1]}" for g in ours]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for m, label, better in metrics:

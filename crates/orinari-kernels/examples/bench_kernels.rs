@@ -44,7 +44,7 @@ fn main() -> Result<(), ShapeError> {
                 Matrix::from_gguf(format, &bytes, n, k)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        for kernel in [Kernel::Avx512Vnni, Kernel::Scalar] {
+        for kernel in Kernel::ALL.into_iter().rev() {
             if !kernel.available() {
                 continue;
             }

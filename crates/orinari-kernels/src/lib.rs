@@ -19,18 +19,40 @@
 //! embedded model relies on that (a token's keys and logits must not depend
 //! on what it is batched with).
 //!
-//! Two kernels compute the same function bit for bit: a scalar reference in
-//! plain Rust, and the AVX-512 VNNI kernel ([`Kernel::Avx512Vnni`], chosen
-//! by [`Kernel::best`] where the CPU has it). The vector kernel is the only
-//! `unsafe` code of the workspace: the intrinsics that read or write memory,
-//! each on a fixed-size array reference, and one call after the CPU's
-//! features were checked. The tests compare the two kernels on random shapes
-//! and values, and both with a product over the dequantized weights.
+//! Three kernels compute the same function bit for bit: a scalar reference
+//! in plain Rust, the AVX-512 VNNI kernel ([`Kernel::Avx512Vnni`]) and an
+//! AVX2 kernel for x86-64 CPUs without it ([`Kernel::Avx2`]: `vpmaddubsw`
+//! and `vpmaddwd` where VNNI has one instruction); [`Kernel::best`] picks the
+//! fastest the CPU runs. The vector kernels are the only `unsafe` code of
+//! the workspace: the intrinsics that read or write memory, each on a
+//! fixed-size array reference, and one call each after the CPU's features
+//! were checked. The tests compare the kernels on random shapes and values,
+//! and each with a product over the dequantized weights.
 
 use std::fmt;
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
 
+#[cfg(target_arch = "x86_64")]
+/// `$kernel::<R>(args)` for `R = $rows` (1 to 8): the row count is a
+/// constant inside the kernels, so their accumulators stay in registers.
+macro_rules! with_rows {
+    ($kernel:ident, $rows:expr, $($arg:expr),*) => {
+        match $rows {
+            8 => $kernel::<8>($($arg),*),
+            7 => $kernel::<7>($($arg),*),
+            6 => $kernel::<6>($($arg),*),
+            5 => $kernel::<5>($($arg),*),
+            4 => $kernel::<4>($($arg),*),
+            3 => $kernel::<3>($($arg),*),
+            2 => $kernel::<2>($($arg),*),
+            _ => $kernel::<1>($($arg),*),
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -92,17 +114,66 @@ fn shape_error(msg: String) -> ShapeError {
 pub enum Kernel {
     /// Plain Rust, one output at a time: the reference.
     Scalar,
+    /// AVX2 with FMA and F16C: 8 outputs per instruction, for x86-64 CPUs
+    /// without AVX-512 VNNI.
+    Avx2,
     /// AVX-512 (F, BW) with VNNI: 16 outputs per instruction.
     Avx512Vnni,
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs.
+    /// Every kernel, slowest first.
+    pub const ALL: [Kernel; 3] = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512Vnni];
+
+    /// The kernel [`Matrix::mul`] uses: the one `ORINARI_KERNEL` names if
+    /// this CPU runs it ([`Kernel::requested`]), else the fastest this CPU
+    /// runs. Decided once per process.
     pub fn best() -> Kernel {
-        if Kernel::Avx512Vnni.available() {
-            Kernel::Avx512Vnni
-        } else {
-            Kernel::Scalar
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            Kernel::requested()
+                .ok()
+                .flatten()
+                .unwrap_or_else(Kernel::fastest)
+        })
+    }
+
+    /// The fastest kernel this CPU runs.
+    pub fn fastest() -> Kernel {
+        Kernel::ALL
+            .into_iter()
+            .rev()
+            .find(|k| k.available())
+            .unwrap_or(Kernel::Scalar)
+    }
+
+    /// The kernel the environment variable `ORINARI_KERNEL` asks for
+    /// (`scalar`, `avx2`, `avx512vnni`), for measuring one kernel against
+    /// another or for a machine that advertises a feature it cannot run:
+    /// `Ok(None)` when unset, an error naming the value when it is not a
+    /// kernel or this CPU cannot run it (then [`Kernel::best`] ignores it).
+    pub fn requested() -> Result<Option<Kernel>, String> {
+        let Ok(name) = std::env::var("ORINARI_KERNEL") else {
+            return Ok(None);
+        };
+        let kernel = Kernel::ALL
+            .into_iter()
+            .find(|k| k.name() == name.trim())
+            .ok_or_else(|| {
+                format!("ORINARI_KERNEL={name:?}: not a kernel (scalar, avx2, avx512vnni)")
+            })?;
+        if !kernel.available() {
+            return Err(format!("ORINARI_KERNEL={name:?}: this CPU cannot run it"));
+        }
+        Ok(Some(kernel))
+    }
+
+    /// The kernel's name, as `ORINARI_KERNEL` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Scalar => "scalar",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512Vnni => "avx512vnni",
         }
     }
 
@@ -111,9 +182,11 @@ impl Kernel {
         match self {
             Kernel::Scalar => true,
             #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => avx2::available(),
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => x86::available(),
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx512Vnni => false,
+            Kernel::Avx2 | Kernel::Avx512Vnni => false,
         }
     }
 }
@@ -341,9 +414,11 @@ impl Matrix {
             match kernel {
                 Kernel::Scalar => scalar::tile(self.format, tile, x, out),
                 #[cfg(target_arch = "x86_64")]
+                Kernel::Avx2 => avx2::tile(self.format, tile, x, out),
+                #[cfg(target_arch = "x86_64")]
                 Kernel::Avx512Vnni => x86::tile(self.format, tile, x, out),
                 #[cfg(not(target_arch = "x86_64"))]
-                Kernel::Avx512Vnni => {}
+                Kernel::Avx2 | Kernel::Avx512Vnni => {}
             }
         }
         Ok(())

@@ -41,23 +41,6 @@ pub(crate) fn tile(format: Format, tile: &[u8], x: &Activations, out: &mut [f32]
     unsafe { rows(format, tile, x, out) }
 }
 
-/// `$kernel::<R>(args)` for `R = $rows` (1 to 8): the row count is a
-/// constant inside the kernels, so their accumulators stay in registers.
-macro_rules! with_rows {
-    ($kernel:ident, $rows:expr, $($arg:expr),*) => {
-        match $rows {
-            8 => $kernel::<8>($($arg),*),
-            7 => $kernel::<7>($($arg),*),
-            6 => $kernel::<6>($($arg),*),
-            5 => $kernel::<5>($($arg),*),
-            4 => $kernel::<4>($($arg),*),
-            3 => $kernel::<3>($($arg),*),
-            2 => $kernel::<2>($($arg),*),
-            _ => $kernel::<1>($($arg),*),
-        }
-    };
-}
-
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn rows(format: Format, tile: &[u8], x: &Activations, out: &mut [f32]) {
     let mut r = 0;

@@ -114,9 +114,13 @@ fn random_case(rng: &mut StdRng, format: Format, rows: usize, cols: usize, n: us
 }
 
 #[test]
-fn the_vector_kernel_equals_the_reference_bit_for_bit() {
-    if !Kernel::Avx512Vnni.available() {
-        eprintln!("this CPU has no AVX-512 VNNI: only the reference runs here");
+fn the_vector_kernels_equal_the_reference_bit_for_bit() {
+    let vector: Vec<Kernel> = [Kernel::Avx2, Kernel::Avx512Vnni]
+        .into_iter()
+        .filter(|k| k.available())
+        .collect();
+    if vector.is_empty() {
+        eprintln!("this CPU has neither AVX2 nor AVX-512 VNNI: only the reference runs here");
         return;
     }
     let mut rng = StdRng::seed_from_u64(7);
@@ -127,12 +131,51 @@ fn the_vector_kernel_equals_the_reference_bit_for_bit() {
         let n = [1, 2, 3, 7, 8, 9, 16, 17, 33][case % 9];
         let Case { m, x, .. } = random_case(&mut rng, format, rows, cols, n);
         let a = tile_major(&m, Kernel::Scalar, &x);
-        let b = tile_major(&m, Kernel::Avx512Vnni, &x);
-        let same = a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(
-            same,
-            "case {case}: {format:?} {rows}x{cols}, {n} rows differ"
-        );
+        for &kernel in &vector {
+            let b = tile_major(&m, kernel, &x);
+            let same = a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "case {case}: {kernel:?} {format:?} {rows}x{cols}, {n} rows differ"
+            );
+        }
+    }
+}
+
+/// The largest products each kernel can meet: every Q4_1 weight 15 and
+/// every Q8_0 weight -128 or 127, against activations of ±127 of one sign
+/// (the AVX2 kernel adds pairs in 16 bits: no sum may saturate).
+#[test]
+fn extreme_weights_and_activations_do_not_overflow() {
+    for format in [Format::Q4_1, Format::Q8_0] {
+        for (q8, sign) in [(-128i8, 1f32), (127, 1.0), (-128, -1.0), (127, -1.0)] {
+            let (rows, cols) = (16, 64);
+            let gb = format.gguf_block_bytes();
+            let mut bytes = vec![0u8; rows * cols / 32 * gb];
+            for blk in bytes.chunks_exact_mut(gb) {
+                blk[..2].copy_from_slice(&half::f16::from_f32(1.0).to_le_bytes());
+                match format {
+                    Format::Q4_1 => blk[4..].fill(0xFF),
+                    Format::Q8_0 => blk[2..].fill(q8 as u8),
+                }
+            }
+            let m = Matrix::from_gguf(format, &bytes, rows, cols).unwrap();
+            let x = Activations::quantize(&vec![sign; cols], cols).unwrap();
+            let want = match format {
+                Format::Q4_1 => 15.0 * f64::from(cols as u32) * f64::from(sign),
+                Format::Q8_0 => f64::from(q8) * f64::from(cols as u32) * f64::from(sign),
+            };
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+                let out = tile_major(&m, kernel, &x);
+                for v in &out[..rows] {
+                    // Activations of 1 quantize to 127 · (1 / 127).
+                    assert!(
+                        (f64::from(*v) - want).abs() < 1e-3 * want.abs(),
+                        "{kernel:?} {format:?} weights {q8}, activations {sign}: {v} (want {want})"
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -395,6 +395,8 @@ async fn main() -> anyhow::Result<()> {
             (true, Requantized::TiledQ4K) => "q4k-tiled",
             (true, Requantized::TiledQ6K) => "q6k-tiled",
         },
+        "kernel": (a.packed && packed_kernel_available())
+            .then(|| orinari_kernels::Kernel::best().name()),
         "threads": candle_core::utils::get_num_threads(),
         "candle_pool_threads": candle_core::utils::barrier_pool().n_workers() + 1,
         "reps": a.reps,

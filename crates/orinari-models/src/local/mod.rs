@@ -77,9 +77,9 @@ pub struct EngineOptions {
     /// The weight format when [`LocalConfig::requantize`] is set.
     pub requantized: Requantized,
     /// Multiply by the GGUF's own Q4_1 / Q8_0 blocks with `orinari-kernels`'
-    /// AVX-512 VNNI kernel where the CPU has it ([`packed_kernel_available`]);
-    /// `requantize` and `requantized` then do not apply. `false`, or a CPU
-    /// without it, keeps candle's kernels.
+    /// AVX-512 VNNI or AVX2 kernel where the CPU has one
+    /// ([`packed_kernel_available`]); `requantize` and `requantized` then do
+    /// not apply. `false`, or a CPU without either, keeps candle's kernels.
     pub packed: bool,
     /// Advance all generating sequences in one batched forward pass per
     /// step (continuous batching). `false` runs one forward pass per
@@ -397,10 +397,12 @@ fn log_threads() {
     }
 }
 
-/// Whether this CPU runs `orinari-kernels`' vector kernel (AVX-512 F, BW
-/// and VNNI), which [`EngineOptions::packed`] uses.
+/// Whether this CPU runs one of `orinari-kernels`' vector kernels (AVX-512
+/// F, BW and VNNI; else AVX2 with FMA and F16C), which
+/// [`EngineOptions::packed`] uses. `ORINARI_KERNEL` may pick a slower one
+/// (see [`orinari_kernels::Kernel::best`]).
 pub fn packed_kernel_available() -> bool {
-    orinari_kernels::Kernel::Avx512Vnni.available()
+    orinari_kernels::Kernel::best() != orinari_kernels::Kernel::Scalar
 }
 
 /// Read the GGUF and build the weights as `cfg` and `opts` ask; the
@@ -409,12 +411,19 @@ fn build(
     cfg: &LocalConfig,
     opts: &EngineOptions,
 ) -> Result<(llama::Llama, gguf::GgufModel), String> {
+    if let Err(e) = orinari_kernels::Kernel::requested() {
+        tracing::warn!("{e}; using the fastest kernel this CPU runs");
+    }
     let layout = match (cfg.requantize, opts.requantized) {
         _ if opts.packed && packed_kernel_available() => llama::Layout::Packed,
         (true, Requantized::TiledQ4K) => llama::Layout::Padded(GgmlDType::Q4K),
         (true, Requantized::TiledQ6K) => llama::Layout::Padded(GgmlDType::Q6K),
         _ => llama::Layout::AsLoaded,
     };
+    if layout == llama::Layout::Packed {
+        let kernel = orinari_kernels::Kernel::best().name();
+        tracing::info!(kernel, "embedded model weights packed for orinari-kernels");
+    }
     let requantize = cfg.requantize && layout == llama::Layout::AsLoaded;
     let mut g = gguf::load(&cfg.path, requantize)?;
     if let Some(n) = cfg.context_size {
