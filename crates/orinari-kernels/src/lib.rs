@@ -153,19 +153,24 @@ impl Kernel {
     /// `Ok(None)` when unset, an error naming the value when it is not a
     /// kernel or this CPU cannot run it (then [`Kernel::best`] ignores it).
     pub fn requested() -> Result<Option<Kernel>, String> {
-        let Ok(name) = std::env::var("ORINARI_KERNEL") else {
-            return Ok(None);
-        };
+        match std::env::var("ORINARI_KERNEL") {
+            Ok(name) => Kernel::named(&name)
+                .map(Some)
+                .map_err(|e| format!("ORINARI_KERNEL: {e}")),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The kernel called `name` ([`Kernel::name`]) if this CPU runs it.
+    pub fn named(name: &str) -> Result<Kernel, String> {
         let kernel = Kernel::ALL
             .into_iter()
             .find(|k| k.name() == name.trim())
-            .ok_or_else(|| {
-                format!("ORINARI_KERNEL={name:?}: not a kernel (scalar, avx2, avx512vnni)")
-            })?;
+            .ok_or_else(|| format!("{name:?} is not a kernel (scalar, avx2, avx512vnni)"))?;
         if !kernel.available() {
-            return Err(format!("ORINARI_KERNEL={name:?}: this CPU cannot run it"));
+            return Err(format!("{name:?}: this CPU cannot run it"));
         }
-        Ok(Some(kernel))
+        Ok(kernel)
     }
 
     /// The kernel's name, as `ORINARI_KERNEL` spells it.

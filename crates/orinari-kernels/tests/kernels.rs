@@ -333,3 +333,24 @@ fn non_finite_activations_do_not_panic() {
     let mut out = vec![0f32; 16];
     m.mul(&x, &mut out, serial).unwrap();
 }
+
+#[test]
+fn kernels_are_found_by_name_and_bad_names_are_errors() {
+    for kernel in Kernel::ALL {
+        match Kernel::named(kernel.name()) {
+            Ok(k) => assert_eq!(k, kernel),
+            Err(e) => {
+                assert!(!kernel.available(), "{kernel:?}: {e}");
+                assert!(e.contains("cannot run"), "{e}");
+            }
+        }
+    }
+    assert_eq!(Kernel::named(" scalar\n"), Ok(Kernel::Scalar));
+    let e = Kernel::named("avx512").unwrap_err();
+    assert!(
+        e.contains("\"avx512\" is not a kernel (scalar, avx2, avx512vnni)"),
+        "{e}"
+    );
+    assert!(Kernel::best().available());
+    assert!(Kernel::fastest().available());
+}
