@@ -90,6 +90,14 @@ fn ex(r: &Row, set: &str, weight: usize, line: usize) -> Ex {
     }
 }
 
+/// A set's rows as examples of weight 1, each on its own channel.
+fn exs(rows: &[Row], set: &str) -> Vec<Ex> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| ex(r, set, 1, i))
+        .collect()
+}
+
 /// Which training texts the head sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sample {
@@ -255,12 +263,7 @@ fn corpus(dir: &std::path::Path) -> Result<Corpus, String> {
             .collect();
         let validation = with_frames(&rows, set, 1, frame);
         sets.push((set.to_string(), train, validation));
-        let test: Vec<Ex> = common::read_test(dir, set)?
-            .iter()
-            .enumerate()
-            .map(|(i, r)| ex(r, set, 1, i))
-            .collect();
-        tests.push((set.to_string(), test));
+        tests.push((set.to_string(), exs(&common::read_test(dir, set)?, set)));
     }
     for set in whole_sets()? {
         let rows = common::read(dir, &set, "all")?;
@@ -269,13 +272,7 @@ fn corpus(dir: &std::path::Path) -> Result<Corpus, String> {
             with_frames(&rows, &set, 1, sampling(&set).1),
             Vec::new(),
         ));
-        tests.push((
-            set.clone(),
-            rows.iter()
-                .enumerate()
-                .map(|(i, r)| ex(r, &set, 1, i))
-                .collect(),
-        ));
+        tests.push((set.clone(), exs(&rows, &set)));
     }
     let (own_train, own_validation) = common::own_rows()?;
     let mut train = with_frames(&own_train, common::OWN, 1, sampling(common::OWN).1);
@@ -294,14 +291,7 @@ fn corpus(dir: &std::path::Path) -> Result<Corpus, String> {
         if tests.iter().any(|(s, _)| s == set) {
             continue;
         }
-        let rows = common::read_test(dir, set)?;
-        tests.push((
-            set.to_string(),
-            rows.iter()
-                .enumerate()
-                .map(|(i, r)| ex(r, set, 1, i))
-                .collect(),
-        ));
+        tests.push((set.to_string(), exs(&common::read_test(dir, set)?, set)));
     }
     Ok(Corpus { sets, tests })
 }
