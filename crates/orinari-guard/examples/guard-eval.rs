@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use common::{Mini, Row};
-use orinari_guard::{Channel, Guard, normalize};
+use orinari_guard::{Channel, Guard, classifier_text};
 
 /// A keyword-list detector: the common phrases of public injection
 /// blocklists, matched on lower-cased text (no normalization).
@@ -424,7 +424,7 @@ fn main() -> Result<(), String> {
                         r.label,
                         v.score,
                         v.rule,
-                        normalize(&r.text).text
+                        classifier_text(&r.text)
                     );
                 }
             }

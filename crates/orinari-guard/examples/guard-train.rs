@@ -33,7 +33,7 @@ use std::sync::Arc;
 use common::{Mini, Row};
 use orinari_guard::learned::{Band, Head, NEVER, Thresholds, sigmoid};
 use orinari_guard::train::{self, BandRow, HeadSettings, Settings};
-use orinari_guard::{Channel, Ensemble, Guard, Model, normalize, windows};
+use orinari_guard::{Channel, Ensemble, Guard, Model, classifier_text, windows};
 
 /// Target false-positive rate on each validation set.
 const MAX_FPR: f64 = 0.01;
@@ -296,16 +296,18 @@ fn corpus(dir: &std::path::Path) -> Result<Corpus, String> {
     Ok(Corpus { sets, tests })
 }
 
-/// The first window of a text's normalized form: what the head trains on.
+/// The first window of a text as the classifiers read it: what the head
+/// trains on.
 fn first_window(text: &str) -> String {
-    let n = normalize(text).text;
+    let n = classifier_text(text);
     let (a, b) = windows(&n)[0];
     n[a..b].to_string()
 }
 
-/// Every window of a text's normalized form (the encoder may see any).
+/// Every window of a text as the classifiers read it (the encoder may see
+/// any).
 fn all_windows(text: &str) -> Vec<String> {
-    let n = normalize(text).text;
+    let n = classifier_text(text);
     windows(&n)
         .into_iter()
         .map(|(a, b)| n[a..b].to_string())
@@ -393,7 +395,7 @@ fn fit_ngram(train_set: &[&Ex]) -> Result<Model, String> {
     let mut examples = Vec::new();
     for e in train_set {
         for _ in 0..e.weight * repeat(&e.set) {
-            examples.push((normalize(&e.text).text, e.label));
+            examples.push((classifier_text(&e.text), e.label));
         }
     }
     let model = train::fit(&examples, settings);
@@ -786,11 +788,11 @@ fn main() -> Result<(), String> {
     let out = PathBuf::from(target);
     let train_set: Vec<&Ex> = corpus.sets.iter().flat_map(|(_, t, _)| t).collect();
     let validation: Vec<&Ex> = corpus.sets.iter().flat_map(|(_, _, v)| v).collect();
-    let seen: HashSet<String> = train_set.iter().map(|e| normalize(&e.text).text).collect();
+    let seen: HashSet<String> = train_set.iter().map(|e| classifier_text(&e.text)).collect();
     for (set, test) in &corpus.tests {
         let dup = test
             .iter()
-            .filter(|e| seen.contains(&normalize(&e.text).text))
+            .filter(|e| seen.contains(&classifier_text(&e.text)))
             .count();
         println!(
             "{set}: {dup} of {} test texts also appear in training (after normalization)",

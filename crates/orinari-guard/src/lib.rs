@@ -1,5 +1,7 @@
 //! Prompt-injection screening for ORINARI. A text is normalized
-//! (`normalize.rs`), checked against named rules (`rules.rs`), and scored
+//! (`normalize.rs`), checked against named rules (`rules.rs`), read as
+//! word-for-word English when it is German, French, Spanish, Italian or
+//! Portuguese (`crosslingual.rs`), and scored
 //! by two trained classifiers combined (`learned.rs`'s [`Ensemble`]): a
 //! hashed n-gram logistic regression (`model.rs` over `features.rs`,
 //! trained by `train.rs`) and, when the caller hands in a
@@ -14,6 +16,7 @@
 //! fitted for that case.
 //! Pure computation: this crate never touches the network or the disk.
 
+pub mod crosslingual;
 pub mod features;
 pub mod learned;
 pub mod model;
@@ -24,6 +27,7 @@ pub mod train;
 
 use std::sync::Arc;
 
+pub use crosslingual::Language;
 pub use learned::{Band, Channel, Ensemble, Place, SentenceEncoder};
 pub use model::Model;
 pub use normalize::{Normalized, normalize};
@@ -252,11 +256,13 @@ impl Guard {
         Some(self.ensemble.band.place(channel, q))
     }
 
-    /// Normalize, match the rules and score every window with the n-gram
-    /// model (microseconds).
+    /// Normalize, match the rules, read a text in one of five languages as
+    /// word-for-word English and score every window with the n-gram model
+    /// (microseconds).
     fn scan(&self, text: &str) -> Scan {
-        let text = normalize(text).text;
-        let rule = self.rules.first_match(&text);
+        let normalized = normalize(text).text;
+        let rule = self.rules.first_match(&normalized);
+        let text = crosslingual::into_english(normalized);
         let windows = windows(&text);
         let logits: Vec<f32> = windows
             .iter()
@@ -314,6 +320,13 @@ impl Scan {
             self.text.get(a..b)
         })
     }
+}
+
+/// A text as the classifiers read it: normalized, and word-for-word
+/// English when it is in one of [`Language::ALL`] (training: what the
+/// n-gram model and the head learn from is what [`Guard`] scores).
+pub fn classifier_text(text: &str) -> String {
+    crosslingual::into_english(normalize(text).text)
 }
 
 /// Byte ranges of the overlapping windows of a text ([`WINDOW_CHARS`]
