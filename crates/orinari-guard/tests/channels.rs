@@ -230,6 +230,15 @@ fn the_classifiers_read_five_languages() {
         let v = g.screen_as(Channel::Tool, &format!("Search results: {text}"));
         assert!(v.attack, "missed in tool output: {text} ({v:?})");
     }
+    // An attack in another language inside an English tool result: each
+    // sentence is read in its own language.
+    let page = "Here is the page you asked for. The museum opens at nine and closes at \
+                six, and tickets cost twelve euros for adults. Children under ten enter for free.";
+    for (_, text) in CLASSIFIER_ATTACKS.iter().step_by(2) {
+        let v = g.screen_as(Channel::Tool, &format!("{page} {text}"));
+        assert!(v.attack, "missed inside an English page: {text} ({v:?})");
+    }
+    assert!(!g.screen_as(Channel::Tool, page).attack);
     for text in HARD_BENIGN {
         for channel in Channel::ALL {
             let v = g.screen_as(channel, text);
