@@ -189,7 +189,7 @@ impl Table {
             let plain = strip_accents(phrase);
             // Short words without their accents are other words ("a"/"à").
             (plain.chars().count() > 2)
-                .then(|| self.plain.get(&plain).copied())
+                .then(|| self.plain.get(plain.as_ref()).copied())
                 .flatten()
         })
     }
@@ -224,7 +224,10 @@ fn parse(source: &'static str) -> ([Table; 5], Vec<String>) {
                     continue;
                 }
                 table.exact.insert(key.clone(), english);
-                table.plain.entry(strip_accents(&key)).or_insert(english);
+                table
+                    .plain
+                    .entry(strip_accents(&key).into_owned())
+                    .or_insert(english);
             }
         }
     }
@@ -237,8 +240,11 @@ fn words_of(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The text without accents (ß as ss).
-fn strip_accents(text: &str) -> String {
+/// The text without accents (ß as ss); ASCII text as it is.
+fn strip_accents(text: &str) -> Cow<'_, str> {
+    if text.is_ascii() {
+        return Cow::Borrowed(text);
+    }
     let mut out = String::with_capacity(text.len());
     for c in text.nfd().filter(|&c| !is_combining_mark(c)) {
         match c {
@@ -246,7 +252,28 @@ fn strip_accents(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
+}
+
+/// Bit `i` of a marker word's mask: it marks `Language::ALL[i]`; bit
+/// `ENGLISH_BIT`: English.
+const ENGLISH_BIT: u8 = 1 << 5;
+
+/// Every marker word (accents removed) and the languages it marks.
+fn marker_words() -> &'static HashMap<&'static str, u8> {
+    static MARKERS: OnceLock<HashMap<&'static str, u8>> = OnceLock::new();
+    MARKERS.get_or_init(|| {
+        let mut map: HashMap<&'static str, u8> = HashMap::new();
+        for (i, lang) in Language::ALL.iter().enumerate() {
+            for &w in lang.markers().0 {
+                *map.entry(w).or_default() |= 1 << i;
+            }
+        }
+        for &w in ENGLISH {
+            *map.entry(w).or_default() |= ENGLISH_BIT;
+        }
+        map
+    })
 }
 
 /// What the function words of a text say.
@@ -264,27 +291,34 @@ enum Reading {
 /// words of two letters or more (one letter is as often a letter spelled
 /// out, "i g n o r e", as a word).
 fn read(text: &str) -> Reading {
-    let mut words: Vec<String> = words_of(text)
+    let mut words: Vec<Cow<'_, str>> = words_of(text)
         .into_iter()
         .filter(|w| w.chars().nth(1).is_some())
         .map(strip_accents)
         .collect();
     words.sort_unstable();
     words.dedup();
-    let english = words
-        .iter()
-        .filter(|w| ENGLISH.contains(&w.as_str()))
-        .count();
+    let markers = marker_words();
+    let (mut english, mut scores) = (0, [0usize; 5]);
+    for w in &words {
+        let Some(&mask) = markers.get(w.as_ref()) else {
+            continue;
+        };
+        english += usize::from(mask & ENGLISH_BIT != 0);
+        for (i, score) in scores.iter_mut().enumerate() {
+            *score += usize::from(mask & (1 << i) != 0);
+        }
+    }
+    let mut letters = [0usize; 5];
+    for c in text.chars().filter(|c| !c.is_ascii()) {
+        for (lang, n) in Language::ALL.iter().zip(&mut letters) {
+            *n += usize::from(lang.markers().1.contains(&c));
+        }
+    }
     let mut best = (0, Language::German);
-    for lang in Language::ALL {
-        let (marker_words, letters) = lang.markers();
-        let by_words = words
-            .iter()
-            .filter(|w| marker_words.contains(&w.as_str()))
-            .count();
-        let by_letters = text.chars().filter(|c| letters.contains(c)).count().min(3);
-        if by_words + by_letters > best.0 {
-            best = (by_words + by_letters, lang);
+    for ((lang, by_words), by_letters) in Language::ALL.into_iter().zip(scores).zip(letters) {
+        if by_words + by_letters.min(3) > best.0 {
+            best = (by_words + by_letters.min(3), lang);
         }
     }
     match best {
@@ -309,14 +343,14 @@ pub fn detect(text: &str) -> Option<Language> {
 /// is translated, the English around it is not); a sentence too short to
 /// tell takes the language of the whole text.
 pub fn english(text: &str) -> Cow<'_, str> {
-    let whole = detect(text);
+    let mut whole = None;
     let mut out = String::new();
     let mut changed = false;
     for sentence in sentences(text) {
         let lang = match read(sentence) {
             Reading::Foreign(lang) => Some(lang),
             Reading::English => None,
-            Reading::Unclear => whole,
+            Reading::Unclear => *whole.get_or_insert_with(|| detect(text)),
         };
         match lang {
             Some(lang) => {
