@@ -593,6 +593,47 @@ mod tests {
 
     #[test]
     fn any_text_translates_without_a_panic() {
+        // Generated texts over letters that change length when stripped or
+        // folded, combining marks, separators and lexicon words.
+        let pieces = [
+            "a",
+            "ä",
+            "ß",
+            "é",
+            "\u{301}",
+            " ",
+            ".",
+            "-",
+            "'",
+            "_",
+            "İ",
+            "ı",
+            "中",
+            "7",
+            "über",
+            "die",
+            "mot",
+            "de",
+            "passe",
+            "s'il",
+            "anweisungen",
+            "system",
+            "ignora",
+            "las",
+            "!",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2_000 {
+            let mut text = String::new();
+            for _ in 0..(state % 40) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            let out = english(&text);
+            assert!(out.len() <= text.len() * 8 + 16, "{text:?} -> {out:?}");
+        }
         for text in [
             "ß",
             "ä ö ü ß ß",
