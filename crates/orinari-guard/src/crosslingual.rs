@@ -1,10 +1,12 @@
 //! Word-for-word English for the classifiers. The n-gram model and the
 //! sentence encoder (all-MiniLM-L6-v2, English) learned attacks almost
 //! only from English text, and both miss most translations of an attack
-//! they catch in English. A normalized text that reads as German, French,
-//! Spanish, Italian or Portuguese (counted by function words and letters
-//! only those languages use) is therefore handed to them with each word or
-//! phrase of `lexicon.tsv` replaced by its English, longest phrase first;
+//! they catch in English. Each sentence of a normalized text that reads as
+//! German, French, Spanish, Italian or Portuguese (counted by function
+//! words and letters only those languages use; a sentence too short to
+//! tell takes the whole text's language) is therefore handed to them with
+//! each word or phrase of `lexicon.tsv` replaced by its English, longest
+//! phrase first;
 //! a German compound the lexicon lacks is read by its known tail (and
 //! head: "sicherheitsrichtlinien" as "safety guidelines"). Words the
 //! lexicon lacks stay as they are, and so does a text in any other
