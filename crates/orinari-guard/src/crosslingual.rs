@@ -20,6 +20,8 @@ use std::sync::OnceLock;
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
+use crate::features::{word_spans, words};
+
 const LEXICON: &str = include_str!("lexicon.tsv");
 
 /// A language the lexicon translates from.
@@ -68,97 +70,93 @@ impl Language {
         }
     }
 
-    /// Frequent words that mark the language (accents removed), and
-    /// letters only it (of these six) uses.
-    fn markers(self) -> (&'static [&'static str], &'static [char]) {
+    /// The language that alone (of these six) writes a letter.
+    fn of_letter(c: char) -> Option<Language> {
+        match c {
+            'ä' | 'ö' | 'ü' | 'ß' => Some(Self::German),
+            'œ' | 'ê' | 'è' | 'î' | 'ë' | 'û' => Some(Self::French),
+            'ñ' | '¿' | '¡' => Some(Self::Spanish),
+            'ò' | 'ì' => Some(Self::Italian),
+            'ã' | 'õ' => Some(Self::Portuguese),
+            _ => None,
+        }
+    }
+
+    /// Frequent words that mark the language (accents removed).
+    fn markers(self) -> &'static [&'static str] {
         match self {
-            Self::German => (
-                &[
-                    "der", "die", "das", "und", "ist", "nicht", "ich", "du", "sie", "wir", "ein",
-                    "eine", "einen", "dem", "den", "des", "mit", "auf", "fur", "von", "zu", "auch",
-                    "sich", "bitte", "deine", "dein", "alle", "jetzt", "keine", "oder", "aber",
-                    "wenn", "wie", "mir", "mich", "dir", "dich", "mein", "meine", "nur", "noch",
-                    "wird", "kann", "sind", "bist", "hast", "habe", "uber", "nach",
-                ],
-                &['ä', 'ö', 'ü', 'ß'],
-            ),
-            Self::French => (
-                &[
-                    "le",
-                    "les",
-                    "et",
-                    "est",
-                    "pas",
-                    "je",
-                    "tu",
-                    "vous",
-                    "nous",
-                    "une",
-                    "des",
-                    "du",
-                    "au",
-                    "aux",
-                    "avec",
-                    "pour",
-                    "dans",
-                    "sur",
-                    "que",
-                    "qui",
-                    "ne",
-                    "ce",
-                    "cette",
-                    "tes",
-                    "ton",
-                    "vos",
-                    "votre",
-                    "mes",
-                    "mon",
-                    "tout",
-                    "tous",
-                    "toutes",
-                    "maintenant",
-                    "moi",
-                    "toi",
-                    "sont",
-                    "suis",
-                    "etre",
-                    "fais",
-                    "faites",
-                    "mais",
-                    "tres",
-                    "il",
-                    "elle",
-                ],
-                &['œ', 'ê', 'è', 'î', 'ë', 'û'],
-            ),
-            Self::Spanish => (
-                &[
-                    "el", "los", "las", "y", "es", "yo", "usted", "una", "unos", "del", "al",
-                    "con", "para", "por", "en", "que", "como", "este", "esta", "estos", "tus",
-                    "sus", "mi", "mis", "todo", "todos", "todas", "ahora", "eres", "soy", "estas",
-                    "pero", "muy", "lo", "ella", "hay", "sin",
-                ],
-                &['ñ', '¿', '¡'],
-            ),
-            Self::Italian => (
-                &[
-                    "il", "lo", "gli", "le", "e", "non", "io", "tu", "un", "uno", "una", "del",
-                    "della", "dei", "delle", "di", "con", "per", "che", "come", "questo", "questa",
-                    "tuo", "tua", "tuoi", "tue", "mio", "mia", "tutto", "tutti", "tutte", "ora",
-                    "sei", "sono", "anche", "ma", "molto", "nel", "nella", "sul", "alla", "senza",
-                ],
-                &['ò', 'ì'],
-            ),
-            Self::Portuguese => (
-                &[
-                    "o", "e", "nao", "eu", "voce", "um", "uma", "do", "da", "dos", "das", "de",
-                    "com", "para", "por", "que", "como", "este", "esta", "teu", "tua", "seus",
-                    "suas", "meu", "minha", "todo", "todos", "toda", "todas", "tudo", "agora",
-                    "sou", "mas", "muito", "em", "no", "na", "nos", "sem", "ao", "seu", "sua",
-                    "isso", "esse", "essa", "pelo", "pela", "num", "numa",
-                ],
-                &['ã', 'õ'],
-            ),
+            Self::German => &[
+                "der", "die", "das", "und", "ist", "nicht", "ich", "du", "sie", "wir", "ein",
+                "eine", "einen", "dem", "den", "des", "mit", "auf", "fur", "von", "zu", "auch",
+                "sich", "bitte", "deine", "dein", "alle", "jetzt", "keine", "oder", "aber", "wenn",
+                "wie", "mir", "mich", "dir", "dich", "mein", "meine", "nur", "noch", "wird",
+                "kann", "sind", "bist", "hast", "habe", "uber", "nach",
+            ],
+            Self::French => &[
+                "le",
+                "les",
+                "et",
+                "est",
+                "pas",
+                "je",
+                "tu",
+                "vous",
+                "nous",
+                "une",
+                "des",
+                "du",
+                "au",
+                "aux",
+                "avec",
+                "pour",
+                "dans",
+                "sur",
+                "que",
+                "qui",
+                "ne",
+                "ce",
+                "cette",
+                "tes",
+                "ton",
+                "vos",
+                "votre",
+                "mes",
+                "mon",
+                "tout",
+                "tous",
+                "toutes",
+                "maintenant",
+                "moi",
+                "toi",
+                "sont",
+                "suis",
+                "etre",
+                "fais",
+                "faites",
+                "mais",
+                "tres",
+                "il",
+                "elle",
+            ],
+            Self::Spanish => &[
+                "el", "los", "las", "y", "es", "yo", "usted", "una", "unos", "del", "al", "con",
+                "para", "por", "en", "que", "como", "este", "esta", "estos", "tus", "sus", "mi",
+                "mis", "todo", "todos", "todas", "ahora", "eres", "soy", "estas", "pero", "muy",
+                "lo", "ella", "hay", "sin",
+            ],
+            Self::Italian => &[
+                "il", "lo", "gli", "le", "e", "non", "io", "tu", "un", "uno", "una", "del",
+                "della", "dei", "delle", "di", "con", "per", "che", "come", "questo", "questa",
+                "tuo", "tua", "tuoi", "tue", "mio", "mia", "tutto", "tutti", "tutte", "ora", "sei",
+                "sono", "anche", "ma", "molto", "nel", "nella", "sul", "alla", "senza",
+            ],
+            Self::Portuguese => &[
+                "o", "e", "nao", "eu", "voce", "um", "uma", "do", "da", "dos", "das", "de", "com",
+                "para", "por", "que", "como", "este", "esta", "teu", "tua", "seus", "suas", "meu",
+                "minha", "todo", "todos", "toda", "todas", "tudo", "agora", "sou", "mas", "muito",
+                "em", "no", "na", "nos", "sem", "ao", "seu", "sua", "isso", "esse", "essa", "pelo",
+                "pela", "num", "numa",
+            ],
         }
     }
 }
@@ -218,7 +216,7 @@ fn parse(source: &'static str) -> ([Table; 5], Vec<String>) {
         for (table, cell) in tables.iter_mut().zip(cells) {
             for form in cell.split(' ').filter(|f| !f.is_empty()) {
                 let lower = form.replace('_', " ").to_lowercase();
-                let words = words_of(&lower);
+                let words: Vec<&str> = words(&lower).collect();
                 let key = words.join(" ");
                 table.longest = table.longest.max(words.len());
                 if table.exact.contains_key(&key) {
@@ -234,12 +232,6 @@ fn parse(source: &'static str) -> ([Table; 5], Vec<String>) {
         }
     }
     (tables, repeated)
-}
-
-fn words_of(text: &str) -> Vec<&str> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect()
 }
 
 /// The text without accents (ß as ss); ASCII text as it is.
@@ -267,7 +259,7 @@ fn marker_words() -> &'static HashMap<&'static str, u8> {
     MARKERS.get_or_init(|| {
         let mut map: HashMap<&'static str, u8> = HashMap::new();
         for (i, lang) in Language::ALL.iter().enumerate() {
-            for &w in lang.markers().0 {
+            for &w in lang.markers() {
                 *map.entry(w).or_default() |= 1 << i;
             }
         }
@@ -293,8 +285,7 @@ enum Reading {
 /// words of two letters or more (one letter is as often a letter spelled
 /// out, "i g n o r e", as a word).
 fn read(text: &str) -> Reading {
-    let mut words: Vec<Cow<'_, str>> = words_of(text)
-        .into_iter()
+    let mut words: Vec<Cow<'_, str>> = words(text)
         .filter(|w| w.chars().nth(1).is_some())
         .map(strip_accents)
         .collect();
@@ -312,10 +303,12 @@ fn read(text: &str) -> Reading {
         }
     }
     let mut letters = [0usize; 5];
-    for c in text.chars().filter(|c| !c.is_ascii()) {
-        for (lang, n) in Language::ALL.iter().zip(&mut letters) {
-            *n += usize::from(lang.markers().1.contains(&c));
-        }
+    for lang in text
+        .chars()
+        .filter(|c| !c.is_ascii())
+        .filter_map(Language::of_letter)
+    {
+        letters[lang.index()] += 1;
     }
     let mut best = (0, Language::German);
     for ((lang, by_words), by_letters) in Language::ALL.into_iter().zip(scores).zip(letters) {
@@ -398,7 +391,7 @@ pub fn into_english(text: String) -> String {
 /// English; keep everything else, separators included.
 pub fn translate(text: &str, lang: Language) -> String {
     let table = &tables()[lang.index()];
-    let spans: Vec<(usize, usize)> = word_spans(text);
+    let spans: Vec<(usize, usize)> = word_spans(text).collect();
     let mut out = String::with_capacity(text.len() + text.len() / 4);
     let mut copied = 0;
     let mut i = 0;
@@ -439,26 +432,6 @@ pub fn translate(text: &str, lang: Language) -> String {
     }
     out.push_str(&text[copied..]);
     out
-}
-
-/// Byte ranges of the words (alphanumeric runs) of a text.
-fn word_spans(text: &str) -> Vec<(usize, usize)> {
-    let mut spans = Vec::new();
-    let mut start = None;
-    for (i, c) in text.char_indices() {
-        match (c.is_alphanumeric(), start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                spans.push((s, i));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        spans.push((s, text.len()));
-    }
-    spans
 }
 
 /// The shortest part of a compound read on its own.

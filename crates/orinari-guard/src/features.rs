@@ -25,6 +25,24 @@ fn fnv(seed: u8, parts: &[&[u8]]) -> u64 {
     h ^ (h >> 33)
 }
 
+/// The words (alphanumeric runs) of a text.
+pub(crate) fn words(text: &str) -> impl Iterator<Item = &str> {
+    word_spans(text).map(move |(a, b)| &text[a..b])
+}
+
+/// Byte ranges of the words (alphanumeric runs) of a text.
+pub(crate) fn word_spans(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut chars = text.char_indices();
+    std::iter::from_fn(move || {
+        let (start, _) = chars.by_ref().find(|(_, c)| c.is_alphanumeric())?;
+        let end = chars
+            .by_ref()
+            .find(|(_, c)| !c.is_alphanumeric())
+            .map_or(text.len(), |(i, _)| i);
+        Some((start, end))
+    })
+}
+
 /// The features of `text` (already normalized) over `buckets` (a power of two).
 pub fn extract(text: &str, buckets: u32) -> Sparse {
     let mask = u64::from(buckets.saturating_sub(1));
@@ -33,10 +51,7 @@ pub fn extract(text: &str, buckets: u32) -> Sparse {
         let sign = if h >> 63 == 1 { -1.0 } else { 1.0 };
         raw.push(((h & mask) as u32, sign * weight));
     };
-    let words: Vec<&str> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words: Vec<&str> = words(text).collect();
     for w in &words {
         push(fnv(1, &[w.as_bytes()]), 1.0);
     }
