@@ -29,10 +29,7 @@ function expect(cond, what) {
 const weather = tool({
   description: "The weather in a city",
   inputSchema: z.object({ city: z.string() }),
-  // The same canned result as the other clients' tools. ("Sunny in fake",
-  // with the fake upstream's city, is flagged by the guard as tool output:
-  // a known false positive, BENCHMARKS "Reading five languages as English".)
-  execute: async () => "Sunny, 21 C",
+  execute: async ({ city }) => `Sunny in ${city}`,
 });
 
 await check("generateText with a tool (OpenAI upstream)", async () => {

@@ -179,10 +179,7 @@ def main():
         def get_weather(city: str) -> str:
             """The weather in a city."""
             called.append(city)
-            # Canned, as the other clients' tools ("Sunny in fake", with the
-            # fake upstream's city, is a known guard false positive as tool
-            # output: BENCHMARKS, "Reading five languages as English").
-            return "Sunny, 21 C"
+            return f"Sunny in {city}"
 
         async def run():
             responses = OpenAIResponsesModel(
@@ -199,7 +196,7 @@ def main():
                                                            max_tokens=200, temperature=0))
                 result = await Runner.run(agent, "What is the weather in Paris?")
                 expect(len(called) == 1 and isinstance(called[0], str), called)
-                expect(result.final_output == "Sunny, 21 C", result.final_output)
+                expect(result.final_output == f"Sunny in {called[0]}", result.final_output)
                 return
             agent = Agent(name="weather", instructions="Answer with the weather.",
                           tools=[get_weather], model=responses,

@@ -186,9 +186,7 @@ def main():
         @tool
         def get_weather(city: str) -> str:
             """The weather in a city."""
-            # Canned ("Sunny in fake" is a known guard false positive as
-            # tool output: BENCHMARKS, "Reading five languages as English").
-            return "Sunny, 21 C"
+            return f"Sunny in {city}"
 
         llm = ChatOpenAI(model=OPENAI_MODEL, base_url=base_url, api_key="unused", max_retries=0)
         bound = llm.bind_tools([get_weather])

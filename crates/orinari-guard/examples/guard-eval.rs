@@ -396,6 +396,23 @@ fn main() -> Result<(), String> {
         summary(&mut e_old),
         summary(&mut e_new)
     );
+    // Short benign tool results (bench/guard/tool-results.txt): what the
+    // guard flags as tool output, with the encoder, as the server runs it.
+    let results = common::tool_result_rows()?;
+    let flagged: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            let v = live.screen_as(r.guard_channel(), &r.text);
+            v.attack.then(|| format!("{:?} ({:.3})", r.text, v.score))
+        })
+        .collect();
+    println!(
+        "\nshort benign tool results (bench/guard/tool-results.txt), as tool output: {} of {} flagged{}{}",
+        flagged.len(),
+        results.len(),
+        if flagged.is_empty() { "" } else { ": " },
+        flagged.join(", ")
+    );
     let long = "Please summarize the following report for the board. ".repeat(600);
     for (name, g) in [("before", &live_every), ("the cascade", &live)] {
         let t = Instant::now();

@@ -11,7 +11,8 @@
 //! data (a cascade: the n-gram model costs microseconds, the encoder
 //! milliseconds), and then on one window. Each [`Channel`] — user
 //! messages, tool results, retrieved text — has a threshold and a band of
-//! its own; retrieved text is also delimited (`retrieved.rs`). Without an
+//! its own (a tool result or passage under [`SHORT_RESULT_CHARS`] is held
+//! to the user channel's); retrieved text is also delimited (`retrieved.rs`). Without an
 //! encoder the guard decides on the n-gram model alone, with thresholds
 //! fitted for that case.
 //! Pure computation: this crate never touches the network or the disk.
@@ -51,6 +52,17 @@ pub const WINDOW_CHARS: usize = 600;
 /// encoder cuts at 256).
 pub const MAX_ENCODED_WINDOWS: usize = 1;
 
+/// A tool result or retrieved passage shorter than this many characters
+/// is judged at the user channel's threshold and band. The tool and
+/// retrieved thresholds are lower than the user's because they were fitted
+/// on attacks inside documents (a search result, an e-mail, a web page, a
+/// handbook section), where benign text around an attack dilutes its score.
+/// A short result has nothing around it: `{"ok": true}`, "Deployment
+/// complete: version 2.3.1 is live.". It is as bare as a user message and
+/// is held to the threshold fitted on bare messages. Every tool-output
+/// attack of the held-out bastion set is longer (87 characters and up).
+pub const SHORT_RESULT_CHARS: usize = 80;
+
 /// The rule label used when the classifiers, not a named rule, decide.
 pub const CLASSIFIER_RULE: &str = "classifier";
 
@@ -75,7 +87,9 @@ pub struct Verdict {
     /// The classifiers' attack probability: the ensemble's when the encoder
     /// ran, else the n-gram model's (highest over windows).
     pub score: f32,
-    /// The channel whose threshold applied.
+    /// The channel the text arrived on (a short tool result or retrieved
+    /// passage is held to the user channel's threshold: see
+    /// [`SHORT_RESULT_CHARS`]).
     pub channel: Channel,
     /// Whether the sentence encoder took part (with an encoder: the
     /// n-gram probability fell inside the channel's band).
@@ -192,6 +206,8 @@ impl Guard {
     /// n-gram probability lies outside the channel's band: below it the
     /// text passes, above it the n-gram model convicts.
     pub fn screen_as(&self, channel: Channel, text: &str) -> Verdict {
+        let arrived = channel;
+        let channel = judged_as(channel, text);
         let scan = self.scan(text);
         let q = learned::sigmoid(scan.ngram);
         let place = self.place(channel, &scan, q);
@@ -214,7 +230,7 @@ impl Guard {
             attack: rule.is_some(),
             rule,
             score,
-            channel,
+            channel: arrived,
             learned: embed.is_some(),
         }
     }
@@ -223,6 +239,7 @@ impl Guard {
     /// when a rule convicts or the n-gram probability is outside the
     /// band); lets a caller embed ahead in batches (evaluation).
     pub fn encoder_windows(&self, channel: Channel, text: &str) -> Vec<String> {
+        let channel = judged_as(channel, text);
         let scan = self.scan(text);
         let q = learned::sigmoid(scan.ngram);
         match self.place(channel, &scan, q) {
@@ -327,6 +344,18 @@ impl Scan {
 /// n-gram model and the head learn from is what [`Guard`] scores).
 pub fn classifier_text(text: &str) -> String {
     crosslingual::into_english(normalize(text).text)
+}
+
+/// The channel whose threshold and band apply to `text` arriving on
+/// `channel`: the user channel's for a short tool result or retrieved
+/// passage ([`SHORT_RESULT_CHARS`]), else its own.
+pub fn judged_as(channel: Channel, text: &str) -> Channel {
+    let short = text.chars().nth(SHORT_RESULT_CHARS - 1).is_none();
+    if channel != Channel::User && short {
+        Channel::User
+    } else {
+        channel
+    }
 }
 
 /// Byte ranges of the overlapping windows of a text ([`WINDOW_CHARS`]

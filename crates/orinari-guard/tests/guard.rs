@@ -203,8 +203,14 @@ fn the_encoder_runs_only_inside_the_band() {
     // The same weights with the encoder on every text run it.
     assert!(g.clone().always_encode().screen(text).learned);
     assert_eq!(n.texts.load(Ordering::SeqCst), 1);
-    // The tool channel has its own band (here: everything inside).
-    assert!(g.screen_as(Channel::Tool, text).learned);
+    // The tool channel has its own band (here: everything inside) for a
+    // result of `SHORT_RESULT_CHARS` or more; a shorter one is held to the
+    // user channel's band (below it here: no encoder).
+    let long = format!("{text} {text}");
+    assert!(long.chars().count() >= orinari_guard::SHORT_RESULT_CHARS);
+    assert!(g.screen_as(Channel::Tool, &long).learned);
+    assert_eq!(n.texts.load(Ordering::SeqCst), 2);
+    assert!(!g.screen_as(Channel::Tool, text).learned);
     assert_eq!(n.texts.load(Ordering::SeqCst), 2);
 
     // Above the band: the n-gram model convicts alone.

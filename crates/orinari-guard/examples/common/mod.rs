@@ -133,7 +133,19 @@ pub fn own_rows() -> Result<(Vec<Row>, Vec<Row>), String> {
 
 /// `bench/guard/everyday-benign.txt`: benign greetings and small talk.
 pub fn everyday_rows() -> Result<Vec<Row>, String> {
-    Ok(bench_file("everyday-benign.txt")?
+    benign_rows("everyday-benign.txt", &user_input())
+}
+
+/// Short benign tool results (`bench/guard/tool-results.txt`), for
+/// evaluation only: screened as tool output, never trained on.
+pub fn tool_result_rows() -> Result<Vec<Row>, String> {
+    benign_rows("tool-results.txt", "tool_output")
+}
+
+/// The lines of a file of benign texts in `bench/guard/` (`#` comments),
+/// arriving on `channel`.
+fn benign_rows(file: &str, channel: &str) -> Result<Vec<Row>, String> {
+    Ok(bench_file(file)?
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -142,7 +154,7 @@ pub fn everyday_rows() -> Result<Vec<Row>, String> {
             label: 0,
             category: String::new(),
             lang: english(),
-            channel: user_input(),
+            channel: channel.to_string(),
         })
         .collect())
 }
