@@ -12,9 +12,9 @@
 //! milliseconds), and then on one window. Each [`Channel`] — user
 //! messages, tool results, retrieved text — has a threshold and a band of
 //! its own (a tool result or passage under [`SHORT_RESULT_CHARS`] is held
-//! to the user channel's); retrieved text is also delimited (`retrieved.rs`). Without an
-//! encoder the guard decides on the n-gram model alone, with thresholds
-//! fitted for that case.
+//! to the user channel's); retrieved text is also delimited
+//! (`retrieved.rs`). Without an encoder the guard decides on the n-gram
+//! model alone, with thresholds fitted for that case.
 //! Pure computation: this crate never touches the network or the disk.
 
 pub mod crosslingual;
@@ -200,17 +200,17 @@ impl Guard {
         self.screen_as(Channel::User, text)
     }
 
-    /// Screen a text arriving on `channel`, at that channel's threshold.
+    /// Screen a text arriving on `channel`, at that channel's threshold
+    /// (the user channel's for a short result: [`judged_as`]).
     /// A text a named rule already convicts skips the encoder (the rule
     /// decides; the score is the n-gram model's), and so does a text whose
     /// n-gram probability lies outside the channel's band: below it the
     /// text passes, above it the n-gram model convicts.
     pub fn screen_as(&self, channel: Channel, text: &str) -> Verdict {
-        let arrived = channel;
-        let channel = judged_as(channel, text);
+        let judged = judged_as(channel, text);
         let scan = self.scan(text);
         let q = learned::sigmoid(scan.ngram);
-        let place = self.place(channel, &scan, q);
+        let place = self.place(judged, &scan, q);
         let embed = match place {
             Some(Place::Inside) => self.embed(&scan),
             _ => None,
@@ -218,19 +218,19 @@ impl Guard {
         let (score, attack) = match (embed, place) {
             (Some(embed), _) => {
                 let p = self.ensemble.probability(scan.ngram, embed);
-                (p, p >= self.ensemble.with_encoder.get(channel))
+                (p, p >= self.ensemble.with_encoder.get(judged))
             }
             (None, Some(Place::Below)) => (q, false),
             (None, Some(Place::Above)) => (q, true),
             // No encoder, or it failed: the n-gram model's own thresholds.
-            (None, _) => (q, q >= self.ensemble.without_encoder.get(channel)),
+            (None, _) => (q, q >= self.ensemble.without_encoder.get(judged)),
         };
         let rule = scan.rule.or_else(|| attack.then_some(CLASSIFIER_RULE));
         Verdict {
             attack: rule.is_some(),
             rule,
             score,
-            channel: arrived,
+            channel,
             learned: embed.is_some(),
         }
     }
@@ -239,10 +239,9 @@ impl Guard {
     /// when a rule convicts or the n-gram probability is outside the
     /// band); lets a caller embed ahead in batches (evaluation).
     pub fn encoder_windows(&self, channel: Channel, text: &str) -> Vec<String> {
-        let channel = judged_as(channel, text);
         let scan = self.scan(text);
         let q = learned::sigmoid(scan.ngram);
-        match self.place(channel, &scan, q) {
+        match self.place(judged_as(channel, text), &scan, q) {
             Some(Place::Inside) => scan.suspicious().map(str::to_string).collect(),
             _ => Vec::new(),
         }
