@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use orinari_embed::{BATCH, Encoder, Input, default_model_dir};
+use orinari_embed::{BATCH, Encoder, Input, Precision, default_model_dir};
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let texts: Vec<String> = serde_json::from_str(&std::fs::read_to_string(texts)?)?;
     let started = Instant::now();
-    let encoder = Encoder::load(&default_model_dir())?;
+    let encoder = Encoder::load(&default_model_dir(), Precision::F32)?;
     println!("load: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
 
     // Accuracy: each text alone, written for the reference to compare.

@@ -1,8 +1,9 @@
 //! The real model (`scripts/fetch-embed-model.sh`, run by `make model`)
 //! against vectors of the independent numpy implementation
 //! (`bench/embeddings/reference.py`, float64, one text at a time): equal
-//! within 1e-4 cosine distance, alone and in a padded batch; token-id
-//! inputs, truncation, and the lazy async embedder.
+//! within 1e-4 cosine distance, alone and in a padded batch; the int8
+//! encoder near them; token-id inputs, truncation, and the lazy async
+//! embedder.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,7 +11,7 @@
     reason = "tests fail loudly"
 )]
 
-use orinari_embed::{DIMENSIONS, EmbedError, Embedder, Encoder, Input, MAX_TOKENS};
+use orinari_embed::{DIMENSIONS, EmbedError, Embedder, Encoder, Input, MAX_TOKENS, Precision};
 
 #[derive(serde::Deserialize)]
 struct Reference {
@@ -23,7 +24,7 @@ fn references() -> Vec<Reference> {
 }
 
 fn encoder() -> Encoder {
-    Encoder::load(&orinari_embed::default_model_dir())
+    Encoder::load(&orinari_embed::default_model_dir(), Precision::F32)
         .expect("run scripts/fetch-embed-model.sh (make model) first")
 }
 
@@ -61,6 +62,50 @@ fn vectors_match_the_reference_alone_and_batched() {
     assert!(batched.tokens as usize <= refs.len() * MAX_TOKENS);
     let long = enc.tokens(0, &inputs[inputs.len() - 1]).unwrap();
     assert_eq!(long.len(), MAX_TOKENS);
+}
+
+/// The int8 encoder (the guard's): every reference vector within 0.005
+/// cosine distance (measured: at most ~0.001), about the same vectors alone
+/// and in a padded batch, an id of its own, and a copy of its own in
+/// `shared`. Alone and batched differ more than in f32 (measured: 5e-5):
+/// the attention's f32 sums follow the batch's shape in their last bits,
+/// and a last bit can move an activation across a quantization step.
+#[test]
+fn int8_vectors_stay_near_the_reference_and_have_an_id_of_their_own() {
+    let dir = orinari_embed::default_model_dir();
+    let int8 = Encoder::load(&dir, Precision::Int8).unwrap();
+    let refs = references();
+    let inputs: Vec<Input> = refs.iter().map(|r| Input::Text(r.text.clone())).collect();
+    let batched = int8.embed(&inputs).unwrap();
+    let mut worst: f64 = 0.0;
+    for (r, v) in refs.iter().zip(&batched.vectors) {
+        let d = cosine_distance(v, &r.vector);
+        worst = worst.max(d);
+        assert!(d < 5e-3, "{:?}: int8 cosine distance {d}", r.text);
+        let alone = int8.embed(&[Input::Text(r.text.clone())]).unwrap();
+        let d = cosine_distance(
+            &alone.vectors[0],
+            &v.iter().map(|x| f64::from(*x)).collect::<Vec<_>>(),
+        );
+        assert!(d < 1e-3, "{:?}: int8 alone vs batched {d}", r.text);
+    }
+    // Quantized, not the f32 model under another name.
+    assert!(worst > 1e-6, "int8 vectors equal the f32 ones: {worst}");
+    let f32 = encoder();
+    assert!(f32.id().starts_with("all-MiniLM-L6-v2@"), "{}", f32.id());
+    assert!(
+        int8.id().starts_with("all-MiniLM-L6-v2-int8@"),
+        "{}",
+        int8.id()
+    );
+    assert_eq!(f32.id()[17..], int8.id()[22..], "the same files");
+    let a = orinari_embed::shared(&dir, Precision::Int8).unwrap();
+    let b = orinari_embed::shared(&dir, Precision::F32).unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &a,
+        &orinari_embed::shared(&dir, Precision::Int8).unwrap()
+    ));
+    assert_eq!((a.id(), b.id()), (int8.id(), f32.id()));
 }
 
 #[test]

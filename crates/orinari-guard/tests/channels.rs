@@ -42,7 +42,7 @@ impl SentenceEncoder for Broken {
 
 fn guard() -> Guard {
     let dir = orinari_embed::default_model_dir();
-    let encoder = orinari_embed::shared(&dir).unwrap_or_else(|e| {
+    let encoder = orinari_embed::shared(&dir, orinari_embed::Precision::Int8).unwrap_or_else(|e| {
         panic!("the embedding model is needed (make model): {e}");
     });
     Guard::new()

@@ -1,4 +1,5 @@
-//! Int8 matrix products over GGUF weights for the embedded model.
+//! Int8 matrix products over GGUF weights for the embedded chat model (and
+//! the prompt-injection guard's sentence encoder, `orinari-embed`).
 //!
 //! A weight matrix of `rows` outputs by `cols` inputs, stored in GGUF as
 //! Q4_1 (per 32 weights: an f16 scale `d`, an f16 minimum `m` and 32

@@ -184,7 +184,8 @@ fn main() {
 
     // 1. Query embedding.
     let loaded = Instant::now();
-    let encoder = orinari_embed::shared(&model).expect("run scripts/fetch-embed-model.sh first");
+    let encoder = orinari_embed::shared(&model, orinari_embed::Precision::F32)
+        .expect("run scripts/fetch-embed-model.sh first");
     println!(
         "model {} loaded in {:.0} ms",
         encoder.id(),

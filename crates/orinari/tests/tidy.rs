@@ -177,7 +177,10 @@ fn crate_boundaries_hold() {
 /// crates in layers below its own, so a request's path reads in one
 /// direction (server → chat → balance → models → upstream).
 const LAYERS: &[&[&str]] = &[
-    // Leaves: no orinari dependency.
+    // The int8 kernels: arithmetic only (the chat model's and the guard's
+    // encoder's dense products).
+    &["orinari-kernels"],
+    // Leaves: no orinari dependency but the kernels.
     &[
         "orinari-api",
         "orinari-config",
@@ -187,7 +190,6 @@ const LAYERS: &[&[&str]] = &[
         "orinari-store",
         "orinari-fake-upstream",
         "orinari-embed",
-        "orinari-kernels",
     ],
     // orinari-sources reads its config types from orinari-config and
     // knows nothing of the chat format; the chat domain calls it.

@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use orinari_embed::{Encoder, Input};
+use orinari_embed::{Encoder, Input, Precision};
 use orinari_guard::{Channel, SentenceEncoder};
 
 /// One labelled text.
@@ -212,7 +212,7 @@ impl Mini {
     /// The model in `orinari_embed::default_model_dir()`.
     pub fn load(cached: bool) -> Result<Arc<Self>, String> {
         let dir = orinari_embed::default_model_dir();
-        let encoder = Encoder::load(&dir).map_err(|e| {
+        let encoder = Encoder::load(&dir, Precision::Int8).map_err(|e| {
             format!("{e} (run scripts/fetch-embed-model.sh, or set ORINARI_EMBED_MODEL_PATH)")
         })?;
         Ok(Arc::new(Self {
@@ -221,12 +221,14 @@ impl Mini {
         }))
     }
 
-    /// The cache file (vectors of public training texts, outside git).
+    /// The cache file (vectors of public training texts, outside git),
+    /// named for the encoder's precision: the int8 vectors the guard uses
+    /// are not the f32 ones an older cache holds.
     pub fn cache_path() -> PathBuf {
         let dir = orinari_embed::default_model_dir();
         dir.parent()
             .unwrap_or(&dir)
-            .join("../guard-data-vectors.bin")
+            .join("../guard-data-vectors-int8.bin")
     }
 
     /// Load cached vectors from `path` (missing: nothing loaded).

@@ -449,7 +449,7 @@ pub(crate) fn run(job: DenseJob) {
         if job.stop.load(Ordering::Relaxed) {
             return;
         }
-        match orinari_embed::shared(&job.model_dir) {
+        match orinari_embed::shared(&job.model_dir, orinari_embed::Precision::F32) {
             Ok(e) => break e,
             Err(e) => {
                 tracing::warn!(source = %job.name, error = %e, "dense retrieval waits for the embedding model (BM25 only meanwhile)");
