@@ -1,8 +1,9 @@
 //! Latency of one encoder call by length, f32 against int8: `encoder_latency
 //! [RUNS]` embeds one sequence of 16, 64, 128, 192 and 254 tokens RUNS
 //! times (30) in each precision, alternately, after 3 warm-up calls, and
-//! prints p50 / p99 per length and the cosine distance between the two
-//! precisions' vectors (BENCHMARKS.md, "The guard's encoder in int8").
+//! prints the load times, p50 / p99 per length and the cosine distance
+//! between the two precisions' vectors (BENCHMARKS.md, "The guard's
+//! encoder in int8").
 #![allow(clippy::print_stdout, reason = "a benchmark prints its results")]
 
 use std::time::Instant;
@@ -17,8 +18,15 @@ fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = std::env::args().nth(1).map_or(Ok(30), |a| a.parse())?;
+    let started = Instant::now();
     let f32 = Encoder::load(&default_model_dir(), Precision::F32)?;
+    let loaded = started.elapsed();
     let int8 = Encoder::load(&default_model_dir(), Precision::Int8)?;
+    println!(
+        "load: f32 {:.0} ms, int8 {:.0} ms",
+        loaded.as_secs_f64() * 1000.0,
+        (started.elapsed() - loaded).as_secs_f64() * 1000.0
+    );
     println!("tokens   f32 p50 / p99 (ms)   int8 p50 / p99 (ms)   cosine distance");
     for len in [16usize, 64, 128, 192, 254] {
         // [CLS], ordinary word pieces, [SEP].
