@@ -215,7 +215,8 @@ impl Encoder {
     }
 
     /// What identifies these vectors: the model's name and a hash of its
-    /// three files (`all-MiniLM-L6-v2@` and 16 hex digits of xxh3). Vectors
+    /// three files (`all-MiniLM-L6-v2@` and 16 hex digits of xxh3;
+    /// `all-MiniLM-L6-v2-int8@…` for [`Precision::Int8`]). Vectors
     /// stored under one id are comparable only with vectors of the same id:
     /// other weights, tokenizer or configuration give another.
     pub fn id(&self) -> &str {
