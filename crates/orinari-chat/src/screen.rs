@@ -77,6 +77,9 @@ fn with_encoder(guard: Guard) -> Guard {
     // One encoding at load: what the encoder creates on first use (its
     // thread pools, buffers) exists before the first request, which now
     // reaches the encoder only when its text falls in the guard's band.
+    // Int8: the precision the guard's head was fitted on (the trainer's
+    // `Mini` in orinari-guard's examples loads the same); f32 vectors would
+    // score a little differently from what validation chose.
     let warmed = orinari_embed::shared(&dir, orinari_embed::Precision::Int8).and_then(|encoder| {
         encoder.embed(&[orinari_embed::Input::Text("warm-up".into())])?;
         Ok(encoder)
