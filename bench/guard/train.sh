@@ -6,7 +6,8 @@
 # (crates/orinari-guard/model/). Deterministic: the same data, model and code
 # give the same bytes. The first run embeds every training text the head
 # needs (minutes on 2 cores); the vectors are cached outside git
-# (~/.cache/orinari/guard-data-vectors.bin), so later runs take seconds.
+# (~/.cache/orinari/guard-data-vectors-int8.bin), so later runs take
+# seconds. ensemble.bin names the encoder it was fitted on (its id).
 #   bash bench/guard/train.sh        (GUARD_PROFILE=dev: see eval.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

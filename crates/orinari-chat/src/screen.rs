@@ -59,6 +59,10 @@ impl Screening {
 struct MiniLm(Arc<orinari_embed::Encoder>);
 
 impl orinari_guard::SentenceEncoder for MiniLm {
+    fn id(&self) -> &str {
+        self.0.id()
+    }
+
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         let inputs: Vec<orinari_embed::Input> = texts
             .iter()
@@ -71,32 +75,43 @@ impl orinari_guard::SentenceEncoder for MiniLm {
     }
 }
 
-/// `guard` with the sentence encoder when its files are there.
+/// `guard` with the sentence encoder when its files are there and are the
+/// ones its head was fitted on.
 fn with_encoder(guard: Guard) -> Guard {
     let dir = orinari_embed::default_model_dir();
     // One encoding at load: what the encoder creates on first use (its
     // thread pools, buffers) exists before the first request, which now
     // reaches the encoder only when its text falls in the guard's band.
-    // Int8: the precision the guard's head was fitted on (the trainer's
-    // `Mini` in orinari-guard's examples loads the same); f32 vectors would
-    // score a little differently from what validation chose.
-    let warmed = orinari_embed::shared(&dir, orinari_embed::Precision::Int8).and_then(|encoder| {
-        encoder.embed(&[orinari_embed::Input::Text("warm-up".into())])?;
-        Ok(encoder)
-    });
+    // Int8: the precision the guard's head was fitted on (`ensemble.bin`
+    // names the encoder's id, which `Guard::with_encoder` checks).
+    let warmed = orinari_embed::shared(&dir, orinari_embed::Precision::Int8)
+        .and_then(|encoder| {
+            encoder.embed(&[orinari_embed::Input::Text("warm-up".into())])?;
+            Ok(encoder)
+        })
+        .map_err(|e| {
+            format!(
+                "the sentence encoder is not installed (make model) or failed its first run: {e}"
+            )
+        })
+        .and_then(|encoder| {
+            guard
+                .clone()
+                .with_encoder(Arc::new(MiniLm(encoder)))
+                .map_err(|e| format!("the installed sentence encoder is not the guard's: {e}"))
+        });
     match warmed {
-        Ok(encoder) => {
+        Ok(guard) => {
             tracing::info!(
                 encoder = orinari_embed::MODEL,
                 "prompt-injection guard: rules, n-gram model and sentence encoder"
             );
-            guard.with_encoder(Arc::new(MiniLm(encoder)))
+            guard
         }
-        Err(e) => {
+        Err(error) => {
             tracing::warn!(
-                error = %e,
-                "prompt-injection guard: the sentence encoder is not installed (make model) or failed its first run; \
-                 screening with rules and the n-gram model only"
+                %error,
+                "prompt-injection guard: screening with rules and the n-gram model only"
             );
             guard
         }

@@ -1,14 +1,16 @@
 //! Latency of one encoder call by length, f32 against int8: `encoder_latency
 //! [RUNS]` embeds one sequence of 16, 64, 128, 192 and 254 tokens RUNS
 //! times (30) in each precision, alternately, after 3 warm-up calls, and
-//! prints the load times, p50 / p99 per length and the cosine distance
+//! prints the load times and resident memory each precision adds (the
+//! second sharing the first's word-embedding table, as in a server using
+//! both), p50 / p99 per length and the cosine distance
 //! between the two precisions' vectors (BENCHMARKS.md, "The guard's
 //! encoder in int8").
 #![allow(clippy::print_stdout, reason = "a benchmark prints its results")]
 
 use std::time::Instant;
 
-use orinari_embed::{Encoder, Precision, default_model_dir};
+use orinari_embed::{Precision, default_model_dir};
 
 fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
@@ -16,16 +18,34 @@ fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
+/// This process's resident memory (Linux; NaN elsewhere).
+fn resident_mib() -> f64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok());
+    pages.map_or(f64::NAN, |p| p * 4096.0 / (1024.0 * 1024.0))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = std::env::args().nth(1).map_or(Ok(30), |a| a.parse())?;
+    let dir = default_model_dir();
+    let resident = [resident_mib()];
     let started = Instant::now();
-    let f32 = Encoder::load(&default_model_dir(), Precision::F32)?;
+    // As a server using both loads them: the second shares the first's
+    // word-embedding table.
+    let f32 = orinari_embed::shared(&dir, Precision::F32)?;
     let loaded = started.elapsed();
-    let int8 = Encoder::load(&default_model_dir(), Precision::Int8)?;
+    let resident = [resident[0], resident_mib()];
+    let int8 = orinari_embed::shared(&dir, Precision::Int8)?;
     println!(
-        "load: f32 {:.0} ms, int8 {:.0} ms",
+        "load: f32 {:.0} ms, int8 beside it {:.0} ms",
         loaded.as_secs_f64() * 1000.0,
         (started.elapsed() - loaded).as_secs_f64() * 1000.0
+    );
+    println!(
+        "resident memory added: f32 {:.0} MiB, int8 beside it {:.0} MiB",
+        resident[1] - resident[0],
+        resident_mib() - resident[1]
     );
     println!("tokens   f32 p50 / p99 (ms)   int8 p50 / p99 (ms)   cosine distance");
     for len in [16usize, 64, 128, 192, 254] {

@@ -39,9 +39,8 @@ pub(crate) struct Config {
 }
 
 struct Layer {
-    query: Dense,
-    key: Dense,
-    value: Dense,
+    /// Query, key and value: three projections of the same input.
+    qkv: Dense,
     attention_out: Dense,
     attention_norm: LayerNorm,
     intermediate: Dense,
@@ -49,58 +48,104 @@ struct Layer {
     output_norm: LayerNorm,
 }
 
-/// One dense layer, `x · Wᵀ + b`, in the encoder's precision.
+/// Dense layers of the same input, `x · Wᵀ + b` for each part, in the
+/// encoder's precision.
 enum Dense {
-    /// candle's f32 matmul (gemm).
-    F32(Linear),
-    /// Q8_0 weights repacked for `orinari-kernels`, and the f32 bias.
-    Int8 { weights: Matrix, bias: Tensor },
+    /// candle's f32 matmul (gemm), one per part.
+    F32(Vec<Linear>),
+    /// The parts' Q8_0 weights stacked and repacked for `orinari-kernels`
+    /// (one pass for all parts: activations quantized once, one dispatch
+    /// to the thread pool), each part's row count, and its f32 bias.
+    Int8 {
+        weights: Matrix,
+        widths: Vec<usize>,
+        biases: Vec<Tensor>,
+    },
 }
 
 impl Dense {
+    /// The parts named `(name, outputs)` under `vb`, each of `input` inputs.
     fn load(
         vb: &VarBuilder,
         input: usize,
-        output: usize,
-        name: &str,
+        parts: &[(&str, usize)],
         precision: Precision,
     ) -> candle_core::Result<Self> {
-        let linear = candle_nn::linear(input, output, vb.pp(name))?;
-        match precision {
-            Precision::F32 => Ok(Self::F32(linear)),
-            Precision::Int8 => {
-                let blocks = QTensor::quantize(linear.weight(), GgmlDType::Q8_0)?;
-                let weights = Matrix::from_gguf(Format::Q8_0, &blocks.data()?, output, input)
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                let bias = linear
-                    .bias()
-                    .ok_or_else(|| candle_core::Error::Msg(format!("{name}: no bias")))?
-                    .clone();
-                Ok(Self::Int8 { weights, bias })
+        let linears = parts
+            .iter()
+            .map(|&(name, output)| candle_nn::linear(input, output, vb.pp(name)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        if precision == Precision::F32 {
+            return Ok(Self::F32(linears));
+        }
+        let blocks = linears
+            .iter()
+            .map(|l| {
+                QTensor::quantize(l.weight(), GgmlDType::Q8_0)?
+                    .data()
+                    .map(|d| d.to_vec())
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let widths: Vec<usize> = parts.iter().map(|&(_, output)| output).collect();
+        let stack: Vec<(&[u8], usize)> = blocks
+            .iter()
+            .map(|b| &b[..])
+            .zip(widths.iter().copied())
+            .collect();
+        let weights = Matrix::stacked(Format::Q8_0, &stack, input).map_err(kernel_error)?;
+        let biases = linears
+            .iter()
+            .zip(parts)
+            .map(|(l, (name, _))| {
+                l.bias()
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::Msg(format!("{name}: no bias")))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self::Int8 {
+            weights,
+            widths,
+            biases,
+        })
+    }
+
+    /// Each part's output for `x`, `batch × len × input`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        match self {
+            Self::F32(linears) => linears.iter().map(|l| l.forward(x)).collect(),
+            Self::Int8 {
+                weights,
+                widths,
+                biases,
+            } => {
+                let (batch, len, input) = x.dims3()?;
+                let rows = x.flatten_all()?.to_vec1::<f32>()?;
+                let activations = Activations::quantize(&rows, input).map_err(kernel_error)?;
+                let outs = weights
+                    .mul_split(&activations, widths, |n, f| {
+                        candle_core::utils::barrier_pool().execute_chunked(n, f);
+                    })
+                    .map_err(kernel_error)?;
+                outs.into_iter()
+                    .zip(widths.iter().zip(biases))
+                    .map(|(out, (&w, bias))| {
+                        Tensor::from_vec(out, (batch, len, w), x.device())?.broadcast_add(bias)
+                    })
+                    .collect()
             }
         }
     }
 
-    /// `x` is `batch × len × input`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Self::F32(linear) => linear.forward(x),
-            Self::Int8 { weights, bias } => {
-                let (batch, len, input) = x.dims3()?;
-                let kernel_error =
-                    |e: orinari_kernels::ShapeError| candle_core::Error::Msg(e.to_string());
-                let rows = x.flatten_all()?.to_vec1::<f32>()?;
-                let activations = Activations::quantize(&rows, input).map_err(kernel_error)?;
-                let mut out = vec![0.0; batch * len * weights.rows()];
-                weights
-                    .mul(&activations, &mut out, |n, f| {
-                        candle_core::utils::barrier_pool().execute_chunked(n, f);
-                    })
-                    .map_err(kernel_error)?;
-                Tensor::from_vec(out, (batch, len, weights.rows()), x.device())?.broadcast_add(bias)
-            }
-        }
+    /// The output of a single part.
+    fn forward1(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward(x)?
+            .pop()
+            .ok_or_else(|| candle_core::Error::Msg("a dense layer without parts".into()))
     }
+}
+
+fn kernel_error(e: orinari_kernels::ShapeError) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
 }
 
 /// The encoder with its pooling head.
@@ -121,11 +166,14 @@ fn norm(vb: &VarBuilder, size: usize, eps: f64, name: &str) -> candle_core::Resu
 
 impl Bert {
     /// Build the encoder from `safetensors` bytes (HF `BertModel` names),
-    /// its dense products in `precision`.
+    /// its dense products in `precision`; `words`, when given, is the word
+    /// embedding table of an encoder loaded from the same bytes, shared
+    /// rather than read again.
     pub(crate) fn load(
         weights: Vec<u8>,
         config: &Config,
         precision: Precision,
+        words: Option<Embedding>,
     ) -> Result<Self, EmbedError> {
         if config.hidden_act != "gelu" {
             return Err(EmbedError::Load(format!(
@@ -146,7 +194,10 @@ impl Bert {
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)?;
         let (h, eps) = (config.hidden_size, config.layer_norm_eps);
         let e = vb.pp("embeddings");
-        let words = candle_nn::embedding(config.vocab_size, h, e.pp("word_embeddings"))?;
+        let words = match words {
+            Some(words) => words,
+            None => candle_nn::embedding(config.vocab_size, h, e.pp("word_embeddings"))?,
+        };
         let positions = candle_nn::embedding(
             config.max_position_embeddings,
             h,
@@ -155,22 +206,20 @@ impl Bert {
         let segments =
             candle_nn::embedding(config.type_vocab_size, h, e.pp("token_type_embeddings"))?;
         let embeddings_norm = norm(&e, h, eps, "LayerNorm")?;
-        let linear = |vb: &VarBuilder, input, output, name: &str| {
-            Dense::load(vb, input, output, name, precision)
+        let dense = |vb: &VarBuilder, input, parts: &[(&str, usize)]| {
+            Dense::load(vb, input, parts, precision)
         };
+        let inner = config.intermediate_size;
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 let l = vb.pp(format!("encoder.layer.{i}"));
                 let a = l.pp("attention");
-                let s = a.pp("self");
                 Ok(Layer {
-                    query: linear(&s, h, h, "query")?,
-                    key: linear(&s, h, h, "key")?,
-                    value: linear(&s, h, h, "value")?,
-                    attention_out: linear(&a, h, h, "output.dense")?,
+                    qkv: dense(&a.pp("self"), h, &[("query", h), ("key", h), ("value", h)])?,
+                    attention_out: dense(&a, h, &[("output.dense", h)])?,
                     attention_norm: norm(&a, h, eps, "output.LayerNorm")?,
-                    intermediate: linear(&l, h, config.intermediate_size, "intermediate.dense")?,
-                    output: linear(&l, config.intermediate_size, h, "output.dense")?,
+                    intermediate: dense(&l, h, &[("intermediate.dense", inner)])?,
+                    output: dense(&l, inner, &[("output.dense", h)])?,
                     output_norm: norm(&l, h, eps, "output.LayerNorm")?,
                 })
             })
@@ -185,6 +234,11 @@ impl Bert {
             head_dim: h / config.num_attention_heads,
             device,
         })
+    }
+
+    /// The word embedding table (47 MB, f32 in both precisions).
+    pub(crate) fn words(&self) -> &Embedding {
+        &self.words
     }
 
     /// Sentence vectors for one batch: `ids` are `batch × len` token ids
@@ -239,9 +293,9 @@ impl Bert {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = heads(l.query.forward(x)?)?;
-        let k = heads(l.key.forward(x)?)?;
-        let v = heads(l.value.forward(x)?)?;
+        let [q, k, v] = <[Tensor; 3]>::try_from(l.qkv.forward(x)?)
+            .map_err(|p| candle_core::Error::Msg(format!("{} projections, not 3", p.len())))?;
+        let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(bias)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
@@ -252,10 +306,10 @@ impl Bert {
             .reshape((batch, len, hidden))?;
         let attended = l
             .attention_norm
-            .forward(&(l.attention_out.forward(&context)? + x)?)?;
-        let inner = l.intermediate.forward(&attended)?.gelu_erf()?;
+            .forward(&(l.attention_out.forward1(&context)? + x)?)?;
+        let inner = l.intermediate.forward1(&attended)?.gelu_erf()?;
         l.output_norm
-            .forward(&(l.output.forward(&inner)? + attended)?)
+            .forward(&(l.output.forward1(&inner)? + attended)?)
     }
 }
 

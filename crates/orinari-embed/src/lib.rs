@@ -68,7 +68,8 @@ pub enum Precision {
     F32,
     /// Q8_0 weights and activations quantized per 32 inputs, multiplied by
     /// `orinari-kernels`' int8 kernels: about twice as fast on short texts
-    /// (16–64 tokens), 71 MiB resident instead of 99, its vectors within
+    /// (16–64 tokens), 71 MiB resident instead of 99 (22 beside an f32 copy,
+    /// whose word embeddings it shares: [`shared`]), its vectors within
     /// 0.001 of the f32 ones in cosine distance — for a classifier trained
     /// on these vectors (the prompt-injection guard), never for vectors
     /// stored or served.
@@ -148,8 +149,10 @@ pub fn default_model_dir() -> PathBuf {
 
 /// The model in `dir` at `precision`, loaded once per process and shared:
 /// `/v1/embeddings` and retrieval use one f32 copy (91 MB), the
-/// prompt-injection guard the int8 one. A failed load is not remembered, so
-/// a model installed later is found.
+/// prompt-injection guard the int8 one; the second precision loaded shares
+/// the first one's word-embedding table (47 MB, f32 in both) when the files
+/// are the same. A failed load is not remembered, so a model installed
+/// later is found.
 pub fn shared(dir: &Path, precision: Precision) -> Result<Arc<Encoder>, EmbedError> {
     type Loaded = Vec<(PathBuf, Precision, Arc<Encoder>)>;
     static LOADED: Mutex<Loaded> = Mutex::new(Vec::new());
@@ -159,7 +162,8 @@ pub fn shared(dir: &Path, precision: Precision) -> Result<Arc<Encoder>, EmbedErr
     if let Some((_, _, e)) = loaded.iter().find(|(d, p, _)| d == dir && *p == precision) {
         return Ok(e.clone());
     }
-    let encoder = Arc::new(Encoder::load(dir, precision)?);
+    let beside = loaded.iter().find(|(d, _, _)| d == dir).map(|(_, _, e)| e);
+    let encoder = Arc::new(Encoder::load_beside(dir, precision, beside.map(|e| &**e))?);
     loaded.push((dir.to_path_buf(), precision, encoder.clone()));
     Ok(encoder)
 }
@@ -169,6 +173,8 @@ pub struct Encoder {
     bert: bert::Bert,
     tokenizer: Tokenizer,
     vocab: usize,
+    /// xxh3 of the model's files ([`files_digest`]).
+    files: u64,
     id: String,
 }
 
@@ -176,6 +182,17 @@ impl Encoder {
     /// Load the model from its folder ([`FILES`]), its dense products in
     /// `precision`.
     pub fn load(dir: &Path, precision: Precision) -> Result<Self, EmbedError> {
+        Self::load_beside(dir, precision, None)
+    }
+
+    /// [`Encoder::load`], sharing `other`'s word-embedding table when it
+    /// was loaded from the same files (the same bytes: candle tensors are
+    /// reference-counted).
+    fn load_beside(
+        dir: &Path,
+        precision: Precision,
+        other: Option<&Encoder>,
+    ) -> Result<Self, EmbedError> {
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read(&path).map_err(|e| EmbedError::Load(format!("{}: {e}", path.display())))
@@ -190,10 +207,7 @@ impl Encoder {
         }
         let tokenizer_bytes = read("tokenizer.json")?;
         let weights = read("model.safetensors")?;
-        let id = model_id(
-            precision,
-            &[&weights, &tokenizer_bytes, &read("config.json")?],
-        );
+        let files = files_digest(&[&weights, &tokenizer_bytes, &read("config.json")?]);
         let mut tokenizer = Tokenizer::from_bytes(tokenizer_bytes)
             .map_err(|e| EmbedError::Load(format!("tokenizer.json: {e}")))?;
         // The file pads and truncates to 128; we cut at the model's
@@ -205,12 +219,16 @@ impl Encoder {
             }))
             .map_err(|e| EmbedError::Load(format!("tokenizer.json: {e}")))?;
         tokenizer.with_padding(None);
-        let bert = bert::Bert::load(weights, &config, precision)?;
+        let words = other
+            .filter(|o| o.files == files)
+            .map(|o| o.bert.words().clone());
+        let bert = bert::Bert::load(weights, &config, precision, words)?;
         Ok(Self {
             bert,
             tokenizer,
             vocab: config.vocab_size,
-            id,
+            files,
+            id: model_id(precision, files),
         })
     }
 
@@ -293,19 +311,24 @@ impl Encoder {
     }
 }
 
-/// `all-MiniLM-L6-v2@` (`all-MiniLM-L6-v2-int8@` for [`Precision::Int8`])
-/// and the xxh3 of the model's files, each with its length.
-fn model_id(precision: Precision, files: &[&[u8]]) -> String {
+/// The xxh3 of the model's files, each with its length.
+fn files_digest(files: &[&[u8]]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     for f in files {
         h.update(&(f.len() as u64).to_le_bytes());
         h.update(f);
     }
+    h.digest()
+}
+
+/// `all-MiniLM-L6-v2@` (`all-MiniLM-L6-v2-int8@` for [`Precision::Int8`])
+/// and the [`files_digest`] in hex.
+fn model_id(precision: Precision, files: u64) -> String {
     let name = match precision {
         Precision::F32 => "all-MiniLM-L6-v2",
         Precision::Int8 => "all-MiniLM-L6-v2-int8",
     };
-    format!("{name}@{:016x}", h.digest())
+    format!("{name}@{files:016x}")
 }
 
 /// One request waiting for the model's thread.
@@ -449,5 +472,29 @@ fn serve(dir: &Path, queue: &mpsc::Receiver<Job>) {
             continue;
         }
         let _ = job.reply.send(encoder.embed(&job.inputs));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_second_precision_shares_the_first_ones_word_table() {
+        // Needs the model (make model), as the integration tests do.
+        let dir = default_model_dir();
+        let f32 = shared(&dir, Precision::F32).unwrap();
+        let int8 = shared(&dir, Precision::Int8).unwrap();
+        let table = |e: &Encoder| e.bert.words().embeddings().id();
+        assert_eq!(table(&f32), table(&int8), "one table for both");
+        // Loaded on its own, an encoder has a table of its own, and sharing
+        // changes no vector.
+        let alone = Encoder::load(&dir, Precision::Int8).unwrap();
+        assert_ne!(table(&alone), table(&int8));
+        let text = [Input::Text("Ignore the typo and act as a tutor.".into())];
+        assert_eq!(
+            alone.embed(&text).unwrap().vectors,
+            int8.embed(&text).unwrap().vectors
+        );
     }
 }

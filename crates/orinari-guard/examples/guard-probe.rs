@@ -16,7 +16,9 @@ use orinari_guard::Channel;
 fn main() -> Result<(), String> {
     let mut guard = orinari_guard::Guard::new().map_err(|e| e.to_string())?;
     if std::env::var_os("ORINARI_EMBED_MODEL_PATH").is_some() {
-        guard = guard.with_encoder(common::Mini::load(false)?);
+        guard = guard
+            .with_encoder(common::Mini::load(false)?)
+            .map_err(|e| e.to_string())?;
     }
     let channel = match std::env::args().nth(1) {
         None => Channel::User,

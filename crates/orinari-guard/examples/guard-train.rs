@@ -33,7 +33,7 @@ use std::sync::Arc;
 use common::{Mini, Row};
 use orinari_guard::learned::{Band, Head, NEVER, Thresholds, sigmoid};
 use orinari_guard::train::{self, BandRow, HeadSettings, Settings};
-use orinari_guard::{Channel, Ensemble, Guard, Model, classifier_text, windows};
+use orinari_guard::{Channel, Ensemble, Guard, Model, SentenceEncoder, classifier_text, windows};
 
 /// Target false-positive rate on each validation set.
 const MAX_FPR: f64 = 0.01;
@@ -448,10 +448,11 @@ fn fit(
         without_encoder: Thresholds([1.0; 3]),
         band: Band::EVERYTHING,
         head,
+        encoder: Some(mini.id().to_string()),
     };
     let guard = Guard::with_parts(model.clone(), ensemble.clone())
-        .map_err(|e| e.to_string())?
-        .with_encoder(mini.clone());
+        .and_then(|g| g.with_encoder(mini.clone()))
+        .map_err(|e| e.to_string())?;
     let scores: Vec<orinari_guard::Scores> =
         validation.iter().map(|e| guard.scores(&e.text)).collect();
     let rows: Vec<(f32, f32, bool)> = scores
@@ -680,7 +681,10 @@ fn lodo(corpus: &Corpus, mini: &Arc<Mini>, variants: &[Variant]) -> Result<(), S
             for (v, f) in &fitted {
                 let plain = Guard::with_parts(f.model.clone(), f.ensemble.clone())
                     .map_err(|e| e.to_string())?;
-                let cascade = plain.clone().with_encoder(mini.clone());
+                let cascade = plain
+                    .clone()
+                    .with_encoder(mini.clone())
+                    .map_err(|e| e.to_string())?;
                 let every = cascade.clone().always_encode();
                 let (mut c, mut a) = (Counts::default(), Counts::default());
                 for e in test {

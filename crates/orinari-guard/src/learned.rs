@@ -14,19 +14,22 @@
 //! ensemble decides.
 //!
 //! File format of `model/ensemble.bin` (little endian): magic `ORGE`,
-//! version u32 (1 or 2), dimensions u32, hidden units u32 (0: the head is
-//! linear), then f32s: the stacker's n-gram weight, encoder weight and
+//! version u32 (1, 2 or 3), dimensions u32, hidden units u32 (0: the head
+//! is linear), then f32s: the stacker's n-gram weight, encoder weight and
 //! bias; three thresholds with the encoder (user, tool, retrieved); three
 //! without it (n-gram probability alone); version 2 only: the band's three
 //! lower and three upper bounds (n-gram probabilities; version 1: the
 //! encoder runs on every text); then the head's weights — with hidden
 //! units, `hidden × dims` first-layer weights row by row, `hidden` biases
-//! and `hidden` output weights; linear, `dims` weights — and its bias.
+//! and `hidden` output weights; linear, `dims` weights — and its bias;
+//! version 3 only: the length u32 and UTF-8 bytes of the id of the encoder
+//! whose vectors the head was fitted on ([`SentenceEncoder::id`]), which
+//! [`crate::Guard::with_encoder`] checks.
 
 use crate::GuardError;
 
 const MAGIC: &[u8; 4] = b"ORGE";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// An upper bound above every probability: the n-gram model never
 /// convicts alone.
 pub const NEVER: f32 = 2.0;
@@ -67,6 +70,11 @@ impl Channel {
 /// A sentence encoder: each text to one unit-length vector. Implemented
 /// by the caller over `orinari-embed` (the guard never loads files).
 pub trait SentenceEncoder: Send + Sync {
+    /// What the vectors are: the model, its files and the arithmetic
+    /// (`orinari_embed::Encoder::id`, for example
+    /// `all-MiniLM-L6-v2-int8@…`). A head fitted on one encoder's vectors
+    /// is used only with that encoder.
+    fn id(&self) -> &str;
     /// One vector per text, in order. An error means "no vectors": the
     /// guard then decides on the n-gram model alone.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
@@ -191,6 +199,10 @@ pub struct Ensemble {
     pub band: Band,
     /// The head.
     pub head: Head,
+    /// The id of the encoder whose vectors the head was fitted on
+    /// ([`SentenceEncoder::id`]); `None` in files before version 3, whose
+    /// head is used with any encoder.
+    pub encoder: Option<String>,
 }
 
 impl Ensemble {
@@ -222,13 +234,27 @@ impl Ensemble {
         } else {
             hidden * dims + 2 * hidden
         };
-        let floats: Vec<f32> = bytes[16..]
+        let end = 16 + 4 * (fixed + head_len + 1);
+        let (Some(numbers), Some(tail)) = (bytes.get(16..end), bytes.get(end..)) else {
+            return Err(bad("length does not match the sizes"));
+        };
+        let encoder = match (version, tail) {
+            (3, [a, b, c, d, id @ ..])
+                if u32::from_le_bytes([*a, *b, *c, *d]) as usize == id.len() =>
+            {
+                let id = std::str::from_utf8(id).map_err(|_| bad("the encoder id is not UTF-8"))?;
+                if id.is_empty() {
+                    return Err(bad("no encoder id"));
+                }
+                Some(id.to_string())
+            }
+            (1 | 2, []) => None,
+            _ => return Err(bad("length does not match the sizes")),
+        };
+        let floats: Vec<f32> = numbers
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        if !bytes.len().is_multiple_of(4) || floats.len() != fixed + head_len + 1 {
-            return Err(bad("length does not match the sizes"));
-        }
         if floats.iter().any(|f| !f.is_finite()) {
             return Err(bad("a weight is not finite"));
         }
@@ -264,15 +290,18 @@ impl Ensemble {
                 w2,
                 b2: rest[head_len],
             },
+            encoder,
         })
     }
 
-    /// Write the committed format.
+    /// Write the committed format: version 3 with the encoder's id,
+    /// version 2 without one.
     pub fn to_bytes(&self) -> Vec<u8> {
         let h = &self.head;
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
-        for v in [VERSION, h.dims as u32, h.hidden as u32] {
+        let version = if self.encoder.is_some() { VERSION } else { 2 };
+        for v in [version, h.dims as u32, h.hidden as u32] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         let floats = [self.w_ngram, self.w_embed, self.bias]
@@ -287,6 +316,10 @@ impl Ensemble {
             .chain(std::iter::once(h.b2));
         for f in floats {
             out.extend_from_slice(&f.to_le_bytes());
+        }
+        if let Some(id) = &self.encoder {
+            out.extend_from_slice(&(id.len() as u32).to_le_bytes());
+            out.extend_from_slice(id.as_bytes());
         }
         out
     }
@@ -327,10 +360,19 @@ mod tests {
                 w2: vec![2.0, 3.0],
                 b2: 0.25,
             },
+            encoder: Some("mini-int8@0123".into()),
         };
         let bytes = e.to_bytes();
         assert_eq!(Ensemble::from_bytes(&bytes).unwrap(), e);
-        assert!(Ensemble::from_bytes(&bytes[..bytes.len() - 4]).is_err());
+        assert!(Ensemble::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+        assert!(Ensemble::from_bytes(&[&bytes[..], b"x"].concat()).is_err());
+        // Version 3 names its encoder; version 2 has none to name.
+        let mut unnamed = bytes[..bytes.len() - 4 - "mini-int8@0123".len()].to_vec();
+        assert!(Ensemble::from_bytes(&unnamed).is_err());
+        unnamed[4] = 2;
+        let read = Ensemble::from_bytes(&unnamed).unwrap();
+        assert_eq!(read.encoder, None);
+        assert_eq!(read.to_bytes(), unnamed);
         assert!(Ensemble::from_bytes(b"ORGE").is_err());
         // relu(1) * 2 + relu(2 - 1) * 3 + 0.25
         assert_eq!(e.head.logit(&[1.0, 2.0, 5.0]), Some(5.25));
@@ -357,6 +399,7 @@ mod tests {
                 w2: vec![0.5, -0.5],
                 b2: 0.1,
             },
+            encoder: None,
         };
         // Version 1: no band floats.
         let v2 = e.to_bytes();
@@ -365,9 +408,9 @@ mod tests {
         v1.extend_from_slice(&v2[8..16 + 9 * 4]);
         v1.extend_from_slice(&v2[16 + 15 * 4..]);
         assert_eq!(Ensemble::from_bytes(&v1).unwrap(), e);
-        let mut v3 = v2.clone();
-        v3[4] = 3;
-        assert!(Ensemble::from_bytes(&v3).is_err());
+        let mut v4 = v2.clone();
+        v4[4] = 4;
+        assert!(Ensemble::from_bytes(&v4).is_err());
         e.band.lower.set(Channel::User, 0.25);
         e.band.upper.set(Channel::User, 0.75);
         let back = Ensemble::from_bytes(&e.to_bytes()).unwrap();

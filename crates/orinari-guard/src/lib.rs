@@ -158,12 +158,23 @@ impl Guard {
         })
     }
 
-    /// The same guard using `encoder` for the learned half.
-    pub fn with_encoder(self, encoder: Arc<dyn SentenceEncoder>) -> Self {
-        Self {
+    /// The same guard using `encoder` for the learned half. Refused when
+    /// the head was fitted on another encoder's vectors (another model,
+    /// other files, or the same model in another precision): it would score
+    /// vectors unlike those its thresholds were chosen on.
+    pub fn with_encoder(self, encoder: Arc<dyn SentenceEncoder>) -> Result<Self, GuardError> {
+        if let Some(fitted) = &self.ensemble.encoder
+            && fitted != encoder.id()
+        {
+            return Err(GuardError::Model(format!(
+                "the head was fitted on `{fitted}` vectors, not on `{}`'s",
+                encoder.id()
+            )));
+        }
+        Ok(Self {
             encoder: Some(encoder),
             ..self
-        }
+        })
     }
 
     /// The same guard running its encoder on every text no rule convicts,

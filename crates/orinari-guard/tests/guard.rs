@@ -156,13 +156,29 @@ fn model_file_round_trips_and_rejects_garbage() {
 }
 
 /// A stand-in encoder that counts the texts it is asked for and answers
-/// with a fixed vector (no model needed).
+/// with a fixed vector (no model needed), under the id of the encoder the
+/// committed head was fitted on.
 struct Counting {
     texts: AtomicUsize,
     dims: usize,
+    id: String,
+}
+
+impl Counting {
+    fn new(ensemble: &orinari_guard::Ensemble) -> Arc<Self> {
+        Arc::new(Self {
+            texts: AtomicUsize::new(0),
+            dims: ensemble.head.dims,
+            id: ensemble.encoder.clone().unwrap_or_default(),
+        })
+    }
 }
 
 impl SentenceEncoder for Counting {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         self.texts.fetch_add(texts.len(), Ordering::SeqCst);
         Ok(texts.iter().map(|_| vec![0.05; self.dims]).collect())
@@ -177,13 +193,11 @@ fn cascade(lower: f32, upper: f32) -> (Guard, Arc<Counting>) {
     ensemble.band = Band::EVERYTHING;
     ensemble.band.lower.set(Channel::User, lower);
     ensemble.band.upper.set(Channel::User, upper);
-    let counting = Arc::new(Counting {
-        texts: AtomicUsize::new(0),
-        dims: ensemble.head.dims,
-    });
+    let counting = Counting::new(&ensemble);
     let g = Guard::with_parts(base.model().clone(), ensemble)
         .unwrap()
-        .with_encoder(counting.clone());
+        .with_encoder(counting.clone())
+        .unwrap();
     (g, counting)
 }
 
@@ -266,11 +280,8 @@ fn everyday_prompts_never_reach_the_encoder() {
     // The committed band: greetings and small talk are decided by the
     // n-gram model alone (microseconds), not the encoder (milliseconds).
     let base = guard();
-    let counting = Arc::new(Counting {
-        texts: AtomicUsize::new(0),
-        dims: base.ensemble().head.dims,
-    });
-    let g = base.with_encoder(counting.clone());
+    let counting = Counting::new(base.ensemble());
+    let g = base.with_encoder(counting.clone()).unwrap();
     for text in [
         "Hello",
         "Hi! How are you today?",

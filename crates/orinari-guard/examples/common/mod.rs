@@ -309,6 +309,10 @@ impl Mini {
 }
 
 impl SentenceEncoder for Mini {
+    fn id(&self) -> &str {
+        self.encoder.id()
+    }
+
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         if let Some(cache) = &self.cache {
             let map = cache.lock().map_err(|_| "cache poisoned".to_string())?;
