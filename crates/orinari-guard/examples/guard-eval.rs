@@ -242,6 +242,26 @@ impl OpenDetector {
         Ok(detector)
     }
 
+    /// The threshold at which this detector, flagging what `guard` lets
+    /// through, keeps the two together within 1 % of the validation texts'
+    /// benign ones (infinite when the guard alone spends the budget).
+    fn threshold_beside(&self, guard: &Guard, validation: &[Row]) -> Result<f64, String> {
+        let (mut flagged, mut passed) = (0usize, Vec::new());
+        let benign: Vec<&Row> = validation.iter().filter(|r| r.label == 0).collect();
+        for r in &benign {
+            if guard.screen(&r.text).attack {
+                flagged += 1;
+            } else {
+                passed.push(self.score(&r.text)?);
+            }
+        }
+        passed.sort_by(|a, b| b.total_cmp(a));
+        Ok((benign.len() / 100)
+            .checked_sub(flagged)
+            .and_then(|left| passed.get(left).copied())
+            .unwrap_or(f64::INFINITY))
+    }
+
     fn score(&self, text: &str) -> Result<f64, String> {
         self.scores.get(text).copied().ok_or_else(|| {
             format!(
@@ -380,6 +400,17 @@ fn main() -> Result<(), String> {
         .with_encoder(cached.clone())
         .map_err(|e| e.to_string())?;
     let always = guard.clone().always_encode();
+    // The guard or the open detector, which flags what the guard lets
+    // through above a threshold that keeps the two within the budget.
+    let beside = open
+        .as_ref()
+        .map(|o| o.threshold_beside(&guard, &validation))
+        .transpose()?;
+    if let Some(t) = beside {
+        println!(
+            "the guard or the open detector above {t:.3}: ≤ 1 % of the validation texts' benign ones together"
+        );
+    }
 
     // Embed ahead, in batches, what the encoder-on-every-text guard asks
     // for (the cascade asks for a part of it).
@@ -415,7 +446,8 @@ fn main() -> Result<(), String> {
             Counts::default(),
             Counts::default(),
         );
-        let (mut open_shipped, mut open_fitted) = (Counts::default(), Counts::default());
+        let (mut open_shipped, mut open_fitted, mut either) =
+            (Counts::default(), Counts::default(), Counts::default());
         let mut ran = 0usize;
         let mut by: BTreeMap<String, Counts> = BTreeMap::new();
         for (i, c) in cases.iter().enumerate() {
@@ -450,6 +482,7 @@ fn main() -> Result<(), String> {
                 let score = o.score(&c.row.text)?;
                 open_shipped.add(attack, score >= o.shipped);
                 open_fitted.add(attack, score > o.fitted);
+                either.add(attack, v.attack || beside.is_some_and(|t| score > t));
             }
             if c.channel == Channel::User || name.ends_with("(held out)") {
                 for key in [
@@ -483,6 +516,13 @@ fn main() -> Result<(), String> {
             println!(
                 "{}",
                 open_fitted.row(&format!("{name} | {}, ≤ 1 % FP on validation", o.name))
+            );
+            println!(
+                "{}",
+                either.row(&format!(
+                    "{name} | orinari-guard or {} (an experiment)",
+                    o.name
+                ))
             );
         }
         encoded.push(format!("{name}: {ran} of {}", cases.len()));
