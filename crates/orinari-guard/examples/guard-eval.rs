@@ -232,24 +232,19 @@ impl OpenDetector {
             fitted: f64::INFINITY,
             scores,
         };
-        let mut benign = validation
-            .iter()
-            .filter(|r| r.label == 0)
-            .map(|r| detector.score(&r.text))
-            .collect::<Result<Vec<f64>, String>>()?;
-        benign.sort_by(|a, b| b.total_cmp(a));
-        detector.fitted = benign.get(benign.len() / 100).copied().unwrap_or(0.0);
+        detector.fitted = detector.threshold(None, validation)?;
         Ok(detector)
     }
 
-    /// The threshold at which this detector, flagging what `guard` lets
-    /// through, keeps the two together within 1 % of the validation texts'
-    /// benign ones (infinite when the guard alone spends the budget).
-    fn threshold_beside(&self, guard: &Guard, validation: &[Row]) -> Result<f64, String> {
+    /// The threshold above which this detector, flagging what `guard` (if
+    /// any) lets through, keeps the two together within 1 % of the
+    /// validation texts' benign ones (infinite when the guard alone spends
+    /// the budget).
+    fn threshold(&self, guard: Option<&Guard>, validation: &[Row]) -> Result<f64, String> {
         let (mut flagged, mut passed) = (0usize, Vec::new());
         let benign: Vec<&Row> = validation.iter().filter(|r| r.label == 0).collect();
         for r in &benign {
-            if guard.screen(&r.text).attack {
+            if guard.is_some_and(|g| g.screen(&r.text).attack) {
                 flagged += 1;
             } else {
                 passed.push(self.score(&r.text)?);
@@ -404,7 +399,7 @@ fn main() -> Result<(), String> {
     // through above a threshold that keeps the two within the budget.
     let beside = open
         .as_ref()
-        .map(|o| o.threshold_beside(&guard, &validation))
+        .map(|o| o.threshold(Some(&guard), &validation))
         .transpose()?;
     if let Some(t) = beside {
         println!(
