@@ -17,8 +17,8 @@
 //! version u32 (1, 2 or 3), dimensions u32, hidden units u32 (0: the head
 //! is linear), then f32s: the stacker's n-gram weight, encoder weight and
 //! bias; three thresholds with the encoder (user, tool, retrieved); three
-//! without it (n-gram probability alone); version 2 only: the band's three
-//! lower and three upper bounds (n-gram probabilities; version 1: the
+//! without it (n-gram probability alone); versions 2 and 3: the band's
+//! three lower and three upper bounds (n-gram probabilities; version 1: the
 //! encoder runs on every text); then the head's weights — with hidden
 //! units, `hidden × dims` first-layer weights row by row, `hidden` biases
 //! and `hidden` output weights; linear, `dims` weights — and its bias;
@@ -239,7 +239,7 @@ impl Ensemble {
             return Err(bad("length does not match the sizes"));
         };
         let encoder = match (version, tail) {
-            (3, [a, b, c, d, id @ ..])
+            (VERSION, [a, b, c, d, id @ ..])
                 if u32::from_le_bytes([*a, *b, *c, *d]) as usize == id.len() =>
             {
                 let id = std::str::from_utf8(id).map_err(|_| bad("the encoder id is not UTF-8"))?;
