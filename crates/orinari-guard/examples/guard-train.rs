@@ -8,6 +8,10 @@
 //!
 //! `guard-train DATA_DIR OUT_DIR` — the committed weights (see
 //! `bench/guard/train.sh`).
+//! `guard-train DATA_DIR --encoder-texts FILE` — the training and
+//! validation texts as the encoder sees them, for
+//! `bench/guard/finetune.py --corpus` (an experiment: BENCHMARKS,
+//! "Fine-tuning the guard's encoder").
 //! `guard-train DATA_DIR --lodo` — leave one data set out: for each public
 //! set, train and fit on the others only and test on the one left out (and
 //! on bastion); prints the table `make bench-guard` shows, one block of
@@ -763,12 +767,41 @@ fn to_embed(corpus: &Corpus, variants: &[Variant]) -> (Vec<String>, Vec<String>)
     (first, later)
 }
 
+/// The texts the encoder is asked for, as it sees them (the first window,
+/// normalized), for `bench/guard/finetune.py --corpus`: one JSON line per
+/// training and validation example, with its label, set, channel, split,
+/// weight and threshold group. No test text.
+fn write_encoder_texts(corpus: &Corpus, path: &std::path::Path) -> Result<(), String> {
+    let mut out = String::new();
+    for (_, train, validation) in &corpus.sets {
+        for (split, examples) in [("train", train), ("validation", validation)] {
+            for e in examples {
+                let line = serde_json::json!({
+                    "text": first_window(&e.text),
+                    "label": u8::from(e.label),
+                    "set": e.set,
+                    "channel": format!("{:?}", e.channel).to_lowercase(),
+                    "split": split,
+                    "weight": e.weight,
+                    "group": group(e),
+                });
+                out.push_str(&line.to_string());
+                out.push('\n');
+            }
+        }
+    }
+    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: guard-train DATA_DIR (OUT_DIR | --lodo)";
+    let usage = "usage: guard-train DATA_DIR (OUT_DIR | --lodo | --encoder-texts FILE)";
     let dir = PathBuf::from(args.next().ok_or(usage)?);
     let target = args.next().ok_or(usage)?;
     let corpus = corpus(&dir)?;
+    if target == "--encoder-texts" {
+        return write_encoder_texts(&corpus, &PathBuf::from(args.next().ok_or(usage)?));
+    }
     let mini = Mini::load(true)?;
     let cache = Mini::cache_path();
     mini.load_cache(&cache);
