@@ -35,7 +35,6 @@ question).
 import json
 import math
 import os
-import struct
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 MAX_TOKENS = 128
@@ -90,20 +90,6 @@ def read_corpus(path: Path):
             elif r["channel"] == "user":
                 valid.setdefault(r["group"], []).append((r["text"], int(r["label"])))
     return train, valid
-
-
-def load_safetensors(path: Path):
-    with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-        data = f.read()
-    out = {}
-    for name, meta in header.items():
-        if name == "__metadata__" or meta["dtype"] != "F32":
-            continue
-        start, end = meta["data_offsets"]
-        out[name] = np.frombuffer(data[start:end], dtype=np.float32).reshape(meta["shape"])
-    return out
 
 
 def layer_params(w, i):
@@ -192,7 +178,7 @@ def main() -> None:
         sys.exit("usage: finetune.py DATA MODEL [--corpus FILE]")
     data, model = Path(args[0]), Path(args[1])
     epochs = EPOCHS
-    w = load_safetensors(model / "model.safetensors")
+    w = load_file(str(model / "model.safetensors"))
     tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
     tokenizer.no_padding()
     tokenizer.no_truncation()

@@ -8,5 +8,6 @@ cd "$(dirname "$0")/../.."
 venv="$HOME/.cache/orinari/finetune-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check \
-  'jax==0.10.2' 'jaxlib==0.10.2' 'optax==0.2.8' 'tokenizers==0.23.3' 'numpy==2.4.6'
+  'jax==0.10.2' 'jaxlib==0.10.2' 'optax==0.2.8' 'tokenizers==0.23.3' 'numpy==2.4.6' \
+  'safetensors==0.8.0'
 exec "$venv/bin/python" bench/guard/finetune.py "$@"
