@@ -236,7 +236,7 @@ def main() -> None:
         h = np.asarray(bottom(tok, mask))
         for row, i in enumerate(members):
             hidden[i] = h[row, : len(ids[i])]
-    print(f"layers 1-{FROZEN} for every text: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print(f"embeddings and {FROZEN} frozen layers for every text: {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
     def stack(members, width):
         h = np.zeros((len(members), width, 384), dtype=np.float32)
