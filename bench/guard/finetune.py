@@ -21,7 +21,7 @@ own benign texts: the ranking alone, an oracle chosen on the test split,
 not an operating point. Nothing is fitted on a test split.
 
 One window of at most 128 tokens. Deterministic on one CPU (fixed seeds and
-order); JAX on the CPU, 1-3 minutes an epoch on two cores.
+order); JAX on the CPU, 1-4 minutes an epoch on two cores.
 
     bash bench/guard/finetune.sh DATA MODEL [--corpus FILE]
 
@@ -177,7 +177,6 @@ def main() -> None:
     if len(args) != 2:
         sys.exit("usage: finetune.py DATA MODEL [--corpus FILE]")
     data, model = Path(args[0]), Path(args[1])
-    epochs = EPOCHS
     w = load_file(str(model / "model.safetensors"))
     tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
     tokenizer.no_padding()
@@ -267,15 +266,9 @@ def main() -> None:
     def report(name, params, extra=""):
         all_eval = [i for (a, b) in spans.values() for i in range(a, b)]
         s = scores(params, all_eval)
-        benign_scores = []
-        for set_name in valid:
-            a, b = spans[("valid", set_name)]
-            benign = np.sort(s[a:b][labels[a:b] == 0])
-            # The lowest threshold (strictly above a benign score) that flags
-            # at most 1 % of this set's benign texts.
-            allowed = int(math.floor(FP_BUDGET * len(benign)))
-            benign_scores.append(benign[len(benign) - allowed - 1] if allowed < len(benign) else -np.inf)
-        threshold = max(benign_scores)
+        threshold = max(
+            budget_cut(s[a:b][labels[a:b] == 0]) for a, b in (spans[("valid", g)] for g in valid)
+        )
         for set_name in test:
             a, b = spans[("test", set_name)]
             flagged = s[a:b] > threshold
@@ -285,9 +278,7 @@ def main() -> None:
             # The ranking alone: recall at the threshold that flags 1 % of
             # this test split's own benign texts (an oracle, not an
             # operating point: it is chosen on the test split).
-            benign = np.sort(s[a:b][~attacks])
-            allowed = int(math.floor(FP_BUDGET * len(benign)))
-            oracle = int((s[a:b][attacks] > benign[len(benign) - allowed - 1]).sum())
+            oracle = int((s[a:b][attacks] > budget_cut(s[a:b][~attacks])).sum())
             print(
                 f"| {set_name} test | {name}{extra} | {100 * caught / attacks.sum():.1f} % "
                 f"({caught}/{int(attacks.sum())}) | {100 * fp / (~attacks).sum():.1f} % "
@@ -311,13 +302,7 @@ def main() -> None:
             lambda p: {"top": jax.tree.map(lambda _: "top", p["top"]), "head": ("head", "head")},
         )
         state = tx.init(params)
-
-        @jax.jit
-        def step(params, state, h, mask, target):
-            loss, grads = jax.value_and_grad(loss_fn)(params, h, mask, target)
-            updates, state = tx.update(grads, state, params)
-            return optax.apply_updates(params, updates), state, loss
-
+        step = jax.jit(lambda params, state, *batch: train_step(tx, loss_fn, params, state, *batch))
         rng = np.random.default_rng(seed)
         for epoch in range(epochs):
             started = time.perf_counter()
@@ -340,14 +325,14 @@ def main() -> None:
         "| recall at 1 % of the split's own benign (oracle) |"
     )
     print("| --- | --- | --- | --- | --- |")
-    # The guard's recipe for this encoder: frozen, mean-pooled, a logistic
-    # head (full batch, L2 as the guard's trainer uses it).
+    # The guard's recipe for this encoder: frozen, its sentence vectors, a
+    # logistic head (full batch, a little L2).
     pooled_batch = jax.jit(lambda h, mask: sentence_vector(forward_top(top, h, mask), mask))
-    pooled = np.zeros((len(texts), 384), dtype=np.float32)
-    for width, group in batches(ids, range(len(texts)), 128):
+    pooled = np.zeros((len(train), 384), dtype=np.float32)
+    for width, group in batches(ids, train_idx, 128):
         h, mask = stack(group, width)
         pooled[group] = np.asarray(pooled_batch(h, mask))
-    x_train, y_train = jnp.asarray(pooled[: len(train)]), y[: len(train)]
+    x_train, y_train = jnp.asarray(pooled), y[: len(train)]
 
     def head_loss(head):
         logits = x_train @ head[0] + head[1]
@@ -356,22 +341,32 @@ def main() -> None:
     head = (jnp.zeros(384), jnp.zeros(()))
     tx = optax.adam(0.05)
     state = tx.init(head)
-    head_step = jax.jit(lambda head, state: _apply(tx, head_loss, head, state))
+    head_step = jax.jit(lambda head, state: train_step(tx, head_loss, head, state))
     for _ in range(1000):
-        head, state = head_step(head, state)
+        head, state, _ = head_step(head, state)
     report("MiniLM frozen + logistic head (the guard's encoder recipe)", {"top": top, "head": head})
-    tuned = fit({"top": top, "head": head}, epochs, LEARNING_RATE, 1e-3, 7)
+    tuned = fit({"top": top, "head": head}, EPOCHS, LEARNING_RATE, 1e-3, 7)
     report(
         f"MiniLM, layers {FROZEN + 1}-6 fine-tuned + logistic head",
         tuned,
-        f" ({epochs} epochs, rate {LEARNING_RATE:g}, from that head)",
+        f" ({EPOCHS} epochs, rate {LEARNING_RATE:g}, from that head)",
     )
 
 
-def _apply(tx, loss_fn, params, state):
-    grads = jax.grad(loss_fn)(params)
+def train_step(tx, loss_fn, params, state, *batch):
+    """One step of `tx` on `loss_fn(params, *batch)`: the new parameters,
+    the optimizer's state and the loss."""
+    loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
     updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
+    return optax.apply_updates(params, updates), state, loss
+
+
+def budget_cut(benign):
+    """The lowest threshold (scores strictly above it are flagged) that flags
+    at most `FP_BUDGET` of these benign scores."""
+    benign = np.sort(benign)
+    allowed = int(math.floor(FP_BUDGET * len(benign)))
+    return benign[len(benign) - allowed - 1] if allowed < len(benign) else -np.inf
 
 
 if __name__ == "__main__":

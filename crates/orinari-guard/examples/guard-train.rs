@@ -780,7 +780,7 @@ fn write_encoder_texts(corpus: &Corpus, path: &std::path::Path) -> Result<(), St
                     "text": first_window(&e.text),
                     "label": u8::from(e.label),
                     "set": e.set,
-                    "channel": format!("{:?}", e.channel).to_lowercase(),
+                    "channel": e.channel.as_str(),
                     "split": split,
                     "weight": e.weight,
                     "group": group(e),
